@@ -1,0 +1,836 @@
+//! The configuration file: serde structs that mirror the TOML, and their
+//! validation into the typed [`Config`] the relay runs on.
+//!
+//! Two layers: [`file`] holds what the operator wrote (unknown keys are an
+//! error naming the key's path, every field has a default), and
+//! [`Config::from_toml`] checks it and turns it into typed values: socket
+//! addresses, byte counts, durations, and an index from public key to project.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::envelope::DataCategory;
+
+/// A configuration the relay cannot run on, with the path of the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the key, e.g. `projects[0].public_keys[1]`.
+    pub path: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The file as the operator wrote it. Every struct denies unknown keys and
+/// fills missing ones from its `Default`.
+pub mod file {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bytesize::ByteSize;
+
+    /// The whole file.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct File {
+        /// The SDK-facing listener.
+        pub server: Server,
+        /// The operator-facing listener.
+        pub admin: Admin,
+        /// Size and count limits on what SDKs send.
+        pub limits: Limits,
+        /// Where accepted items go. Without this section they go to `file_sink`.
+        pub kafka: Option<Kafka>,
+        /// The embedded default output: a JSON-lines file. Only without `[kafka]`.
+        pub file_sink: Option<FileSink>,
+        /// How the relay stops.
+        pub shutdown: Shutdown,
+        /// Logging.
+        pub log: Log,
+        /// The projects the relay accepts data for.
+        pub projects: Vec<Project>,
+    }
+
+    /// `[server]`: the SDK-facing listener.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        /// Address SDKs send to. Defaults to "127.0.0.1:3000".
+        pub listen: String,
+        /// Connections served at once; more wait in the kernel's backlog. Defaults to 1024.
+        pub max_connections: usize,
+        /// Time a client has to send its request headers. Defaults to "10s".
+        #[serde(with = "humantime_serde")]
+        pub header_read_timeout: Duration,
+        /// Time a client has to send its whole body. Defaults to "30s".
+        #[serde(with = "humantime_serde")]
+        pub body_read_timeout: Duration,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                listen: "127.0.0.1:3000".into(),
+                max_connections: 1024,
+                header_read_timeout: Duration::from_secs(10),
+                body_read_timeout: Duration::from_secs(30),
+            }
+        }
+    }
+
+    /// `[admin]`: `/metrics`, `/healthz`, `/readyz`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Admin {
+        /// Address of the admin listener. Defaults to "127.0.0.1:3001".
+        pub listen: String,
+    }
+
+    impl Default for Admin {
+        fn default() -> Self {
+            Admin {
+                listen: "127.0.0.1:3001".into(),
+            }
+        }
+    }
+
+    /// `[limits]`: what one request may carry.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Limits {
+        /// Largest body on the wire (compressed). Defaults to "20MiB".
+        pub max_body_size: ByteSize,
+        /// Largest body after decompression. Defaults to "50MiB".
+        pub max_inflated_size: ByteSize,
+        /// Largest single event or transaction payload. Defaults to "1MiB".
+        pub max_event_size: ByteSize,
+        /// Largest single attachment or other non-event item. Defaults to "20MiB".
+        pub max_attachment_size: ByteSize,
+        /// Most items in one envelope. Defaults to 1000.
+        pub max_items: usize,
+        /// Longest envelope or item header line. Defaults to "64KiB".
+        pub max_header_line_size: ByteSize,
+        /// Deepest nesting of objects and arrays in an event. Defaults to 128.
+        pub max_json_depth: usize,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits {
+                max_body_size: ByteSize::mib(20),
+                max_inflated_size: ByteSize::mib(50),
+                max_event_size: ByteSize::mib(1),
+                max_attachment_size: ByteSize::mib(20),
+                max_items: 1000,
+                max_header_line_size: ByteSize::kib(64),
+                max_json_depth: 128,
+            }
+        }
+    }
+
+    /// `[kafka]`: the producer.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Kafka {
+        /// Bootstrap brokers, comma-separated. Defaults to "127.0.0.1:9092".
+        pub brokers: String,
+        /// How long librdkafka keeps trying to deliver one message before the item
+        /// is dropped as `kafka_error` (librdkafka's `message.timeout.ms`). Defaults to "10s".
+        #[serde(with = "humantime_serde")]
+        pub delivery_timeout: Duration,
+        /// Batch compression: none, gzip, lz4, zstd or snappy. Defaults to "lz4".
+        pub compression: String,
+        /// How often the relay checks that the brokers answer (for `/readyz`). Defaults to "1s".
+        #[serde(with = "humantime_serde")]
+        pub health_interval: Duration,
+        /// Topic for each data category, and for outcomes.
+        pub topics: Topics,
+        /// Raw librdkafka settings, passed as they are (for example
+        /// `"queue.buffering.max.kbytes" = "65536"`, `"security.protocol" = "SASL_SSL"`).
+        /// `enable.idempotence`, `acks` and `bootstrap.servers` are the relay's own. Defaults to {}.
+        pub producer: BTreeMap<String, String>,
+    }
+
+    impl Default for Kafka {
+        fn default() -> Self {
+            Kafka {
+                brokers: "127.0.0.1:9092".into(),
+                delivery_timeout: Duration::from_secs(10),
+                compression: "lz4".into(),
+                health_interval: Duration::from_secs(1),
+                topics: Topics::default(),
+                producer: BTreeMap::new(),
+            }
+        }
+    }
+
+    /// `[kafka.topics]`: one topic per data category.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Topics {
+        /// Error events. Defaults to "ingest-events".
+        pub error: String,
+        /// Items of no known type. Defaults to "ingest-events".
+        pub default: String,
+        /// User reports. Defaults to "ingest-events".
+        pub user_report: String,
+        /// User feedback. Defaults to "ingest-events".
+        pub feedback: String,
+        /// Transactions. Defaults to "ingest-transactions".
+        pub transaction: String,
+        /// Attachments. Defaults to "ingest-attachments".
+        pub attachment: String,
+        /// Sessions (release health). Defaults to "ingest-sessions".
+        pub session: String,
+        /// Cron check-ins. Defaults to "ingest-monitors".
+        pub monitor: String,
+        /// Standalone spans. Defaults to "ingest-spans".
+        pub span: String,
+        /// Logs. Defaults to "ingest-logs".
+        pub log_item: String,
+        /// Profiles. Defaults to "ingest-profiles".
+        pub profile: String,
+        /// Replay events and recordings. Defaults to "ingest-replays".
+        pub replay: String,
+        /// Aggregated outcome records. Defaults to "outcomes".
+        pub outcomes: String,
+    }
+
+    impl Default for Topics {
+        fn default() -> Self {
+            Topics {
+                error: "ingest-events".into(),
+                default: "ingest-events".into(),
+                user_report: "ingest-events".into(),
+                feedback: "ingest-events".into(),
+                transaction: "ingest-transactions".into(),
+                attachment: "ingest-attachments".into(),
+                session: "ingest-sessions".into(),
+                monitor: "ingest-monitors".into(),
+                span: "ingest-spans".into(),
+                log_item: "ingest-logs".into(),
+                profile: "ingest-profiles".into(),
+                replay: "ingest-replays".into(),
+                outcomes: "outcomes".into(),
+            }
+        }
+    }
+
+    /// `[file_sink]`: accepted items appended as JSON lines.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct FileSink {
+        /// The file; relative paths are from the working directory. Defaults to "edge-relay-items.jsonl".
+        pub path: String,
+    }
+
+    impl Default for FileSink {
+        fn default() -> Self {
+            FileSink {
+                path: "edge-relay-items.jsonl".into(),
+            }
+        }
+    }
+
+    /// `[shutdown]`: the bounded stop sequence.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Shutdown {
+        /// After SIGTERM: time to finish in-flight requests and flush Kafka. Defaults to "30s".
+        #[serde(with = "humantime_serde")]
+        pub grace_period: Duration,
+        /// After SIGINT: the same, shorter. Defaults to "3s".
+        #[serde(with = "humantime_serde")]
+        pub fast_grace_period: Duration,
+    }
+
+    impl Default for Shutdown {
+        fn default() -> Self {
+            Shutdown {
+                grace_period: Duration::from_secs(30),
+                fast_grace_period: Duration::from_secs(3),
+            }
+        }
+    }
+
+    /// `[log]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Log {
+        /// Level filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set. Defaults to "info".
+        pub level: String,
+    }
+
+    impl Default for Log {
+        fn default() -> Self {
+            Log {
+                level: "info".into(),
+            }
+        }
+    }
+
+    /// `[[projects]]`: one project.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Project {
+        /// The numeric id in DSNs and in `/api/{id}/...`. Required.
+        pub id: u64,
+        /// The public keys of its DSNs (32 hex characters). Required, at least one.
+        pub public_keys: Vec<String>,
+    }
+}
+
+/// The validated configuration the relay runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The SDK-facing listener.
+    pub server: ServerConfig,
+    /// Address of the admin listener.
+    pub admin_listen: SocketAddr,
+    /// What one request may carry.
+    pub limits: Limits,
+    /// Where accepted items go.
+    pub output: Output,
+    /// How long the stop sequence may take.
+    pub shutdown: ShutdownConfig,
+    /// The log filter from the file.
+    pub log_level: String,
+    /// The projects, indexed by id and by public key.
+    pub projects: Arc<Projects>,
+}
+
+/// The SDK-facing listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where SDKs connect.
+    pub listen: SocketAddr,
+    /// Connections served at once.
+    pub max_connections: NonZeroUsize,
+    /// Deadline for the request headers.
+    pub header_read_timeout: Duration,
+    /// Deadline for the whole body.
+    pub body_read_timeout: Duration,
+}
+
+/// Size and count limits, in bytes and items.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest compressed body.
+    pub max_body_size: usize,
+    /// Largest inflated body.
+    pub max_inflated_size: usize,
+    /// Largest event or transaction item.
+    pub max_event_size: usize,
+    /// Largest other item.
+    pub max_attachment_size: usize,
+    /// Most items per envelope.
+    pub max_items: usize,
+    /// Longest header line.
+    pub max_header_line_size: usize,
+    /// Deepest JSON nesting in an event.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        validate_limits(&file::Limits::default()).expect("the default limits are valid")
+    }
+}
+
+/// Where accepted items go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A Kafka cluster.
+    Kafka(KafkaConfig),
+    /// A JSON-lines file: the embedded default for trying the relay out.
+    File(PathBuf),
+}
+
+/// The producer's settings.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// librdkafka's `message.timeout.ms`.
+    pub delivery_timeout: Duration,
+    /// librdkafka's `compression.type`.
+    pub compression: String,
+    /// Interval of the broker reachability check.
+    pub health_interval: Duration,
+    /// Topic per data category, indexed by [`DataCategory::index`].
+    pub topics: Topics,
+    /// Raw librdkafka settings, applied last.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    /// Raw settings can hold SASL passwords and key material: only their names are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let producer: BTreeMap<&str, &str> = self
+            .producer
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key", "token", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "[redacted]" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("compression", &self.compression)
+            .field("health_interval", &self.health_interval)
+            .field("topics", &self.topics)
+            .field("producer", &producer)
+            .finish()
+    }
+}
+
+/// Topic names per category.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Indexed by [`DataCategory::index`].
+    by_category: Vec<Arc<str>>,
+    /// Where outcome records go.
+    pub outcomes: Arc<str>,
+}
+
+impl Topics {
+    /// The topic items of this category are produced to.
+    pub fn for_category(&self, category: DataCategory) -> &Arc<str> {
+        &self.by_category[category.index()]
+    }
+
+    /// Every distinct topic, for creating them in tests and checking metadata.
+    pub fn all(&self) -> Vec<Arc<str>> {
+        let mut all: Vec<Arc<str>> = self.by_category.clone();
+        all.push(self.outcomes.clone());
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+impl Default for Topics {
+    /// The default topic names, for the file sink's `topic` field.
+    fn default() -> Self {
+        validate_kafka(file::Kafka::default())
+            .expect("the default Kafka settings are valid")
+            .topics
+    }
+}
+
+/// The bounded stop sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownConfig {
+    /// Grace after SIGTERM.
+    pub grace_period: Duration,
+    /// Grace after SIGINT.
+    pub fast_grace_period: Duration,
+}
+
+/// One configured project.
+#[derive(Debug)]
+pub struct Project {
+    /// Its numeric id.
+    pub id: u64,
+    /// Its id as a metric label value, made once.
+    pub label: Arc<str>,
+    /// Its public keys.
+    pub public_keys: Vec<String>,
+}
+
+/// The projects, found by id or by public key.
+#[derive(Debug, Default)]
+pub struct Projects {
+    /// Projects by id.
+    by_id: HashMap<u64, Arc<Project>>,
+    /// Project id by public key; a key belongs to exactly one project.
+    by_key: HashMap<String, u64>,
+}
+
+impl Projects {
+    /// The project with this id, if configured.
+    pub fn get(&self, id: u64) -> Option<&Arc<Project>> {
+        self.by_id.get(&id)
+    }
+
+    /// The id of the project that owns this public key.
+    pub fn project_of_key(&self, key: &str) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
+    /// How many projects are configured.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no project is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every project, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Project>> {
+        let mut all: Vec<_> = self.by_id.values().collect();
+        all.sort_by_key(|p| p.id);
+        all.into_iter()
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
+        let raw: file::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(path, e.into_inner().to_string().trim_end().to_owned())
+        })?;
+        Config::validate(raw)
+    }
+
+    /// Turns the file's structs into typed values, or says which key is wrong.
+    pub fn validate(raw: file::File) -> Result<Config, ConfigError> {
+        let listen = socket_addr("server.listen", &raw.server.listen)?;
+        let admin_listen = socket_addr("admin.listen", &raw.admin.listen)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(ConfigError::new(
+                "admin.listen",
+                "must differ from server.listen: the admin port is a separate listener",
+            ));
+        }
+        let max_connections = NonZeroUsize::new(raw.server.max_connections)
+            .ok_or_else(|| ConfigError::new("server.max_connections", "must be at least 1"))?;
+        for (path, d) in [
+            ("server.header_read_timeout", raw.server.header_read_timeout),
+            ("server.body_read_timeout", raw.server.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(path, "must be longer than zero"));
+            }
+        }
+        let limits = validate_limits(&raw.limits)?;
+
+        let output = match (raw.kafka, raw.file_sink) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "file_sink",
+                    "cannot be used together with [kafka]: choose one output",
+                ))
+            }
+            (Some(kafka), None) => Output::Kafka(validate_kafka(kafka)?),
+            (None, sink) => {
+                let path = sink.unwrap_or_default().path;
+                if path.trim().is_empty() {
+                    return Err(ConfigError::new("file_sink.path", "must not be empty"));
+                }
+                Output::File(PathBuf::from(path))
+            }
+        };
+
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                max_connections,
+                header_read_timeout: raw.server.header_read_timeout,
+                body_read_timeout: raw.server.body_read_timeout,
+            },
+            admin_listen,
+            limits,
+            output,
+            shutdown: ShutdownConfig {
+                grace_period: raw.shutdown.grace_period,
+                fast_grace_period: raw.shutdown.fast_grace_period,
+            },
+            log_level: raw.log.level,
+            projects: Arc::new(validate_projects(raw.projects)?),
+        })
+    }
+
+    /// A short, secret-free summary for `check-config`.
+    pub fn summary(&self) -> String {
+        let output = match &self.output {
+            Output::Kafka(k) => format!("kafka brokers {} (compression {})", k.brokers, k.compression),
+            Output::File(p) => format!("file sink {}", p.display()),
+        };
+        let keys: usize = self.projects.iter().map(|p| p.public_keys.len()).sum();
+        format!(
+            "ok: sdk listener {}, admin listener {}, {} project(s) with {} key(s), output: {}",
+            self.server.listen,
+            self.admin_listen,
+            self.projects.len(),
+            keys,
+            output
+        )
+    }
+}
+
+fn socket_addr(path: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            path,
+            format!("{value:?} is not an IP:port address (for example \"127.0.0.1:3000\")"),
+        )
+    })
+}
+
+fn validate_limits(raw: &file::Limits) -> Result<Limits, ConfigError> {
+    let bytes = |path: &str, v: bytesize::ByteSize| -> Result<usize, ConfigError> {
+        match usize::try_from(v.as_u64()) {
+            Ok(0) => Err(ConfigError::new(path, "must be larger than zero")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(ConfigError::new(path, "is too large for this machine")),
+        }
+    };
+    let limits = Limits {
+        max_body_size: bytes("limits.max_body_size", raw.max_body_size)?,
+        max_inflated_size: bytes("limits.max_inflated_size", raw.max_inflated_size)?,
+        max_event_size: bytes("limits.max_event_size", raw.max_event_size)?,
+        max_attachment_size: bytes("limits.max_attachment_size", raw.max_attachment_size)?,
+        max_items: raw.max_items,
+        max_header_line_size: bytes("limits.max_header_line_size", raw.max_header_line_size)?,
+        max_json_depth: raw.max_json_depth,
+    };
+    if limits.max_json_depth == 0 {
+        return Err(ConfigError::new("limits.max_json_depth", "must be at least 1"));
+    }
+    if limits.max_items == 0 {
+        return Err(ConfigError::new("limits.max_items", "must be at least 1"));
+    }
+    if limits.max_inflated_size < limits.max_body_size {
+        return Err(ConfigError::new(
+            "limits.max_inflated_size",
+            "must be at least limits.max_body_size (an uncompressed body is counted against both)",
+        ));
+    }
+    Ok(limits)
+}
+
+/// librdkafka settings the relay's delivery promise depends on.
+const RESERVED_PRODUCER_KEYS: [&str; 5] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+];
+
+fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
+    if raw.brokers.trim().is_empty() {
+        return Err(ConfigError::new("kafka.brokers", "must name at least one broker"));
+    }
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&raw.compression.as_str()) {
+        return Err(ConfigError::new(
+            "kafka.compression",
+            format!("{:?} is not one of none, gzip, snappy, lz4, zstd", raw.compression),
+        ));
+    }
+    if raw.delivery_timeout < Duration::from_millis(100) {
+        return Err(ConfigError::new("kafka.delivery_timeout", "must be at least 100ms"));
+    }
+    if raw.health_interval < Duration::from_millis(100) {
+        return Err(ConfigError::new("kafka.health_interval", "must be at least 100ms"));
+    }
+    for key in raw.producer.keys() {
+        if RESERVED_PRODUCER_KEYS.contains(&key.as_str()) {
+            return Err(ConfigError::new(
+                format!("kafka.producer.\"{key}\""),
+                "is set by the relay (idempotent, acks=all, brokers from kafka.brokers) and cannot be overridden",
+            ));
+        }
+    }
+    let t = raw.topics;
+    let named = [
+        (DataCategory::Error, "error", t.error),
+        (DataCategory::Default, "default", t.default),
+        (DataCategory::UserReport, "user_report", t.user_report),
+        (DataCategory::Feedback, "feedback", t.feedback),
+        (DataCategory::Transaction, "transaction", t.transaction),
+        (DataCategory::Attachment, "attachment", t.attachment),
+        (DataCategory::Session, "session", t.session),
+        (DataCategory::Monitor, "monitor", t.monitor),
+        (DataCategory::Span, "span", t.span),
+        (DataCategory::LogItem, "log_item", t.log_item),
+        (DataCategory::Profile, "profile", t.profile),
+        (DataCategory::Replay, "replay", t.replay),
+    ];
+    let mut by_category: Vec<Option<Arc<str>>> = vec![None; DataCategory::ALL.len()];
+    for (category, key, topic) in named {
+        check_topic(&format!("kafka.topics.{key}"), &topic)?;
+        by_category[category.index()] = Some(topic.into());
+    }
+    check_topic("kafka.topics.outcomes", &t.outcomes)?;
+    let by_category = by_category
+        .into_iter()
+        .map(|t| t.expect("every category is named above"))
+        .collect();
+    Ok(KafkaConfig {
+        brokers: raw.brokers,
+        delivery_timeout: raw.delivery_timeout,
+        compression: raw.compression,
+        health_interval: raw.health_interval,
+        topics: Topics {
+            by_category,
+            outcomes: t.outcomes.into(),
+        },
+        producer: raw.producer,
+    })
+}
+
+/// Kafka's own rule for topic names.
+fn check_topic(path: &str, topic: &str) -> Result<(), ConfigError> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) || topic == "." || topic == ".." {
+        return Err(ConfigError::new(
+            path,
+            format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_projects(raw: Vec<file::Project>) -> Result<Projects, ConfigError> {
+    let mut projects = Projects::default();
+    for (i, p) in raw.into_iter().enumerate() {
+        if p.id == 0 {
+            return Err(ConfigError::new(format!("projects[{i}].id"), "must be a positive number"));
+        }
+        if projects.by_id.contains_key(&p.id) {
+            return Err(ConfigError::new(
+                format!("projects[{i}].id"),
+                format!("project {} is declared twice", p.id),
+            ));
+        }
+        if p.public_keys.is_empty() {
+            return Err(ConfigError::new(
+                format!("projects[{i}].public_keys"),
+                "needs at least one key",
+            ));
+        }
+        for (j, key) in p.public_keys.iter().enumerate() {
+            let path = format!("projects[{i}].public_keys[{j}]");
+            if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::new(
+                    path,
+                    "a public key is 32 hexadecimal characters, as in a DSN",
+                ));
+            }
+            if let Some(other) = projects.by_key.insert(key.to_ascii_lowercase(), p.id) {
+                return Err(ConfigError::new(
+                    path,
+                    format!("this key already belongs to project {other}: a key belongs to one project"),
+                ));
+            }
+        }
+        let project = Project {
+            id: p.id,
+            label: p.id.to_string().into(),
+            public_keys: p.public_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+        };
+        projects.by_id.insert(p.id, Arc::new(project));
+    }
+    Ok(projects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text)
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:3000\"\n[admin]\nlisten = \"127.0.0.1:3001\"\n\
+             [kafka]\nbrokers = \"127.0.0.1:9092\"\n[[projects]]\nid = 42\npublic_keys = [\"{KEY}\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.projects.project_of_key(KEY), Some(42));
+        let Output::Kafka(k) = &c.output else { panic!("kafka output expected") };
+        assert_eq!(&**k.topics.for_category(DataCategory::Error), "ingest-events");
+        assert_eq!(&**k.topics.for_category(DataCategory::Transaction), "ingest-transactions");
+        assert_eq!(&*k.topics.outcomes, "outcomes");
+    }
+
+    #[test]
+    fn an_empty_file_runs_on_the_file_sink() {
+        let c = parse("").expect("valid");
+        assert!(matches!(c.output, Output::File(ref p) if p.as_os_str() == "edge-relay-items.jsonl"));
+        assert_eq!(c.limits.max_body_size, 20 << 20);
+        assert_eq!(c.shutdown.grace_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let e = parse("[server]\nlistn = \"127.0.0.1:3000\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.listn"), "{e}");
+        let e = parse(&format!("[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\ncolour = 1\n")).unwrap_err();
+        assert!(e.to_string().starts_with("projects[0].colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_which_key_and_why() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[limits]\nmax_body_size = \"lots\"\n", "limits.max_body_size"),
+            ("[limits]\nmax_items = 0\n", "limits.max_items"),
+            ("[kafka]\ncompression = \"rar\"\n", "kafka.compression"),
+            ("[kafka.producer]\nacks = \"1\"\n", "kafka.producer.\"acks\""),
+            ("[kafka.topics]\nerror = \"bad topic\"\n", "kafka.topics.error"),
+            ("[kafka]\n[file_sink]\npath = \"x\"\n", "file_sink"),
+            ("[[projects]]\nid = 1\npublic_keys = [\"short\"]\n", "projects[0].public_keys[0]"),
+            ("[[projects]]\nid = 1\npublic_keys = []\n", "projects[0].public_keys"),
+            ("[shutdown]\ngrace_period = \"soon\"\n", "shutdown.grace_period"),
+        ];
+        for (text, path) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.to_string().starts_with(path), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn a_key_belongs_to_one_project() {
+        let e = parse(&format!(
+            "[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\n[[projects]]\nid = 2\npublic_keys = [\"{KEY}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("already belongs to project 1"), "{e}");
+    }
+
+    #[test]
+    fn secrets_in_producer_settings_are_redacted_in_debug() {
+        let c = parse("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = \"7\"\n").unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("linger.ms"));
+    }
+}

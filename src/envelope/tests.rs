@@ -1,0 +1,222 @@
+use super::*;
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn parse_str(s: &str) -> Result<Envelope, EnvelopeError> {
+    parse(Bytes::copy_from_slice(s.as_bytes()), &limits())
+}
+
+const ID: &str = "9ec79c33ec9942ab8353589fcb2e04dc";
+
+#[test]
+fn items_with_and_without_length() {
+    let mut body = format!("{{\"event_id\":\"{ID}\",\"dsn\":\"https://k@h/1\"}}\n").into_bytes();
+    body.extend_from_slice(b"{\"type\":\"attachment\",\"length\":10,\"filename\":\"a.txt\"}\n");
+    body.extend_from_slice(b"\xef\xbb\xbfhello\n\n");
+    body.extend_from_slice(b"{\"type\":\"event\"}\n{\"message\":\"hi\"}\n");
+    let body = String::from_utf8(body).unwrap();
+    let env = parse_str(&body).unwrap();
+    assert_eq!(env.header.event_id.as_deref(), Some(ID));
+    assert_eq!(env.header.dsn.as_deref(), Some("https://k@h/1"));
+    assert_eq!(env.items.len(), 2);
+    assert_eq!(env.items[0].ty, ItemType::Attachment);
+    assert_eq!(&env.items[0].payload[..], "\u{feff}hello\n\n".as_bytes());
+    assert_eq!(env.items[1].ty, ItemType::Event);
+    assert_eq!(&env.items[1].payload[..], br#"{"message":"hi"}"#);
+}
+
+#[test]
+fn binary_payloads_with_newlines_and_nuls() {
+    let payload: Vec<u8> = (0..=255u8).chain([b'\n', 0, b'\n']).collect();
+    let mut body = b"{}\n".to_vec();
+    body.extend_from_slice(format!("{{\"type\":\"attachment\",\"length\":{}}}\n", payload.len()).as_bytes());
+    body.extend_from_slice(&payload);
+    let env = parse(Bytes::from(body), &limits()).unwrap();
+    assert_eq!(&env.items[0].payload[..], &payload[..]);
+}
+
+#[test]
+fn tolerates_sloppy_sdks() {
+    // No final newline.
+    let env = parse_str("{}\n{\"type\":\"event\"}\n{\"a\":1}").unwrap();
+    assert_eq!(&env.items[0].payload[..], br#"{"a":1}"#);
+    // CRLF line ends and trailing blank lines.
+    let env = parse_str("{}\r\n{\"type\":\"event\"}\r\n{\"a\":1}\r\n\r\n\n").unwrap();
+    assert_eq!(&env.items[0].payload[..], br#"{"a":1}"#);
+    // Sized payload without a newline after it, at the end.
+    let env = parse_str("{}\n{\"type\":\"event\",\"length\":7}\n{\"a\":1}").unwrap();
+    assert_eq!(&env.items[0].payload[..], br#"{"a":1}"#);
+    // A header-only envelope.
+    assert!(parse_str("{}").unwrap().items.is_empty());
+    assert!(parse_str("{}\n").unwrap().items.is_empty());
+    // Empty payload of an unsized item.
+    let env = parse_str("{}\n{\"type\":\"attachment\"}\n\n{\"type\":\"event\"}\n{}\n").unwrap();
+    assert_eq!(env.items.len(), 2);
+    assert!(env.items[0].payload.is_empty());
+}
+
+#[test]
+fn zero_length_items() {
+    let env = parse_str("{}\n{\"type\":\"attachment\",\"length\":0}\n{\"type\":\"event\",\"length\":2}\n{}\n").unwrap();
+    assert_eq!(env.items.len(), 2);
+    assert!(env.items[0].payload.is_empty());
+    assert_eq!(&env.items[1].payload[..], b"{}");
+}
+
+#[test]
+fn malformed_envelopes_are_errors_not_panics() {
+    assert_eq!(parse_str("").unwrap_err(), EnvelopeError::Empty);
+    assert_eq!(parse_str("\n\n").unwrap_err(), EnvelopeError::Empty);
+    assert!(matches!(parse_str("not json\n").unwrap_err(), EnvelopeError::BadHeader(_)));
+    assert!(matches!(parse_str("[1,2]\n").unwrap_err(), EnvelopeError::BadHeader(_)));
+    assert!(matches!(parse_str("{}\n{\"length\":2}\n{}\n").unwrap_err(), EnvelopeError::BadItemHeader { index: 0, .. }));
+    assert!(matches!(parse_str("{}\n{\"type\":7}\n{}\n").unwrap_err(), EnvelopeError::BadItemHeader { .. }));
+    assert!(matches!(parse_str("{}\n{\"type\":\"event\",\"length\":-1}\n").unwrap_err(), EnvelopeError::BadItemHeader { .. }));
+    assert_eq!(
+        parse_str("{}\n{\"type\":\"event\",\"length\":100}\n{}\n").unwrap_err(),
+        EnvelopeError::LengthPastEnd { index: 0, length: 100 }
+    );
+    assert_eq!(
+        parse_str("{}\n{\"type\":\"event\",\"length\":18446744073709551615}\n{}\n").unwrap_err(),
+        EnvelopeError::LengthPastEnd { index: 0, length: u64::MAX }
+    );
+    assert!(matches!(parse_str("{\"event_id\":\"nope\"}\n").unwrap_err(), EnvelopeError::BadEventId(_)));
+    assert!(matches!(parse(Bytes::from_static(b"{\"a\":\"\xff\"}\n"), &limits()).unwrap_err(), EnvelopeError::BadHeader(_)));
+}
+
+#[test]
+fn limits_on_items_and_header_lines() {
+    let small = Limits {
+        max_items: 3,
+        max_header_line_size: 64,
+        ..Limits::default()
+    };
+    let many = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(4);
+    assert_eq!(parse(Bytes::from(many), &small).unwrap_err(), EnvelopeError::TooManyItems { limit: 3 });
+    let three = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(3);
+    assert_eq!(parse(Bytes::from(three), &small).unwrap().items.len(), 3);
+    let long_header = format!("{{\"sdk\":\"{}\"}}\n", "x".repeat(100));
+    assert!(parse(Bytes::from(long_header), &small).unwrap_err().is_too_large());
+    let long_item = format!("{{}}\n{{\"type\":\"event\",\"pad\":\"{}\"}}\n{{}}\n", "x".repeat(100));
+    assert!(parse(Bytes::from(long_item), &small).unwrap_err().is_too_large());
+    // A huge header line without any newline is refused after reading the limit.
+    let endless = "{".to_owned() + &"x".repeat(10_000);
+    assert_eq!(parse(Bytes::from(endless), &small).unwrap_err(), EnvelopeError::HeaderTooLong { limit: 64 });
+}
+
+#[test]
+fn item_types_map_to_categories() {
+    let table = [
+        ("event", Some(DataCategory::Error)),
+        ("transaction", Some(DataCategory::Transaction)),
+        ("attachment", Some(DataCategory::Attachment)),
+        ("session", Some(DataCategory::Session)),
+        ("sessions", Some(DataCategory::Session)),
+        ("client_report", None),
+        ("user_report", Some(DataCategory::UserReport)),
+        ("feedback", Some(DataCategory::Feedback)),
+        ("check_in", Some(DataCategory::Monitor)),
+        ("span", Some(DataCategory::Span)),
+        ("log", Some(DataCategory::LogItem)),
+        ("profile", Some(DataCategory::Profile)),
+        ("replay_event", Some(DataCategory::Replay)),
+        ("replay_recording", Some(DataCategory::Replay)),
+        ("something_new", Some(DataCategory::Default)),
+    ];
+    for (name, category) in table {
+        assert_eq!(ItemType::from_name(name).category(), category, "{name}");
+    }
+    for (i, c) in DataCategory::ALL.iter().enumerate() {
+        assert_eq!(c.index(), i);
+        assert_eq!(DataCategory::from_name(c.as_str()), Some(*c));
+    }
+}
+
+#[test]
+fn event_ids_normalize() {
+    assert_eq!(normalize_event_id(ID).as_deref(), Some(ID));
+    assert_eq!(
+        normalize_event_id("9EC79C33-EC99-42AB-8353-589FCB2E04DC").as_deref(),
+        Some(ID)
+    );
+    assert_eq!(normalize_event_id("9ec79c33ec9942ab8353589fcb2e04d"), None);
+    assert_eq!(normalize_event_id("9ec79c33_ec99_42ab_8353_589fcb2e04dc"), None);
+    assert_eq!(normalize_event_id("zzc79c33ec9942ab8353589fcb2e04dc"), None);
+}
+
+#[test]
+fn probing_events() {
+    let (id, ty) = probe_event(format!(r#"{{"event_id":"{ID}","type":"transaction","x":[1,{{}}]}}"#).as_bytes(), 128).unwrap();
+    assert_eq!(id.as_deref(), Some(ID));
+    assert_eq!(ty.as_deref(), Some("transaction"));
+    assert_eq!(probe_event(b"{}", 128).unwrap(), (None, None));
+    assert!(matches!(probe_event(b"[]", 128), Err(EventError::NotObject)));
+    assert!(matches!(probe_event(b"\"text\"", 128), Err(EventError::NotObject)));
+    assert!(matches!(probe_event(b"{\"a\":", 128), Err(EventError::NotJson(_))));
+    assert!(matches!(probe_event(b"{\"a\":\"\xc3\x28\"}", 128), Err(EventError::NotUtf8(_))));
+    assert!(matches!(probe_event(br#"{"event_id":"x"}"#, 128), Err(EventError::BadEventId)));
+    let deep = "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000);
+    assert!(matches!(probe_event(deep.as_bytes(), 128), Err(EventError::TooDeep(128))));
+    let arrays = "[".repeat(200) + &"]".repeat(200);
+    assert!(matches!(probe_event(format!("{{\"a\":{arrays}}}").as_bytes(), 128), Err(EventError::TooDeep(128))));
+    // Brackets inside strings, escaped quotes included, do not count.
+    let in_string = format!("{{\"a\":\"\\\"{}\"}}", "[{".repeat(500));
+    assert!(probe_event(in_string.as_bytes(), 128).is_ok(), "{in_string}");
+    let ok_depth = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
+    assert!(probe_event(ok_depth.as_bytes(), 128).is_ok());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item() -> impl Strategy<Value = (String, Vec<u8>, bool)> {
+        (
+            prop::sample::select(vec!["event", "attachment", "session", "transaction", "weird"]),
+            prop::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
+        )
+            .prop_map(|(ty, payload, sized)| (ty.to_owned(), payload, sized))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = parse(Bytes::from(data), &limits());
+        }
+
+        #[test]
+        fn arbitrary_lines_never_panic(lines in prop::collection::vec("[{}\\[\\]\":a-z0-9,\\n ]{0,40}", 0..12)) {
+            let _ = parse(Bytes::from(lines.join("\n")), &limits());
+        }
+
+        /// Serialize items the way SDKs do, parse, and get them back.
+        #[test]
+        fn written_envelopes_parse_back(items in prop::collection::vec(item(), 0..8)) {
+            let mut body = format!("{{\"event_id\":\"{ID}\"}}\n").into_bytes();
+            let mut expected = Vec::new();
+            for (ty, payload, sized) in &items {
+                // Unsized payloads run to the next newline, so they cannot contain one.
+                let payload: Vec<u8> = if *sized { payload.clone() } else {
+                    payload.iter().copied().filter(|b| *b != b'\n' && *b != b'\r').collect()
+                };
+                if *sized {
+                    body.extend_from_slice(format!("{{\"type\":\"{ty}\",\"length\":{}}}\n", payload.len()).as_bytes());
+                } else {
+                    body.extend_from_slice(format!("{{\"type\":\"{ty}\"}}\n").as_bytes());
+                }
+                body.extend_from_slice(&payload);
+                body.push(b'\n');
+                expected.push((ty.clone(), payload));
+            }
+            let env = parse(Bytes::from(body), &limits()).unwrap();
+            let got: Vec<(String, Vec<u8>)> = env.items.iter().map(|i| (i.type_name.clone(), i.payload.to_vec())).collect();
+            // An unsized empty payload followed by blank lines is indistinguishable; compare the rest.
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! edge-relay: a small, fast relay between Sentry SDKs and Kafka.
+//!
+//! # The path of an event through the relay
+//!
+//! An SDK posts an envelope to `POST /api/{project_id}/envelope/` (or a single
+//! JSON event to the legacy `/store/` endpoint). The request walks these
+//! stages, in this order, all called from one function,
+//! [`pipeline::Pipeline::handle`]:
+//!
+//! 1. [`server`] accepts the connection (HTTP/1.1 or h2c), routes the path,
+//!    answers CORS preflights, and reads the body under a wire-size cap and a
+//!    read deadline. This and [`produce`] are the only stages that do I/O.
+//! 2. [`auth`] finds the public key (the `X-Sentry-Auth` or
+//!    `Authorization: Sentry` header, the `sentry_key` query parameter, or
+//!    later the envelope header's `dsn`) and checks that it belongs to the
+//!    project in the path.
+//! 3. [`decompress`] inflates `gzip`, `deflate`, `br` or `zstd` bodies,
+//!    streaming, and stops at the inflated-size cap: a decompression bomb is
+//!    refused having inflated at most the cap.
+//! 4. [`envelope`] parses the envelope into a header and items, each item
+//!    typed and given its data category; events are checked to be JSON
+//!    objects of bounded depth.
+//! 5. Inbound filters, quotas, sampling, PII scrubbing and fingerprinting
+//!    come next; their places in [`pipeline`] are marked and they are not
+//!    built yet.
+//! 6. [`produce`] turns every accepted item into one record (key: the event
+//!    id; headers: `project_id`, `event_id`, `item_type`, `received_at`) and
+//!    hands it to Kafka (idempotent, `acks=all`; the SDK is answered after the
+//!    broker's ack) or, with no `[kafka]` section, to a JSON-lines file.
+//! 7. Every item ends in exactly one [`outcome::Outcome`]: accepted, or
+//!    dropped with a reason. [`metrics`] counts both, and the same outcome
+//!    picks the HTTP status of the answer.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, its validation into typed values.
+//! - [`outcome`]: the one enum of drop reasons, and what each one means.
+//! - [`auth`], [`decompress`], [`envelope`]: the pure stages above.
+//! - [`pipeline`]: the single function that calls the stages in order.
+//! - [`produce`]: the Kafka producer and the file sink.
+//! - [`metrics`]: the Prometheus metrics, registered on a passed-in registry.
+//! - [`server`]: the SDK listener, the admin listener (`/metrics`,
+//!   `/healthz`, `/readyz`) and the bounded shutdown sequence.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod decompress;
+pub mod envelope;
+pub mod metrics;
+pub mod outcome;
+pub mod pipeline;
+pub mod produce;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Relay, ShutdownReport};

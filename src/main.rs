@@ -1,0 +1,120 @@
+//! The `edge-relay` command: `run`, `check-config`, `--version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use edge_relay::{Config, Relay};
+
+/// sysexits' EX_USAGE: the configuration cannot be used.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "edge-relay", version, about = "Relay between Sentry SDKs and Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve SDKs until SIGTERM (graceful) or SIGINT (fast).
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, print a summary, and exit.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (Command::Run { config: path } | Command::CheckConfig { config: path }) = &cli.command;
+    // An invalid config exits before any port is bound.
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("edge-relay: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { .. } => {
+            println!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Command::Run { .. } => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edge-relay: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = config.shutdown;
+        let relay = Relay::bind(config, prometheus::Registry::new()).await?;
+        tracing::info!(
+            sdk = %relay.sdk_addr(),
+            admin = %relay.admin_addr(),
+            version = env!("CARGO_PKG_VERSION"),
+            "edge-relay listening"
+        );
+        let signals = wait_for_signal(shutdown.grace_period, shutdown.fast_grace_period)?;
+        let report = relay.run(signals).await;
+        tracing::info!(?report, "edge-relay stopped");
+        Ok(())
+    })
+}
+
+/// Resolves with the grace period for the first SIGTERM (graceful) or SIGINT (fast).
+fn wait_for_signal(
+    grace: Duration,
+    fast_grace: Duration,
+) -> anyhow::Result<impl std::future::Future<Output = Duration>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: graceful shutdown");
+                grace
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: fast shutdown");
+                fast_grace
+            }
+        }
+    })
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")?,
+        _ => EnvFilter::try_new(level).context("log.level is not a valid filter")?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}

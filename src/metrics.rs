@@ -1,0 +1,182 @@
+//! The Prometheus metrics, registered on a registry the caller passes in, so
+//! that tests and several relays in one process stay apart.
+//!
+//! Label values are bounded: projects come from config (anything else is
+//! `unknown`), categories and reasons from fixed enums, endpoints from the
+//! router, statuses from the few the relay answers with.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::envelope::DataCategory;
+use crate::outcome::DropReason;
+
+/// The label for requests and items of projects this relay does not serve.
+pub const UNKNOWN_PROJECT: &str = "unknown";
+
+/// The label for drops counted before an envelope's items were known.
+pub const ENVELOPE_CATEGORY: &str = "envelope";
+
+/// Every metric the relay exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Items produced and acknowledged, by project and category.
+    pub items_accepted: IntCounterVec,
+    /// Items not forwarded, by project, category and reason.
+    pub items_dropped: IntCounterVec,
+    /// Requests answered, by endpoint and status code.
+    pub requests: IntCounterVec,
+    /// Time from the request's arrival to its answer, by endpoint.
+    pub request_duration: HistogramVec,
+    /// Body bytes, by stage: `wire` as received, `inflated` after decompression.
+    pub body_bytes: IntCounterVec,
+    /// Messages handed to the producer and not yet acknowledged or failed.
+    pub producer_queue_depth: IntGauge,
+    /// Time from handing a record to the producer to its acknowledgement.
+    pub produce_duration: Histogram,
+    /// 1 when the brokers answered the last health check.
+    pub kafka_up: IntGauge,
+    /// 1 while the relay serves, 0 once it is draining or not ready.
+    pub ready: IntGauge,
+    /// What SDKs report they dropped themselves (client reports), by project, category and reason.
+    pub client_discarded: IntCounterVec,
+    /// Undelivered items at the end of a shutdown's grace period.
+    pub shutdown_undelivered: IntCounter,
+    /// Constant 1, labelled with the version.
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            items_accepted: IntCounterVec::new(
+                Opts::new("edge_relay_items_accepted_total", "Items produced and acknowledged."),
+                &["project", "category"],
+            )?,
+            items_dropped: IntCounterVec::new(
+                Opts::new("edge_relay_items_dropped_total", "Items not forwarded, by reason."),
+                &["project", "category", "reason"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new("edge_relay_requests_total", "Requests answered, by endpoint and status."),
+                &["endpoint", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "edge_relay_request_duration_seconds",
+                    "Time from a request's arrival to its answer.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["endpoint"],
+            )?,
+            body_bytes: IntCounterVec::new(
+                Opts::new("edge_relay_body_bytes_total", "Request body bytes: wire (as received) and inflated."),
+                &["stage"],
+            )?,
+            producer_queue_depth: IntGauge::new(
+                "edge_relay_producer_queue_depth",
+                "Messages handed to the producer and not yet acknowledged or failed.",
+            )?,
+            produce_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_relay_produce_duration_seconds",
+                    "Time from handing a record to the producer to its acknowledgement.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0]),
+            )?,
+            kafka_up: IntGauge::new("edge_relay_kafka_up", "1 when the brokers answered the last health check.")?,
+            ready: IntGauge::new("edge_relay_ready", "1 while the relay accepts work (what /readyz reports).")?,
+            client_discarded: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_client_discarded_total",
+                    "Items SDKs report they dropped themselves (client reports).",
+                ),
+                &["project", "category", "reason"],
+            )?,
+            shutdown_undelivered: IntCounter::new(
+                "edge_relay_shutdown_undelivered_total",
+                "Items still undelivered when a shutdown's grace period ended.",
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("edge_relay_build_info", "Constant 1, labelled with the relay's version."),
+                &["version"],
+            )?,
+        };
+        registry.register(Box::new(m.items_accepted.clone()))?;
+        registry.register(Box::new(m.items_dropped.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.body_bytes.clone()))?;
+        registry.register(Box::new(m.producer_queue_depth.clone()))?;
+        registry.register(Box::new(m.produce_duration.clone()))?;
+        registry.register(Box::new(m.kafka_up.clone()))?;
+        registry.register(Box::new(m.ready.clone()))?;
+        registry.register(Box::new(m.client_discarded.clone()))?;
+        registry.register(Box::new(m.shutdown_undelivered.clone()))?;
+        registry.register(Box::new(m.build_info.clone()))?;
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(m)
+    }
+
+    /// Counts one accepted item.
+    pub fn accepted(&self, project: &str, category: DataCategory) {
+        self.items_accepted
+            .with_label_values(&[project, category.as_str()])
+            .inc();
+    }
+
+    /// Counts `n` dropped items of one category (or [`ENVELOPE_CATEGORY`]).
+    pub fn dropped(&self, project: &str, category: &str, reason: DropReason, n: u64) {
+        self.items_dropped
+            .with_label_values(&[project, category, reason.as_str()])
+            .inc_by(n);
+    }
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encoding metrics into memory cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// The discard reasons SDKs report in client reports; anything else is `other`,
+/// so an SDK cannot grow the label set.
+pub fn client_discard_reason(reason: &str) -> &'static str {
+    const KNOWN: [&str; 13] = [
+        "queue_overflow",
+        "cache_overflow",
+        "buffer_overflow",
+        "ratelimit_backoff",
+        "network_error",
+        "sample_rate",
+        "before_send",
+        "event_processor",
+        "send_error",
+        "internal_sdk_error",
+        "insufficient_data",
+        "backpressure",
+        "ignored",
+    ];
+    KNOWN.into_iter().find(|k| *k == reason).unwrap_or("other")
+}
+
+/// A client report's category name as a bounded label.
+pub fn client_discard_category(category: &str) -> &'static str {
+    match category {
+        // SDKs name some categories differently from envelope item types.
+        "log_byte" | "log" => "log_item",
+        "replay_video" => "replay",
+        "profile_chunk" => "profile",
+        "span_indexed" => "span",
+        other => DataCategory::from_name(other).map_or("other", DataCategory::as_str),
+    }
+}

@@ -1,0 +1,451 @@
+//! The one function that walks a request through the stages in order, and
+//! the one place that maps a failure to its HTTP status and drop reason.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde::Deserialize;
+
+use crate::auth::{self, AuthError};
+use crate::config::{Config, Limits, Project};
+use crate::decompress::{self, DecodeError, Encoding};
+use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
+use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY, UNKNOWN_PROJECT};
+use crate::outcome::{DropReason, Outcome};
+use crate::produce::{ProduceError, Producer, Record, RecordHeaders};
+
+/// Which ingest endpoint a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /api/{id}/envelope/`.
+    Envelope,
+    /// `POST /api/{id}/store/`: one JSON event.
+    Store,
+}
+
+impl Endpoint {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Envelope => "envelope",
+            Endpoint::Store => "store",
+        }
+    }
+}
+
+/// What the HTTP edge hands to the pipeline.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The project id in the path.
+    pub project_id: u64,
+    /// The `X-Sentry-Auth` header.
+    pub sentry_auth: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// The `Content-Encoding` header.
+    pub content_encoding: Option<&'a str>,
+    /// The body as received.
+    pub body: Bytes,
+    /// When the request arrived (the clock is read at the edge).
+    pub received_at: SystemTime,
+}
+
+/// A failure that refuses a whole request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Authentication failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The body could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The envelope could not be parsed.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The `/store/` body is not an event.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The body is larger than `limits.max_body_size`.
+    #[error("body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body did not arrive within `server.body_read_timeout`.
+    #[error("body not received in time")]
+    BodyTimeout,
+    /// The connection failed while the body was read.
+    #[error("body could not be read: {0}")]
+    BodyRead(String),
+}
+
+impl RequestError {
+    /// The one mapping from a failure to its HTTP status and drop reason.
+    pub fn classify(&self) -> (StatusCode, DropReason) {
+        use RequestError as E;
+        match self {
+            E::Auth(e) => (e.status(), DropReason::Unauthorized),
+            E::Decode(DecodeError::Unsupported(_)) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, DropReason::Invalid),
+            E::Decode(DecodeError::TooLarge { .. }) | E::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge)
+            }
+            E::Decode(DecodeError::Corrupt { .. }) | E::Event(_) | E::BodyRead(_) => {
+                (StatusCode::BAD_REQUEST, DropReason::Invalid)
+            }
+            E::Envelope(e) if e.is_too_large() => (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge),
+            E::Envelope(_) => (StatusCode::BAD_REQUEST, DropReason::Invalid),
+            E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, DropReason::Invalid),
+        }
+    }
+}
+
+/// The pipeline's answer, which the HTTP edge turns into a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: StatusCode,
+    /// The event id for a `{"id": ...}` body, on success.
+    pub event_id: Option<String>,
+    /// A short reason, for the error body and `X-Sentry-Error`.
+    pub detail: Option<String>,
+}
+
+/// Everything a request needs: configuration, destination, metrics.
+pub struct Pipeline {
+    /// The configuration requests run under.
+    pub config: Arc<Config>,
+    /// Where accepted items go.
+    pub producer: Producer,
+    /// Counters for every outcome.
+    pub metrics: Metrics,
+}
+
+/// The fate of one item, before it is counted.
+struct ItemFate {
+    category: DataCategory,
+    result: Result<(), DropReason>,
+}
+
+impl Pipeline {
+    /// Walks one request through every stage and counts every item's outcome.
+    pub async fn handle(&self, req: Request<'_>) -> Answer {
+        let project = self.config.projects.get(req.project_id).cloned();
+        let label = project.as_ref().map_or(UNKNOWN_PROJECT, |p| &*p.label);
+        let (envelope, project) = match self.admit(&req, project.clone()) {
+            Ok(admitted) => admitted,
+            Err(e) => return self.reject(label, &e),
+        };
+
+        // Stage: per-item checks (size; events must be JSON objects).
+        let received_at: Arc<str> = humantime::format_rfc3339_millis(req.received_at).to_string().into();
+        let mut checked = Vec::with_capacity(envelope.items.len());
+        for item in &envelope.items {
+            match item.category() {
+                Some(category) => checked.push((item, category, self.check_item(item, &self.config.limits))),
+                // Client reports: the SDK's own drop counts, consumed into metrics.
+                None => self.count_client_report(&project.label, &item.payload),
+            }
+        }
+        // The envelope's event id: the header's, else the first event's, else a new one.
+        let event_id = envelope
+            .header
+            .event_id
+            .as_deref()
+            .and_then(envelope::normalize_event_id)
+            .or_else(|| checked.iter().find_map(|(_, _, c)| c.as_ref().ok().cloned().flatten()))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+
+        let mut fates = Vec::with_capacity(checked.len());
+        let mut records = Vec::with_capacity(checked.len());
+        for (item, category, check) in checked {
+            let own_id = match check {
+                Ok(own_id) => own_id,
+                Err(reason) => {
+                    fates.push(ItemFate { category, result: Err(reason) });
+                    continue;
+                }
+            };
+            // Later stages plug in here, in this order: inbound filters, quotas,
+            // sampling, PII scrubbing, fingerprinting.
+            let id = own_id.unwrap_or_else(|| event_id.clone());
+            records.push(Record {
+                topic: self.producer.topics().for_category(category).clone(),
+                key: id.clone(),
+                payload: item.payload.clone(),
+                headers: RecordHeaders {
+                    project_id: project.label.clone(),
+                    event_id: id,
+                    item_type: item.type_name.clone(),
+                    received_at: received_at.clone(),
+                    fingerprint: None,
+                    sample_rate: None,
+                },
+            });
+            fates.push(ItemFate { category, result: Ok(()) });
+        }
+
+        // Stage: produce, and wait for every acknowledgement.
+        let mut delivery = self.producer.send(records).await.into_iter();
+        for fate in fates.iter_mut().filter(|f| f.result.is_ok()) {
+            let result = delivery.next().unwrap_or(Err(ProduceError::Canceled));
+            if let Err(e) = result {
+                let reason = match e {
+                    ProduceError::File(_) | ProduceError::Canceled => DropReason::Internal,
+                    _ => DropReason::KafkaError,
+                };
+                tracing::event!(tracing::Level::WARN, project = %project.label, error = %e, "item not delivered");
+                fate.result = Err(reason);
+            }
+        }
+        self.settle(&project, &fates, event_id)
+    }
+
+    /// The stages that may refuse the whole request: auth, decompress, parse, DSN auth.
+    fn admit(
+        &self,
+        req: &Request<'_>,
+        project: Option<Arc<Project>>,
+    ) -> Result<(Envelope, Arc<Project>), RequestError> {
+        let limits = &self.config.limits;
+        self.metrics
+            .body_bytes
+            .with_label_values(&["wire"])
+            .inc_by(req.body.len() as u64);
+
+        // Stage: auth, from the request line and headers (before any inflating).
+        let mut key = auth::key_from_request(req.sentry_auth, req.authorization, req.query)?;
+        let project = project.ok_or(AuthError::UnknownProject)?;
+        if let Some(k) = &key {
+            auth::authorize(&self.config.projects, project.id, k)?;
+        }
+
+        // Stage: body limit and decompression.
+        let encoding = Encoding::from_header(req.content_encoding)?;
+        let body = decompress::decode(encoding, req.body.clone(), limits.max_inflated_size)?;
+        self.metrics
+            .body_bytes
+            .with_label_values(&["inflated"])
+            .inc_by(body.len() as u64);
+
+        // Stage: parse.
+        let envelope = match req.endpoint {
+            Endpoint::Envelope => envelope::parse(body, limits)?,
+            Endpoint::Store => store_envelope(body, limits)?,
+        };
+
+        // Stage: auth, from the envelope's DSN when the request carried no key.
+        if let Some(dsn_key) = envelope.header.dsn.as_deref().and_then(auth::key_from_dsn) {
+            let had_key = key.is_some();
+            auth::merge(&mut key, dsn_key)?;
+            if !had_key {
+                let k = key.as_deref().expect("merge set the key");
+                auth::authorize(&self.config.projects, project.id, k)?;
+            }
+        }
+        if key.is_none() {
+            return Err(AuthError::MissingKey.into());
+        }
+        Ok((envelope, project))
+    }
+
+    /// Checks one item's size and, for events, its JSON; returns the event's own id.
+    fn check_item(&self, item: &Item, limits: &Limits) -> Result<Option<String>, DropReason> {
+        let max = if item.ty.is_event() {
+            limits.max_event_size
+        } else {
+            limits.max_attachment_size
+        };
+        if item.payload.len() > max {
+            return Err(DropReason::TooLarge);
+        }
+        if item.ty.is_event() {
+            let (id, _) = envelope::probe_event(&item.payload, limits.max_json_depth).map_err(|e| {
+                tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
+                DropReason::Invalid
+            })?;
+            return Ok(id);
+        }
+        Ok(None)
+    }
+
+    /// Counts every item's outcome once and picks the answer.
+    fn settle(&self, project: &Project, fates: &[ItemFate], event_id: String) -> Answer {
+        let mut accepted_any = false;
+        let mut worst: Option<DropReason> = None;
+        for fate in fates {
+            match fate.result.map_or_else(Outcome::Dropped, |()| Outcome::Accepted) {
+                Outcome::Accepted => {
+                    accepted_any = true;
+                    self.metrics.accepted(&project.label, fate.category);
+                }
+                Outcome::Dropped(reason) => {
+                    self.metrics.dropped(&project.label, fate.category.as_str(), reason, 1);
+                    if worst.is_none_or(|w| reason.precedence() > w.precedence()) {
+                        worst = Some(reason);
+                    }
+                }
+            }
+        }
+        let status = match worst {
+            None => StatusCode::OK,
+            // The SDK must retry or back off, even if some items got through.
+            Some(r) if r.status().is_server_error() || r == DropReason::RateLimited => r.status(),
+            Some(_) if accepted_any => StatusCode::OK,
+            Some(r) => r.status(),
+        };
+        Answer {
+            status,
+            event_id: status.is_success().then_some(event_id),
+            detail: worst
+                .filter(|_| !status.is_success())
+                .map(|r| format!("items dropped: {r}")),
+        }
+    }
+
+    /// Refuses a whole request: one drop in the `envelope` category, and the answer.
+    pub fn reject(&self, project_label: &str, error: &RequestError) -> Answer {
+        let (status, reason) = error.classify();
+        self.metrics.dropped(project_label, ENVELOPE_CATEGORY, reason, 1);
+        log_drop(reason, project_label, error);
+        Answer {
+            status,
+            event_id: None,
+            detail: Some(error.to_string()),
+        }
+    }
+
+    /// Adds a client report's discard counts to the metrics.
+    fn count_client_report(&self, project: &str, payload: &[u8]) {
+        #[derive(Deserialize)]
+        struct Report {
+            #[serde(default)]
+            discarded_events: Vec<Discarded>,
+        }
+        #[derive(Deserialize)]
+        struct Discarded {
+            reason: String,
+            category: String,
+            quantity: u64,
+        }
+        match serde_json::from_slice::<Report>(payload) {
+            Ok(report) => {
+                for d in report.discarded_events {
+                    self.metrics
+                        .client_discarded
+                        .with_label_values(&[
+                            project,
+                            metrics::client_discard_category(&d.category),
+                            metrics::client_discard_reason(&d.reason),
+                        ])
+                        .inc_by(d.quantity);
+                }
+            }
+            Err(e) => tracing::debug!(project, error = %e, "unreadable client report ignored"),
+        }
+    }
+}
+
+fn log_drop(reason: DropReason, project: &str, error: &RequestError) {
+    match reason.log_level() {
+        tracing::Level::ERROR => tracing::error!(project, %reason, %error, "request refused"),
+        tracing::Level::WARN => tracing::warn!(project, %reason, %error, "request refused"),
+        _ => tracing::debug!(project, %reason, %error, "request refused"),
+    }
+}
+
+/// A `/store/` body as a one-item envelope. Legacy SDKs may send the JSON
+/// base64-encoded and zlib-compressed without saying so.
+fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let body = if first == Some(b'{') || first.is_none() {
+        body
+    } else {
+        legacy_store_body(&body, limits.max_inflated_size).ok_or(EventError::NotObject)?
+    };
+    let (_, ty) = envelope::probe_event(&body, limits.max_json_depth)?;
+    let ty = if ty.as_deref() == Some("transaction") {
+        ItemType::Transaction
+    } else {
+        ItemType::Event
+    };
+    let type_name = if ty == ItemType::Transaction { "transaction" } else { "event" };
+    Ok(Envelope {
+        header: Default::default(),
+        raw_header: Bytes::from_static(b"{}"),
+        items: vec![Item {
+            ty,
+            type_name: type_name.into(),
+            raw_header: Bytes::new(),
+            payload: body,
+        }],
+    })
+}
+
+/// Decodes a legacy base64 (+ zlib) store body, capped like any other.
+fn legacy_store_body(body: &[u8], limit: usize) -> Option<Bytes> {
+    let text: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let raw = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    if raw.first() == Some(&b'{') {
+        return Some(Bytes::from(raw));
+    }
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() <= limit).then(|| Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_one_status_and_reason() {
+        let cases: Vec<(RequestError, u16, DropReason)> = vec![
+            (AuthError::MissingKey.into(), 401, DropReason::Unauthorized),
+            (AuthError::UnknownKey.into(), 403, DropReason::Unauthorized),
+            (DecodeError::Unsupported("rar".into()).into(), 415, DropReason::Invalid),
+            (DecodeError::TooLarge { limit: 1 }.into(), 413, DropReason::TooLarge),
+            (RequestError::BodyTooLarge { limit: 1 }, 413, DropReason::TooLarge),
+            (EnvelopeError::Empty.into(), 400, DropReason::Invalid),
+            (EnvelopeError::TooManyItems { limit: 1 }.into(), 413, DropReason::TooLarge),
+            (EventError::NotObject.into(), 400, DropReason::Invalid),
+            (RequestError::BodyTimeout, 408, DropReason::Invalid),
+        ];
+        for (error, status, reason) in cases {
+            assert_eq!(error.classify(), (StatusCode::from_u16(status).unwrap(), reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn legacy_store_bodies_decode() {
+        use std::io::Write;
+        let event = br#"{"event_id":"0123456789abcdef0123456789abcdef","message":"hi"}"#;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(event).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap());
+        let env = store_envelope(Bytes::from(b64), &Limits::default()).unwrap();
+        assert_eq!(&env.items[0].payload[..], event);
+        let plain = base64::engine::general_purpose::STANDARD.encode(event);
+        let env = store_envelope(Bytes::from(plain), &Limits::default()).unwrap();
+        assert_eq!(&env.items[0].payload[..], event);
+        assert!(store_envelope(Bytes::from_static(b"not json"), &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn store_transactions_are_typed_as_transactions() {
+        let body = Bytes::from_static(br#"{"type":"transaction","spans":[]}"#);
+        let env = store_envelope(body, &Limits::default()).unwrap();
+        assert_eq!(env.items[0].ty, ItemType::Transaction);
+        assert_eq!(env.items[0].category(), Some(DataCategory::Transaction));
+    }
+}

@@ -1,0 +1,180 @@
+//! The Kafka producer: idempotent, `acks=all`, one message per item, and a
+//! health check that tells `/readyz` and the pipeline whether brokers answer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+use super::{ProduceError, Record, StartError};
+use crate::config::{KafkaConfig, Topics};
+use crate::metrics::Metrics;
+
+/// The producer and what the relay knows of the brokers' health.
+pub struct KafkaSink {
+    /// librdkafka's producer; its own thread polls for delivery reports.
+    producer: FutureProducer,
+    /// Whether the brokers answered the last metadata request.
+    up: Arc<AtomicBool>,
+    /// Tells the health thread to stop when the sink is dropped.
+    stop: Arc<AtomicBool>,
+    /// Topic names.
+    topics: Topics,
+    /// For the produce latency histogram and the up gauge.
+    metrics: Metrics,
+}
+
+impl KafkaSink {
+    /// Creates the producer and starts the health check. Brokers may be down.
+    pub fn new(config: &KafkaConfig, metrics: Metrics) -> Result<KafkaSink, StartError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
+            .set("compression.type", &config.compression)
+            // Java clients' partitioner, so one event id maps to one partition whoever produces it.
+            .set("partitioner", "murmur2_random")
+            // librdkafka's default queue may hold 1 GiB; keep memory bounded by default.
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("queue.buffering.max.messages", "100000");
+        for (key, value) in &config.producer {
+            client.set(key, value);
+        }
+        let producer: FutureProducer = client.create().map_err(StartError::Kafka)?;
+        let up = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_health_check(
+            producer.clone(),
+            config.health_interval,
+            up.clone(),
+            stop.clone(),
+            metrics.clone(),
+        );
+        Ok(KafkaSink {
+            producer,
+            up,
+            stop,
+            topics: config.topics.clone(),
+            metrics,
+        })
+    }
+
+    /// Topic names.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Whether the brokers answered the last health check.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued or awaiting acknowledgement.
+    pub fn in_flight(&self) -> i64 {
+        i64::from(self.producer.in_flight_count())
+    }
+
+    /// Produces every record and waits for each acknowledgement. While the
+    /// brokers are known to be down, fails at once rather than hold the SDK
+    /// for the whole delivery timeout.
+    pub async fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
+        if !self.is_up() {
+            return records.iter().map(|_| Err(ProduceError::Unavailable)).collect();
+        }
+        let started = Instant::now();
+        // Enqueue all first, then wait: the acknowledgements overlap.
+        let pending: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let mut headers = OwnedHeaders::new_with_capacity(6);
+                for (key, value) in r.headers.pairs() {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
+                }
+                let record = FutureRecord::to(&r.topic)
+                    .key(r.key.as_bytes())
+                    .payload(&r.payload[..])
+                    .headers(headers);
+                self.producer.send_result(record).map_err(|(e, _)| match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+                    e => ProduceError::Kafka(e),
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            results.push(match p {
+                Err(e) => Err(e),
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => {
+                        self.metrics.produce_duration.observe(started.elapsed().as_secs_f64());
+                        Ok(())
+                    }
+                    Ok(Err((e, _))) => Err(ProduceError::Kafka(e)),
+                    Err(_) => Err(ProduceError::Canceled),
+                },
+            });
+        }
+        results
+    }
+
+    /// Waits up to `timeout` for in-flight messages; returns how many are left.
+    pub async fn flush(&self, timeout: Duration) -> usize {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            // A flush that times out leaves messages in the queue; they are counted below.
+            let _ = producer.flush(timeout);
+            usize::try_from(producer.in_flight_count()).unwrap_or(0)
+        })
+        .await
+        .unwrap_or_else(|_| usize::try_from(self.producer.in_flight_count()).unwrap_or(0))
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Asks the brokers for metadata every `interval` on a thread of its own (the
+/// call blocks) and records whether they answered.
+fn spawn_health_check(
+    producer: FutureProducer,
+    interval: Duration,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+) {
+    std::thread::Builder::new()
+        .name("kafka-health".into())
+        .spawn(move || {
+            let timeout = interval.max(Duration::from_secs(1));
+            while !stop.load(Ordering::Relaxed) {
+                let ok = producer.client().fetch_metadata(None, timeout).is_ok();
+                let was = up.swap(ok, Ordering::Relaxed);
+                metrics.kafka_up.set(i64::from(ok));
+                if ok != was {
+                    if ok {
+                        tracing::info!("kafka brokers are reachable");
+                    } else {
+                        tracing::warn!("kafka brokers are unreachable; answering 503 until they return");
+                    }
+                }
+                // Sleep in short steps so a dropped sink stops its thread promptly.
+                let until = Instant::now() + interval;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50).min(interval));
+                }
+            }
+        })
+        .expect("the OS can start one more thread at startup");
+}

@@ -1,0 +1,453 @@
+//! The HTTP edges: the SDK listener (HTTP/1.1 and h2c, CORS, body limits),
+//! the admin listener (`/metrics`, `/healthz`, `/readyz`), and the bounded
+//! shutdown sequence.
+//!
+//! [`Relay::bind`] binds both listeners (port 0 picks a free one, so tests
+//! can run side by side); [`Relay::run`] serves until the `shutdown` future
+//! resolves with a grace period, then drains: `/readyz` turns 503, the SDK
+//! listener closes, in-flight requests finish, the producer flushes, and what
+//! could not be delivered in time is counted.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::pipeline::{Answer, Endpoint, Pipeline, Request, RequestError};
+use crate::produce::{Producer, StartError};
+
+/// A relay with its listeners bound, ready to [`run`](Relay::run).
+pub struct Relay {
+    /// The SDK-facing listener.
+    sdk: TcpListener,
+    /// The admin listener.
+    admin: TcpListener,
+    /// Shared by every request.
+    state: Arc<State>,
+}
+
+/// What every request handler and the admin endpoints share.
+struct State {
+    /// The stages and the producer.
+    pipeline: Pipeline,
+    /// The registry `/metrics` renders.
+    registry: Registry,
+    /// Set when the shutdown sequence starts: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every in-flight request finished within the grace period.
+    pub requests_finished: bool,
+    /// Items still undelivered when the grace period ended (also counted in
+    /// `edge_relay_shutdown_undelivered_total`).
+    pub undelivered: usize,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output could not be opened.
+    #[error(transparent)]
+    Output(#[from] StartError),
+    /// The metrics could not be registered (a registry shared with another relay).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Headers browser SDKs must be able to read on every answer.
+const EXPOSE_HEADERS: &str = "x-sentry-error, x-sentry-rate-limits, retry-after";
+/// Headers browser SDKs may send.
+const ALLOW_HEADERS: &str = "x-sentry-auth, x-requested-with, origin, accept, content-type, \
+     content-encoding, authorization, sentry-trace, baggage";
+
+impl Relay {
+    /// Opens the output and binds both listeners.
+    pub async fn bind(config: Config, registry: Registry) -> Result<Relay, BindError> {
+        let metrics = Metrics::new(&registry)?;
+        let producer = Producer::open(&config.output, &metrics)?;
+        let listen = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError::Listen { addr, source })
+        };
+        let sdk = listen(config.server.listen).await?;
+        let admin = listen(config.admin_listen).await?;
+        Ok(Relay {
+            sdk,
+            admin,
+            state: Arc::new(State {
+                pipeline: Pipeline {
+                    config: Arc::new(config),
+                    producer,
+                    metrics,
+                },
+                registry,
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The SDK listener's address (with the port the OS chose).
+    pub fn sdk_addr(&self) -> SocketAddr {
+        self.sdk.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves with a grace period, then drains within it.
+    pub async fn run(self, shutdown: impl Future<Output = Duration>) -> ShutdownReport {
+        let state = self.state;
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin = tokio::spawn(serve_admin(self.admin, state.clone(), admin_stopped));
+
+        let (grace, connections) = serve_sdk(self.sdk, state.clone(), shutdown).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(grace = ?grace, open_connections = connections.count(), "draining");
+
+        let requests_finished = tokio::time::timeout_at(deadline, connections.shutdown())
+            .await
+            .is_ok();
+        let producer = &state.pipeline.producer;
+        let undelivered = producer
+            .flush(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        state
+            .pipeline
+            .metrics
+            .shutdown_undelivered
+            .inc_by(undelivered as u64);
+        if undelivered > 0 || !requests_finished {
+            tracing::warn!(undelivered, requests_finished, "grace period ended with work left");
+        } else {
+            tracing::info!("drained: every accepted item was delivered");
+        }
+        let _ = stop_admin.send(true);
+        let _ = admin.await;
+        ShutdownReport {
+            requests_finished,
+            undelivered,
+        }
+    }
+}
+
+/// Accepts SDK connections until `shutdown` resolves; returns the grace
+/// period and the open connections to drain.
+async fn serve_sdk(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = Duration>,
+) -> (Duration, GracefulShutdown) {
+    let server = &state.pipeline.config.server;
+    let permits = Arc::new(Semaphore::new(server.max_connections.get()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    let grace = loop {
+        // Bounded connections: past the limit, new ones wait in the kernel's backlog.
+        let permit = tokio::select! {
+            grace = &mut shutdown => break grace,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, _) = tokio::select! {
+            grace = &mut shutdown => break grace,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle_sdk(&state, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    };
+    (grace, connections)
+}
+
+/// `/api/{project_id}/envelope/` or `/api/{project_id}/store/`, trailing slash optional.
+fn route(path: &str) -> Option<(&str, Endpoint)> {
+    let rest = path.strip_prefix("/api/")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (project, endpoint) = rest.split_once('/')?;
+    let endpoint = match endpoint {
+        "envelope" => Endpoint::Envelope,
+        "store" => Endpoint::Store,
+        _ => return None,
+    };
+    Some((project, endpoint))
+}
+
+async fn handle_sdk(state: &State, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let received_at = SystemTime::now();
+    let metrics = &state.pipeline.metrics;
+    let Some((project, endpoint)) = route(req.uri().path()) else {
+        metrics.requests.with_label_values(&["other", "404"]).inc();
+        return json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
+    };
+    let response = match *req.method() {
+        Method::OPTIONS => preflight(),
+        Method::POST => match project.parse::<u64>() {
+            Ok(project_id) => {
+                let answer = ingest(state, req, endpoint, project_id, received_at).await;
+                answer_response(&answer)
+            }
+            Err(_) => error_response(StatusCode::BAD_REQUEST, "the project id in the path is not a number"),
+        },
+        _ => {
+            let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+            r
+        }
+    };
+    let mut response = response;
+    add_cors(response.headers_mut());
+    let status = response.status();
+    metrics
+        .requests
+        .with_label_values(&[endpoint.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[endpoint.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Reads the body under its limits and runs the pipeline.
+async fn ingest(
+    state: &State,
+    req: hyper::Request<Incoming>,
+    endpoint: Endpoint,
+    project_id: u64,
+    received_at: SystemTime,
+) -> Answer {
+    let pipeline = &state.pipeline;
+    let config = &pipeline.config;
+    let (parts, body) = req.into_parts();
+    let label = config
+        .projects
+        .get(project_id)
+        .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
+    let body = match read_body(body, &parts.headers, config.limits.max_body_size, config.server.body_read_timeout).await {
+        Ok(body) => body,
+        Err(e) => return pipeline.reject(label, &e),
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let request = Request {
+        endpoint,
+        project_id,
+        sentry_auth: header("x-sentry-auth"),
+        authorization: header("authorization"),
+        query: parts.uri.query(),
+        content_encoding: header("content-encoding"),
+        body,
+        received_at,
+    };
+    pipeline.handle(request).await
+}
+
+/// The body, refused past `limit` bytes or after `timeout`.
+async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, RequestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(RequestError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
+        Ok(Err(e)) => Err(RequestError::BodyRead(e.to_string())),
+    }
+}
+
+fn answer_response(answer: &Answer) -> Response<Full<Bytes>> {
+    match &answer.event_id {
+        Some(id) if answer.status.is_success() => {
+            json_response(answer.status, serde_json::json!({ "id": id }).to_string())
+        }
+        _ => error_response(answer.status, answer.detail.as_deref().unwrap_or("request refused")),
+    }
+}
+
+/// A short JSON error body, with the reason also in `X-Sentry-Error`.
+fn error_response(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let mut r = json_response(status, serde_json::json!({ "detail": detail }).to_string());
+    if let Ok(v) = HeaderValue::from_str(&detail.chars().take(200).collect::<String>()) {
+        r.headers_mut().insert("x-sentry-error", v);
+    }
+    r
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The answer to a browser SDK's CORS preflight.
+fn preflight() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    r
+}
+
+fn add_cors(h: &mut HeaderMap) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until told to stop.
+async fn serve_admin(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle_admin(&state, req.uri().path())) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(connections.watch(conn));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), connections.shutdown()).await;
+}
+
+fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
+    let pipeline = &state.pipeline;
+    let ready = !state.draining.load(Ordering::Relaxed) && pipeline.producer.is_ready();
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r
+    };
+    match path {
+        "/metrics" => {
+            pipeline
+                .metrics
+                .producer_queue_depth
+                .set(pipeline.producer.queue_depth());
+            pipeline.metrics.ready.set(i64::from(ready));
+            let mut r = text(StatusCode::OK, metrics::render(&state.registry));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if ready => text(StatusCode::OK, "ready\n".into()),
+        "/readyz" if state.draining.load(Ordering::Relaxed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        }
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "kafka unreachable\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_with_and_without_trailing_slash() {
+        assert_eq!(route("/api/42/envelope/"), Some(("42", Endpoint::Envelope)));
+        assert_eq!(route("/api/42/envelope"), Some(("42", Endpoint::Envelope)));
+        assert_eq!(route("/api/42/store/"), Some(("42", Endpoint::Store)));
+        assert_eq!(route("/api/42/store"), Some(("42", Endpoint::Store)));
+        assert_eq!(route("/api/x/store/"), Some(("x", Endpoint::Store)));
+        assert_eq!(route("/api/42/minidump/"), None);
+        assert_eq!(route("/api/42/envelope/extra/"), None);
+        assert_eq!(route("/metrics"), None);
+    }
+}

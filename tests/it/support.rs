@@ -1,0 +1,313 @@
+//! What the integration tests share: a relay on 127.0.0.1:0, librdkafka's
+//! mock cluster, a consumer that reads back what the relay produced, and
+//! metric lookups.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use edge_relay::{Config, Relay, ShutdownReport};
+use prometheus::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+/// The project every test sends to.
+pub const PROJECT: u64 = 42;
+/// Its public key.
+pub const KEY: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+/// A second project, to test keys that belong elsewhere.
+pub const OTHER_PROJECT: u64 = 7;
+/// Its key.
+pub const OTHER_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// Topics the relay produces to by default.
+pub const TOPICS: [&str; 9] = [
+    "ingest-events",
+    "ingest-transactions",
+    "ingest-attachments",
+    "ingest-sessions",
+    "ingest-monitors",
+    "ingest-spans",
+    "ingest-logs",
+    "ingest-profiles",
+    "ingest-replays",
+];
+
+/// How long a test waits for something that should happen, before failing.
+/// A bound on waiting, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A librdkafka mock cluster with the relay's topics created.
+pub fn mock_kafka() -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(1).expect("librdkafka can start a mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, 2, 1).expect("the mock cluster creates topics");
+    }
+    cluster
+}
+
+/// A configuration with both listeners on free ports and two projects.
+pub fn config_text(output: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         {output}\n\
+         [[projects]]\nid = {PROJECT}\npublic_keys = [\"{KEY}\"]\n\
+         [[projects]]\nid = {OTHER_PROJECT}\npublic_keys = [\"{OTHER_KEY}\"]\n"
+    )
+}
+
+/// The `[kafka]` section for these brokers, with a short health interval.
+pub fn kafka_section(brokers: &str) -> String {
+    format!("[kafka]\nbrokers = \"{brokers}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"5s\"\n")
+}
+
+/// A relay running in this process.
+pub struct TestRelay {
+    /// The SDK listener.
+    pub sdk: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Its own registry, so tests in parallel do not share counters.
+    pub registry: Registry,
+    /// Sends the grace period that starts the shutdown.
+    shutdown: oneshot::Sender<Duration>,
+    /// The running relay.
+    task: tokio::task::JoinHandle<ShutdownReport>,
+}
+
+impl TestRelay {
+    /// Starts a relay on this configuration text.
+    pub async fn start(text: &str) -> TestRelay {
+        let config = Config::from_toml(text).expect("test config is valid");
+        let registry = Registry::new();
+        let relay = Relay::bind(config, registry.clone()).await.expect("relay binds");
+        let (sdk, admin) = (relay.sdk_addr(), relay.admin_addr());
+        let (tx, rx) = oneshot::channel::<Duration>();
+        let task = tokio::spawn(relay.run(async move { rx.await.unwrap_or(Duration::from_secs(5)) }));
+        TestRelay {
+            sdk,
+            admin,
+            registry,
+            shutdown: tx,
+            task,
+        }
+    }
+
+    /// Starts a relay producing to these brokers and waits until it is ready.
+    pub async fn with_kafka(brokers: &str) -> TestRelay {
+        let relay = TestRelay::start(&config_text(&kafka_section(brokers))).await;
+        relay.wait_ready().await;
+        relay
+    }
+
+    /// The DSN an SDK would be configured with.
+    pub fn dsn(&self) -> String {
+        format!("http://{KEY}@{}/{PROJECT}", self.sdk)
+    }
+
+    /// A URL on the SDK listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sdk)
+    }
+
+    /// The envelope endpoint of the test project.
+    pub fn envelope_url(&self) -> String {
+        self.url(&format!("/api/{PROJECT}/envelope/"))
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < until, "relay did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the relay with this grace period and returns its report.
+    pub async fn stop(self, grace: Duration) -> ShutdownReport {
+        let _ = self.shutdown.send(grace);
+        self.task.await.expect("relay task does not panic")
+    }
+
+    /// The value of a counter or gauge with exactly these labels (0 if absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&self.registry, name, labels)
+    }
+}
+
+/// The value of a counter or gauge in `registry` with these labels (0 if absent).
+pub fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for family in registry.gather() {
+        if family.name() != name {
+            continue;
+        }
+        for m in family.get_metric() {
+            let matches = labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            });
+            if matches && m.get_label().len() == labels.len() {
+                return match family.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+            }
+        }
+    }
+    0.0
+}
+
+/// A message read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    /// Its topic.
+    pub topic: String,
+    /// Its key.
+    pub key: String,
+    /// Its value.
+    pub payload: Vec<u8>,
+    /// Its headers.
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads every message in `topics` from the beginning until `expected` have
+/// arrived, then keeps reading briefly so that duplicates would show.
+pub fn consume(brokers: &str, topics: &[&str], expected: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "edge-relay-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("topic metadata");
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment
+                    .add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("partition offset");
+            }
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let until = Instant::now() + PATIENCE;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_some_and(|s| now > s) || now > until {
+            break;
+        }
+        if out.len() >= expected && settle_until.is_none() {
+            settle_until = Some(now + Duration::from_millis(1500));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                (h.key.to_owned(), value.unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Consumed {
+                    topic: m.topic().to_owned(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// [`consume`] on a blocking thread, for async tests.
+pub async fn consume_async(brokers: String, topics: &[&'static str], expected: usize) -> Vec<Consumed> {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || consume(&brokers, &topics, expected))
+        .await
+        .expect("consumer thread")
+}
+
+/// A realistic error event with a stack trace and breadcrumbs, about 6 KB.
+pub fn python_like_event(event_id: &str) -> serde_json::Value {
+    let frames: Vec<_> = (0..12)
+        .map(|i| {
+            serde_json::json!({
+                "filename": format!("app/module_{i}.py"),
+                "function": format!("handler_{i}"),
+                "module": format!("app.module_{i}"),
+                "lineno": 10 + i,
+                "in_app": i > 3,
+                "context_line": format!("    result = process_{i}(request)"),
+                "vars": {"request": "<WSGIRequest: POST '/checkout'>", "i": i}
+            })
+        })
+        .collect();
+    let crumbs: Vec<_> = (0..10)
+        .map(|i| serde_json::json!({"timestamp": 1795200000.0 + f64::from(i), "category": "query", "message": format!("SELECT * FROM orders WHERE id = {i}")}))
+        .collect();
+    serde_json::json!({
+        "event_id": event_id,
+        "timestamp": 1795200010.5,
+        "platform": "python",
+        "level": "error",
+        "exception": {"values": [{"type": "CardDeclinedError", "value": "declined", "stacktrace": {"frames": frames}}]},
+        "breadcrumbs": {"values": crumbs},
+        "tags": {"shop": "eu-1"},
+        "sdk": {"name": "sentry.python", "version": "2.0.0"}
+    })
+}
+
+/// An envelope with one event and one attachment.
+pub fn envelope_with_attachment(event_id: &str, attachment: &[u8]) -> Vec<u8> {
+    let event = serde_json::to_vec(&python_like_event(event_id)).unwrap();
+    let mut body = format!("{{\"event_id\":\"{event_id}\",\"sent_at\":\"2026-11-21T00:00:00Z\"}}\n").into_bytes();
+    body.extend_from_slice(format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes());
+    body.extend_from_slice(&event);
+    body.push(b'\n');
+    body.extend_from_slice(
+        format!("{{\"type\":\"attachment\",\"length\":{},\"filename\":\"log.bin\"}}\n", attachment.len()).as_bytes(),
+    );
+    body.extend_from_slice(attachment);
+    body.push(b'\n');
+    body
+}
+
+/// The `X-Sentry-Auth` header for a key.
+pub fn auth_header(key: &str) -> String {
+    format!("Sentry sentry_version=7, sentry_client=edge-relay-tests/1.0, sentry_key={key}")
+}
+
+/// A fresh event id.
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
