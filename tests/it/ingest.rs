@@ -244,7 +244,7 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         before_ok + 1.0
     );
     // Only a deeply nested event: 400, counted as an invalid error item.
-    let r = post(&client, &envelope_url, "", deep.into_bytes(), Some(KEY)).await;
+    let r = post(&client, &envelope_url, "gzip", gzip(deep.as_bytes()), Some(KEY)).await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         relay.metric("edge_relay_items_dropped_total", &[("project", "42"), ("category", "error"), ("reason", "invalid")]),
