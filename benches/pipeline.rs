@@ -1,1 +1,109 @@
-fn main(){}
+//! Criterion benches per stage on a realistic corpus (Python-SDK error events
+//! of about 2, 8 and 20 KB, in `benches/corpus/`): decompression for each
+//! encoding, and envelope parsing with event validation.
+//!
+//! Run: `cargo bench --bench pipeline`. Figures are in BENCHMARKS.md.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use edge_relay::config::Limits;
+use edge_relay::decompress::{self, Encoding};
+use edge_relay::envelope;
+
+const CORPUS: [(&str, &[u8]); 3] = [
+    ("2k", include_bytes!("corpus/event-2k.json")),
+    ("8k", include_bytes!("corpus/event-8k.json")),
+    ("20k", include_bytes!("corpus/event-20k.json")),
+];
+
+/// An envelope as the Python SDK writes it: header, sized event item.
+fn envelope_of(event: &[u8]) -> Vec<u8> {
+    let mut body = br#"{"event_id":"0123456789abcdef0123456789abcdef","sent_at":"2026-11-21T00:00:00Z","sdk":{"name":"sentry.python","version":"2.75.0"}}"#.to_vec();
+    body.push(b'\n');
+    body.extend_from_slice(
+        format!(
+            "{{\"type\":\"event\",\"length\":{},\"content_type\":\"application/json\"}}\n",
+            event.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(event);
+    body.push(b'\n');
+    body
+}
+
+fn encode(encoding: Encoding, data: &[u8]) -> Vec<u8> {
+    match encoding {
+        // The Python SDK's levels: gzip 9, brotli 4.
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Encoding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Encoding::Brotli => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 4, 22);
+                w.write_all(data).unwrap();
+            }
+            out
+        }
+        Encoding::Zstd => zstd::encode_all(data, 3).unwrap(),
+        Encoding::Identity => data.to_vec(),
+    }
+}
+
+fn bench_decompress(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decompress");
+    for (size, event) in CORPUS {
+        let body = envelope_of(event);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        for encoding in [
+            Encoding::Gzip,
+            Encoding::Deflate,
+            Encoding::Brotli,
+            Encoding::Zstd,
+        ] {
+            let wire = Bytes::from(encode(encoding, &body));
+            group.bench_with_input(
+                BenchmarkId::new(encoding.as_str(), size),
+                &wire,
+                |b, wire| b.iter(|| decompress::decode(encoding, wire.clone(), 50 << 20).unwrap()),
+            );
+        }
+    }
+    group.finish();
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("parse");
+    for (size, event) in CORPUS {
+        let body = Bytes::from(envelope_of(event));
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("envelope", size), &body, |b, body| {
+            b.iter(|| envelope::parse(body.clone(), &limits).unwrap())
+        });
+        group.bench_with_input(
+            BenchmarkId::new("envelope+event", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let env = envelope::parse(body.clone(), &limits).unwrap();
+                    envelope::probe_event(&env.items[0].payload, limits.max_json_depth).unwrap()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decompress, bench_parse);
+criterion_main!(benches);

@@ -13,7 +13,9 @@ use crate::config::Projects;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     /// No key in any of the places it may be.
-    #[error("missing public key (X-Sentry-Auth header, sentry_key query parameter or envelope dsn)")]
+    #[error(
+        "missing public key (X-Sentry-Auth header, sentry_key query parameter or envelope dsn)"
+    )]
     MissingKey,
     /// The auth header is not `Sentry key=value, ...`.
     #[error("malformed auth header: {0}")]
@@ -65,7 +67,9 @@ pub fn key_from_request(
         }
     }
     if let Some(q) = query {
-        if let Some((_, key)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "sentry_key") {
+        if let Some((_, key)) =
+            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "sentry_key")
+        {
             merge(&mut found, key.into_owned())?;
         }
     }
@@ -146,10 +150,14 @@ mod tests {
 
     #[test]
     fn reads_the_sentry_auth_header() {
-        let h = format!("Sentry sentry_version=7, sentry_client=sentry.rust/0.49.5, sentry_key={KEY}");
+        let h =
+            format!("Sentry sentry_version=7, sentry_client=sentry.rust/0.49.5, sentry_key={KEY}");
         assert_eq!(key_from_request(Some(&h), None, None), Ok(Some(KEY.into())));
         let lower = format!("sentry sentry_key={KEY},sentry_version=7");
-        assert_eq!(key_from_request(Some(&lower), None, None), Ok(Some(KEY.into())));
+        assert_eq!(
+            key_from_request(Some(&lower), None, None),
+            Ok(Some(KEY.into()))
+        );
     }
 
     #[test]
@@ -161,18 +169,29 @@ mod tests {
 
     #[test]
     fn reads_the_query_string() {
-        let q = format!("sentry_version=7&sentry_key={KEY}&sentry_client=sentry.javascript.browser%2F8.0.0");
+        let q = format!(
+            "sentry_version=7&sentry_key={KEY}&sentry_client=sentry.javascript.browser%2F8.0.0"
+        );
         assert_eq!(key_from_request(None, None, Some(&q)), Ok(Some(KEY.into())));
-        assert_eq!(key_from_request(None, None, Some("sentry_version=7")), Ok(None));
+        assert_eq!(
+            key_from_request(None, None, Some("sentry_version=7")),
+            Ok(None)
+        );
     }
 
     #[test]
     fn keys_from_two_places_must_agree() {
         let h = format!("Sentry sentry_key={KEY}");
         let same = format!("sentry_key={}", KEY.to_uppercase());
-        assert_eq!(key_from_request(Some(&h), None, Some(&same)), Ok(Some(KEY.into())));
+        assert_eq!(
+            key_from_request(Some(&h), None, Some(&same)),
+            Ok(Some(KEY.into()))
+        );
         let other = format!("sentry_key={OTHER}");
-        assert_eq!(key_from_request(Some(&h), None, Some(&other)), Err(AuthError::ConflictingKeys));
+        assert_eq!(
+            key_from_request(Some(&h), None, Some(&other)),
+            Err(AuthError::ConflictingKeys)
+        );
     }
 
     #[test]
@@ -185,13 +204,22 @@ mod tests {
             key_from_request(Some("Sentry garbage"), None, None),
             Err(AuthError::MalformedHeader("expected name=value pairs"))
         );
-        assert_eq!(key_from_request(Some("Sentry sentry_version=7"), None, None), Ok(None));
+        assert_eq!(
+            key_from_request(Some("Sentry sentry_version=7"), None, None),
+            Ok(None)
+        );
     }
 
     #[test]
     fn reads_dsns() {
-        assert_eq!(key_from_dsn(&format!("https://{KEY}@o1.ingest.example.com/42")), Some(KEY.into()));
-        assert_eq!(key_from_dsn(&format!("http://{KEY}:secret@relay:3000/42")), Some(KEY.into()));
+        assert_eq!(
+            key_from_dsn(&format!("https://{KEY}@o1.ingest.example.com/42")),
+            Some(KEY.into())
+        );
+        assert_eq!(
+            key_from_dsn(&format!("http://{KEY}:secret@relay:3000/42")),
+            Some(KEY.into())
+        );
         assert_eq!(key_from_dsn("http://relay:3000/42"), None);
         assert_eq!(key_from_dsn("not a dsn"), None);
     }
@@ -205,7 +233,10 @@ mod tests {
         let p = &config.projects;
         assert_eq!(authorize(p, 42, KEY), Ok(()));
         assert_eq!(authorize(p, 7, KEY), Err(AuthError::WrongProject));
-        assert_eq!(authorize(p, 42, "ffffffffffffffffffffffffffffffff"), Err(AuthError::UnknownKey));
+        assert_eq!(
+            authorize(p, 42, "ffffffffffffffffffffffffffffffff"),
+            Err(AuthError::UnknownKey)
+        );
         assert_eq!(authorize(p, 99, KEY), Err(AuthError::UnknownProject));
         assert_eq!(AuthError::MissingKey.status(), 401);
         assert_eq!(AuthError::WrongProject.status(), 403);

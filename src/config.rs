@@ -575,7 +575,10 @@ impl Config {
     /// A short, secret-free summary for `check-config`.
     pub fn summary(&self) -> String {
         let output = match &self.output {
-            Output::Kafka(k) => format!("kafka brokers {} (compression {})", k.brokers, k.compression),
+            Output::Kafka(k) => format!(
+                "kafka brokers {} (compression {})",
+                k.brokers, k.compression
+            ),
             Output::File(p) => format!("file sink {}", p.display()),
         };
         let keys: usize = self.projects.iter().map(|p| p.public_keys.len()).sum();
@@ -617,7 +620,10 @@ fn validate_limits(raw: &file::Limits) -> Result<Limits, ConfigError> {
         max_json_depth: raw.max_json_depth,
     };
     if limits.max_json_depth == 0 {
-        return Err(ConfigError::new("limits.max_json_depth", "must be at least 1"));
+        return Err(ConfigError::new(
+            "limits.max_json_depth",
+            "must be at least 1",
+        ));
     }
     if limits.max_items == 0 {
         return Err(ConfigError::new("limits.max_items", "must be at least 1"));
@@ -642,19 +648,31 @@ const RESERVED_PRODUCER_KEYS: [&str; 5] = [
 
 fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
     if raw.brokers.trim().is_empty() {
-        return Err(ConfigError::new("kafka.brokers", "must name at least one broker"));
+        return Err(ConfigError::new(
+            "kafka.brokers",
+            "must name at least one broker",
+        ));
     }
     if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&raw.compression.as_str()) {
         return Err(ConfigError::new(
             "kafka.compression",
-            format!("{:?} is not one of none, gzip, snappy, lz4, zstd", raw.compression),
+            format!(
+                "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                raw.compression
+            ),
         ));
     }
     if raw.delivery_timeout < Duration::from_millis(100) {
-        return Err(ConfigError::new("kafka.delivery_timeout", "must be at least 100ms"));
+        return Err(ConfigError::new(
+            "kafka.delivery_timeout",
+            "must be at least 100ms",
+        ));
     }
     if raw.health_interval < Duration::from_millis(100) {
-        return Err(ConfigError::new("kafka.health_interval", "must be at least 100ms"));
+        return Err(ConfigError::new(
+            "kafka.health_interval",
+            "must be at least 100ms",
+        ));
     }
     for key in raw.producer.keys() {
         if RESERVED_PRODUCER_KEYS.contains(&key.as_str()) {
@@ -705,7 +723,12 @@ fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
 /// Kafka's own rule for topic names.
 fn check_topic(path: &str, topic: &str) -> Result<(), ConfigError> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) || topic == "." || topic == ".." {
+    if topic.is_empty()
+        || topic.len() > 249
+        || !topic.chars().all(legal)
+        || topic == "."
+        || topic == ".."
+    {
         return Err(ConfigError::new(
             path,
             format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
@@ -718,7 +741,10 @@ fn validate_projects(raw: Vec<file::Project>) -> Result<Projects, ConfigError> {
     let mut projects = Projects::default();
     for (i, p) in raw.into_iter().enumerate() {
         if p.id == 0 {
-            return Err(ConfigError::new(format!("projects[{i}].id"), "must be a positive number"));
+            return Err(ConfigError::new(
+                format!("projects[{i}].id"),
+                "must be a positive number",
+            ));
         }
         if projects.by_id.contains_key(&p.id) {
             return Err(ConfigError::new(
@@ -743,14 +769,20 @@ fn validate_projects(raw: Vec<file::Project>) -> Result<Projects, ConfigError> {
             if let Some(other) = projects.by_key.insert(key.to_ascii_lowercase(), p.id) {
                 return Err(ConfigError::new(
                     path,
-                    format!("this key already belongs to project {other}: a key belongs to one project"),
+                    format!(
+                        "this key already belongs to project {other}: a key belongs to one project"
+                    ),
                 ));
             }
         }
         let project = Project {
             id: p.id,
             label: p.id.to_string().into(),
-            public_keys: p.public_keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            public_keys: p
+                .public_keys
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
         };
         projects.by_id.insert(p.id, Arc::new(project));
     }
@@ -775,16 +807,26 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(c.projects.project_of_key(KEY), Some(42));
-        let Output::Kafka(k) = &c.output else { panic!("kafka output expected") };
-        assert_eq!(&**k.topics.for_category(DataCategory::Error), "ingest-events");
-        assert_eq!(&**k.topics.for_category(DataCategory::Transaction), "ingest-transactions");
+        let Output::Kafka(k) = &c.output else {
+            panic!("kafka output expected")
+        };
+        assert_eq!(
+            &**k.topics.for_category(DataCategory::Error),
+            "ingest-events"
+        );
+        assert_eq!(
+            &**k.topics.for_category(DataCategory::Transaction),
+            "ingest-transactions"
+        );
         assert_eq!(&*k.topics.outcomes, "outcomes");
     }
 
     #[test]
     fn an_empty_file_runs_on_the_file_sink() {
         let c = parse("").expect("valid");
-        assert!(matches!(c.output, Output::File(ref p) if p.as_os_str() == "edge-relay-items.jsonl"));
+        assert!(
+            matches!(c.output, Output::File(ref p) if p.as_os_str() == "edge-relay-items.jsonl")
+        );
         assert_eq!(c.limits.max_body_size, 20 << 20);
         assert_eq!(c.shutdown.grace_period, Duration::from_secs(30));
     }
@@ -793,7 +835,10 @@ mod tests {
     fn unknown_keys_are_named_with_their_path() {
         let e = parse("[server]\nlistn = \"127.0.0.1:3000\"\n").unwrap_err();
         assert!(e.to_string().starts_with("server.listn"), "{e}");
-        let e = parse(&format!("[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\ncolour = 1\n")).unwrap_err();
+        let e = parse(&format!(
+            "[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\ncolour = 1\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().starts_with("projects[0].colour"), "{e}");
     }
 
@@ -801,15 +846,33 @@ mod tests {
     fn bad_values_say_which_key_and_why() {
         let cases = [
             ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
-            ("[limits]\nmax_body_size = \"lots\"\n", "limits.max_body_size"),
+            (
+                "[limits]\nmax_body_size = \"lots\"\n",
+                "limits.max_body_size",
+            ),
             ("[limits]\nmax_items = 0\n", "limits.max_items"),
             ("[kafka]\ncompression = \"rar\"\n", "kafka.compression"),
-            ("[kafka.producer]\nacks = \"1\"\n", "kafka.producer.\"acks\""),
-            ("[kafka.topics]\nerror = \"bad topic\"\n", "kafka.topics.error"),
+            (
+                "[kafka.producer]\nacks = \"1\"\n",
+                "kafka.producer.\"acks\"",
+            ),
+            (
+                "[kafka.topics]\nerror = \"bad topic\"\n",
+                "kafka.topics.error",
+            ),
             ("[kafka]\n[file_sink]\npath = \"x\"\n", "file_sink"),
-            ("[[projects]]\nid = 1\npublic_keys = [\"short\"]\n", "projects[0].public_keys[0]"),
-            ("[[projects]]\nid = 1\npublic_keys = []\n", "projects[0].public_keys"),
-            ("[shutdown]\ngrace_period = \"soon\"\n", "shutdown.grace_period"),
+            (
+                "[[projects]]\nid = 1\npublic_keys = [\"short\"]\n",
+                "projects[0].public_keys[0]",
+            ),
+            (
+                "[[projects]]\nid = 1\npublic_keys = []\n",
+                "projects[0].public_keys",
+            ),
+            (
+                "[shutdown]\ngrace_period = \"soon\"\n",
+                "shutdown.grace_period",
+            ),
         ];
         for (text, path) in cases {
             let e = parse(text).expect_err(text);
@@ -823,12 +886,16 @@ mod tests {
             "[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\n[[projects]]\nid = 2\npublic_keys = [\"{KEY}\"]\n"
         ))
         .unwrap_err();
-        assert!(e.to_string().contains("already belongs to project 1"), "{e}");
+        assert!(
+            e.to_string().contains("already belongs to project 1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn secrets_in_producer_settings_are_redacted_in_debug() {
-        let c = parse("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = \"7\"\n").unwrap();
+        let c = parse("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = \"7\"\n")
+            .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("linger.ms"));

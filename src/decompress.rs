@@ -84,11 +84,24 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             }
             Ok(body)
         }
-        Encoding::Gzip => inflate(flate2::read::GzDecoder::new(input), encoding, input.len(), limit),
-        Encoding::Deflate if looks_like_zlib(input) => {
-            inflate(flate2::read::ZlibDecoder::new(input), encoding, input.len(), limit)
-        }
-        Encoding::Deflate => inflate(flate2::read::DeflateDecoder::new(input), encoding, input.len(), limit),
+        Encoding::Gzip => inflate(
+            flate2::read::GzDecoder::new(input),
+            encoding,
+            input.len(),
+            limit,
+        ),
+        Encoding::Deflate if looks_like_zlib(input) => inflate(
+            flate2::read::ZlibDecoder::new(input),
+            encoding,
+            input.len(),
+            limit,
+        ),
+        Encoding::Deflate => inflate(
+            flate2::read::DeflateDecoder::new(input),
+            encoding,
+            input.len(),
+            limit,
+        ),
         Encoding::Brotli => inflate(
             brotli_decompressor::Decompressor::new(input, 8 * 1024),
             encoding,

@@ -163,7 +163,10 @@ impl ItemType {
 
     /// Whether the payload is a JSON event that must parse and carries an `event_id`.
     pub fn is_event(self) -> bool {
-        matches!(self, ItemType::Event | ItemType::Transaction | ItemType::Feedback)
+        matches!(
+            self,
+            ItemType::Event | ItemType::Transaction | ItemType::Feedback
+        )
     }
 }
 
@@ -212,7 +215,10 @@ pub enum EnvelopeError {
 impl EnvelopeError {
     /// Whether the envelope broke a size or count limit (413) rather than the format (400).
     pub fn is_too_large(&self) -> bool {
-        matches!(self, EnvelopeError::HeaderTooLong { .. } | EnvelopeError::TooManyItems { .. })
+        matches!(
+            self,
+            EnvelopeError::HeaderTooLong { .. } | EnvelopeError::TooManyItems { .. }
+        )
     }
 }
 
@@ -308,7 +314,9 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
     let raw_header = body.slice(line.clone());
     let header: EnvelopeHeader = std::str::from_utf8(&raw_header)
         .map_err(|e| EnvelopeError::BadHeader(e.to_string()))
-        .and_then(|text| serde_json::from_str(text).map_err(|e| EnvelopeError::BadHeader(e.to_string())))?;
+        .and_then(|text| {
+            serde_json::from_str(text).map_err(|e| EnvelopeError::BadHeader(e.to_string()))
+        })?;
     if let Some(id) = &header.event_id {
         normalize_event_id(id).ok_or_else(|| EnvelopeError::BadEventId(id.clone()))?;
     }
@@ -352,9 +360,14 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
                 payload
             }
             None => {
-                let end = memchr(b'\n', &body[after_header..]).map_or(body.len(), |i| after_header + i);
+                let end =
+                    memchr(b'\n', &body[after_header..]).map_or(body.len(), |i| after_header + i);
                 pos = (end + 1).min(body.len());
-                let end = if end > after_header && body[end - 1] == b'\r' { end - 1 } else { end };
+                let end = if end > after_header && body[end - 1] == b'\r' {
+                    end - 1
+                } else {
+                    end
+                };
                 after_header..end
             }
         };
@@ -386,7 +399,11 @@ fn next_line(
         None if body.len() - start <= max => (body.len(), body.len()),
         None => return Err(EnvelopeError::HeaderTooLong { limit: max }),
     };
-    let end = if end > start && body[end - 1] == b'\r' { end - 1 } else { end };
+    let end = if end > start && body[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
     if end - start > max {
         return Err(EnvelopeError::HeaderTooLong { limit: max });
     }
@@ -448,7 +465,10 @@ pub enum EventError {
 
 /// Validates a JSON event payload (UTF-8, depth, syntax, object shape)
 /// without building a tree, and returns its normalized `event_id` and `type`.
-pub fn probe_event(payload: &[u8], max_depth: usize) -> Result<(Option<String>, Option<String>), EventError> {
+pub fn probe_event(
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<(Option<String>, Option<String>), EventError> {
     let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
     if json_depth_exceeds(payload, max_depth) {
         return Err(EventError::TooDeep(max_depth));

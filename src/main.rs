@@ -12,7 +12,11 @@ use edge_relay::{Config, Relay};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "edge-relay", version, about = "Relay between Sentry SDKs and Kafka")]
+#[command(
+    name = "edge-relay",
+    version,
+    about = "Relay between Sentry SDKs and Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +112,9 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")?,
+        Ok(env) if !env.is_empty() => {
+            EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")?
+        }
         _ => EnvFilter::try_new(level).context("log.level is not a valid filter")?,
     };
     tracing_subscriber::fmt()

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Body bytes, by stage: `wire` as received, `inflated` after decompression.
     pub body_bytes: IntCounterVec,
+    /// Requests by `Content-Encoding` (only the supported ones).
+    pub request_encodings: IntCounterVec,
     /// Messages handed to the producer and not yet acknowledged or failed.
     pub producer_queue_depth: IntGauge,
     /// Time from handing a record to the producer to its acknowledgement.
@@ -53,15 +55,24 @@ impl Metrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
         let m = Metrics {
             items_accepted: IntCounterVec::new(
-                Opts::new("edge_relay_items_accepted_total", "Items produced and acknowledged."),
+                Opts::new(
+                    "edge_relay_items_accepted_total",
+                    "Items produced and acknowledged.",
+                ),
                 &["project", "category"],
             )?,
             items_dropped: IntCounterVec::new(
-                Opts::new("edge_relay_items_dropped_total", "Items not forwarded, by reason."),
+                Opts::new(
+                    "edge_relay_items_dropped_total",
+                    "Items not forwarded, by reason.",
+                ),
                 &["project", "category", "reason"],
             )?,
             requests: IntCounterVec::new(
-                Opts::new("edge_relay_requests_total", "Requests answered, by endpoint and status."),
+                Opts::new(
+                    "edge_relay_requests_total",
+                    "Requests answered, by endpoint and status.",
+                ),
                 &["endpoint", "status"],
             )?,
             request_duration: HistogramVec::new(
@@ -70,13 +81,24 @@ impl Metrics {
                     "Time from a request's arrival to its answer.",
                 )
                 .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
                 ]),
                 &["endpoint"],
             )?,
             body_bytes: IntCounterVec::new(
-                Opts::new("edge_relay_body_bytes_total", "Request body bytes: wire (as received) and inflated."),
+                Opts::new(
+                    "edge_relay_body_bytes_total",
+                    "Request body bytes: wire (as received) and inflated.",
+                ),
                 &["stage"],
+            )?,
+            request_encodings: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_request_encodings_total",
+                    "Requests by supported Content-Encoding.",
+                ),
+                &["encoding"],
             )?,
             producer_queue_depth: IntGauge::new(
                 "edge_relay_producer_queue_depth",
@@ -87,10 +109,18 @@ impl Metrics {
                     "edge_relay_produce_duration_seconds",
                     "Time from handing a record to the producer to its acknowledgement.",
                 )
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0]),
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+                ]),
             )?,
-            kafka_up: IntGauge::new("edge_relay_kafka_up", "1 when the brokers answered the last health check.")?,
-            ready: IntGauge::new("edge_relay_ready", "1 while the relay accepts work (what /readyz reports).")?,
+            kafka_up: IntGauge::new(
+                "edge_relay_kafka_up",
+                "1 when the brokers answered the last health check.",
+            )?,
+            ready: IntGauge::new(
+                "edge_relay_ready",
+                "1 while the relay accepts work (what /readyz reports).",
+            )?,
             client_discarded: IntCounterVec::new(
                 Opts::new(
                     "edge_relay_client_discarded_total",
@@ -103,7 +133,10 @@ impl Metrics {
                 "Items still undelivered when a shutdown's grace period ended.",
             )?,
             build_info: IntGaugeVec::new(
-                Opts::new("edge_relay_build_info", "Constant 1, labelled with the relay's version."),
+                Opts::new(
+                    "edge_relay_build_info",
+                    "Constant 1, labelled with the relay's version.",
+                ),
                 &["version"],
             )?,
         };
@@ -112,6 +145,7 @@ impl Metrics {
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.body_bytes.clone()))?;
+        registry.register(Box::new(m.request_encodings.clone()))?;
         registry.register(Box::new(m.producer_queue_depth.clone()))?;
         registry.register(Box::new(m.produce_duration.clone()))?;
         registry.register(Box::new(m.kafka_up.clone()))?;
@@ -119,7 +153,9 @@ impl Metrics {
         registry.register(Box::new(m.client_discarded.clone()))?;
         registry.register(Box::new(m.shutdown_undelivered.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
-        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Ok(m)
     }
 

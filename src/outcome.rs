@@ -149,7 +149,10 @@ mod tests {
     fn retryable_failures_win_over_client_errors() {
         assert!(DropReason::KafkaError.precedence() > DropReason::Invalid.precedence());
         assert!(DropReason::RateLimited.precedence() > DropReason::TooLarge.precedence());
-        assert_eq!(DropReason::KafkaError.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            DropReason::KafkaError.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(DropReason::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

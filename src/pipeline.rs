@@ -93,14 +93,18 @@ impl RequestError {
         use RequestError as E;
         match self {
             E::Auth(e) => (e.status(), DropReason::Unauthorized),
-            E::Decode(DecodeError::Unsupported(_)) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, DropReason::Invalid),
+            E::Decode(DecodeError::Unsupported(_)) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, DropReason::Invalid)
+            }
             E::Decode(DecodeError::TooLarge { .. }) | E::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge)
             }
             E::Decode(DecodeError::Corrupt { .. }) | E::Event(_) | E::BodyRead(_) => {
                 (StatusCode::BAD_REQUEST, DropReason::Invalid)
             }
-            E::Envelope(e) if e.is_too_large() => (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge),
+            E::Envelope(e) if e.is_too_large() => {
+                (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge)
+            }
             E::Envelope(_) => (StatusCode::BAD_REQUEST, DropReason::Invalid),
             E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, DropReason::Invalid),
         }
@@ -145,11 +149,15 @@ impl Pipeline {
         };
 
         // Stage: per-item checks (size; events must be JSON objects).
-        let received_at: Arc<str> = humantime::format_rfc3339_millis(req.received_at).to_string().into();
+        let received_at: Arc<str> = humantime::format_rfc3339_millis(req.received_at)
+            .to_string()
+            .into();
         let mut checked = Vec::with_capacity(envelope.items.len());
         for item in &envelope.items {
             match item.category() {
-                Some(category) => checked.push((item, category, self.check_item(item, &self.config.limits))),
+                Some(category) => {
+                    checked.push((item, category, self.check_item(item, &self.config.limits)))
+                }
                 // Client reports: the SDK's own drop counts, consumed into metrics.
                 None => self.count_client_report(&project.label, &item.payload),
             }
@@ -160,7 +168,11 @@ impl Pipeline {
             .event_id
             .as_deref()
             .and_then(envelope::normalize_event_id)
-            .or_else(|| checked.iter().find_map(|(_, _, c)| c.as_ref().ok().cloned().flatten()))
+            .or_else(|| {
+                checked
+                    .iter()
+                    .find_map(|(_, _, c)| c.as_ref().ok().cloned().flatten())
+            })
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
 
         let mut fates = Vec::with_capacity(checked.len());
@@ -169,7 +181,10 @@ impl Pipeline {
             let own_id = match check {
                 Ok(own_id) => own_id,
                 Err(reason) => {
-                    fates.push(ItemFate { category, result: Err(reason) });
+                    fates.push(ItemFate {
+                        category,
+                        result: Err(reason),
+                    });
                     continue;
                 }
             };
@@ -189,7 +204,10 @@ impl Pipeline {
                     sample_rate: None,
                 },
             });
-            fates.push(ItemFate { category, result: Ok(()) });
+            fates.push(ItemFate {
+                category,
+                result: Ok(()),
+            });
         }
 
         // Stage: produce, and wait for every acknowledgement.
@@ -229,6 +247,10 @@ impl Pipeline {
 
         // Stage: body limit and decompression.
         let encoding = Encoding::from_header(req.content_encoding)?;
+        self.metrics
+            .request_encodings
+            .with_label_values(&[encoding.as_str()])
+            .inc();
         let body = decompress::decode(encoding, req.body.clone(), limits.max_inflated_size)?;
         self.metrics
             .body_bytes
@@ -267,10 +289,11 @@ impl Pipeline {
             return Err(DropReason::TooLarge);
         }
         if item.ty.is_event() {
-            let (id, _) = envelope::probe_event(&item.payload, limits.max_json_depth).map_err(|e| {
-                tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
-                DropReason::Invalid
-            })?;
+            let (id, _) =
+                envelope::probe_event(&item.payload, limits.max_json_depth).map_err(|e| {
+                    tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
+                    DropReason::Invalid
+                })?;
             return Ok(id);
         }
         Ok(None)
@@ -281,13 +304,17 @@ impl Pipeline {
         let mut accepted_any = false;
         let mut worst: Option<DropReason> = None;
         for fate in fates {
-            match fate.result.map_or_else(Outcome::Dropped, |()| Outcome::Accepted) {
+            match fate
+                .result
+                .map_or_else(Outcome::Dropped, |()| Outcome::Accepted)
+            {
                 Outcome::Accepted => {
                     accepted_any = true;
                     self.metrics.accepted(&project.label, fate.category);
                 }
                 Outcome::Dropped(reason) => {
-                    self.metrics.dropped(&project.label, fate.category.as_str(), reason, 1);
+                    self.metrics
+                        .dropped(&project.label, fate.category.as_str(), reason, 1);
                     if worst.is_none_or(|w| reason.precedence() > w.precedence()) {
                         worst = Some(reason);
                     }
@@ -313,7 +340,8 @@ impl Pipeline {
     /// Refuses a whole request: one drop in the `envelope` category, and the answer.
     pub fn reject(&self, project_label: &str, error: &RequestError) -> Answer {
         let (status, reason) = error.classify();
-        self.metrics.dropped(project_label, ENVELOPE_CATEGORY, reason, 1);
+        self.metrics
+            .dropped(project_label, ENVELOPE_CATEGORY, reason, 1);
         log_drop(reason, project_label, error);
         Answer {
             status,
@@ -376,7 +404,11 @@ fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError
     } else {
         ItemType::Event
     };
-    let type_name = if ty == ItemType::Transaction { "transaction" } else { "event" };
+    let type_name = if ty == ItemType::Transaction {
+        "transaction"
+    } else {
+        "event"
+    };
     Ok(Envelope {
         header: Default::default(),
         raw_header: Bytes::from_static(b"{}"),
@@ -391,8 +423,14 @@ fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError
 
 /// Decodes a legacy base64 (+ zlib) store body, capped like any other.
 fn legacy_store_body(body: &[u8], limit: usize) -> Option<Bytes> {
-    let text: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    let raw = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    let text: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
     if raw.first() == Some(&b'{') {
         return Some(Bytes::from(raw));
     }
@@ -413,16 +451,36 @@ mod tests {
         let cases: Vec<(RequestError, u16, DropReason)> = vec![
             (AuthError::MissingKey.into(), 401, DropReason::Unauthorized),
             (AuthError::UnknownKey.into(), 403, DropReason::Unauthorized),
-            (DecodeError::Unsupported("rar".into()).into(), 415, DropReason::Invalid),
-            (DecodeError::TooLarge { limit: 1 }.into(), 413, DropReason::TooLarge),
-            (RequestError::BodyTooLarge { limit: 1 }, 413, DropReason::TooLarge),
+            (
+                DecodeError::Unsupported("rar".into()).into(),
+                415,
+                DropReason::Invalid,
+            ),
+            (
+                DecodeError::TooLarge { limit: 1 }.into(),
+                413,
+                DropReason::TooLarge,
+            ),
+            (
+                RequestError::BodyTooLarge { limit: 1 },
+                413,
+                DropReason::TooLarge,
+            ),
             (EnvelopeError::Empty.into(), 400, DropReason::Invalid),
-            (EnvelopeError::TooManyItems { limit: 1 }.into(), 413, DropReason::TooLarge),
+            (
+                EnvelopeError::TooManyItems { limit: 1 }.into(),
+                413,
+                DropReason::TooLarge,
+            ),
             (EventError::NotObject.into(), 400, DropReason::Invalid),
             (RequestError::BodyTimeout, 408, DropReason::Invalid),
         ];
         for (error, status, reason) in cases {
-            assert_eq!(error.classify(), (StatusCode::from_u16(status).unwrap(), reason), "{error}");
+            assert_eq!(
+                error.classify(),
+                (StatusCode::from_u16(status).unwrap(), reason),
+                "{error}"
+            );
         }
     }
 

@@ -118,12 +118,16 @@ impl Relay {
 
     /// The SDK listener's address (with the port the OS chose).
     pub fn sdk_addr(&self) -> SocketAddr {
-        self.sdk.local_addr().expect("a bound listener has an address")
+        self.sdk
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves with a grace period, then drains within it.
@@ -150,7 +154,11 @@ impl Relay {
             .shutdown_undelivered
             .inc_by(undelivered as u64);
         if undelivered > 0 || !requests_finished {
-            tracing::warn!(undelivered, requests_finished, "grace period ended with work left");
+            tracing::warn!(
+                undelivered,
+                requests_finished,
+                "grace period ended with work left"
+            );
         } else {
             tracing::info!("drained: every accepted item was delivered");
         }
@@ -209,7 +217,9 @@ async fn serve_sdk(
             let state = state.clone();
             async move { Ok::<_, Infallible>(handle_sdk(&state, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = connections.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
@@ -247,7 +257,10 @@ async fn handle_sdk(state: &State, req: hyper::Request<Incoming>) -> Response<Fu
                 let answer = ingest(state, req, endpoint, project_id, received_at).await;
                 answer_response(&answer)
             }
-            Err(_) => error_response(StatusCode::BAD_REQUEST, "the project id in the path is not a number"),
+            Err(_) => error_response(
+                StatusCode::BAD_REQUEST,
+                "the project id in the path is not a number",
+            ),
         },
         _ => {
             let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST");
@@ -285,7 +298,14 @@ async fn ingest(
         .projects
         .get(project_id)
         .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
-    let body = match read_body(body, &parts.headers, config.limits.max_body_size, config.server.body_read_timeout).await {
+    let body = match read_body(
+        body,
+        &parts.headers,
+        config.limits.max_body_size,
+        config.server.body_read_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(e) => return pipeline.reject(label, &e),
     };
@@ -330,7 +350,10 @@ fn answer_response(answer: &Answer) -> Response<Full<Bytes>> {
         Some(id) if answer.status.is_success() => {
             json_response(answer.status, serde_json::json!({ "id": id }).to_string())
         }
-        _ => error_response(answer.status, answer.detail.as_deref().unwrap_or("request refused")),
+        _ => error_response(
+            answer.status,
+            answer.detail.as_deref().unwrap_or("request refused"),
+        ),
     }
 }
 
@@ -346,8 +369,10 @@ fn error_response(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
 fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -359,13 +384,22 @@ fn preflight() -> Response<Full<Bytes>> {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, OPTIONS"),
     );
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("3600"),
+    );
     r
 }
 
 fn add_cors(h: &mut HeaderMap) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
@@ -407,8 +441,10 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         r
     };
     match path {
@@ -430,7 +466,10 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
         "/readyz" if state.draining.load(Ordering::Relaxed) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
         }
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "kafka unreachable\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka unreachable\n".into(),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

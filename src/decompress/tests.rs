@@ -51,14 +51,32 @@ fn all_encoders() -> [(Encoding, Encoder); 5] {
 fn header_values_map_to_encodings() {
     assert_eq!(Encoding::from_header(None).unwrap(), Encoding::Identity);
     assert_eq!(Encoding::from_header(Some("")).unwrap(), Encoding::Identity);
-    assert_eq!(Encoding::from_header(Some("identity")).unwrap(), Encoding::Identity);
-    assert_eq!(Encoding::from_header(Some(" GZIP ")).unwrap(), Encoding::Gzip);
-    assert_eq!(Encoding::from_header(Some("x-gzip")).unwrap(), Encoding::Gzip);
-    assert_eq!(Encoding::from_header(Some("deflate")).unwrap(), Encoding::Deflate);
+    assert_eq!(
+        Encoding::from_header(Some("identity")).unwrap(),
+        Encoding::Identity
+    );
+    assert_eq!(
+        Encoding::from_header(Some(" GZIP ")).unwrap(),
+        Encoding::Gzip
+    );
+    assert_eq!(
+        Encoding::from_header(Some("x-gzip")).unwrap(),
+        Encoding::Gzip
+    );
+    assert_eq!(
+        Encoding::from_header(Some("deflate")).unwrap(),
+        Encoding::Deflate
+    );
     assert_eq!(Encoding::from_header(Some("br")).unwrap(), Encoding::Brotli);
     assert_eq!(Encoding::from_header(Some("zstd")).unwrap(), Encoding::Zstd);
-    assert!(matches!(Encoding::from_header(Some("compress")), Err(DecodeError::Unsupported(_))));
-    assert!(matches!(Encoding::from_header(Some("gzip, br")), Err(DecodeError::Unsupported(_))));
+    assert!(matches!(
+        Encoding::from_header(Some("compress")),
+        Err(DecodeError::Unsupported(_))
+    ));
+    assert!(matches!(
+        Encoding::from_header(Some("gzip, br")),
+        Err(DecodeError::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -78,7 +96,11 @@ fn bombs_stop_at_the_cap() {
     let limit = 1 << 20;
     for (encoding, encode) in all_encoders() {
         let bomb = encode(&zeros);
-        assert!(bomb.len() < 200 << 10, "{encoding:?} bomb is {} bytes", bomb.len());
+        assert!(
+            bomb.len() < 200 << 10,
+            "{encoding:?} bomb is {} bytes",
+            bomb.len()
+        );
         match decode(encoding, Bytes::from(bomb), limit) {
             Err(DecodeError::TooLarge { limit: l }) => assert_eq!(l, limit),
             other => panic!("{encoding:?}: expected TooLarge, got {other:?}"),
@@ -106,7 +128,9 @@ fn exactly_the_cap_is_allowed() {
 #[test]
 fn truncated_streams_are_corrupt() {
     // A body big enough that every format spans several blocks.
-    let body: Vec<u8> = (0..20_000u32).flat_map(|i| format!("line {i} of text\n").into_bytes()).collect();
+    let body: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("line {i} of text\n").into_bytes())
+        .collect();
     for (encoding, encode) in all_encoders() {
         let full = encode(&body);
         for cut in [1, full.len() / 2, full.len() - 1] {
@@ -124,9 +148,17 @@ fn truncated_streams_are_corrupt() {
 #[test]
 fn garbage_is_corrupt_not_a_panic() {
     let garbage = Bytes::from_static(b"this is not compressed at all, just text");
-    for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Brotli, Encoding::Zstd] {
+    for encoding in [
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Brotli,
+        Encoding::Zstd,
+    ] {
         assert!(
-            matches!(decode(encoding, garbage.clone(), 1 << 20), Err(DecodeError::Corrupt { .. })),
+            matches!(
+                decode(encoding, garbage.clone(), 1 << 20),
+                Err(DecodeError::Corrupt { .. })
+            ),
             "{encoding:?}"
         );
     }
@@ -135,8 +167,14 @@ fn garbage_is_corrupt_not_a_panic() {
 #[test]
 fn a_wrong_encoding_header_is_corrupt() {
     // gzip bytes labelled as zstd, brotli bytes labelled as gzip.
-    assert!(matches!(decode(Encoding::Zstd, Bytes::from(gzip(EVENT)), 1 << 20), Err(DecodeError::Corrupt { .. })));
-    assert!(matches!(decode(Encoding::Gzip, Bytes::from(brotli(EVENT)), 1 << 20), Err(DecodeError::Corrupt { .. })));
+    assert!(matches!(
+        decode(Encoding::Zstd, Bytes::from(gzip(EVENT)), 1 << 20),
+        Err(DecodeError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        decode(Encoding::Gzip, Bytes::from(brotli(EVENT)), 1 << 20),
+        Err(DecodeError::Corrupt { .. })
+    ));
 }
 
 mod properties {

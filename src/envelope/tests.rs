@@ -31,7 +31,9 @@ fn items_with_and_without_length() {
 fn binary_payloads_with_newlines_and_nuls() {
     let payload: Vec<u8> = (0..=255u8).chain([b'\n', 0, b'\n']).collect();
     let mut body = b"{}\n".to_vec();
-    body.extend_from_slice(format!("{{\"type\":\"attachment\",\"length\":{}}}\n", payload.len()).as_bytes());
+    body.extend_from_slice(
+        format!("{{\"type\":\"attachment\",\"length\":{}}}\n", payload.len()).as_bytes(),
+    );
     body.extend_from_slice(&payload);
     let env = parse(Bytes::from(body), &limits()).unwrap();
     assert_eq!(&env.items[0].payload[..], &payload[..]);
@@ -59,7 +61,10 @@ fn tolerates_sloppy_sdks() {
 
 #[test]
 fn zero_length_items() {
-    let env = parse_str("{}\n{\"type\":\"attachment\",\"length\":0}\n{\"type\":\"event\",\"length\":2}\n{}\n").unwrap();
+    let env = parse_str(
+        "{}\n{\"type\":\"attachment\",\"length\":0}\n{\"type\":\"event\",\"length\":2}\n{}\n",
+    )
+    .unwrap();
     assert_eq!(env.items.len(), 2);
     assert!(env.items[0].payload.is_empty());
     assert_eq!(&env.items[1].payload[..], b"{}");
@@ -69,21 +74,48 @@ fn zero_length_items() {
 fn malformed_envelopes_are_errors_not_panics() {
     assert_eq!(parse_str("").unwrap_err(), EnvelopeError::Empty);
     assert_eq!(parse_str("\n\n").unwrap_err(), EnvelopeError::Empty);
-    assert!(matches!(parse_str("not json\n").unwrap_err(), EnvelopeError::BadHeader(_)));
-    assert!(matches!(parse_str("[1,2]\n").unwrap_err(), EnvelopeError::BadHeader(_)));
-    assert!(matches!(parse_str("{}\n{\"length\":2}\n{}\n").unwrap_err(), EnvelopeError::BadItemHeader { index: 0, .. }));
-    assert!(matches!(parse_str("{}\n{\"type\":7}\n{}\n").unwrap_err(), EnvelopeError::BadItemHeader { .. }));
-    assert!(matches!(parse_str("{}\n{\"type\":\"event\",\"length\":-1}\n").unwrap_err(), EnvelopeError::BadItemHeader { .. }));
+    assert!(matches!(
+        parse_str("not json\n").unwrap_err(),
+        EnvelopeError::BadHeader(_)
+    ));
+    assert!(matches!(
+        parse_str("[1,2]\n").unwrap_err(),
+        EnvelopeError::BadHeader(_)
+    ));
+    assert!(matches!(
+        parse_str("{}\n{\"length\":2}\n{}\n").unwrap_err(),
+        EnvelopeError::BadItemHeader { index: 0, .. }
+    ));
+    assert!(matches!(
+        parse_str("{}\n{\"type\":7}\n{}\n").unwrap_err(),
+        EnvelopeError::BadItemHeader { .. }
+    ));
+    assert!(matches!(
+        parse_str("{}\n{\"type\":\"event\",\"length\":-1}\n").unwrap_err(),
+        EnvelopeError::BadItemHeader { .. }
+    ));
     assert_eq!(
         parse_str("{}\n{\"type\":\"event\",\"length\":100}\n{}\n").unwrap_err(),
-        EnvelopeError::LengthPastEnd { index: 0, length: 100 }
+        EnvelopeError::LengthPastEnd {
+            index: 0,
+            length: 100
+        }
     );
     assert_eq!(
         parse_str("{}\n{\"type\":\"event\",\"length\":18446744073709551615}\n{}\n").unwrap_err(),
-        EnvelopeError::LengthPastEnd { index: 0, length: u64::MAX }
+        EnvelopeError::LengthPastEnd {
+            index: 0,
+            length: u64::MAX
+        }
     );
-    assert!(matches!(parse_str("{\"event_id\":\"nope\"}\n").unwrap_err(), EnvelopeError::BadEventId(_)));
-    assert!(matches!(parse(Bytes::from_static(b"{\"a\":\"\xff\"}\n"), &limits()).unwrap_err(), EnvelopeError::BadHeader(_)));
+    assert!(matches!(
+        parse_str("{\"event_id\":\"nope\"}\n").unwrap_err(),
+        EnvelopeError::BadEventId(_)
+    ));
+    assert!(matches!(
+        parse(Bytes::from_static(b"{\"a\":\"\xff\"}\n"), &limits()).unwrap_err(),
+        EnvelopeError::BadHeader(_)
+    ));
 }
 
 #[test]
@@ -94,16 +126,29 @@ fn limits_on_items_and_header_lines() {
         ..Limits::default()
     };
     let many = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(4);
-    assert_eq!(parse(Bytes::from(many), &small).unwrap_err(), EnvelopeError::TooManyItems { limit: 3 });
+    assert_eq!(
+        parse(Bytes::from(many), &small).unwrap_err(),
+        EnvelopeError::TooManyItems { limit: 3 }
+    );
     let three = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(3);
     assert_eq!(parse(Bytes::from(three), &small).unwrap().items.len(), 3);
     let long_header = format!("{{\"sdk\":\"{}\"}}\n", "x".repeat(100));
-    assert!(parse(Bytes::from(long_header), &small).unwrap_err().is_too_large());
-    let long_item = format!("{{}}\n{{\"type\":\"event\",\"pad\":\"{}\"}}\n{{}}\n", "x".repeat(100));
-    assert!(parse(Bytes::from(long_item), &small).unwrap_err().is_too_large());
+    assert!(parse(Bytes::from(long_header), &small)
+        .unwrap_err()
+        .is_too_large());
+    let long_item = format!(
+        "{{}}\n{{\"type\":\"event\",\"pad\":\"{}\"}}\n{{}}\n",
+        "x".repeat(100)
+    );
+    assert!(parse(Bytes::from(long_item), &small)
+        .unwrap_err()
+        .is_too_large());
     // A huge header line without any newline is refused after reading the limit.
     let endless = "{".to_owned() + &"x".repeat(10_000);
-    assert_eq!(parse(Bytes::from(endless), &small).unwrap_err(), EnvelopeError::HeaderTooLong { limit: 64 });
+    assert_eq!(
+        parse(Bytes::from(endless), &small).unwrap_err(),
+        EnvelopeError::HeaderTooLong { limit: 64 }
+    );
 }
 
 #[test]
@@ -142,28 +187,59 @@ fn event_ids_normalize() {
         Some(ID)
     );
     assert_eq!(normalize_event_id("9ec79c33ec9942ab8353589fcb2e04d"), None);
-    assert_eq!(normalize_event_id("9ec79c33_ec99_42ab_8353_589fcb2e04dc"), None);
+    assert_eq!(
+        normalize_event_id("9ec79c33_ec99_42ab_8353_589fcb2e04dc"),
+        None
+    );
     assert_eq!(normalize_event_id("zzc79c33ec9942ab8353589fcb2e04dc"), None);
 }
 
 #[test]
 fn probing_events() {
-    let (id, ty) = probe_event(format!(r#"{{"event_id":"{ID}","type":"transaction","x":[1,{{}}]}}"#).as_bytes(), 128).unwrap();
+    let (id, ty) = probe_event(
+        format!(r#"{{"event_id":"{ID}","type":"transaction","x":[1,{{}}]}}"#).as_bytes(),
+        128,
+    )
+    .unwrap();
     assert_eq!(id.as_deref(), Some(ID));
     assert_eq!(ty.as_deref(), Some("transaction"));
     assert_eq!(probe_event(b"{}", 128).unwrap(), (None, None));
-    assert!(matches!(probe_event(b"[]", 128), Err(EventError::NotObject)));
-    assert!(matches!(probe_event(b"\"text\"", 128), Err(EventError::NotObject)));
-    assert!(matches!(probe_event(b"{\"a\":", 128), Err(EventError::NotJson(_))));
-    assert!(matches!(probe_event(b"{\"a\":\"\xc3\x28\"}", 128), Err(EventError::NotUtf8(_))));
-    assert!(matches!(probe_event(br#"{"event_id":"x"}"#, 128), Err(EventError::BadEventId)));
+    assert!(matches!(
+        probe_event(b"[]", 128),
+        Err(EventError::NotObject)
+    ));
+    assert!(matches!(
+        probe_event(b"\"text\"", 128),
+        Err(EventError::NotObject)
+    ));
+    assert!(matches!(
+        probe_event(b"{\"a\":", 128),
+        Err(EventError::NotJson(_))
+    ));
+    assert!(matches!(
+        probe_event(b"{\"a\":\"\xc3\x28\"}", 128),
+        Err(EventError::NotUtf8(_))
+    ));
+    assert!(matches!(
+        probe_event(br#"{"event_id":"x"}"#, 128),
+        Err(EventError::BadEventId)
+    ));
     let deep = "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000);
-    assert!(matches!(probe_event(deep.as_bytes(), 128), Err(EventError::TooDeep(128))));
+    assert!(matches!(
+        probe_event(deep.as_bytes(), 128),
+        Err(EventError::TooDeep(128))
+    ));
     let arrays = "[".repeat(200) + &"]".repeat(200);
-    assert!(matches!(probe_event(format!("{{\"a\":{arrays}}}").as_bytes(), 128), Err(EventError::TooDeep(128))));
+    assert!(matches!(
+        probe_event(format!("{{\"a\":{arrays}}}").as_bytes(), 128),
+        Err(EventError::TooDeep(128))
+    ));
     // Brackets inside strings, escaped quotes included, do not count.
     let in_string = format!("{{\"a\":\"\\\"{}\"}}", "[{".repeat(500));
-    assert!(probe_event(in_string.as_bytes(), 128).is_ok(), "{in_string}");
+    assert!(
+        probe_event(in_string.as_bytes(), 128).is_ok(),
+        "{in_string}"
+    );
     let ok_depth = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
     assert!(probe_event(ok_depth.as_bytes(), 128).is_ok());
 }
@@ -174,7 +250,13 @@ mod properties {
 
     fn item() -> impl Strategy<Value = (String, Vec<u8>, bool)> {
         (
-            prop::sample::select(vec!["event", "attachment", "session", "transaction", "weird"]),
+            prop::sample::select(vec![
+                "event",
+                "attachment",
+                "session",
+                "transaction",
+                "weird",
+            ]),
             prop::collection::vec(any::<u8>(), 0..300),
             any::<bool>(),
         )

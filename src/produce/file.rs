@@ -97,7 +97,10 @@ impl FileSink {
             Ok(()) => records.iter().map(|_| Ok(())).collect(),
             Err(e) => {
                 let e = Arc::new(e);
-                records.iter().map(|_| Err(ProduceError::File(e.clone()))).collect()
+                records
+                    .iter()
+                    .map(|_| Err(ProduceError::File(e.clone())))
+                    .collect()
             }
         }
     }

@@ -36,7 +36,10 @@ impl KafkaSink {
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
             .set("compression.type", &config.compression)
             // Java clients' partitioner, so one event id maps to one partition whoever produces it.
             .set("partitioner", "murmur2_random")
@@ -85,7 +88,10 @@ impl KafkaSink {
     /// for the whole delivery timeout.
     pub async fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
         if !self.is_up() {
-            return records.iter().map(|_| Err(ProduceError::Unavailable)).collect();
+            return records
+                .iter()
+                .map(|_| Err(ProduceError::Unavailable))
+                .collect();
         }
         let started = Instant::now();
         // Enqueue all first, then wait: the acknowledgements overlap.
@@ -104,7 +110,9 @@ impl KafkaSink {
                     .payload(&r.payload[..])
                     .headers(headers);
                 self.producer.send_result(record).map_err(|(e, _)| match e {
-                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                        ProduceError::QueueFull
+                    }
                     e => ProduceError::Kafka(e),
                 })
             })
@@ -115,7 +123,9 @@ impl KafkaSink {
                 Err(e) => Err(e),
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => {
-                        self.metrics.produce_duration.observe(started.elapsed().as_secs_f64());
+                        self.metrics
+                            .produce_duration
+                            .observe(started.elapsed().as_secs_f64());
                         Ok(())
                     }
                     Ok(Err((e, _))) => Err(ProduceError::Kafka(e)),
@@ -166,7 +176,9 @@ fn spawn_health_check(
                     if ok {
                         tracing::info!("kafka brokers are reachable");
                     } else {
-                        tracing::warn!("kafka brokers are unreachable; answering 503 until they return");
+                        tracing::warn!(
+                            "kafka brokers are unreachable; answering 503 until they return"
+                        );
                     }
                 }
                 // Sleep in short steps so a dropped sink stops its thread promptly.

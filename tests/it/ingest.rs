@@ -82,11 +82,22 @@ async fn every_encoding_reaches_kafka_exactly_once_with_headers() {
         sent.push(id);
     }
 
-    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events", "ingest-attachments"], sent.len() * 2).await;
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments"],
+        sent.len() * 2,
+    )
+    .await;
     assert_eq!(got.len(), sent.len() * 2, "every item exactly once");
     for id in &sent {
-        let event: Vec<_> = got.iter().filter(|m| m.key == *id && m.topic == "ingest-events").collect();
-        let attach: Vec<_> = got.iter().filter(|m| m.key == *id && m.topic == "ingest-attachments").collect();
+        let event: Vec<_> = got
+            .iter()
+            .filter(|m| m.key == *id && m.topic == "ingest-events")
+            .collect();
+        let attach: Vec<_> = got
+            .iter()
+            .filter(|m| m.key == *id && m.topic == "ingest-attachments")
+            .collect();
         assert_eq!((event.len(), attach.len()), (1, 1), "event {id}");
         let payload: serde_json::Value = serde_json::from_slice(&event[0].payload).unwrap();
         assert_eq!(payload, python_like_event(id));
@@ -99,11 +110,17 @@ async fn every_encoding_reaches_kafka_exactly_once_with_headers() {
         }
     }
     assert_eq!(
-        relay.metric("edge_relay_items_accepted_total", &[("project", "42"), ("category", "error")]),
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
+        ),
         sent.len() as f64
     );
     assert_eq!(
-        relay.metric("edge_relay_items_accepted_total", &[("project", "42"), ("category", "attachment")]),
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "attachment")]
+        ),
         sent.len() as f64
     );
     let report = relay.stop(std::time::Duration::from_secs(5)).await;
@@ -119,27 +136,46 @@ async fn store_endpoint_query_auth_dsn_auth_and_h2c() {
     // Legacy store endpoint, key in the query string, no trailing slash.
     let store_id = new_event_id();
     let r = client
-        .post(relay.url(&format!("/api/{PROJECT}/store?sentry_key={KEY}&sentry_version=7")))
+        .post(relay.url(&format!(
+            "/api/{PROJECT}/store?sentry_key={KEY}&sentry_version=7"
+        )))
         .header("content-type", "text/plain")
         .body(serde_json::to_vec(&python_like_event(&store_id)).unwrap())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], store_id.as_str());
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["id"],
+        store_id.as_str()
+    );
 
     // Key only in the envelope header's DSN.
     let dsn_id = new_event_id();
     let event = serde_json::to_vec(&python_like_event(&dsn_id)).unwrap();
-    let mut body = format!("{{\"event_id\":\"{dsn_id}\",\"dsn\":\"{}\"}}\n{{\"type\":\"event\"}}\n", relay.dsn()).into_bytes();
+    let mut body = format!(
+        "{{\"event_id\":\"{dsn_id}\",\"dsn\":\"{}\"}}\n{{\"type\":\"event\"}}\n",
+        relay.dsn()
+    )
+    .into_bytes();
     body.extend_from_slice(&event);
     let r = post(&client, &relay.envelope_url(), "gzip", gzip(&body), None).await;
     assert_eq!(r.status(), 200);
 
     // HTTP/2 with prior knowledge (h2c).
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let h2_id = new_event_id();
-    let r = post(&h2, &relay.envelope_url(), "br", brotli(&envelope_with_attachment(&h2_id, b"x")), Some(KEY)).await;
+    let r = post(
+        &h2,
+        &relay.envelope_url(),
+        "br",
+        brotli(&envelope_with_attachment(&h2_id, b"x")),
+        Some(KEY),
+    )
+    .await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
 
@@ -165,8 +201,13 @@ async fn cors_preflight_and_exposed_headers() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
-    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap();
+    assert!(r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
     for h in ["x-sentry-rate-limits", "retry-after", "x-sentry-error"] {
         assert!(exposed.contains(h), "{exposed}");
     }
@@ -174,14 +215,19 @@ async fn cors_preflight_and_exposed_headers() {
     let r = post(&client, &relay.envelope_url(), "", b"{}\n".to_vec(), None).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    assert!(r.headers()["x-sentry-error"].to_str().unwrap().contains("missing public key"));
+    assert!(r.headers()["x-sentry-error"]
+        .to_str()
+        .unwrap()
+        .contains("missing public key"));
     assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
 }
 
 /// Every bad input gets its status and a counted reason, and the relay keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_counted_and_harmless() {
-    let text = config_text("[limits]\nmax_body_size = \"64KiB\"\nmax_inflated_size = \"256KiB\"\nmax_items = 5\n");
+    let text = config_text(
+        "[limits]\nmax_body_size = \"64KiB\"\nmax_inflated_size = \"256KiB\"\nmax_items = 5\n",
+    );
     let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
     let good = || envelope_with_attachment(&new_event_id(), b"ok");
@@ -193,35 +239,167 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         }
         b
     };
-    let deep = format!("{{}}\n{{\"type\":\"event\"}}\n{}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!(
+        "{{}}\n{{\"type\":\"event\"}}\n{}1{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     let envelope_url = relay.envelope_url();
     let cases: Vec<(&str, String, &str, Vec<u8>, Option<&str>, u16, &str, &str)> = vec![
-        ("missing key", envelope_url.clone(), "", good(), None, 401, "42", "unauthorized"),
-        ("unknown key", envelope_url.clone(), "", good(), Some("ffffffffffffffffffffffffffffffff"), 403, "42", "unauthorized"),
-        ("key of another project", envelope_url.clone(), "", good(), Some(OTHER_KEY), 403, "42", "unauthorized"),
-        ("unknown project", relay.url("/api/999/envelope/"), "", good(), Some(KEY), 403, "unknown", "unauthorized"),
-        ("truncated gzip", envelope_url.clone(), "gzip", gzip(&good())[..40].to_vec(), Some(KEY), 400, "42", "invalid"),
-        ("gzip labelled zstd", envelope_url.clone(), "zstd", gzip(&good()), Some(KEY), 400, "42", "invalid"),
-        ("unsupported encoding", envelope_url.clone(), "compress", good(), Some(KEY), 415, "42", "invalid"),
-        ("gzip bomb", envelope_url.clone(), "gzip", bomb, Some(KEY), 413, "42", "too_large"),
-        ("oversized on the wire", envelope_url.clone(), "", vec![b' '; 100 << 10], Some(KEY), 413, "42", "too_large"),
-        ("too many items", envelope_url.clone(), "", many_items, Some(KEY), 413, "42", "too_large"),
-        ("not an envelope", envelope_url.clone(), "", b"hello world\n".to_vec(), Some(KEY), 400, "42", "invalid"),
-        ("length past the end", envelope_url.clone(), "", b"{}\n{\"type\":\"event\",\"length\":999}\n{}\n".to_vec(), Some(KEY), 400, "42", "invalid"),
-        ("non-UTF-8 header", envelope_url.clone(), "", b"{\"x\":\"\xff\xfe\"}\n".to_vec(), Some(KEY), 400, "42", "invalid"),
+        (
+            "missing key",
+            envelope_url.clone(),
+            "",
+            good(),
+            None,
+            401,
+            "42",
+            "unauthorized",
+        ),
+        (
+            "unknown key",
+            envelope_url.clone(),
+            "",
+            good(),
+            Some("ffffffffffffffffffffffffffffffff"),
+            403,
+            "42",
+            "unauthorized",
+        ),
+        (
+            "key of another project",
+            envelope_url.clone(),
+            "",
+            good(),
+            Some(OTHER_KEY),
+            403,
+            "42",
+            "unauthorized",
+        ),
+        (
+            "unknown project",
+            relay.url("/api/999/envelope/"),
+            "",
+            good(),
+            Some(KEY),
+            403,
+            "unknown",
+            "unauthorized",
+        ),
+        (
+            "truncated gzip",
+            envelope_url.clone(),
+            "gzip",
+            gzip(&good())[..40].to_vec(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "gzip labelled zstd",
+            envelope_url.clone(),
+            "zstd",
+            gzip(&good()),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "unsupported encoding",
+            envelope_url.clone(),
+            "compress",
+            good(),
+            Some(KEY),
+            415,
+            "42",
+            "invalid",
+        ),
+        (
+            "gzip bomb",
+            envelope_url.clone(),
+            "gzip",
+            bomb,
+            Some(KEY),
+            413,
+            "42",
+            "too_large",
+        ),
+        (
+            "oversized on the wire",
+            envelope_url.clone(),
+            "",
+            vec![b' '; 100 << 10],
+            Some(KEY),
+            413,
+            "42",
+            "too_large",
+        ),
+        (
+            "too many items",
+            envelope_url.clone(),
+            "",
+            many_items,
+            Some(KEY),
+            413,
+            "42",
+            "too_large",
+        ),
+        (
+            "not an envelope",
+            envelope_url.clone(),
+            "",
+            b"hello world\n".to_vec(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "length past the end",
+            envelope_url.clone(),
+            "",
+            b"{}\n{\"type\":\"event\",\"length\":999}\n{}\n".to_vec(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "non-UTF-8 header",
+            envelope_url.clone(),
+            "",
+            b"{\"x\":\"\xff\xfe\"}\n".to_vec(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
     ];
     for (name, url, encoding, body, key, status, project, reason) in cases {
         let before = relay.metric(
             "edge_relay_items_dropped_total",
-            &[("project", project), ("category", "envelope"), ("reason", reason)],
+            &[
+                ("project", project),
+                ("category", "envelope"),
+                ("reason", reason),
+            ],
         );
         let r = post(&client, &url, encoding, body, key).await;
         assert_eq!(r.status().as_u16(), status, "{name}");
         let detail = r.json::<serde_json::Value>().await.unwrap();
-        assert!(detail["detail"].as_str().is_some_and(|d| !d.is_empty()), "{name}: {detail}");
+        assert!(
+            detail["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name}: {detail}"
+        );
         let after = relay.metric(
             "edge_relay_items_dropped_total",
-            &[("project", project), ("category", "envelope"), ("reason", reason)],
+            &[
+                ("project", project),
+                ("category", "envelope"),
+                ("reason", reason),
+            ],
         );
         assert_eq!(after - before, 1.0, "{name} is counted once as {reason}");
         // The next good request is unaffected.
@@ -230,33 +408,94 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
     }
 
     // Item-level problems: the bad item is dropped and counted, the rest goes through.
-    let before_ok = relay.metric("edge_relay_items_accepted_total", &[("project", "42"), ("category", "attachment")]);
+    let before_ok = relay.metric(
+        "edge_relay_items_accepted_total",
+        &[("project", "42"), ("category", "attachment")],
+    );
     let mut mixed = b"{}\n{\"type\":\"event\"}\n{not json\n".to_vec();
     mixed.extend_from_slice(b"{\"type\":\"attachment\",\"length\":2}\nok\n");
     let r = post(&client, &envelope_url, "", mixed, Some(KEY)).await;
     assert_eq!(r.status(), 200, "the attachment was accepted");
     assert_eq!(
-        relay.metric("edge_relay_items_dropped_total", &[("project", "42"), ("category", "error"), ("reason", "invalid")]),
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "invalid")
+            ]
+        ),
         1.0
     );
     assert_eq!(
-        relay.metric("edge_relay_items_accepted_total", &[("project", "42"), ("category", "attachment")]),
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "attachment")]
+        ),
         before_ok + 1.0
     );
     // Only a deeply nested event: 400, counted as an invalid error item.
-    let r = post(&client, &envelope_url, "gzip", gzip(deep.as_bytes()), Some(KEY)).await;
+    let r = post(
+        &client,
+        &envelope_url,
+        "gzip",
+        gzip(deep.as_bytes()),
+        Some(KEY),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
-        relay.metric("edge_relay_items_dropped_total", &[("project", "42"), ("category", "error"), ("reason", "invalid")]),
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "invalid")
+            ]
+        ),
         2.0
     );
 
     // Wrong paths and methods.
-    assert_eq!(client.get(relay.envelope_url()).send().await.unwrap().status(), 405);
-    assert_eq!(client.post(relay.url("/api/abc/envelope/")).send().await.unwrap().status(), 400);
-    assert_eq!(client.post(relay.url("/nope")).send().await.unwrap().status(), 404);
-    let metrics = client.get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("edge_relay_requests_total{endpoint=\"envelope\",status=\"413\"}"), "{metrics}");
+    assert_eq!(
+        client
+            .get(relay.envelope_url())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    assert_eq!(
+        client
+            .post(relay.url("/api/abc/envelope/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        client
+            .post(relay.url("/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let metrics = client
+        .get(relay.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edge_relay_requests_total{endpoint=\"envelope\",status=\"413\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("edge_relay_request_duration_seconds_bucket"));
     assert!(metrics.contains("edge_relay_producer_queue_depth"));
 }
@@ -265,21 +504,50 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
 async fn client_reports_are_counted_not_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("items.jsonl");
-    let relay = TestRelay::start(&config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display()))).await;
+    let relay = TestRelay::start(&config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n",
+        sink.display()
+    )))
+    .await;
     let report = br#"{"timestamp":1795200000,"discarded_events":[{"reason":"queue_overflow","category":"error","quantity":3},{"reason":"made_up","category":"nonsense","quantity":2}]}"#;
     let mut body = b"{}\n{\"type\":\"client_report\"}\n".to_vec();
     body.extend_from_slice(report);
     body.push(b'\n');
-    let r = post(&reqwest::Client::new(), &relay.envelope_url(), "", body, Some(KEY)).await;
+    let r = post(
+        &reqwest::Client::new(),
+        &relay.envelope_url(),
+        "",
+        body,
+        Some(KEY),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
-        relay.metric("edge_relay_client_discarded_total", &[("project", "42"), ("category", "error"), ("reason", "queue_overflow")]),
+        relay.metric(
+            "edge_relay_client_discarded_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "queue_overflow")
+            ]
+        ),
         3.0
     );
     assert_eq!(
-        relay.metric("edge_relay_client_discarded_total", &[("project", "42"), ("category", "other"), ("reason", "other")]),
+        relay.metric(
+            "edge_relay_client_discarded_total",
+            &[
+                ("project", "42"),
+                ("category", "other"),
+                ("reason", "other")
+            ]
+        ),
         2.0
     );
     relay.stop(std::time::Duration::from_secs(1)).await;
-    assert_eq!(std::fs::read_to_string(&sink).unwrap_or_default(), "", "nothing forwarded");
+    assert_eq!(
+        std::fs::read_to_string(&sink).unwrap_or_default(),
+        "",
+        "nothing forwarded"
+    );
 }

@@ -2,5 +2,9 @@
 //! as clients, and real Kafka-protocol brokers (librdkafka's mock cluster in
 //! process; tansu as a separate process for the end-to-end test).
 
+mod cli;
+mod e2e_tansu;
 mod ingest;
+mod lifecycle;
+mod sdk;
 mod support;

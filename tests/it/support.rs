@@ -45,7 +45,9 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub fn mock_kafka() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("librdkafka can start a mock cluster");
     for topic in TOPICS {
-        cluster.create_topic(topic, 2, 1).expect("the mock cluster creates topics");
+        cluster
+            .create_topic(topic, 2, 1)
+            .expect("the mock cluster creates topics");
     }
     cluster
 }
@@ -85,10 +87,13 @@ impl TestRelay {
     pub async fn start(text: &str) -> TestRelay {
         let config = Config::from_toml(text).expect("test config is valid");
         let registry = Registry::new();
-        let relay = Relay::bind(config, registry.clone()).await.expect("relay binds");
+        let relay = Relay::bind(config, registry.clone())
+            .await
+            .expect("relay binds");
         let (sdk, admin) = (relay.sdk_addr(), relay.admin_addr());
         let (tx, rx) = oneshot::channel::<Duration>();
-        let task = tokio::spawn(relay.run(async move { rx.await.unwrap_or(Duration::from_secs(5)) }));
+        let task =
+            tokio::spawn(relay.run(async move { rx.await.unwrap_or(Duration::from_secs(5)) }));
         TestRelay {
             sdk,
             admin,
@@ -229,7 +234,8 @@ pub fn consume(brokers: &str, topics: &[&str], expected: usize) -> Vec<Consumed>
                     .map(|h| {
                         h.iter()
                             .map(|h| {
-                                let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                let value =
+                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned());
                                 (h.key.to_owned(), value.unwrap_or_default())
                             })
                             .collect()
@@ -237,7 +243,10 @@ pub fn consume(brokers: &str, topics: &[&str], expected: usize) -> Vec<Consumed>
                     .unwrap_or_default();
                 out.push(Consumed {
                     topic: m.topic().to_owned(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    key: m
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
@@ -250,7 +259,11 @@ pub fn consume(brokers: &str, topics: &[&str], expected: usize) -> Vec<Consumed>
 }
 
 /// [`consume`] on a blocking thread, for async tests.
-pub async fn consume_async(brokers: String, topics: &[&'static str], expected: usize) -> Vec<Consumed> {
+pub async fn consume_async(
+    brokers: String,
+    topics: &[&'static str],
+    expected: usize,
+) -> Vec<Consumed> {
     let topics = topics.to_vec();
     tokio::task::spawn_blocking(move || consume(&brokers, &topics, expected))
         .await
@@ -290,12 +303,20 @@ pub fn python_like_event(event_id: &str) -> serde_json::Value {
 /// An envelope with one event and one attachment.
 pub fn envelope_with_attachment(event_id: &str, attachment: &[u8]) -> Vec<u8> {
     let event = serde_json::to_vec(&python_like_event(event_id)).unwrap();
-    let mut body = format!("{{\"event_id\":\"{event_id}\",\"sent_at\":\"2026-11-21T00:00:00Z\"}}\n").into_bytes();
-    body.extend_from_slice(format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes());
+    let mut body =
+        format!("{{\"event_id\":\"{event_id}\",\"sent_at\":\"2026-11-21T00:00:00Z\"}}\n")
+            .into_bytes();
+    body.extend_from_slice(
+        format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes(),
+    );
     body.extend_from_slice(&event);
     body.push(b'\n');
     body.extend_from_slice(
-        format!("{{\"type\":\"attachment\",\"length\":{},\"filename\":\"log.bin\"}}\n", attachment.len()).as_bytes(),
+        format!(
+            "{{\"type\":\"attachment\",\"length\":{},\"filename\":\"log.bin\"}}\n",
+            attachment.len()
+        )
+        .as_bytes(),
     );
     body.extend_from_slice(attachment);
     body.push(b'\n');

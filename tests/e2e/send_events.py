@@ -1,0 +1,34 @@
+"""Sends error events to a relay with the real Python sentry-sdk and prints their ids as JSON.
+
+Usage: send_events.py DSN COMPRESSION COUNT   (COMPRESSION: gzip or br)
+"""
+import json
+import sys
+
+import sentry_sdk
+
+
+def main(dsn: str, compression: str, count: int) -> None:
+    if compression == "br":
+        import brotli  # noqa: F401  (the SDK silently falls back to gzip without it)
+    sentry_sdk.init(
+        dsn=dsn,
+        release="shop@2.4.1",
+        environment="production",
+        default_integrations=False,
+        _experiments={"transport_compression_algo": compression},
+    )
+    ids = []
+    for i in range(count):
+        try:
+            raise ValueError(f"order {i} could not be charged")
+        except ValueError:
+            ids.append(sentry_sdk.capture_exception())
+    sentry_sdk.flush(timeout=30)
+    if any(i is None for i in ids):
+        sys.exit("the SDK dropped an event before sending it")
+    print(json.dumps(ids))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -1,0 +1,247 @@
+//! End to end: the `edge-relay` binary as a process, the `tansu` broker as a
+//! separate process, and the real Python `sentry-sdk` sending gzip and br.
+//!
+//! The README's test command (`scripts/test`) installs tansu and a virtualenv
+//! with the SDK; without them this test fails and says how to get them.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A program the test needs: from an environment variable, else a default path.
+fn tool(var: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    let found = path.is_file()
+        || (path.components().count() == 1
+            && Command::new("which")
+                .arg(&path)
+                .output()
+                .is_ok_and(|o| o.status.success()));
+    assert!(
+        found,
+        "{} not found (set {var}); run `scripts/test`, which installs tansu and the Python SDK",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tansu(dir: &std::path::Path) -> (Process, String) {
+    let tansu = tool(
+        "EDGE_RELAY_TANSU",
+        std::env::var_os("HOME").map_or_else(
+            || PathBuf::from("tansu"),
+            |h| PathBuf::from(h).join(".cargo/bin/tansu"),
+        ),
+    );
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    // Run from an empty directory: tansu reads a .env file from its working directory.
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .current_dir(dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("tansu starts");
+    let process = Process(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let until = Instant::now() + PATIENCE;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < until,
+            "tansu did not listen; see {}",
+            dir.join("tansu.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // tansu does not create topics on produce.
+    for topic in [
+        "ingest-events",
+        "ingest-transactions",
+        "ingest-attachments",
+        "ingest-sessions",
+    ] {
+        let status = Command::new(&tansu)
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &url,
+                "--partitions",
+                "2",
+                topic,
+            ])
+            .current_dir(dir)
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "creating topic {topic}");
+    }
+    (process, format!("127.0.0.1:{port}"))
+}
+
+/// Starts the relay binary and reads its listening addresses from its log.
+fn start_relay(dir: &std::path::Path, brokers: &str) -> (Process, SocketAddr, SocketAddr) {
+    let config = dir.join("relay.toml");
+    std::fs::write(&config, config_text(&kafka_section(brokers))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-relay"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edge-relay starts");
+    let stderr = child.stderr.take().unwrap();
+    let process = Process(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let (sdk, admin) = loop {
+        let line = lines
+            .next()
+            .expect("edge-relay logged its addresses before exiting")
+            .unwrap();
+        if line.contains("edge-relay listening") {
+            let field = |name: &str| -> SocketAddr {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{name} in {line}"))
+                    .parse()
+                    .unwrap()
+            };
+            break (field("sdk="), field("admin="));
+        }
+    };
+    // Keep draining the log so the relay never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (process, sdk, admin)
+}
+
+fn python_sdk_send(python: &PathBuf, dsn: &str, compression: &str, count: usize) -> Vec<String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/send_events.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([dsn, compression, &count.to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "send_events.py {compression} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints the event ids")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_through_the_relay_binary_into_tansu() {
+    let python = tool(
+        "EDGE_RELAY_PYTHON",
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_tansu, brokers) = start_tansu(dir.path());
+    let (mut relay, sdk, admin) = start_relay(dir.path(), &brokers);
+    let client = reqwest::Client::new();
+    let until = Instant::now() + PATIENCE;
+    while !client
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            Instant::now() < until,
+            "the relay never became ready against tansu"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let dsn = format!("http://{KEY}@{sdk}/{PROJECT}");
+    let (python_gzip, dsn_gzip) = (python.clone(), dsn.clone());
+    let gzip_ids =
+        tokio::task::spawn_blocking(move || python_sdk_send(&python_gzip, &dsn_gzip, "gzip", 5))
+            .await
+            .unwrap();
+    let br_ids = tokio::task::spawn_blocking(move || python_sdk_send(&python, &dsn, "br", 5))
+        .await
+        .unwrap();
+
+    let got = consume_async(brokers.clone(), &["ingest-events"], 10).await;
+    let mut keys: Vec<String> = got.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    let mut want: Vec<String> = gzip_ids.iter().chain(&br_ids).cloned().collect();
+    want.sort();
+    assert_eq!(keys, want, "every Python SDK event exactly once in tansu");
+    for m in &got {
+        assert_eq!(m.headers["project_id"], "42");
+        assert_eq!(m.headers["event_id"], m.key);
+        assert_eq!(m.headers["item_type"], "event");
+        humantime::parse_rfc3339(&m.headers["received_at"]).expect("RFC 3339");
+        let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(event["exception"]["values"][0]["type"], "ValueError");
+    }
+
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for encoding in ["gzip", "br"] {
+        let line = format!("edge_relay_request_encodings_total{{encoding=\"{encoding}\"}} 5");
+        assert!(
+            metrics.contains(&line),
+            "the SDK sent {encoding}: {metrics}"
+        );
+    }
+
+    // SIGTERM: a graceful stop that exits 0.
+    let pid = relay.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let until = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = relay.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < until,
+            "the relay did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

@@ -1,0 +1,193 @@
+//! Readiness, broker outages at start, graceful shutdown, and the file sink.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+async fn send_one(client: &reqwest::Client, relay: &TestRelay) -> (reqwest::StatusCode, String) {
+    let id = new_event_id();
+    let r = client
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(envelope_with_attachment(&id, b"a"))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), id)
+}
+
+/// The broker is down when the relay starts: not ready, 503 with `kafka_error`;
+/// when the broker comes up, the relay turns ready and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_start_then_recovers() {
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    let client = reqwest::Client::new();
+
+    let readyz = client.get(relay.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert_eq!(
+        client
+            .get(relay.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, _) = send_one(&client, &relay).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "kafka_error")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "attachment"),
+                ("reason", "kafka_error")
+            ]
+        ),
+        1.0
+    );
+
+    kafka.broker_up(1).expect("mock broker comes up");
+    relay.wait_ready().await;
+    let (status, id) = send_one(&client, &relay).await;
+    assert_eq!(status, 200);
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
+    assert_eq!(
+        got.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(relay.metric("edge_relay_kafka_up", &[]), 1.0);
+}
+
+/// Requests in flight when shutdown starts are answered and delivered;
+/// `/readyz` turns 503 while draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_and_flushes() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    // Slow the broker down so requests are still waiting for acks at shutdown.
+    kafka
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .expect("mock rtt");
+    let client = reqwest::Client::new();
+    let url = relay.envelope_url();
+    let mut inflight = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), url.clone());
+        inflight.push(tokio::spawn(async move {
+            let id = new_event_id();
+            let r = client
+                .post(url)
+                .header("x-sentry-auth", auth_header(KEY))
+                .body(envelope_with_attachment(&id, b"a"))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), id)
+        }));
+    }
+    // Let the requests reach the producer before asking the relay to stop
+    // (a scrape of /metrics refreshes the queue-depth gauge).
+    let until = std::time::Instant::now() + PATIENCE;
+    loop {
+        client
+            .get(relay.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        if relay.metric("edge_relay_producer_queue_depth", &[]) > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "requests never reached the producer"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let admin = relay.admin_url("/readyz");
+    let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
+    // While draining, readiness is withdrawn (the admin port stays up until the end).
+    let mut saw_draining = false;
+    for _ in 0..200 {
+        match client.get(&admin).send().await {
+            Ok(r) if r.status() == 503 => {
+                saw_draining = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => break,
+        }
+    }
+    let mut ids = Vec::new();
+    for task in inflight {
+        let (status, id) = task.await.unwrap();
+        assert_eq!(status, 200, "in-flight requests are answered");
+        ids.push(id);
+    }
+    let report = stopping.await.unwrap();
+    assert!(report.requests_finished);
+    assert_eq!(report.undelivered, 0);
+    assert!(saw_draining, "/readyz reported draining");
+    kafka
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("mock rtt");
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], ids.len()).await;
+    let mut keys: Vec<_> = got.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    ids.sort();
+    assert_eq!(keys, ids, "everything answered 200 is in Kafka, once");
+}
+
+/// With no `[kafka]` section the relay writes JSON lines with the headers as fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_writes_json_lines_with_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.jsonl");
+    let relay = TestRelay::start(&config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n",
+        path.display()
+    )))
+    .await;
+    assert_eq!(
+        reqwest::get(relay.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the file sink is always ready"
+    );
+    let client = reqwest::Client::new();
+    let (status, id) = send_one(&client, &relay).await;
+    assert_eq!(status, 200);
+    relay.stop(Duration::from_secs(1)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["topic"], "ingest-events");
+    assert_eq!(lines[0]["key"], id.as_str());
+    assert_eq!(lines[0]["event_id"], id.as_str());
+    assert_eq!(lines[0]["project_id"], "42");
+    assert_eq!(lines[0]["item_type"], "event");
+    assert!(humantime::parse_rfc3339(lines[0]["received_at"].as_str().unwrap()).is_ok());
+    assert_eq!(lines[0]["payload"], python_like_event(&id));
+    assert_eq!(lines[1]["topic"], "ingest-attachments");
+    assert_eq!(lines[1]["item_type"], "attachment");
+    assert_eq!(lines[1]["payload_base64"], "YQ==");
+}

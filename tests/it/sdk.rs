@@ -1,0 +1,166 @@
+//! The real Rust `sentry` SDK, configured with a DSN that points at the relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentry::protocol::{Event, Exception, Level, Values};
+
+use crate::support::*;
+
+/// A client and hub of its own, so tests in parallel do not share the global hub.
+fn sdk_client(dsn: &str) -> Arc<sentry::Client> {
+    let options = sentry::ClientOptions::new()
+        .release("shop@2.4.1")
+        .environment("production")
+        .traces_sample_rate(1.0);
+    let mut options = sentry::apply_defaults(options);
+    options.dsn = Some(dsn.parse().expect("a valid DSN"));
+    // The transport (HTTP, no TLS) comes from apply_defaults; without it the client sends nothing.
+    assert!(options.transport.is_some());
+    Arc::new(sentry::Client::from_config(options))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_events_and_transactions_reach_kafka_once() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+
+    // The SDK's transport is blocking; drive it from a blocking thread.
+    let (event_ids, transaction_ids) = tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        let mut events = Vec::new();
+        for i in 0..20 {
+            let event = Event {
+                message: Some(format!("checkout failed for order {i}")),
+                level: Level::Error,
+                exception: Values::from(vec![Exception {
+                    ty: "CardDeclinedError".into(),
+                    value: Some("declined".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            };
+            events.push(hub.capture_event(event).simple().to_string());
+        }
+        let mut transactions = Vec::new();
+        for i in 0..3 {
+            let ctx = sentry::TransactionContext::new(&format!("/checkout/{i}"), "http.server");
+            let tx = hub.start_transaction(ctx);
+            let span = tx.start_child("db", "SELECT 1");
+            span.finish();
+            transactions.push(tx.get_trace_context().trace_id.to_string());
+            tx.finish();
+        }
+        assert!(
+            client.flush(Some(Duration::from_secs(30))),
+            "the SDK delivered everything"
+        );
+        (events, transactions)
+    })
+    .await
+    .unwrap();
+
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-transactions"],
+        23,
+    )
+    .await;
+    let events: Vec<_> = got.iter().filter(|m| m.topic == "ingest-events").collect();
+    let transactions: Vec<_> = got
+        .iter()
+        .filter(|m| m.topic == "ingest-transactions")
+        .collect();
+    assert_eq!(events.len(), event_ids.len(), "every event exactly once");
+    assert_eq!(
+        transactions.len(),
+        transaction_ids.len(),
+        "every transaction exactly once"
+    );
+    let mut keys: Vec<_> = events.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    let mut want = event_ids.clone();
+    want.sort();
+    assert_eq!(keys, want);
+    for m in &events {
+        assert_eq!(m.headers["project_id"], "42");
+        assert_eq!(m.headers["item_type"], "event");
+        assert_eq!(m.headers["event_id"], m.key);
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(
+            body["event_id"].as_str().map(|s| s.replace('-', "")),
+            Some(m.key.clone())
+        );
+        assert_eq!(body["release"], "shop@2.4.1");
+    }
+    let mut traces: Vec<String> = transactions
+        .iter()
+        .map(|m| {
+            assert_eq!(m.headers["item_type"], "transaction");
+            let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            body["contexts"]["trace"]["trace_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    traces.sort();
+    let mut want = transaction_ids;
+    want.sort();
+    assert_eq!(traces, want);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
+        ),
+        20.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_requests_total",
+            &[("endpoint", "envelope"), ("status", "200")]
+        ),
+        23.0
+    );
+}
+
+/// A DSN with a key of another project is refused, and nothing reaches Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_with_a_wrong_key_is_refused() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = format!("http://{OTHER_KEY}@{}/{PROJECT}", relay.sdk);
+    tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        hub.capture_message("should not pass", Level::Error);
+        client.flush(Some(Duration::from_secs(30)));
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        relay.metric(
+            "edge_relay_requests_total",
+            &[("endpoint", "envelope"), ("status", "403")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", "unauthorized")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        consume_async(kafka.bootstrap_servers(), &["ingest-events"], 0)
+            .await
+            .is_empty()
+    );
+}
