@@ -222,6 +222,18 @@ async fn cors_preflight_and_exposed_headers() {
     assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
 }
 
+/// (name, url, content encoding, body, key, expected status, project label, drop reason)
+type BadCase<'a> = (
+    &'a str,
+    String,
+    &'a str,
+    Vec<u8>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+    &'a str,
+);
+
 /// Every bad input gets its status and a counted reason, and the relay keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_counted_and_harmless() {
@@ -245,7 +257,7 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         "]".repeat(100_000)
     );
     let envelope_url = relay.envelope_url();
-    let cases: Vec<(&str, String, &str, Vec<u8>, Option<&str>, u16, &str, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "missing key",
             envelope_url.clone(),
