@@ -72,6 +72,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = config.shutdown;
+        // Handlers first: a signal that arrives once the relay says it is listening is handled.
+        let signals = wait_for_signal(shutdown.grace_period, shutdown.fast_grace_period)?;
         let relay = Relay::bind(config, prometheus::Registry::new()).await?;
         tracing::info!(
             sdk = %relay.sdk_addr(),
@@ -79,7 +81,6 @@ fn run(config: Config) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "edge-relay listening"
         );
-        let signals = wait_for_signal(shutdown.grace_period, shutdown.fast_grace_period)?;
         let report = relay.run(signals).await;
         tracing::info!(?report, "edge-relay stopped");
         Ok(())
@@ -94,15 +95,22 @@ fn wait_for_signal(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // SIGHUP's default action would end the process; until reloading exists, it is logged and ignored.
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: graceful shutdown");
-                grace
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: fast shutdown");
-                fast_grace
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: graceful shutdown");
+                    return grace;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: fast shutdown");
+                    return fast_grace;
+                }
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+                }
             }
         }
     })

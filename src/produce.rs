@@ -121,6 +121,14 @@ impl Producer {
         }
     }
 
+    /// Whether the destination failed for good and only a restart helps (for `/healthz`).
+    pub fn is_failed(&self) -> bool {
+        match self {
+            Producer::Kafka(k) => k.is_failed(),
+            Producer::File(_) => false,
+        }
+    }
+
     /// Messages in flight (queued or awaiting acknowledgement).
     pub fn queue_depth(&self) -> i64 {
         match self {

@@ -461,6 +461,10 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
             );
             r
         }
+        "/healthz" if pipeline.producer.is_failed() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka producer failed fatally: restart\n".into(),
+        ),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if ready => text(StatusCode::OK, "ready\n".into()),
         "/readyz" if state.draining.load(Ordering::Relaxed) => {

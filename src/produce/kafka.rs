@@ -20,6 +20,9 @@ pub struct KafkaSink {
     producer: FutureProducer,
     /// Whether the brokers answered the last metadata request.
     up: Arc<AtomicBool>,
+    /// Set when librdkafka reports a fatal error: the idempotent producer can
+    /// no longer deliver anything, and only a restart recovers.
+    fatal: Arc<AtomicBool>,
     /// Tells the health thread to stop when the sink is dropped.
     stop: Arc<AtomicBool>,
     /// Topic names.
@@ -50,19 +53,22 @@ impl KafkaSink {
             client.set(key, value);
         }
         let producer: FutureProducer = client.create().map_err(StartError::Kafka)?;
-        let up = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
+        let health = Health {
+            up: Arc::new(AtomicBool::new(false)),
+            fatal: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         spawn_health_check(
             producer.clone(),
             config.health_interval,
-            up.clone(),
-            stop.clone(),
+            health.clone(),
             metrics.clone(),
         );
         Ok(KafkaSink {
             producer,
-            up,
-            stop,
+            up: health.up,
+            fatal: health.fatal,
+            stop: health.stop,
             topics: config.topics.clone(),
             metrics,
         })
@@ -73,9 +79,14 @@ impl KafkaSink {
         &self.topics
     }
 
-    /// Whether the brokers answered the last health check.
+    /// Whether the brokers answered the last health check and the producer works.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.up.load(Ordering::Relaxed) && !self.is_failed()
+    }
+
+    /// Whether the producer hit a fatal error and the process must be restarted.
+    pub fn is_failed(&self) -> bool {
+        self.fatal.load(Ordering::Relaxed)
     }
 
     /// Messages queued or awaiting acknowledgement.
@@ -155,35 +166,46 @@ impl Drop for KafkaSink {
     }
 }
 
+/// The flags the health thread shares with the sink.
+#[derive(Clone)]
+struct Health {
+    up: Arc<AtomicBool>,
+    fatal: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
 /// Asks the brokers for metadata every `interval` on a thread of its own (the
-/// call blocks) and records whether they answered.
+/// call blocks) and records whether they answered, and whether the producer
+/// has failed fatally.
 fn spawn_health_check(
     producer: FutureProducer,
     interval: Duration,
-    up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    health: Health,
     metrics: Metrics,
 ) {
     std::thread::Builder::new()
         .name("kafka-health".into())
         .spawn(move || {
             let timeout = interval.max(Duration::from_secs(1));
-            while !stop.load(Ordering::Relaxed) {
+            while !health.stop.load(Ordering::Relaxed) {
+                if let Some((code, reason)) = producer.client().fatal_error() {
+                    if !health.fatal.swap(true, Ordering::Relaxed) {
+                        tracing::error!(?code, %reason, "the Kafka producer failed fatally; restart the relay");
+                    }
+                }
                 let ok = producer.client().fetch_metadata(None, timeout).is_ok();
-                let was = up.swap(ok, Ordering::Relaxed);
+                let was = health.up.swap(ok, Ordering::Relaxed);
                 metrics.kafka_up.set(i64::from(ok));
                 if ok != was {
                     if ok {
                         tracing::info!("kafka brokers are reachable");
                     } else {
-                        tracing::warn!(
-                            "kafka brokers are unreachable; answering 503 until they return"
-                        );
+                        tracing::warn!("kafka brokers are unreachable; answering 503 until they return");
                     }
                 }
                 // Sleep in short steps so a dropped sink stops its thread promptly.
                 let until = Instant::now() + interval;
-                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                while Instant::now() < until && !health.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50).min(interval));
                 }
             }

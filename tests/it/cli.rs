@@ -72,3 +72,31 @@ fn check_config_names_the_bad_key_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// SIGHUP is ignored for now (its default would kill the process); SIGINT stops it with exit 0.
+#[test]
+fn sighup_is_survived_and_sigint_exits_zero() {
+    use crate::e2e_tansu::{signal_and_wait, start_relay};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display()));
+    let mut relay = start_relay(dir.path(), &text);
+    let pid = relay.process.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    relay.wait_for_log("SIGHUP");
+    assert!(
+        relay.process.0.try_wait().unwrap().is_none(),
+        "SIGHUP ended the relay"
+    );
+    assert!(
+        std::net::TcpStream::connect(relay.admin).is_ok(),
+        "still serving after SIGHUP"
+    );
+    let status = signal_and_wait(&mut relay.process, "INT");
+    assert!(status.success(), "exit status after SIGINT: {status}");
+    relay.wait_for_log("SIGINT: fast shutdown");
+}

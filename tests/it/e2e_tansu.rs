@@ -38,7 +38,7 @@ fn free_port() -> u16 {
 }
 
 /// A child process killed when the test ends, however it ends.
-struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -109,10 +109,38 @@ fn start_tansu(dir: &std::path::Path) -> (Process, String) {
     (process, format!("127.0.0.1:{port}"))
 }
 
-/// Starts the relay binary and reads its listening addresses from its log.
-fn start_relay(dir: &std::path::Path, brokers: &str) -> (Process, SocketAddr, SocketAddr) {
+/// The relay binary, running, with its log lines.
+pub struct RelayProcess {
+    /// The process.
+    pub process: Process,
+    /// The SDK listener.
+    pub sdk: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Its log lines (stderr), as they come.
+    pub logs: std::sync::mpsc::Receiver<String>,
+}
+
+impl RelayProcess {
+    /// Waits (bounded) for a log line containing `text`.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// Starts the relay binary on this configuration and reads its listening
+/// addresses from its log.
+pub fn start_relay(dir: &std::path::Path, config_text: &str) -> RelayProcess {
     let config = dir.join("relay.toml");
-    std::fs::write(&config, config_text(&kafka_section(brokers))).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge-relay"))
         .args(["run", "--config"])
         .arg(&config)
@@ -122,27 +150,30 @@ fn start_relay(dir: &std::path::Path, brokers: &str) -> (Process, SocketAddr, So
         .spawn()
         .expect("edge-relay starts");
     let stderr = child.stderr.take().unwrap();
-    let process = Process(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let (sdk, admin) = loop {
-        let line = lines
-            .next()
-            .expect("edge-relay logged its addresses before exiting")
-            .unwrap();
-        if line.contains("edge-relay listening") {
-            let field = |name: &str| -> SocketAddr {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(name))
-                    .unwrap_or_else(|| panic!("{name} in {line}"))
-                    .parse()
-                    .unwrap()
-            };
-            break (field("sdk="), field("admin="));
+    let (tx, logs) = std::sync::mpsc::channel();
+    // Forward every line, so the relay never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
         }
+    });
+    let mut relay = RelayProcess {
+        process: Process(child),
+        sdk: "0.0.0.0:0".parse().unwrap(),
+        admin: "0.0.0.0:0".parse().unwrap(),
+        logs,
     };
-    // Keep draining the log so the relay never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (process, sdk, admin)
+    let line = relay.wait_for_log("edge-relay listening");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    relay.sdk = field("sdk=");
+    relay.admin = field("admin=");
+    relay
 }
 
 fn python_sdk_send(python: &PathBuf, dsn: &str, compression: &str, count: usize) -> Vec<String> {
@@ -168,7 +199,8 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (_tansu, brokers) = start_tansu(dir.path());
-    let (mut relay, sdk, admin) = start_relay(dir.path(), &brokers);
+    let mut relay = start_relay(dir.path(), &config_text(&kafka_section(&brokers)));
+    let (sdk, admin) = (relay.sdk, relay.admin);
     let client = reqwest::Client::new();
     let until = Instant::now() + PATIENCE;
     while !client
@@ -226,22 +258,27 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
     }
 
     // SIGTERM: a graceful stop that exits 0.
-    let pid = relay.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let status = signal_and_wait(&mut relay.process, "TERM");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    relay.wait_for_log("drained");
+}
+
+/// Sends a signal to the process and waits (bounded) for it to exit.
+pub fn signal_and_wait(process: &mut Process, signal: &str) -> std::process::ExitStatus {
+    let pid = process.0.id().to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
     let until = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = relay.0.try_wait().unwrap() {
-            break status;
+    loop {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            return status;
         }
         assert!(
             Instant::now() < until,
-            "the relay did not stop after SIGTERM"
+            "the relay did not stop after SIG{signal}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status after SIGTERM: {status}");
+    }
 }

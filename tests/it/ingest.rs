@@ -36,7 +36,9 @@ fn identity(data: &[u8]) -> Vec<u8> {
     data.to_vec()
 }
 
-const ENCODINGS: [(&str, Encoder); 6] = [
+/// `None` sends no header at all; `""` sends `Content-Encoding:` with an empty value.
+const ENCODINGS: [(&str, Encoder); 7] = [
+    ("none", identity),
     ("", identity),
     ("identity", identity),
     ("gzip", gzip),
@@ -56,7 +58,7 @@ async fn post(
         .post(url)
         .header("content-type", "application/x-sentry-envelope")
         .body(body);
-    if !encoding.is_empty() {
+    if encoding != "none" {
         req = req.header("content-encoding", encoding);
     }
     if let Some(key) = key {

@@ -191,3 +191,111 @@ async fn file_sink_writes_json_lines_with_headers() {
     assert_eq!(lines[1]["item_type"], "attachment");
     assert_eq!(lines[1]["payload_base64"], "YQ==");
 }
+
+/// A message that times out in the producer after the relay accepted the
+/// request is a counted `kafka_error` and a 503, never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_timeouts_are_counted_and_answered_503() {
+    let kafka = mock_kafka();
+    let text = config_text(&format!(
+        "[kafka]\nbrokers = \"{}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"1s\"\n",
+        kafka.bootstrap_servers()
+    ));
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    // Warm the producer's connection, then make the broker answer too late.
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    kafka
+        .broker_round_trip_time(1, Duration::from_secs(5))
+        .expect("mock rtt");
+    let (status, _) = send_one(&client, &relay).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "kafka_error")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
+        ),
+        1.0,
+        "only the first request was accepted"
+    );
+    // And the relay recovers when the broker does.
+    kafka
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("mock rtt");
+    let until = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, _) = send_one(&client, &relay).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < until,
+            "the relay did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An idempotent producer that fails fatally (here: the cluster refuses it a
+/// producer id) can deliver nothing more: `/healthz` and `/readyz` say so and
+/// SDKs get 503, so a supervisor restarts the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_fails_health() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let kafka = mock_kafka();
+    kafka.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED; 4],
+    );
+    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    let client = reqwest::Client::new();
+    let until = std::time::Instant::now() + PATIENCE;
+    loop {
+        // Producing is what makes librdkafka ask for a producer id.
+        let _ = send_one(&client, &relay).await;
+        let health = client
+            .get(relay.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        if health.status() == 503 {
+            assert!(health.text().await.unwrap().contains("fatal"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the fatal error was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client
+            .get(relay.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(send_one(&client, &relay).await.0, 503);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
+        ),
+        0.0
+    );
+}
