@@ -79,14 +79,20 @@ pub fn key_from_request(
 /// The key in a DSN `scheme://KEY[:SECRET]@host/PROJECT_ID`.
 pub fn key_from_dsn(dsn: &str) -> Option<String> {
     let rest = dsn.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
+    // The user info is in the authority, before the path: an `@` in the path is not it.
+    let authority = rest.split('/').next()?;
+    let userinfo = authority.split_once('@')?.0;
     let key = userinfo.split(':').next()?;
     (!key.is_empty()).then(|| key.to_owned())
 }
 
-/// Adds a key from one more place; a different key from another place is refused.
+/// Adds a key from one more place; a different key from another place is
+/// refused. An empty key counts as no key.
 pub fn merge(found: &mut Option<String>, key: String) -> Result<(), AuthError> {
     let key = key.trim().to_ascii_lowercase();
+    if key.is_empty() {
+        return Ok(());
+    }
     match found {
         Some(existing) if *existing != key => Err(AuthError::ConflictingKeys),
         Some(_) => Ok(()),
@@ -118,9 +124,10 @@ fn key_from_auth_header(value: &str) -> Result<Option<String>, AuthError> {
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = pair
-            .split_once('=')
-            .ok_or(AuthError::MalformedHeader("expected name=value pairs"))?;
+        // Pairs without `=` are skipped: the key is what matters.
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
         if name.trim() == "sentry_key" {
             key = Some(value.trim().trim_matches('"').to_owned());
         }
@@ -202,7 +209,13 @@ mod tests {
         );
         assert_eq!(
             key_from_request(Some("Sentry garbage"), None, None),
-            Err(AuthError::MalformedHeader("expected name=value pairs"))
+            Ok(None)
+        );
+        let h = format!("Sentry garbage, sentry_key={KEY}");
+        assert_eq!(key_from_request(Some(&h), None, None), Ok(Some(KEY.into())));
+        assert_eq!(
+            key_from_request(Some("Sentry sentry_key="), None, Some("sentry_key=")),
+            Ok(None)
         );
         assert_eq!(
             key_from_request(Some("Sentry sentry_version=7"), None, None),
@@ -222,6 +235,7 @@ mod tests {
         );
         assert_eq!(key_from_dsn("http://relay:3000/42"), None);
         assert_eq!(key_from_dsn("not a dsn"), None);
+        assert_eq!(key_from_dsn("http://relay:3000/path@x/42"), None);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub mod file {
         /// How often the relay checks that the brokers answer (for `/readyz`). Defaults to "1s".
         #[serde(with = "humantime_serde")]
         pub health_interval: Duration,
-        /// Topic for each data category, and for outcomes.
+        /// Topic for each data category, and for outcomes. Defaults to the `[kafka.topics]` defaults below.
         pub topics: Topics,
         /// Raw librdkafka settings, passed as they are (for example
         /// `"queue.buffering.max.kbytes" = "65536"`, `"security.protocol" = "SASL_SSL"`).
@@ -553,6 +553,13 @@ impl Config {
             }
         };
 
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(ConfigError::new(
+                "log.level",
+                format!("{:?} is not a log filter: {e}", raw.log.level),
+            ));
+        }
+
         Ok(Config {
             server: ServerConfig {
                 listen,
@@ -681,6 +688,17 @@ fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
                 "is set by the relay (idempotent, acks=all, brokers from kafka.brokers) and cannot be overridden",
             ));
         }
+    }
+    // librdkafka checks names and values of its settings without starting a client.
+    let mut native = rdkafka::ClientConfig::new();
+    for (key, value) in &raw.producer {
+        native.set(key, value);
+    }
+    if let Err(e) = native.create_native_config() {
+        return Err(ConfigError::new(
+            "kafka.producer",
+            format!("librdkafka refuses these settings: {e}"),
+        ));
     }
     let t = raw.topics;
     let named = [

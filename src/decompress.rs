@@ -74,6 +74,9 @@ impl Encoding {
     }
 }
 
+/// Largest zstd window a body may use: 2^24 bytes.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
 /// Decodes `body` into at most `limit` bytes.
 pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
     let input: &[u8] = &body;
@@ -109,12 +112,16 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             limit,
         ),
         Encoding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(|source| {
-                DecodeError::Corrupt {
-                    encoding: "zstd",
-                    source,
-                }
-            })?;
+            let corrupt = |source| DecodeError::Corrupt {
+                encoding: "zstd",
+                source,
+            };
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
+            // A frame may ask for a window of up to 128 MiB, allocated up front
+            // whatever the inflated cap; 16 MiB is plenty for SDK payloads.
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(corrupt)?;
             // Stop at the end of the first frame: trailing bytes are not ours to inflate.
             inflate(decoder.single_frame(), encoding, input.len(), limit)
         }

@@ -312,6 +312,9 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
     }
     let (line, mut pos) = next_line(&body, 0, limits.max_header_line_size)?;
     let raw_header = body.slice(line.clone());
+    if !starts_object(&raw_header) {
+        return Err(EnvelopeError::BadHeader("expected a JSON object".into()));
+    }
     let header: EnvelopeHeader = std::str::from_utf8(&raw_header)
         .map_err(|e| EnvelopeError::BadHeader(e.to_string()))
         .and_then(|text| {
@@ -339,6 +342,9 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
         let (line, after_header) = next_line(&body, pos, limits.max_header_line_size)?;
         let raw_item_header = body.slice(line);
         let bad = |reason: String| EnvelopeError::BadItemHeader { index, reason };
+        if !starts_object(&raw_item_header) {
+            return Err(bad("expected a JSON object".into()));
+        }
         let item_header: RawItemHeader<'_> = std::str::from_utf8(&raw_item_header)
             .map_err(|e| bad(e.to_string()))
             .and_then(|text| serde_json::from_str(text).map_err(|e| bad(e.to_string())))?;
@@ -408,6 +414,11 @@ fn next_line(
         return Err(EnvelopeError::HeaderTooLong { limit: max });
     }
     Ok((start..end, next))
+}
+
+/// serde's derived structs also accept arrays; a header must be an object.
+fn starts_object(line: &[u8]) -> bool {
+    line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

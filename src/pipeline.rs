@@ -14,7 +14,7 @@ use crate::auth::{self, AuthError};
 use crate::config::{Config, Limits, Project};
 use crate::decompress::{self, DecodeError, Encoding};
 use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
-use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY, UNKNOWN_PROJECT};
+use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY};
 use crate::outcome::{DropReason, Outcome};
 use crate::produce::{ProduceError, Producer, Record, RecordHeaders};
 
@@ -37,21 +37,29 @@ impl Endpoint {
     }
 }
 
-/// What the HTTP edge hands to the pipeline.
-#[derive(Debug)]
-pub struct Request<'a> {
-    /// Which endpoint.
-    pub endpoint: Endpoint,
-    /// The project id in the path.
-    pub project_id: u64,
+/// Where a request's key may come from before its body is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
     /// The `X-Sentry-Auth` header.
     pub sentry_auth: Option<&'a str>,
     /// The `Authorization` header.
     pub authorization: Option<&'a str>,
     /// The query string.
     pub query: Option<&'a str>,
+}
+
+/// A request that passed the first authentication, with its body read.
+#[derive(Debug)]
+pub struct Request {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The project in the path.
+    pub project: Arc<Project>,
+    /// The key from the headers or query, already authorized; `None` when the
+    /// key must come from the envelope's DSN.
+    pub key: Option<String>,
     /// The `Content-Encoding` header.
-    pub content_encoding: Option<&'a str>,
+    pub content_encoding: Option<String>,
     /// The body as received.
     pub body: Bytes,
     /// When the request arrived (the clock is read at the edge).
@@ -85,6 +93,9 @@ pub enum RequestError {
     /// The connection failed while the body was read.
     #[error("body could not be read: {0}")]
     BodyRead(String),
+    /// The project id in the path is not a number.
+    #[error("the project id in the path is not a number")]
+    BadProjectId,
 }
 
 impl RequestError {
@@ -99,9 +110,10 @@ impl RequestError {
             E::Decode(DecodeError::TooLarge { .. }) | E::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge)
             }
-            E::Decode(DecodeError::Corrupt { .. }) | E::Event(_) | E::BodyRead(_) => {
-                (StatusCode::BAD_REQUEST, DropReason::Invalid)
-            }
+            E::Decode(DecodeError::Corrupt { .. })
+            | E::Event(_)
+            | E::BodyRead(_)
+            | E::BadProjectId => (StatusCode::BAD_REQUEST, DropReason::Invalid),
             E::Envelope(e) if e.is_too_large() => {
                 (StatusCode::PAYLOAD_TOO_LARGE, DropReason::TooLarge)
             }
@@ -139,13 +151,38 @@ struct ItemFate {
 }
 
 impl Pipeline {
-    /// Walks one request through every stage and counts every item's outcome.
-    pub async fn handle(&self, req: Request<'_>) -> Answer {
-        let project = self.config.projects.get(req.project_id).cloned();
-        let label = project.as_ref().map_or(UNKNOWN_PROJECT, |p| &*p.label);
-        let (envelope, project) = match self.admit(&req, project.clone()) {
-            Ok(admitted) => admitted,
-            Err(e) => return self.reject(label, &e),
+    /// The first stage, before the body is read: the project must exist and a
+    /// key in the headers or query must belong to it, so that a bad key is
+    /// refused without reading or inflating anything.
+    pub fn authenticate(
+        &self,
+        project_id: u64,
+        credentials: Credentials<'_>,
+    ) -> Result<(Arc<Project>, Option<String>), RequestError> {
+        let key = auth::key_from_request(
+            credentials.sentry_auth,
+            credentials.authorization,
+            credentials.query,
+        )?;
+        let project = self
+            .config
+            .projects
+            .get(project_id)
+            .cloned()
+            .ok_or(AuthError::UnknownProject)?;
+        if let Some(k) = &key {
+            auth::authorize(&self.config.projects, project.id, k)?;
+        }
+        Ok((project, key))
+    }
+
+    /// Walks one authenticated request through the remaining stages and
+    /// counts every item's outcome.
+    pub async fn handle(&self, req: Request) -> Answer {
+        let project = req.project.clone();
+        let envelope = match self.admit(&req) {
+            Ok(envelope) => envelope,
+            Err(e) => return self.reject(&project.label, &e),
         };
 
         // Stage: per-item checks (size; events must be JSON objects).
@@ -210,43 +247,50 @@ impl Pipeline {
             });
         }
 
-        // Stage: produce, and wait for every acknowledgement.
+        // Stage: produce, and wait for every acknowledgement. Should this future
+        // be dropped before the acknowledgements arrive, the guard counts the
+        // items as `internal` rather than let them leave without an outcome.
+        let guard = Unsettled {
+            metrics: &self.metrics,
+            project: &project.label,
+            categories: fates
+                .iter()
+                .filter(|f| f.result.is_ok())
+                .map(|f| f.category)
+                .collect(),
+        };
         let mut delivery = self.producer.send(records).await.into_iter();
+        guard.disarm();
         for fate in fates.iter_mut().filter(|f| f.result.is_ok()) {
             let result = delivery.next().unwrap_or(Err(ProduceError::Canceled));
             if let Err(e) = result {
                 let reason = match e {
-                    ProduceError::File(_) | ProduceError::Canceled => DropReason::Internal,
+                    ProduceError::File(_) => DropReason::Internal,
                     _ => DropReason::KafkaError,
                 };
-                tracing::event!(tracing::Level::WARN, project = %project.label, error = %e, "item not delivered");
+                log_at(
+                    reason.log_level(),
+                    &project.label,
+                    reason,
+                    &e,
+                    "item not delivered",
+                );
                 fate.result = Err(reason);
             }
         }
         self.settle(&project, &fates, event_id)
     }
 
-    /// The stages that may refuse the whole request: auth, decompress, parse, DSN auth.
-    fn admit(
-        &self,
-        req: &Request<'_>,
-        project: Option<Arc<Project>>,
-    ) -> Result<(Envelope, Arc<Project>), RequestError> {
+    /// The stages that may refuse the whole request: decompress, parse, DSN auth.
+    fn admit(&self, req: &Request) -> Result<Envelope, RequestError> {
         let limits = &self.config.limits;
         self.metrics
             .body_bytes
             .with_label_values(&["wire"])
             .inc_by(req.body.len() as u64);
 
-        // Stage: auth, from the request line and headers (before any inflating).
-        let mut key = auth::key_from_request(req.sentry_auth, req.authorization, req.query)?;
-        let project = project.ok_or(AuthError::UnknownProject)?;
-        if let Some(k) = &key {
-            auth::authorize(&self.config.projects, project.id, k)?;
-        }
-
         // Stage: body limit and decompression.
-        let encoding = Encoding::from_header(req.content_encoding)?;
+        let encoding = Encoding::from_header(req.content_encoding.as_deref())?;
         self.metrics
             .request_encodings
             .with_label_values(&[encoding.as_str()])
@@ -264,18 +308,18 @@ impl Pipeline {
         };
 
         // Stage: auth, from the envelope's DSN when the request carried no key.
+        let mut key = req.key.clone();
         if let Some(dsn_key) = envelope.header.dsn.as_deref().and_then(auth::key_from_dsn) {
-            let had_key = key.is_some();
             auth::merge(&mut key, dsn_key)?;
-            if !had_key {
+            if req.key.is_none() {
                 let k = key.as_deref().expect("merge set the key");
-                auth::authorize(&self.config.projects, project.id, k)?;
+                auth::authorize(&self.config.projects, req.project.id, k)?;
             }
         }
         if key.is_none() {
             return Err(AuthError::MissingKey.into());
         }
-        Ok((envelope, project))
+        Ok(envelope)
     }
 
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
@@ -342,7 +386,13 @@ impl Pipeline {
         let (status, reason) = error.classify();
         self.metrics
             .dropped(project_label, ENVELOPE_CATEGORY, reason, 1);
-        log_drop(reason, project_label, error);
+        log_at(
+            reason.log_level(),
+            project_label,
+            reason,
+            error,
+            "request refused",
+        );
         Answer {
             status,
             event_id: None,
@@ -365,7 +415,11 @@ impl Pipeline {
         }
         match serde_json::from_slice::<Report>(payload) {
             Ok(report) => {
-                for d in report.discarded_events {
+                for d in report
+                    .discarded_events
+                    .iter()
+                    .take(MAX_CLIENT_REPORT_ENTRIES)
+                {
                     self.metrics
                         .client_discarded
                         .with_label_values(&[
@@ -373,7 +427,8 @@ impl Pipeline {
                             metrics::client_discard_category(&d.category),
                             metrics::client_discard_reason(&d.reason),
                         ])
-                        .inc_by(d.quantity);
+                        // An SDK's count cannot wrap the counter.
+                        .inc_by(d.quantity.min(MAX_CLIENT_REPORT_QUANTITY));
                 }
             }
             Err(e) => tracing::debug!(project, error = %e, "unreadable client report ignored"),
@@ -381,11 +436,55 @@ impl Pipeline {
     }
 }
 
-fn log_drop(reason: DropReason, project: &str, error: &RequestError) {
-    match reason.log_level() {
-        tracing::Level::ERROR => tracing::error!(project, %reason, %error, "request refused"),
-        tracing::Level::WARN => tracing::warn!(project, %reason, %error, "request refused"),
-        _ => tracing::debug!(project, %reason, %error, "request refused"),
+/// Client report entries read per report; the rest are ignored.
+const MAX_CLIENT_REPORT_ENTRIES: usize = 1000;
+/// The most one client report entry may add.
+const MAX_CLIENT_REPORT_QUANTITY: u64 = 1 << 32;
+
+/// Logs a drop at the level its reason calls for.
+fn log_at(
+    level: tracing::Level,
+    project: &str,
+    reason: DropReason,
+    error: &dyn std::fmt::Display,
+    what: &str,
+) {
+    match level {
+        tracing::Level::ERROR => tracing::error!(project, %reason, %error, "{what}"),
+        tracing::Level::WARN => tracing::warn!(project, %reason, %error, "{what}"),
+        _ => tracing::debug!(project, %reason, %error, "{what}"),
+    }
+}
+
+/// Items handed to the producer whose outcome is not yet known. Dropped
+/// without [`Unsettled::disarm`] (the request's task was cancelled), it
+/// counts them as `internal`: no item leaves without an outcome.
+struct Unsettled<'a> {
+    metrics: &'a Metrics,
+    project: &'a str,
+    categories: Vec<DataCategory>,
+}
+
+impl Unsettled<'_> {
+    /// The outcomes are known; the caller counts them.
+    fn disarm(mut self) {
+        self.categories.clear();
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        for category in &self.categories {
+            self.metrics
+                .dropped(self.project, category.as_str(), DropReason::Internal, 1);
+        }
+        if !self.categories.is_empty() {
+            tracing::error!(
+                project = self.project,
+                items = self.categories.len(),
+                "request cancelled before delivery was confirmed"
+            );
+        }
     }
 }
 
@@ -474,6 +573,7 @@ mod tests {
             ),
             (EventError::NotObject.into(), 400, DropReason::Invalid),
             (RequestError::BodyTimeout, 408, DropReason::Invalid),
+            (RequestError::BadProjectId, 400, DropReason::Invalid),
         ];
         for (error, status, reason) in cases {
             assert_eq!(

@@ -30,7 +30,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::pipeline::{Answer, Endpoint, Pipeline, Request, RequestError};
+use crate::pipeline::{Answer, Credentials, Endpoint, Pipeline, Request, RequestError};
 use crate::produce::{Producer, StartError};
 
 /// A relay with its listeners bound, ready to [`run`](Relay::run).
@@ -190,7 +190,10 @@ async fn serve_sdk(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(128)
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(64 * 1024)
+        // Dead peers are found and their connections closed.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
     let connections = GracefulShutdown::new();
     tokio::pin!(shutdown);
     let grace = loop {
@@ -213,20 +216,49 @@ async fn serve_sdk(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle_sdk(&state, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = connections.watch(conn);
+        let builder = builder.clone();
+        let watcher = connections.watcher();
+        let deadline = server.header_read_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper's protocol detection has no deadline of its own: a client that
+            // connects and sends nothing (or half an HTTP/2 preface) would hold a
+            // connection slot forever.
+            if tokio::time::timeout(deadline, first_bytes(&stream))
+                .await
+                .is_err()
+            {
+                drop(permit);
+                return;
+            }
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle_sdk(state, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
             drop(permit);
         });
     };
+    // Readiness is withdrawn before the listener closes.
+    state.draining.store(true, Ordering::Relaxed);
     (grace, connections)
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Resolves once the client has sent enough to tell HTTP/1 from HTTP/2.
+async fn first_bytes(stream: &tokio::net::TcpStream) {
+    let mut buf = [0u8; 24];
+    loop {
+        match stream.peek(&mut buf).await {
+            // Closed, or an error: hyper will see it and end the connection.
+            Ok(0) | Err(_) => return,
+            Ok(n) if n == H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) => return,
+            // Part of an HTTP/2 preface: wait for the rest without spinning.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 /// `/api/{project_id}/envelope/` or `/api/{project_id}/store/`, trailing slash optional.
@@ -242,26 +274,24 @@ fn route(path: &str) -> Option<(&str, Endpoint)> {
     Some((project, endpoint))
 }
 
-async fn handle_sdk(state: &State, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let received_at = SystemTime::now();
-    let metrics = &state.pipeline.metrics;
     let Some((project, endpoint)) = route(req.uri().path()) else {
-        metrics.requests.with_label_values(&["other", "404"]).inc();
+        state
+            .pipeline
+            .metrics
+            .requests
+            .with_label_values(&["other", "404"])
+            .inc();
         return json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
     };
-    let response = match *req.method() {
+    let project = project.to_owned();
+    let mut response = match *req.method() {
         Method::OPTIONS => preflight(),
-        Method::POST => match project.parse::<u64>() {
-            Ok(project_id) => {
-                let answer = ingest(state, req, endpoint, project_id, received_at).await;
-                answer_response(&answer)
-            }
-            Err(_) => error_response(
-                StatusCode::BAD_REQUEST,
-                "the project id in the path is not a number",
-            ),
-        },
+        Method::POST => {
+            answer_response(&ingest(state.clone(), req, endpoint, &project, received_at).await)
+        }
         _ => {
             let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST");
             r.headers_mut()
@@ -269,8 +299,8 @@ async fn handle_sdk(state: &State, req: hyper::Request<Incoming>) -> Response<Fu
             r
         }
     };
-    let mut response = response;
     add_cors(response.headers_mut());
+    let metrics = &state.pipeline.metrics;
     let status = response.status();
     metrics
         .requests
@@ -283,44 +313,63 @@ async fn handle_sdk(state: &State, req: hyper::Request<Incoming>) -> Response<Fu
     response
 }
 
-/// Reads the body under its limits and runs the pipeline.
+/// Authenticates from the headers, reads the body under its limits, and runs
+/// the pipeline on a task of its own, so that a client that hangs up cannot
+/// cancel it half way: every item still gets its outcome.
 async fn ingest(
-    state: &State,
+    state: Arc<State>,
     req: hyper::Request<Incoming>,
     endpoint: Endpoint,
-    project_id: u64,
+    project: &str,
     received_at: SystemTime,
 ) -> Answer {
     let pipeline = &state.pipeline;
-    let config = &pipeline.config;
-    let (parts, body) = req.into_parts();
-    let label = config
-        .projects
-        .get(project_id)
-        .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
-    let body = match read_body(
-        body,
-        &parts.headers,
-        config.limits.max_body_size,
-        config.server.body_read_timeout,
-    )
-    .await
-    {
-        Ok(body) => body,
-        Err(e) => return pipeline.reject(label, &e),
+    let Ok(project_id) = project.parse::<u64>() else {
+        return pipeline.reject(metrics::UNKNOWN_PROJECT, &RequestError::BadProjectId);
     };
+    let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let request = Request {
-        endpoint,
-        project_id,
+    let credentials = Credentials {
         sentry_auth: header("x-sentry-auth"),
         authorization: header("authorization"),
         query: parts.uri.query(),
-        content_encoding: header("content-encoding"),
+    };
+    let (project, key) = match pipeline.authenticate(project_id, credentials) {
+        Ok(found) => found,
+        Err(e) => {
+            let projects = &pipeline.config.projects;
+            let label = projects
+                .get(project_id)
+                .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
+            return pipeline.reject(label, &e);
+        }
+    };
+    let limits = &pipeline.config.limits;
+    let timeout = pipeline.config.server.body_read_timeout;
+    let body = match read_body(body, &parts.headers, limits.max_body_size, timeout).await {
+        Ok(body) => body,
+        Err(e) => return pipeline.reject(&project.label, &e),
+    };
+    let request = Request {
+        endpoint,
+        project,
+        key,
+        content_encoding: header("content-encoding").map(str::to_owned),
         body,
         received_at,
     };
-    pipeline.handle(request).await
+    let task_state = state.clone();
+    match tokio::spawn(async move { task_state.pipeline.handle(request).await }).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "pipeline task failed");
+            Answer {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                event_id: None,
+                detail: Some("internal error".into()),
+            }
+        }
+    }
 }
 
 /// The body, refused past `limit` bytes or after `timeout`.

@@ -202,3 +202,19 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn zstd_frames_asking_for_huge_windows_are_refused() {
+    // A frame whose header asks for a 128 MiB window: refused before that memory is allocated.
+    let data = vec![7u8; 1 << 20];
+    let mut encoder = ::zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    encoder.include_contentsize(false).unwrap();
+    encoder.window_log(27).unwrap();
+    encoder.long_distance_matching(true).unwrap();
+    std::io::Write::write_all(&mut encoder, &data).unwrap();
+    let frame = encoder.finish().unwrap();
+    assert!(matches!(
+        decode(Encoding::Zstd, Bytes::from(frame), 64 << 20),
+        Err(DecodeError::Corrupt { .. })
+    ));
+}

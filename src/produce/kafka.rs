@@ -186,15 +186,22 @@ fn spawn_health_check(
     std::thread::Builder::new()
         .name("kafka-health".into())
         .spawn(move || {
-            let timeout = interval.max(Duration::from_secs(1));
+            let timeout = interval.max(Duration::from_secs(2));
+            // One slow answer on a busy cluster must not turn every request into a 503:
+            // down after this many failed checks in a row, up after one success.
+            const FAILURES_TO_DOWN: u32 = 3;
+            let mut failures = 0u32;
             while !health.stop.load(Ordering::Relaxed) {
                 if let Some((code, reason)) = producer.client().fatal_error() {
                     if !health.fatal.swap(true, Ordering::Relaxed) {
                         tracing::error!(?code, %reason, "the Kafka producer failed fatally; restart the relay");
                     }
                 }
-                let ok = producer.client().fetch_metadata(None, timeout).is_ok();
-                let was = health.up.swap(ok, Ordering::Relaxed);
+                let answered = producer.client().fetch_metadata(None, timeout).is_ok();
+                failures = if answered { 0 } else { failures.saturating_add(1) };
+                let was = health.up.load(Ordering::Relaxed);
+                let ok = answered || (was && failures < FAILURES_TO_DOWN);
+                health.up.store(ok, Ordering::Relaxed);
                 metrics.kafka_up.set(i64::from(ok));
                 if ok != was {
                     if ok {

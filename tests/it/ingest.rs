@@ -490,6 +490,18 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         400
     );
     assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "unknown"),
+                ("category", "envelope"),
+                ("reason", "invalid")
+            ]
+        ),
+        1.0,
+        "a bad project id is counted"
+    );
+    assert_eq!(
         client
             .post(relay.url("/nope"))
             .send()

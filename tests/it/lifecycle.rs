@@ -78,10 +78,16 @@ async fn broker_down_at_start_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_and_flushes() {
     let kafka = mock_kafka();
-    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    // A delivery timeout far beyond the broker's delay: this test is about draining.
+    let text = config_text(&format!(
+        "[kafka]\nbrokers = \"{}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"30s\"\n",
+        kafka.bootstrap_servers()
+    ));
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
     // Slow the broker down so requests are still waiting for acks at shutdown.
     kafka
-        .broker_round_trip_time(1, Duration::from_millis(300))
+        .broker_round_trip_time(1, Duration::from_secs(1))
         .expect("mock rtt");
     let client = reqwest::Client::new();
     let url = relay.envelope_url();
@@ -109,7 +115,8 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
             .send()
             .await
             .unwrap();
-        if relay.metric("edge_relay_producer_queue_depth", &[]) > 0.0 {
+        // All 8 requests (16 items) are waiting for the broker's ack.
+        if relay.metric("edge_relay_producer_queue_depth", &[]) >= 16.0 {
             break;
         }
         assert!(
@@ -298,4 +305,45 @@ async fn a_fatal_producer_error_fails_health() {
         ),
         0.0
     );
+}
+
+/// Connections that send nothing are closed after `header_read_timeout`, so
+/// idle clients cannot hold every connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_release_their_slots() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n[server]\nmax_connections = 2\nheader_read_timeout = \"500ms\"\n",
+        sink.display()
+    ))
+    .replacen("[server]\nlisten = \"127.0.0.1:0\"\n", "", 1)
+    .replacen("max_connections = 2\n", "listen = \"127.0.0.1:0\"\nmax_connections = 2\n", 1);
+    let relay = TestRelay::start(&text).await;
+    // Two silent clients, one sending half an HTTP/2 preface: both slots taken.
+    let mut silent = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"PRI * HTTP/2")
+        .await
+        .unwrap();
+    // The relay closes both (a read sees the end of the stream), within a bound.
+    for stream in [&mut silent, &mut half] {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("the relay closed the idle connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    // And a real client is served.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(envelope_with_attachment(&new_event_id(), b"a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
