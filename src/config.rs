@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::envelope::DataCategory;
+use crate::scrub::{self, Scrubber};
 
 /// A configuration the relay cannot run on, with the path of the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub mod file {
         pub shutdown: Shutdown,
         /// Logging.
         pub log: Log,
+        /// PII scrubbing defaults for every project.
+        pub scrub: Scrub,
         /// The projects the relay accepts data for.
         pub projects: Vec<Project>,
     }
@@ -292,6 +295,62 @@ pub mod file {
         pub id: u64,
         /// The public keys of its DSNs (32 hex characters). Required, at least one.
         pub public_keys: Vec<String>,
+        /// Overrides of any `[scrub]` key for this project. Defaults to none.
+        #[serde(default)]
+        pub scrub: Option<Scrub>,
+    }
+
+    /// `[scrub]` and `[projects.scrub]`. In a project, a key that is set
+    /// replaces the global one; a key left out inherits it.
+    #[derive(Debug, Default, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Scrub {
+        /// The built-in rules (and the built-in sensitive key words) on. Defaults to true.
+        pub defaults: Option<bool>,
+        /// Client IP fields removed, IPs in text replaced. Defaults to true.
+        pub scrub_ip_addresses: Option<bool>,
+        /// More key words whose values are secrets (case-insensitive, anywhere in a key). Defaults to [].
+        pub sensitive_fields: Option<Vec<String>>,
+        /// Paths never scrubbed, beside the built-in ones. Defaults to [].
+        pub safe_fields: Option<Vec<String>>,
+        /// HMAC key for `method = "hash"`. Defaults to none (then `hash` is refused).
+        pub hash_key: Option<Secret>,
+        /// Method per built-in rule, e.g. `{ email = "hash" }`. Defaults to each rule's own.
+        pub methods: Option<BTreeMap<String, String>>,
+        /// Custom pattern rules. Defaults to [].
+        pub rules: Option<Vec<ScrubRule>>,
+    }
+
+    /// `[[scrub.rules]]`: a custom pattern rule.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ScrubRule {
+        /// Its name, in metrics and `_meta`. Required.
+        pub name: String,
+        /// A regex for the linear-time `regex` crate (no look-around or
+        /// back-references); compiled size is capped. Required.
+        pub pattern: String,
+        /// remove, replace, mask or hash. Defaults to "replace".
+        #[serde(default = "replace")]
+        pub method: String,
+        /// Where the rule applies. Defaults to every string.
+        #[serde(default)]
+        pub paths: Vec<String>,
+    }
+
+    fn replace() -> String {
+        "replace".into()
+    }
+
+    /// A string kept out of `Debug` output and logs.
+    #[derive(Clone, Deserialize)]
+    #[serde(transparent)]
+    pub struct Secret(pub String);
+
+    impl std::fmt::Debug for Secret {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("[redacted]")
+        }
     }
 }
 
@@ -312,6 +371,8 @@ pub struct Config {
     pub log_level: String,
     /// The projects, indexed by id and by public key.
     pub projects: Arc<Projects>,
+    /// The scrubber from `[scrub]` alone (for `edge-relay scrub` without `--project`).
+    pub scrubber: Arc<Scrubber>,
 }
 
 /// The SDK-facing listener.
@@ -454,6 +515,8 @@ pub struct Project {
     pub label: Arc<str>,
     /// Its public keys.
     pub public_keys: Vec<String>,
+    /// Its PII scrubber (shared with other projects that override nothing).
+    pub scrubber: Arc<Scrubber>,
 }
 
 /// The projects, found by id or by public key.
@@ -553,6 +616,7 @@ impl Config {
             }
         };
 
+        let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(ConfigError::new(
                 "log.level",
@@ -575,7 +639,8 @@ impl Config {
                 fast_grace_period: raw.shutdown.fast_grace_period,
             },
             log_level: raw.log.level,
-            projects: Arc::new(validate_projects(raw.projects)?),
+            projects: Arc::new(validate_projects(raw.projects, &raw.scrub, &scrubber)?),
+            scrubber,
         })
     }
 
@@ -755,7 +820,79 @@ fn check_topic(path: &str, topic: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_projects(raw: Vec<file::Project>) -> Result<Projects, ConfigError> {
+/// Compiles `[scrub]`, with a project's overrides on top when given.
+fn compile_scrub(
+    path: &str,
+    global: &file::Scrub,
+    project: Option<&file::Scrub>,
+) -> Result<Scrubber, ConfigError> {
+    let over = project.cloned().unwrap_or_default();
+    let methods = over.methods.or(global.methods.clone()).unwrap_or_default();
+    let methods = methods
+        .into_iter()
+        .map(|(rule, m)| {
+            scrub::Method::parse(&m)
+                .map(|m| (rule.clone(), m))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{path}.methods.{rule}"),
+                        format!("{m:?} is not one of remove, replace, mask, hash"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rules = over.rules.or(global.rules.clone()).unwrap_or_default();
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let method = scrub::Method::parse(&r.method).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.rules[{i}].method"),
+                    format!("{:?} is not one of remove, replace, mask, hash", r.method),
+                )
+            })?;
+            let legal = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if r.name.is_empty() || r.name.len() > 64 || !r.name.chars().all(legal) {
+                return Err(ConfigError::new(
+                    format!("{path}.rules[{i}].name"),
+                    "a rule name is 1-64 of a-z A-Z 0-9 _ -",
+                ));
+            }
+            Ok(scrub::CustomRule {
+                name: r.name,
+                pattern: r.pattern,
+                method,
+                paths: r.paths,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = scrub::Settings {
+        defaults: over.defaults.or(global.defaults).unwrap_or(true),
+        scrub_ip_addresses: over
+            .scrub_ip_addresses
+            .or(global.scrub_ip_addresses)
+            .unwrap_or(true),
+        sensitive_fields: over
+            .sensitive_fields
+            .or(global.sensitive_fields.clone())
+            .unwrap_or_default(),
+        safe_fields: over
+            .safe_fields
+            .or(global.safe_fields.clone())
+            .unwrap_or_default(),
+        hash_key: over.hash_key.or(global.hash_key.clone()).map(|k| k.0),
+        methods,
+        rules,
+    };
+    Scrubber::new(&settings).map_err(|e| ConfigError::new(path, e.to_string()))
+}
+
+fn validate_projects(
+    raw: Vec<file::Project>,
+    global_scrub: &file::Scrub,
+    global_scrubber: &Arc<Scrubber>,
+) -> Result<Projects, ConfigError> {
     let mut projects = Projects::default();
     for (i, p) in raw.into_iter().enumerate() {
         if p.id == 0 {
@@ -793,9 +930,18 @@ fn validate_projects(raw: Vec<file::Project>) -> Result<Projects, ConfigError> {
                 ));
             }
         }
+        let scrubber = match &p.scrub {
+            None => global_scrubber.clone(),
+            Some(over) => Arc::new(compile_scrub(
+                &format!("projects[{i}].scrub"),
+                global_scrub,
+                Some(over),
+            )?),
+        };
         let project = Project {
             id: p.id,
             label: p.id.to_string().into(),
+            scrubber,
             public_keys: p
                 .public_keys
                 .iter()
@@ -896,6 +1042,32 @@ mod tests {
             let e = parse(text).expect_err(text);
             assert!(e.to_string().starts_with(path), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn scrub_settings_are_checked_with_the_rule_name() {
+        let e = parse("[[scrub.rules]]\nname = \"ticket\"\npattern = \"TCK-(\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("scrub:"), "{e}");
+        assert!(e.to_string().contains("ticket"), "{e}");
+        let huge =
+            format!("[[scrub.rules]]\nname = \"huge\"\npattern = \"\\\\w{{1000}}\\\\w{{1000}}\"\n");
+        let e = parse(&huge).unwrap_err();
+        assert!(e.to_string().contains("huge"), "{e}");
+        let e = parse("[[scrub.rules]]\nname = \"t\"\npattern = \"x\"\nmethod = \"hash\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("hash_key"), "{e}");
+        let e = parse("[[scrub.rules]]\nname = \"t\"\npattern = \"x\"\nmethod = \"shred\"\n")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("scrub.rules[0].method"), "{e}");
+        let e = parse("[scrub]\nsafe_fields = [\"a..b\"]\n").unwrap_err();
+        assert!(e.to_string().starts_with("scrub:"), "{e}");
+        let e = parse(&format!(
+            "[[projects]]\nid = 1\npublic_keys = [\"{KEY}\"]\n[projects.scrub]\nmethods = {{ nope = \"mask\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("projects[0].scrub"), "{e}");
+        let c = parse("[scrub]\nhash_key = \"sekrit-hash-key\"\n").unwrap();
+        assert!(!format!("{c:?}").contains("sekrit"));
     }
 
     #[test]

@@ -161,6 +161,16 @@ impl ItemType {
         })
     }
 
+    /// Whether the payload is JSON by the protocol (events, sessions, spans,
+    /// logs, check-ins, profiles, replay events): scrubbed as a JSON tree.
+    pub fn is_json(self, type_name: &str) -> bool {
+        match self {
+            ItemType::Attachment | ItemType::Other => false,
+            ItemType::Replay => type_name == "replay_event",
+            _ => true,
+        }
+    }
+
     /// Whether the payload is a JSON event that must parse and carries an `event_id`.
     pub fn is_event(self) -> bool {
         matches!(
@@ -272,6 +282,10 @@ struct RawItemHeader<'a> {
     ty: Cow<'a, str>,
     #[serde(default)]
     length: Option<u64>,
+    #[serde(default, borrow)]
+    content_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    filename: Option<Cow<'a, str>>,
 }
 
 /// One item: its type, raw header and payload, both views into the body.
@@ -283,6 +297,10 @@ pub struct Item {
     pub type_name: String,
     /// The header line as sent.
     pub raw_header: Bytes,
+    /// The header's `content_type`, if any.
+    pub content_type: Option<String>,
+    /// The header's `filename`, if any (attachments).
+    pub filename: Option<String>,
     /// The payload bytes.
     pub payload: Bytes,
 }
@@ -381,6 +399,8 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
         items.push(Item {
             ty: ItemType::from_name(&type_name),
             type_name,
+            content_type: item_header.content_type.map(Cow::into_owned),
+            filename: item_header.filename.map(Cow::into_owned),
             raw_header: raw_item_header,
             payload: body.slice(payload),
         });

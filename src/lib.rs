@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod produce;
+pub mod scrub;
 pub mod server;
 
 pub use config::Config;

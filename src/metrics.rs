@@ -44,6 +44,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// What SDKs report they dropped themselves (client reports), by project, category and reason.
     pub client_discarded: IntCounterVec,
+    /// Redactions, by project and rule.
+    pub scrub_redactions: IntCounterVec,
+    /// Time spent scrubbing one item.
+    pub scrub_duration: Histogram,
     /// Undelivered items at the end of a shutdown's grace period.
     pub shutdown_undelivered: IntCounter,
     /// Constant 1, labelled with the version.
@@ -128,6 +132,23 @@ impl Metrics {
                 ),
                 &["project", "category", "reason"],
             )?,
+            scrub_redactions: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_scrub_redactions_total",
+                    "Values redacted by the PII scrubber, by rule.",
+                ),
+                &["project", "rule"],
+            )?,
+            scrub_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_relay_scrub_duration_seconds",
+                    "Time spent scrubbing one item.",
+                )
+                .buckets(vec![
+                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025,
+                    0.005, 0.01, 0.05,
+                ]),
+            )?,
             shutdown_undelivered: IntCounter::new(
                 "edge_relay_shutdown_undelivered_total",
                 "Items still undelivered when a shutdown's grace period ended.",
@@ -151,6 +172,8 @@ impl Metrics {
         registry.register(Box::new(m.kafka_up.clone()))?;
         registry.register(Box::new(m.ready.clone()))?;
         registry.register(Box::new(m.client_discarded.clone()))?;
+        registry.register(Box::new(m.scrub_redactions.clone()))?;
+        registry.register(Box::new(m.scrub_duration.clone()))?;
         registry.register(Box::new(m.shutdown_undelivered.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info

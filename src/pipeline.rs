@@ -225,13 +225,26 @@ impl Pipeline {
                     continue;
                 }
             };
-            // Later stages plug in here, in this order: inbound filters, quotas,
-            // sampling, PII scrubbing, fingerprinting.
+            // Stages to come plug in here, before scrubbing: inbound filters,
+            // quotas, sampling.
+
+            // Stage: scrub PII.
+            let payload = match self.scrub(item, &project) {
+                Ok(payload) => payload,
+                Err(reason) => {
+                    fates.push(ItemFate {
+                        category,
+                        result: Err(reason),
+                    });
+                    continue;
+                }
+            };
+            // Stage to come: fingerprinting.
             let id = own_id.unwrap_or_else(|| event_id.clone());
             records.push(Record {
                 topic: self.producer.topics().for_category(category).clone(),
                 key: id.clone(),
-                payload: item.payload.clone(),
+                payload,
                 headers: RecordHeaders {
                     project_id: project.label.clone(),
                     event_id: id,
@@ -320,6 +333,71 @@ impl Pipeline {
             return Err(AuthError::MissingKey.into());
         }
         Ok(envelope)
+    }
+
+    /// Scrubs one item: JSON items as a tree (recording what was redacted in
+    /// `_meta`), text attachments as text, binary payloads untouched. An item
+    /// that should be JSON and is not is refused rather than forwarded unscrubbed.
+    fn scrub(&self, item: &Item, project: &Project) -> Result<Bytes, DropReason> {
+        let started = std::time::Instant::now();
+        let scrubber = &project.scrubber;
+        let redactions = match scrub_kind(item) {
+            ScrubKind::Binary => return Ok(item.payload.clone()),
+            ScrubKind::Json { required } => {
+                let mut tree: serde_json::Value = match serde_json::from_slice(&item.payload) {
+                    Ok(tree) => tree,
+                    Err(_) if !required => return self.scrub_as_text(item, project, started),
+                    Err(e) => {
+                        tracing::debug!(error = %e, item_type = %item.type_name, "item is not JSON");
+                        return Err(DropReason::Invalid);
+                    }
+                };
+                let redactions = scrubber.scrub_event(&mut tree);
+                if redactions.is_empty() {
+                    self.observe_scrub(started);
+                    return Ok(item.payload.clone());
+                }
+                let out = serde_json::to_vec(&tree).expect("a JSON tree always serializes");
+                (Bytes::from(out), redactions)
+            }
+            ScrubKind::Text => return self.scrub_as_text(item, project, started),
+        };
+        self.count_redactions(&project.label, &redactions.1);
+        self.observe_scrub(started);
+        Ok(redactions.0)
+    }
+
+    fn scrub_as_text(
+        &self,
+        item: &Item,
+        project: &Project,
+        started: std::time::Instant,
+    ) -> Result<Bytes, DropReason> {
+        let text = String::from_utf8_lossy(&item.payload);
+        let out = match project.scrubber.scrub_text(&text) {
+            None => item.payload.clone(),
+            Some((scrubbed, redactions)) => {
+                self.count_redactions(&project.label, &redactions);
+                Bytes::from(scrubbed)
+            }
+        };
+        self.observe_scrub(started);
+        Ok(out)
+    }
+
+    fn count_redactions(&self, project: &str, redactions: &[crate::scrub::Redaction]) {
+        for r in redactions {
+            self.metrics
+                .scrub_redactions
+                .with_label_values(&[project, &r.rule])
+                .inc();
+        }
+    }
+
+    fn observe_scrub(&self, started: std::time::Instant) {
+        self.metrics
+            .scrub_duration
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
@@ -436,6 +514,49 @@ impl Pipeline {
     }
 }
 
+/// How an item's payload is scrubbed.
+enum ScrubKind {
+    /// As a JSON tree; `required`: an item that does not parse is invalid.
+    Json { required: bool },
+    /// As UTF-8 text.
+    Text,
+    /// Not at all (binary attachments, replay recordings).
+    Binary,
+}
+
+/// Text attachments (`text/*`, JSON, logs) are scrubbed like events; binary ones are not.
+fn scrub_kind(item: &Item) -> ScrubKind {
+    if item.ty.is_json(&item.type_name) {
+        return ScrubKind::Json { required: true };
+    }
+    let content_type = item
+        .content_type
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let filename = item.filename.as_deref().unwrap_or("").to_ascii_lowercase();
+    let ext = |exts: &[&str]| exts.iter().any(|e| filename.ends_with(e));
+    if content_type.contains("json") || ext(&[".json"]) {
+        return ScrubKind::Json { required: false };
+    }
+    if content_type.starts_with("text/")
+        || content_type.contains("xml")
+        || ext(&[
+            ".txt", ".log", ".csv", ".xml", ".yaml", ".yml", ".md", ".html", ".ini", ".conf",
+        ])
+    {
+        return ScrubKind::Text;
+    }
+    if item.ty == ItemType::Other {
+        // An unknown type that is JSON is scrubbed as JSON; anything else is opaque.
+        let first = item.payload.iter().find(|b| !b.is_ascii_whitespace());
+        if matches!(first, Some(b'{') | Some(b'[')) {
+            return ScrubKind::Json { required: false };
+        }
+    }
+    ScrubKind::Binary
+}
+
 /// Client report entries read per report; the rest are ignored.
 const MAX_CLIENT_REPORT_ENTRIES: usize = 1000;
 /// The most one client report entry may add.
@@ -514,6 +635,8 @@ fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError
         items: vec![Item {
             ty,
             type_name: type_name.into(),
+            content_type: Some("application/json".into()),
+            filename: None,
             raw_header: Bytes::new(),
             payload: body,
         }],

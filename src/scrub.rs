@@ -1,0 +1,637 @@
+//! PII scrubbing: event JSON and compiled rules in, scrubbed JSON and the
+//! list of what was redacted (rule and path, never the value) out.
+//!
+//! One pass over the JSON tree. At each object key, the key-based rules
+//! (`password` and `sensitive_fields`; client IP fields) decide whether the
+//! whole value is a secret. Each string is checked once against a `RegexSet`
+//! of every pattern rule; only strings that match anything are scanned again
+//! to find and validate the matches, and only those allocate. Safe fields
+//! are skipped with everything below them. Redactions are recorded in the
+//! event's `_meta`, shaped as Sentry's, and paths already recorded there are
+//! not scrubbed again, so scrubbing twice gives what scrubbing once gave.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde_json::{Map, Value};
+
+pub mod method;
+pub mod path;
+pub mod rules;
+
+pub use method::Method;
+use path::{Seg, Selector};
+use rules::{KeyMatcher, Validator};
+
+/// The replacement text for values under sensitive keys.
+pub const FILTERED: &str = "[Filtered]";
+
+/// Compiled-size limit for one user-supplied pattern.
+pub const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+
+/// One redaction: which rule, where, how. Never the value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Redaction {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The dotted path of the value in the event (array indices as numbers).
+    pub path: String,
+    /// The method applied.
+    #[serde(serialize_with = "method_name")]
+    pub method: Method,
+}
+
+fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+/// A pattern rule, compiled.
+struct PatternRule {
+    name: Arc<str>,
+    regex: Regex,
+    group: usize,
+    validator: Validator,
+    method: Method,
+    replacement: String,
+    /// Empty: every string. Otherwise the value's path must match one.
+    paths: Vec<Selector>,
+}
+
+/// What the scrubber is told to do: the validated `[scrub]` settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Built-in rules on.
+    pub defaults: bool,
+    /// Remove client IP fields and IPs in text.
+    pub scrub_ip_addresses: bool,
+    /// More key words whose values are secrets.
+    pub sensitive_fields: Vec<String>,
+    /// Paths never scrubbed, added to the built-in safe paths.
+    pub safe_fields: Vec<String>,
+    /// The HMAC key for `hash`.
+    pub hash_key: Option<String>,
+    /// Method per built-in rule, where the operator chose another.
+    pub methods: Vec<(String, Method)>,
+    /// Custom pattern rules.
+    pub rules: Vec<CustomRule>,
+}
+
+/// A custom rule from the config.
+#[derive(Debug, Clone)]
+pub struct CustomRule {
+    /// Its name.
+    pub name: String,
+    /// The regex (linear-time engine; compiled size capped).
+    pub pattern: String,
+    /// How matches are redacted.
+    pub method: Method,
+    /// Where it applies; empty means every string.
+    pub paths: Vec<String>,
+}
+
+/// Why a scrub configuration was refused; the caller adds the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A custom pattern does not compile or is too large.
+    #[error("rule {name:?}: pattern refused: {reason}")]
+    Pattern {
+        /// The rule.
+        name: String,
+        /// The compiler's complaint.
+        reason: String,
+    },
+    /// A path selector is malformed.
+    #[error("{0}")]
+    Selector(#[from] path::SelectorError),
+    /// `hash` is used without `hash_key`.
+    #[error("method \"hash\" needs scrub.hash_key")]
+    HashWithoutKey,
+    /// A method override names no built-in rule.
+    #[error("{0:?} is not a built-in rule (one of {list})", list = rules::BUILTIN_NAMES.join(", "))]
+    UnknownRule(String),
+    /// Two rules share a name.
+    #[error("rule name {0:?} is used twice or is a built-in rule's name")]
+    DuplicateName(String),
+}
+
+/// Paths that are never scrubbed: identifiers and SDK metadata that carry no
+/// personal data and that consumers need intact.
+const BUILTIN_SAFE_FIELDS: [&str; 10] = [
+    "event_id",
+    "timestamp",
+    "start_timestamp",
+    "received",
+    "platform",
+    "sdk",
+    "contexts.trace.trace_id",
+    "contexts.trace.span_id",
+    "**.frames.*.function",
+    "**.frames.*.module",
+];
+
+/// The compiled scrubber for one project.
+pub struct Scrubber {
+    /// Pattern rules, in `set` order.
+    patterns: Vec<PatternRule>,
+    /// All patterns at once: the one scan most strings get.
+    set: RegexSet,
+    /// `key=value` / `key: value` pairs inside text.
+    key_values: Regex,
+    /// Sensitive key words.
+    keys: KeyMatcher,
+    /// Method for sensitive keys.
+    password_method: Method,
+    /// Name of the key-based rule.
+    password_rule: Arc<str>,
+    /// Name of the IP rule, when IP scrubbing is on.
+    ip_rule: Option<Arc<str>>,
+    /// Never scrubbed.
+    safe: Vec<Selector>,
+    /// HMAC key for `hash`.
+    hash_key: Option<Vec<u8>>,
+    /// Every rule name this scrubber can report (bounded metric labels).
+    rule_names: Vec<Arc<str>>,
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("rules", &self.rule_names)
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl Scrubber {
+    /// Compiles the settings.
+    pub fn new(settings: &Settings) -> Result<Scrubber, SettingsError> {
+        let method_for = |name: &str, default: Method| {
+            settings
+                .methods
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(default, |(_, m)| *m)
+        };
+        for (name, method) in &settings.methods {
+            if !rules::BUILTIN_NAMES.contains(&name.as_str()) {
+                return Err(SettingsError::UnknownRule(name.clone()));
+            }
+            if *method == Method::Hash && settings.hash_key.is_none() {
+                return Err(SettingsError::HashWithoutKey);
+            }
+        }
+        let mut patterns = Vec::new();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut intern = |name: &str| -> Arc<str> {
+            if let Some(n) = names.iter().find(|n| &***n == name) {
+                return n.clone();
+            }
+            let n: Arc<str> = name.into();
+            names.push(n.clone());
+            n
+        };
+        for builtin in rules::BUILTINS {
+            let enabled = match builtin.name {
+                "ip" => settings.scrub_ip_addresses,
+                _ => settings.defaults,
+            };
+            if !enabled {
+                continue;
+            }
+            patterns.push(PatternRule {
+                name: intern(builtin.name),
+                regex: Regex::new(builtin.pattern).expect("built-in patterns compile"),
+                group: builtin.group,
+                validator: builtin.validator,
+                method: method_for(builtin.name, builtin.method),
+                replacement: format!("[{}]", builtin.name),
+                paths: Vec::new(),
+            });
+        }
+        for rule in &settings.rules {
+            if rules::BUILTIN_NAMES.contains(&rule.name.as_str())
+                || settings
+                    .rules
+                    .iter()
+                    .filter(|r| r.name == rule.name)
+                    .count()
+                    > 1
+            {
+                return Err(SettingsError::DuplicateName(rule.name.clone()));
+            }
+            if rule.method == Method::Hash && settings.hash_key.is_none() {
+                return Err(SettingsError::HashWithoutKey);
+            }
+            let regex = compile_custom(&rule.pattern).map_err(|reason| SettingsError::Pattern {
+                name: rule.name.clone(),
+                reason,
+            })?;
+            patterns.push(PatternRule {
+                name: intern(&rule.name),
+                regex,
+                group: 0,
+                validator: Validator::None,
+                method: rule.method,
+                replacement: format!("[{}]", rule.name),
+                paths: rule
+                    .paths
+                    .iter()
+                    .map(|p| Selector::parse(p))
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
+            .size_limit(PATTERN_SIZE_LIMIT * (patterns.len() + 1))
+            .build()
+            .map_err(|e| SettingsError::Pattern {
+                name: "(all rules together)".into(),
+                reason: e.to_string(),
+            })?;
+        let password_method = method_for("password", Method::Replace);
+        let password_rule = intern("password");
+        let ip_rule = settings.scrub_ip_addresses.then(|| intern("ip"));
+        let safe = BUILTIN_SAFE_FIELDS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(settings.safe_fields.iter().cloned())
+            .map(|s| Selector::parse(&s))
+            .collect::<Result<_, _>>()?;
+        Ok(Scrubber {
+            patterns,
+            set,
+            key_values: Regex::new(rules::KEY_VALUE_PATTERN)
+                .expect("the key-value pattern compiles"),
+            keys: KeyMatcher::new(&settings.sensitive_fields, settings.defaults),
+            password_method,
+            password_rule,
+            ip_rule,
+            safe,
+            hash_key: settings.hash_key.as_ref().map(|k| k.as_bytes().to_vec()),
+            rule_names: names,
+        })
+    }
+
+    /// Every rule name this scrubber may report.
+    pub fn rule_names(&self) -> &[Arc<str>] {
+        &self.rule_names
+    }
+
+    /// Scrubs an event in place, records what it redacted in `_meta`, and
+    /// returns the list.
+    pub fn scrub_event(&self, event: &mut Value) -> Vec<Redaction> {
+        let mut meta = match event.as_object_mut() {
+            Some(map) => map.shift_remove("_meta"),
+            None => None,
+        };
+        let mut done = HashSet::new();
+        if let Some(m) = &meta {
+            collect_meta_paths(m, &mut String::new(), &mut done);
+        }
+        let mut walk = Walk {
+            scrubber: self,
+            done,
+            found: Vec::new(),
+        };
+        let mut path = Vec::new();
+        walk.value(event, &mut path);
+        let found = walk.found;
+        if !found.is_empty() {
+            let meta = meta.get_or_insert_with(|| Value::Object(Map::new()));
+            for (segments, redaction) in &found {
+                record_meta(meta, segments, redaction);
+            }
+        }
+        if let (Some(meta), Some(map)) = (meta, event.as_object_mut()) {
+            map.insert("_meta".into(), meta);
+        }
+        found.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Scrubs free text (a text attachment, a log) with the pattern rules that
+    /// apply everywhere and the key-value rule. `None` when nothing matched.
+    pub fn scrub_text(&self, text: &str) -> Option<(String, Vec<Redaction>)> {
+        let mut found = Vec::new();
+        let out = self.scrub_str(text, &[], &mut found)?;
+        let redactions = found
+            .into_iter()
+            .map(|(rule, method)| Redaction {
+                rule,
+                path: String::new(),
+                method,
+            })
+            .collect();
+        Some((out, redactions))
+    }
+
+    /// Whether a value at this path is never scrubbed.
+    fn is_safe(&self, path: &[Seg<'_>]) -> bool {
+        self.safe.iter().any(|s| s.matches(path))
+    }
+
+    /// Finds and redacts the secrets in one string. `None` when there are none
+    /// (the common case, which allocates nothing).
+    fn scrub_str(
+        &self,
+        s: &str,
+        path: &[Seg<'_>],
+        found: &mut Vec<(Arc<str>, Method)>,
+    ) -> Option<String> {
+        let mut spans: Vec<Span> = Vec::new();
+        if self.set.is_match(s) {
+            for index in self.set.matches(s).iter() {
+                let rule = &self.patterns[index];
+                if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(path)) {
+                    continue;
+                }
+                for caps in rule.regex.captures_iter(s) {
+                    let Some(m) = caps.get(rule.group) else {
+                        continue;
+                    };
+                    if rules::validate(rule.validator, s, m.start(), m.end()) {
+                        spans.push(Span {
+                            start: m.start(),
+                            end: m.end(),
+                            rule: index,
+                        });
+                    }
+                }
+            }
+        }
+        // Values of sensitive keys inside text: `token=...`, `"password": "..."`.
+        if s.contains(['=', ':']) {
+            for caps in self.key_values.captures_iter(s) {
+                let (Some(key), Some(value)) = (caps.get(1), caps.get(2)) else {
+                    continue;
+                };
+                if self.keys.is_sensitive(key.as_str()) && value.as_str() != FILTERED {
+                    spans.push(Span {
+                        start: value.start(),
+                        end: value.end(),
+                        rule: usize::MAX,
+                    });
+                }
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        // Earliest first; of two at the same place, the longer. Overlaps are dropped.
+        spans.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut out = String::with_capacity(s.len());
+        let mut at = 0;
+        for span in spans {
+            if span.start < at {
+                continue;
+            }
+            let (name, method, replacement) = match self.patterns.get(span.rule) {
+                Some(rule) => (&rule.name, rule.method, rule.replacement.as_str()),
+                None => (&self.password_rule, self.password_method, FILTERED),
+            };
+            let value = &s[span.start..span.end];
+            let redacted =
+                method::redact_text(method, value, replacement, self.hash_key.as_deref());
+            if redacted == value {
+                continue;
+            }
+            out.push_str(&s[at..span.start]);
+            out.push_str(&redacted);
+            at = span.end;
+            if !found.iter().any(|(n, m)| n == name && *m == method) {
+                found.push((name.clone(), method));
+            }
+        }
+        if at == 0 {
+            return None;
+        }
+        out.push_str(&s[at..]);
+        Some(out)
+    }
+}
+
+/// A match to redact in a string.
+struct Span {
+    start: usize,
+    end: usize,
+    /// Index into the pattern rules; `usize::MAX` for the key-value rule.
+    rule: usize,
+}
+
+/// Compiles a user's pattern with the linear-time engine under a size cap.
+pub fn compile_custom(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT * 4)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn join(path: &[Seg<'_>]) -> String {
+    path.iter()
+        .map(Seg::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The state of one pass.
+struct Walk<'s> {
+    scrubber: &'s Scrubber,
+    /// Paths `_meta` says were scrubbed already.
+    done: HashSet<String>,
+    /// What this pass redacted, with the path as segments (for `_meta`).
+    found: Vec<(Vec<String>, Redaction)>,
+}
+
+impl<'s> Walk<'s> {
+    fn skip(&self, path: &[Seg<'_>]) -> bool {
+        (!self.done.is_empty() && self.done.contains(&join(path))) || self.scrubber.is_safe(path)
+    }
+
+    fn record(&mut self, path: &[Seg<'_>], rule: Arc<str>, method: Method) {
+        let segments: Vec<String> = path.iter().map(Seg::to_string).collect();
+        let redaction = Redaction {
+            rule,
+            path: segments.join("."),
+            method,
+        };
+        if !self.found.iter().any(|(_, r)| *r == redaction) {
+            self.found.push((segments, redaction));
+        }
+    }
+
+    fn value<'m>(&mut self, v: &'m mut Value, path: &mut Vec<Seg<'m>>) {
+        if !path.is_empty() && self.skip(path) {
+            return;
+        }
+        match v {
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    path.push(Seg::Key(key));
+                    self.entry(key, child, path);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                let pairs = is_pairs(items);
+                for (i, child) in items.iter_mut().enumerate() {
+                    path.push(Seg::Index(i));
+                    match (pairs, child) {
+                        // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
+                        (true, Value::Array(pair)) => {
+                            let (key, value) = pair.split_at_mut(1);
+                            let key = key[0].as_str().unwrap_or_default();
+                            path.push(Seg::Index(1));
+                            self.entry(key, &mut value[0], path);
+                            path.pop();
+                        }
+                        (_, child) => self.value(child, path),
+                    }
+                    path.pop();
+                }
+            }
+            Value::String(s) => {
+                let mut found = Vec::new();
+                if let Some(new) = self.scrubber.scrub_str(s, path, &mut found) {
+                    *s = new;
+                    for (rule, method) in found {
+                        self.record(path, rule, method);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A value under a key: the key decides whether all of it is a secret.
+    fn entry<'m>(&mut self, key: &str, value: &'m mut Value, path: &mut Vec<Seg<'m>>) {
+        if self.skip(path) {
+            return;
+        }
+        let scrubber = self.scrubber;
+        if let (Some(ip_rule), true) = (&scrubber.ip_rule, KeyMatcher::is_ip_field(key)) {
+            if !value.is_null() {
+                *value = Value::Null;
+                self.record(path, ip_rule.clone(), Method::Remove);
+            }
+            return;
+        }
+        if scrubber.keys.is_sensitive(key) {
+            if redact_all(
+                value,
+                scrubber.password_method,
+                scrubber.hash_key.as_deref(),
+            ) {
+                self.record(
+                    path,
+                    scrubber.password_rule.clone(),
+                    scrubber.password_method,
+                );
+            }
+            return;
+        }
+        self.value(value, path);
+    }
+}
+
+/// Redacts every leaf of a value under a sensitive key, keeping its shape.
+/// Returns whether anything changed.
+fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
+    if method == Method::Remove {
+        let changed = !v.is_null();
+        *v = Value::Null;
+        return changed;
+    }
+    let leaf = |text: &str| method::redact_text(method, text, FILTERED, hash_key);
+    match v {
+        Value::Object(map) => map.iter_mut().fold(false, |changed, (_, child)| {
+            redact_all(child, method, hash_key) | changed
+        }),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, child| {
+            redact_all(child, method, hash_key) | changed
+        }),
+        Value::String(s) => {
+            let new = leaf(s);
+            let changed = new != *s;
+            *s = new;
+            changed
+        }
+        Value::Number(n) => {
+            *v = Value::String(leaf(&n.to_string()));
+            true
+        }
+        Value::Bool(b) => {
+            *v = Value::String(leaf(&b.to_string()));
+            true
+        }
+        Value::Null => false,
+    }
+}
+
+/// Arrays of `[key, value]` pairs with string keys.
+fn is_pairs(items: &[Value]) -> bool {
+    !items.is_empty()
+        && items
+            .iter()
+            .all(|i| matches!(i, Value::Array(p) if p.len() == 2 && p[0].is_string()))
+}
+
+/// Adds `{"": {"rem": [[rule, code]]}}` at the path in `_meta`.
+fn record_meta(meta: &mut Value, segments: &[String], redaction: &Redaction) {
+    let mut node = meta;
+    for seg in segments {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        node = node
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !node.is_object() {
+        *node = Value::Object(Map::new());
+    }
+    let own = node
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !own.is_object() {
+        *own = Value::Object(Map::new());
+    }
+    let rem = own
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("rem")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = rem {
+        let entry = serde_json::json!([&*redaction.rule, redaction.method.meta_code()]);
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+    }
+}
+
+/// The paths an existing `_meta` records as scrubbed.
+fn collect_meta_paths(meta: &Value, prefix: &mut String, out: &mut HashSet<String>) {
+    let Value::Object(map) = meta else { return };
+    for (key, child) in map {
+        if key.is_empty() {
+            if child.get("rem").is_some() {
+                out.insert(prefix.clone());
+            }
+            continue;
+        }
+        let len = prefix.len();
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(key);
+        collect_meta_paths(child, prefix, out);
+        prefix.truncate(len);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,455 @@
+//! The built-in detectors: one named rule each, a regex compiled once, an
+//! optional validator that rejects look-alikes (Luhn for cards, mod-97 for
+//! IBANs, address parsing for IPs), and the method a privacy reviewer expects.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use super::method::Method;
+
+/// What a pattern match must also pass to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validator {
+    /// Every match counts.
+    None,
+    /// The digits pass the Luhn checksum (card numbers).
+    Luhn,
+    /// The IBAN's mod-97 check is 1.
+    Iban,
+    /// A real IPv4 address.
+    Ipv4,
+    /// A real IPv6 address, not part of a longer word (`std::vector`, MACs, times).
+    Ipv6,
+    /// A US SSN with a possible area, group and serial.
+    Ssn,
+}
+
+/// A built-in rule before compilation.
+pub struct Builtin {
+    /// Its name (metric label, `_meta` rule, config key).
+    pub name: &'static str,
+    /// The pattern; `(?x)` patterns carry their own comments.
+    pub pattern: &'static str,
+    /// The capture group that is redacted (0: the whole match).
+    pub group: usize,
+    /// Look-alike rejection.
+    pub validator: Validator,
+    /// The default method.
+    pub method: Method,
+}
+
+/// Every built-in pattern rule. `ip` has two patterns (v4, v6) under one name.
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "creditcard",
+        pattern: r"(?x)
+            (?-u:\b)(?:
+                [0-9]{13,19}                                  # digits only
+              | [0-9]{4}(?:[\ -][0-9]{4}){2,3}(?:[\ -][0-9]{1,3})?  # 4-4-4-4(-3)
+              | [0-9]{4}[\ -][0-9]{6}[\ -][0-9]{4,5}          # Amex and Diners: 4-6-5 / 4-6-4
+            )(?-u:\b)",
+        group: 0,
+        validator: Validator::Luhn,
+        method: Method::Mask,
+    },
+    Builtin {
+        name: "email",
+        pattern: r"(?x)
+            [A-Za-z0-9._%+-]+ @ [A-Za-z0-9-]+ (?:\.[A-Za-z0-9-]+)* \.[A-Za-z]{2,}  # local@domain.tld
+            (?-u:\b)",
+        group: 0,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "ip",
+        pattern: r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+        group: 0,
+        validator: Validator::Ipv4,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "ip",
+        // Candidates only; the validator checks the boundaries and parses.
+        pattern: r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?:\.[0-9]{1,3}){0,3}",
+        group: 0,
+        validator: Validator::Ipv6,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "iban",
+        pattern: r"(?x)
+            (?-u:\b) [A-Z]{2} [0-9]{2} (?:\ ?[A-Z0-9]){11,30} (?-u:\b)  # country, check digits, BBAN",
+        group: 0,
+        validator: Validator::Iban,
+        method: Method::Mask,
+    },
+    Builtin {
+        name: "usssn",
+        pattern: r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
+        group: 0,
+        validator: Validator::Ssn,
+        method: Method::Mask,
+    },
+    Builtin {
+        name: "bearer",
+        pattern: r"(?x)
+            (?i:bearer) \s+ ( [A-Za-z0-9\-._~+/]+ =* )  # the token after the scheme",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "jwt",
+        pattern: r"(?x)
+            (?-u:\b) eyJ[A-Za-z0-9_-]+ \. [A-Za-z0-9_-]+ \. [A-Za-z0-9_-]*  # header.payload.signature",
+        group: 0,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "pemkey",
+        pattern: r"(?x)
+            -----BEGIN[A-Z\ ]*PRIVATE\ KEY-----
+            (?s:.*?)
+            (?: -----END[A-Z\ ]*PRIVATE\ KEY----- | \z )  # a cut-off key is still a key",
+        group: 0,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "urlauth",
+        pattern: r"(?x)
+            (?i:[a-z][a-z0-9+.-]*) ://
+            ( [^\s/?\#@:]+ : [^\s/?\#@]* )  # user:password
+            @",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "cloudkey",
+        pattern: r"(?x)
+            (?-u:\b)(?:
+                (?:AKIA|ASIA)[0-9A-Z]{16}          # AWS access key ids
+              | (?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}  # Stripe secret and restricted keys
+              | gh[pousr]_[A-Za-z0-9]{30,}         # GitHub tokens
+              | github_pat_[A-Za-z0-9_]{40,}
+              | xox[abprs]-[A-Za-z0-9-]{10,}       # Slack tokens
+              | AIza[0-9A-Za-z_-]{35}              # Google API keys
+              | glpat-[0-9A-Za-z_-]{20,}           # GitLab tokens
+              | npm_[A-Za-z0-9]{36}                # npm tokens
+            )(?-u:\b)",
+        group: 0,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        name: "userpath",
+        pattern: r#"(?x)
+            (?: /home/ | /Users/ | [A-Za-z]:\\(?i:Users|Documents\ and\ Settings)\\ )
+            ( [^/\\\s"':]+ )  # the user name"#,
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+];
+
+/// Names of the built-in rules, including the key-based `password` rule.
+pub const BUILTIN_NAMES: [&str; 12] = [
+    "creditcard",
+    "email",
+    "ip",
+    "iban",
+    "usssn",
+    "bearer",
+    "jwt",
+    "pemkey",
+    "urlauth",
+    "password",
+    "cloudkey",
+    "userpath",
+];
+
+/// `key=value` and `key: value` pairs inside text (query strings, form bodies,
+/// cookies, log lines, JSON held in a string); the value is redacted when the
+/// key is sensitive.
+pub const KEY_VALUE_PATTERN: &str = r#"(?x)
+    ["']? ( [A-Za-z0-9_.\-\[\]]+ ) ["']?   # the key, perhaps quoted
+    \s* [=:] \s* ["']?
+    ( [^&\#\s;,"'}?]+ )                   # the value, up to a separator (`?` starts a query)"#;
+
+/// Sensitive key words matched anywhere in a key, case-insensitively.
+const SENSITIVE_SUBSTRINGS: [&str; 22] = [
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "access-token",
+    "authorization",
+    "credential",
+    "private_key",
+    "private-key",
+    "privatekey",
+    "token",
+    "session",
+    "cookie",
+    "csrf",
+    "xsrf",
+    "mysql_pwd",
+    "passphrase",
+    "signature",
+    "x-api-key",
+];
+
+/// Short sensitive words that count only as a whole segment of a key
+/// (`auth`, `x-auth`, `authKey`; not `author`).
+const SENSITIVE_WORDS: [&str; 3] = ["auth", "pwd", "ssn"];
+
+/// Keys whose values are client IP addresses.
+const IP_KEYS: [&str; 11] = [
+    "ip_address",
+    "ip",
+    "remote_addr",
+    "http_x_forwarded_for",
+    "x-forwarded-for",
+    "x-real-ip",
+    "http_x_real_ip",
+    "client_ip",
+    "http_client_ip",
+    "x-client-ip",
+    "forwarded",
+];
+
+/// Decides which keys are sensitive, without allocating.
+pub struct KeyMatcher {
+    /// Built-in and configured substrings, ASCII case-insensitive.
+    substrings: AhoCorasick,
+    /// Short words that must stand as a segment.
+    words: AhoCorasick,
+}
+
+impl KeyMatcher {
+    /// The configured `sensitive_fields`, and the built-in words when `builtin`.
+    pub fn new(extra: &[String], builtin: bool) -> KeyMatcher {
+        let builtin_substrings: &[&str] = if builtin { &SENSITIVE_SUBSTRINGS } else { &[] };
+        let builtin_words: &[&str] = if builtin { &SENSITIVE_WORDS } else { &[] };
+        let substrings: Vec<&str> = builtin_substrings
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str).filter(|s| !s.is_empty()))
+            .collect();
+        let build = |patterns: &[&str]| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(patterns)
+                .expect("a few short literal words always build")
+        };
+        KeyMatcher {
+            substrings: build(&substrings),
+            words: build(builtin_words),
+        }
+    }
+
+    /// Whether values under this key are secrets.
+    pub fn is_sensitive(&self, key: &str) -> bool {
+        if self.substrings.is_match(key) {
+            return true;
+        }
+        let b = key.as_bytes();
+        self.words.find_iter(key).any(|m| {
+            let before = m.start() == 0 || !b[m.start() - 1].is_ascii_alphanumeric();
+            let after = m.end() == b.len() || !b[m.end()].is_ascii_lowercase();
+            before && after
+        })
+    }
+
+    /// Whether values under this key are client IP addresses.
+    pub fn is_ip_field(key: &str) -> bool {
+        IP_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+    }
+}
+
+/// Applies a validator to `haystack[start..end]`.
+pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) -> bool {
+    let s = &haystack[start..end];
+    match validator {
+        Validator::None => true,
+        Validator::Luhn => luhn(s),
+        Validator::Iban => iban(s),
+        Validator::Ipv4 => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        Validator::Ipv6 => {
+            // Not part of a longer word (`std::vector`), and a real address.
+            let b = haystack.as_bytes();
+            let word = |c: u8| c.is_ascii_alphanumeric() || c == b':' || c == b'_';
+            let bounded = (start == 0 || !word(b[start - 1])) && (end == b.len() || !word(b[end]));
+            bounded && s.parse::<std::net::Ipv6Addr>().is_ok()
+        }
+        Validator::Ssn => {
+            let (area, rest) = s.split_at(3);
+            let (group, serial) = (&rest[1..3], &rest[4..]);
+            area != "000"
+                && area != "666"
+                && !area.starts_with('9')
+                && group != "00"
+                && serial != "0000"
+        }
+    }
+}
+
+/// The Luhn checksum over the digits of `s` (separators ignored), 13-19 digits.
+pub fn luhn(s: &str) -> bool {
+    let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) || digits.iter().all(|d| *d == digits[0]) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let d = d * 2;
+                if d > 9 {
+                    d - 9
+                } else {
+                    d
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// The IBAN mod-97 check: move the first four characters to the end, letters
+/// to numbers (A=10), and the remainder by 97 must be 1.
+pub fn iban(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let rotated = compact[4..].iter().chain(&compact[..4]);
+    let mut rem: u32 = 0;
+    for &b in rotated {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_accepts_cards_and_rejects_lookalikes() {
+        assert!(luhn("4111111111111111"));
+        assert!(luhn("4111 1111 1111 1111"));
+        assert!(luhn("5500-0000-0000-0004"));
+        assert!(luhn("378282246310005"));
+        assert!(!luhn("4111111111111112"));
+        assert!(!luhn("1234567812345678"));
+        assert!(!luhn("0000000000000000"), "all one digit");
+        assert!(!luhn("411111111111"), "too short");
+    }
+
+    #[test]
+    fn iban_mod_97() {
+        assert!(iban("DE89370400440532013000"));
+        assert!(iban("GB82 WEST 1234 5698 7654 32"));
+        assert!(!iban("DE89370400440532013001"));
+        assert!(!iban("XX00"));
+    }
+
+    #[test]
+    fn ipv6_candidates_need_boundaries_and_must_parse() {
+        let ok = |s: &str| validate(Validator::Ipv6, s, 0, s.len());
+        assert!(ok("2001:db8::1"));
+        assert!(ok("fe80::1ff:fe23:4567:890a"));
+        assert!(ok("2001:0db8:85a3:0000:0000:8a2e:0370:7334"));
+        assert!(!ok("12:30:45"));
+        assert!(!ok("00:1a:2b:3c:4d:5e"));
+        let text = "std::vector";
+        assert!(!validate(Validator::Ipv6, text, 2, 5), "d:: inside a word");
+    }
+
+    #[test]
+    fn ssn_rules_out_impossible_numbers() {
+        let ok = |s: &str| validate(Validator::Ssn, s, 0, s.len());
+        assert!(ok("123-45-6789"));
+        assert!(!ok("000-12-3456"));
+        assert!(!ok("666-12-3456"));
+        assert!(!ok("900-12-3456"));
+        assert!(!ok("123-00-4567"));
+        assert!(!ok("123-45-0000"));
+    }
+
+    #[test]
+    fn sensitive_keys() {
+        let m = KeyMatcher::new(&["order_secret".into(), "pin".into()], true);
+        for key in [
+            "password",
+            "PASSWORD",
+            "user_password",
+            "passwd",
+            "pwd",
+            "db-pwd",
+            "secret",
+            "client_secret",
+            "api_key",
+            "X-Api-Key",
+            "apiKey",
+            "access_token",
+            "Authorization",
+            "auth",
+            "x-auth",
+            "authKey",
+            "credentials",
+            "private_key",
+            "token",
+            "refresh_token",
+            "session",
+            "sessionid",
+            "Cookie",
+            "Set-Cookie",
+            "csrf_token",
+            "X-XSRF-TOKEN",
+            "ssn",
+            "user_ssn",
+            "pin",
+        ] {
+            assert!(m.is_sensitive(key), "{key}");
+        }
+        for key in [
+            "author",
+            "authors",
+            "username",
+            "message",
+            "email_count",
+            "lineno",
+            "filename",
+            "ssnake",
+        ] {
+            assert!(!m.is_sensitive(key), "{key}");
+        }
+        let only_configured = KeyMatcher::new(&["order_secret".into()], false);
+        assert!(only_configured.is_sensitive("order_secret"));
+        assert!(!only_configured.is_sensitive("password"));
+        assert!(KeyMatcher::is_ip_field("REMOTE_ADDR"));
+        assert!(KeyMatcher::is_ip_field("X-Forwarded-For"));
+        assert!(!KeyMatcher::is_ip_field("address"));
+    }
+}

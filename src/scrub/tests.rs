@@ -1,0 +1,347 @@
+use serde_json::json;
+
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        defaults: true,
+        scrub_ip_addresses: true,
+        sensitive_fields: vec!["order_secret".into()],
+        safe_fields: vec!["extra.order_id".into()],
+        hash_key: Some("test-key".into()),
+        methods: vec![],
+        rules: vec![CustomRule {
+            name: "ticket".into(),
+            pattern: "TCK-[0-9]{6}".into(),
+            method: Method::Mask,
+            paths: vec!["extra.**".into(), "message".into()],
+        }],
+    }
+}
+
+fn scrubber() -> Scrubber {
+    Scrubber::new(&settings()).unwrap()
+}
+
+fn text(s: &str) -> String {
+    scrubber()
+        .scrub_text(s)
+        .map_or_else(|| s.to_owned(), |(t, _)| t)
+}
+
+#[test]
+fn each_detector_in_free_text() {
+    let cases = [
+        (
+            "card 4111 1111 1111 1111 declined",
+            "card **** **** **** **** declined",
+        ),
+        ("card 4111-1111-1111-1111", "card ****-****-****-****"),
+        ("amex 378282246310005", "amex ***************"),
+        ("mail alice@example.com now", "mail [email] now"),
+        ("from 203.0.113.7 today", "from [ip] today"),
+        ("v6 2001:db8::1 here", "v6 [ip] here"),
+        (
+            "iban DE89370400440532013000",
+            "iban ****************************"[..27].to_owned().leak(),
+        ),
+        ("ssn 123-45-6789", "ssn ***-**-****"),
+        (
+            "Authorization: Bearer abc.def-123",
+            "Authorization: [Filtered] [bearer]",
+        ),
+        (
+            "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig end",
+            "tok [jwt] end",
+        ),
+        (
+            "https://bob:hunter2@db.example.com/x",
+            "https://[urlauth]@db.example.com/x",
+        ),
+        ("key AKIAIOSFODNN7EXAMPLE", "key [cloudkey]"),
+        (
+            "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "stripe [cloudkey]",
+        ),
+        (
+            "gh ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "gh [cloudkey]",
+        ),
+        ("slack xoxb-1234567890-abcdefghij", "slack [cloudkey]"),
+        (
+            "at /home/alice/app/main.py",
+            "at /home/[userpath]/app/main.py",
+        ),
+        ("at /Users/bob/Library", "at /Users/[userpath]/Library"),
+        (
+            "at C:\\Users\\carol\\proj",
+            "at C:\\Users\\[userpath]\\proj",
+        ),
+        (
+            "GET /x?step=2&token=abc123&page=1",
+            "GET /x?step=2&token=[Filtered]&page=1",
+        ),
+        ("password=hunter2", "password=[Filtered]"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(text(input), want, "{input}");
+    }
+    let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc\n-----END RSA PRIVATE KEY-----";
+    assert_eq!(
+        text(&format!("key: {pem} done")),
+        "key: [Filtered] [pemkey] done".replace("[Filtered] ", "")
+    );
+    assert_eq!(
+        text("cut -----BEGIN PRIVATE KEY-----\nMIIE"),
+        "cut [pemkey]"
+    );
+}
+
+#[test]
+fn look_alikes_survive() {
+    for s in [
+        "order 4111111111111112 shipped", // Luhn-invalid
+        "id 1234567812345678",
+        "release shop@2.4.1 on 3.12.1",
+        "at 2026-11-21T00:00:00Z",
+        "uuid 9ec79c33-ec99-42ab-8353-589fcb2e04dc",
+        "sha 3f786850e387550fdab836ed7e6dc881de23001b",
+        "std::vector<int> at 12:30:45",
+        "mac 00:1a:2b:3c:4d:5e",
+        "the author wrote a tokenizer",
+        "version 10.0.19041.1",
+        "ssn-like 000-12-3456",
+        "ordinary words and numbers 42",
+    ] {
+        assert_eq!(text(s), s, "{s}");
+    }
+}
+
+#[test]
+fn sensitive_keys_anywhere_in_the_tree() {
+    let mut event = json!({
+        "extra": {"password": "hunter2", "order_secret": 1234, "nested": {"api_key": "k", "ok": "fine"}},
+        "contexts": {"db": {"credentials": {"user": "u", "pass": "p"}}},
+        "exception": {"values": [{"stacktrace": {"frames": [{"function": "login", "vars": {"pwd": "x", "user_id": 7}}]}}]},
+        "request": {
+            "headers": {"Authorization": "Basic dXNlcjpwYXNz", "Cookie": "sessionid=abc; theme=dark", "X-Api-Key": "k1", "Accept": "text/html"},
+            "cookies": {"sessionid": "abc", "theme": "dark"},
+            "query_string": [["step", "2"], ["token", "abc123"]],
+            "data": {"card_number": "4111111111111111", "amount": "19.99"},
+            "env": {"REMOTE_ADDR": "203.0.113.7", "SERVER_NAME": "web-7"}
+        },
+        "breadcrumbs": {"values": [{"data": {"url": "https://api.example.com/v1?access_token=xyz&page=2"}}]},
+        "tags": {"session": "s1", "shop": "eu-1"},
+        "user": {"id": "1042", "email": "alice@example.com", "ip_address": "203.0.113.7"}
+    });
+    let redactions = scrubber().scrub_event(&mut event);
+    assert_eq!(event["extra"]["password"], "[Filtered]");
+    assert_eq!(event["extra"]["order_secret"], "[Filtered]");
+    assert_eq!(event["extra"]["nested"]["api_key"], "[Filtered]");
+    assert_eq!(event["extra"]["nested"]["ok"], "fine");
+    assert_eq!(
+        event["contexts"]["db"]["credentials"],
+        json!({"user": "[Filtered]", "pass": "[Filtered]"})
+    );
+    let frame = &event["exception"]["values"][0]["stacktrace"]["frames"][0];
+    assert_eq!(frame["vars"]["pwd"], "[Filtered]");
+    assert_eq!(frame["vars"]["user_id"], 7);
+    assert_eq!(frame["function"], "login");
+    let request = &event["request"];
+    assert_eq!(request["headers"]["Authorization"], "[Filtered]");
+    assert_eq!(request["headers"]["Cookie"], "[Filtered]");
+    assert_eq!(request["headers"]["X-Api-Key"], "[Filtered]");
+    assert_eq!(request["headers"]["Accept"], "text/html");
+    assert_eq!(
+        request["cookies"],
+        json!({"sessionid": "[Filtered]", "theme": "[Filtered]"})
+    );
+    assert_eq!(
+        request["query_string"],
+        json!([["step", "2"], ["token", "[Filtered]"]])
+    );
+    assert_eq!(request["data"]["card_number"], "****************");
+    assert_eq!(request["data"]["amount"], "19.99");
+    assert_eq!(request["env"]["REMOTE_ADDR"], Value::Null);
+    assert_eq!(request["env"]["SERVER_NAME"], "web-7");
+    assert_eq!(
+        event["breadcrumbs"]["values"][0]["data"]["url"],
+        "https://api.example.com/v1?access_token=[Filtered]&page=2"
+    );
+    assert_eq!(event["tags"]["session"], "[Filtered]");
+    assert_eq!(event["user"]["email"], "[email]");
+    assert_eq!(event["user"]["ip_address"], Value::Null);
+    assert_eq!(event["user"]["id"], "1042");
+
+    // The record names rules and paths, never values.
+    let listed = serde_json::to_string(&redactions).unwrap();
+    for secret in ["hunter2", "abc123", "4111", "alice@", "203.0.113"] {
+        assert!(!listed.contains(secret), "{secret} in {listed}");
+        assert!(
+            !event.to_string().contains(secret),
+            "{secret} left in the event"
+        );
+    }
+    assert!(redactions
+        .iter()
+        .any(|r| r.rule.as_ref() == "password" && r.path == "request.headers.Authorization"));
+    assert!(redactions.iter().any(|r| r.rule.as_ref() == "ip"
+        && r.path == "user.ip_address"
+        && r.method == Method::Remove));
+    assert_eq!(
+        event["_meta"]["user"]["email"][""]["rem"],
+        json!([["email", "s"]])
+    );
+    assert_eq!(
+        event["_meta"]["request"]["query_string"]["1"]["1"][""]["rem"],
+        json!([["password", "s"]])
+    );
+}
+
+#[test]
+fn custom_rules_obey_their_paths_and_safe_fields_win() {
+    let mut event = json!({
+        "message": "see TCK-123456",
+        "extra": {"t": "TCK-654321", "order_id": "4111111111111111"},
+        "tags": {"t": "TCK-111111"},
+        "event_id": "4111111111111111",
+        "sdk": {"name": "alice@example.com"}
+    });
+    scrubber().scrub_event(&mut event);
+    assert_eq!(event["message"], "see ***-******");
+    assert_eq!(event["extra"]["t"], "***-******");
+    assert_eq!(event["tags"]["t"], "TCK-111111", "outside the rule's paths");
+    assert_eq!(
+        event["extra"]["order_id"], "4111111111111111",
+        "configured safe field"
+    );
+    assert_eq!(event["event_id"], "4111111111111111", "built-in safe field");
+    assert_eq!(
+        event["sdk"]["name"], "alice@example.com",
+        "built-in safe field"
+    );
+}
+
+#[test]
+fn methods_can_be_chosen_per_rule() {
+    let mut s = settings();
+    s.methods = vec![
+        ("email".into(), Method::Hash),
+        ("password".into(), Method::Remove),
+    ];
+    let scrubber = Scrubber::new(&s).unwrap();
+    let mut a = json!({"user": {"email": "alice@example.com"}, "extra": {"password": "x"}});
+    let mut b = json!({"contact": "alice@example.com"});
+    scrubber.scrub_event(&mut a);
+    scrubber.scrub_event(&mut b);
+    let hashed = a["user"]["email"].as_str().unwrap();
+    assert_eq!(hashed.len(), 64);
+    assert_eq!(
+        b["contact"], hashed,
+        "the same value pseudonymises the same way"
+    );
+    assert_eq!(a["extra"]["password"], Value::Null);
+    assert_eq!(
+        a["_meta"]["extra"]["password"][""]["rem"],
+        json!([["password", "x"]])
+    );
+}
+
+#[test]
+fn switches_turn_rule_groups_off() {
+    let mut s = settings();
+    s.defaults = false;
+    s.scrub_ip_addresses = false;
+    let scrubber = Scrubber::new(&s).unwrap();
+    let mut e = json!({"m": "alice@example.com 203.0.113.7", "password": "x", "order_secret": "y", "user": {"ip_address": "1.2.3.4"}});
+    scrubber.scrub_event(&mut e);
+    assert_eq!(e["m"], "alice@example.com 203.0.113.7");
+    assert_eq!(e["password"], "x", "built-in key words are off");
+    assert_eq!(
+        e["order_secret"], "[Filtered]",
+        "configured key words still apply"
+    );
+    assert_eq!(e["user"]["ip_address"], "1.2.3.4");
+}
+
+#[test]
+fn strings_that_match_nothing_are_left_alone() {
+    let mut e = json!({"message": "all fine", "n": 3, "list": [1, "two", null]});
+    let before = e.clone();
+    assert!(scrubber().scrub_event(&mut e).is_empty());
+    assert_eq!(e, before, "no _meta either");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secretish() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "alice@example.com".to_owned(),
+            "4111 1111 1111 1111".into(),
+            "203.0.113.7".into(),
+            "Bearer abc".into(),
+            "token=xyz".into(),
+            "/home/bob/x".into(),
+            "TCK-123456".into(),
+            "plain".into(),
+            "2026-11-21".into(),
+            "[Filtered]".into(),
+            "".into(),
+        ])
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (secretish(), secretish()).prop_map(|(a, b)| Value::String(format!("{a} {b}"))),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop::sample::select(vec![
+                "password",
+                "extra",
+                "message",
+                "user",
+                "ip_address",
+                "data",
+                "x",
+                "query_string",
+                "t",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((key, inner), 0..5).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Scrubbing twice equals scrubbing once, and the output is always valid JSON.
+        #[test]
+        fn idempotent_and_valid(v in json_value()) {
+            let s = scrubber();
+            let mut once = json!({"extra": v});
+            s.scrub_event(&mut once);
+            let text = serde_json::to_string(&once).unwrap();
+            let reparsed: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&reparsed, &once);
+            let mut twice = once.clone();
+            let again = s.scrub_event(&mut twice);
+            prop_assert!(again.is_empty(), "second pass redacted {:?}", again);
+            prop_assert_eq!(twice, once);
+        }
+
+        /// Arbitrary text never panics, and what comes out is never longer than a bound.
+        #[test]
+        fn arbitrary_text_never_panics(t in "\\PC{0,200}") {
+            let _ = scrubber().scrub_text(&t);
+        }
+    }
+}
