@@ -10,6 +10,35 @@ use edge_relay::{Config, Relay};
 
 /// sysexits' EX_USAGE: the configuration cannot be used.
 const EX_USAGE: u8 = 64;
+/// sysexits' EX_DATAERR: the input is not what was expected.
+const EX_DATAERR: u8 = 65;
+
+/// `edge-relay scrub`: the event on stdin, scrubbed as the relay would,
+/// printed with its redaction list.
+fn scrub_stdin(config: &Config, project: Option<u64>) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let scrubber = match project {
+        None => config.scrubber.clone(),
+        Some(id) => config
+            .projects
+            .get(id)
+            .map(|p| p.scrubber.clone())
+            .ok_or_else(|| anyhow::anyhow!("project {id} is not in the configuration"))?,
+    };
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the event from stdin")?;
+    let mut event: serde_json::Value =
+        serde_json::from_str(&input).context("the input is not JSON")?;
+    let redactions = scrubber.scrub_event(&mut event);
+    let out = serde_json::json!({ "event": event, "redactions": redactions });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).context("printing")?
+    );
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(
@@ -36,11 +65,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Scrub one event read from stdin and print it with the list of redactions
+    /// (rule, path, method), to try rules before a rollout.
+    Scrub {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Use this project's scrub settings (its overrides on top of `[scrub]`).
+        #[arg(long, short)]
+        project: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Run { config: path } | Command::CheckConfig { config: path }) = &cli.command;
+    let (Command::Run { config: path }
+    | Command::CheckConfig { config: path }
+    | Command::Scrub { config: path, .. }) = &cli.command;
     // An invalid config exits before any port is bound.
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -54,6 +95,13 @@ fn main() -> ExitCode {
             println!("{}", config.summary());
             ExitCode::SUCCESS
         }
+        Command::Scrub { project, .. } => match scrub_stdin(&config, project) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edge-relay scrub: {e:#}");
+                ExitCode::from(EX_DATAERR)
+            }
+        },
         Command::Run { .. } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -100,3 +100,66 @@ fn sighup_is_survived_and_sigint_exits_zero() {
     assert!(status.success(), "exit status after SIGINT: {status}");
     relay.wait_for_log("SIGINT: fast shutdown");
 }
+
+/// `edge-relay scrub` shows operators what a rule set does to an event.
+#[test]
+fn scrub_prints_the_scrubbed_event_and_the_redactions() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    let text = config_text(
+        "[scrub]\nsensitive_fields = [\"order_secret\"]\n[[scrub.rules]]\nname = \"ticket\"\npattern = 'TCK-[0-9]{6}'\nmethod = \"mask\"\n",
+    ) + "[projects.scrub]\ndefaults = false\n";
+    std::fs::write(&path, text).unwrap();
+    let event = r#"{"message":"TCK-123456 for alice@example.com","extra":{"order_secret":"s3"}}"#;
+    let run = |project: Option<&str>| {
+        let mut cmd = relay();
+        cmd.args(["scrub", "--config"]).arg(&path);
+        if let Some(p) = project {
+            cmd.args(["--project", p]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(event.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let global = run(None);
+    assert_eq!(global["event"]["message"], "***-****** for [email]");
+    assert_eq!(global["event"]["extra"]["order_secret"], "[Filtered]");
+    let rules: Vec<&str> = global["redactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"ticket") && rules.contains(&"email") && rules.contains(&"password"),
+        "{rules:?}"
+    );
+    assert!(!global.to_string().contains("alice@"));
+    // The last project (id 7 in the test config) turns the built-in rules off.
+    let project = run(Some("7"));
+    assert_eq!(
+        project["event"]["message"],
+        "***-****** for alice@example.com"
+    );
+    // An unknown project is an error, not a silent default.
+    let out = relay()
+        .args(["scrub", "--config"])
+        .arg(&path)
+        .args(["--project", "999"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+}

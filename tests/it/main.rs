@@ -6,5 +6,6 @@ mod cli;
 mod e2e_tansu;
 mod ingest;
 mod lifecycle;
+mod scrub_corpus;
 mod sdk;
 mod support;

@@ -1,0 +1,320 @@
+//! The scrubbing corpus: events shaped as the Python, JavaScript, Java, Go,
+//! .NET and PHP SDKs send them, seeded with every kind of secret in every
+//! place secrets hide, plus look-alikes. Sent through the relay into the mock
+//! cluster: no byte sequence of any secret may reach Kafka, and every
+//! look-alike must.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Secrets, each unique enough that finding it anywhere means a leak.
+const SECRETS: &[&str] = &[
+    "4111111111111111",                                      // card, no separators
+    "5500 0000 0000 0004",                                   // card with spaces
+    "alice.smith@example.com",                               // email
+    "203.0.113.77",                                          // IPv4
+    "2001:db8::7334",                                        // IPv6
+    "DE89370400440532013000",                                // IBAN
+    "123-45-6789",                                           // US SSN
+    "bearerTok3nValue",                                      // bearer token
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl", // JWT
+    "MIIEowIBAAKCAQEAsecretkeybody",                         // PEM key body
+    "dbpass99",                                              // password in a URL
+    "hunter2-secret-pw",                                     // password fields
+    "AKIAIOSFODNN7EXAMPLE",                                  // AWS key id
+    "sk_live_51HabcdefghijklmnopQRST",                       // Stripe
+    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",              // GitHub
+    "xoxb-2637468212-secretslacktok",                        // Slack
+    "jdoe_user",                                             // user name in home paths
+    "sess-cookie-value-123",                                 // session cookie
+    "csrf-token-val-456",                                    // CSRF token
+    "qtok-789",                                              // token in a query string
+    "os-secret-val",                                         // configured sensitive field
+    "apikey-val-321",                                        // api key header
+];
+
+/// Look-alikes that must survive untouched.
+const LOOK_ALIKES: &[&str] = &[
+    "4111111111111112",                         // Luhn-invalid order number
+    "shop@2.4.1",                               // release
+    "2026-11-21T10:00:00Z",                     // timestamp
+    "9ec79c33-ec99-42ab-8353-589fcb2e04dc",     // UUID
+    "3f786850e387550fdab836ed7e6dc881de23001b", // hash in a frame
+    "checkout failed for order",                // ordinary words
+    "12:30:45",                                 // a time
+    "CardDeclinedError",
+];
+
+const PEM: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretkeybody\n-----END RSA PRIVATE KEY-----";
+
+fn frames(paths: &[&str], with_vars: bool) -> Value {
+    let frames: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut f = json!({
+                "filename": p, "abs_path": p, "function": format!("handle_{i}"),
+                "module": "app.checkout", "lineno": 10 + i, "in_app": true,
+                "context_line": "charge(card, user) # commit 3f786850e387550fdab836ed7e6dc881de23001b"
+            });
+            if with_vars {
+                f["vars"] = json!({
+                    "password": "hunter2-secret-pw",
+                    "card": "4111111111111111",
+                    "order_no": "4111111111111112",
+                    "conn": "postgres://dbuser:dbpass99@db.internal:5432/shop",
+                    "self": {"api_key": "apikey-val-321", "email": "alice.smith@example.com"},
+                });
+            }
+            f
+        })
+        .collect();
+    json!({ "frames": frames })
+}
+
+fn common(event_id: &str, platform: &str) -> Value {
+    json!({
+        "event_id": event_id,
+        "timestamp": "2026-11-21T10:00:00Z",
+        "platform": platform,
+        "level": "error",
+        "release": "shop@2.4.1",
+        "message": "checkout failed for order 4111111111111112 at 12:30:45, trace 9ec79c33-ec99-42ab-8353-589fcb2e04dc",
+        "breadcrumbs": {"values": [
+            {"category": "http", "data": {"url": "https://api.example.com/v1/pay?access_token=qtok-789&page=2", "method": "POST"}},
+            {"category": "log", "message": "login by alice.smith@example.com from 203.0.113.77 / 2001:db8::7334"},
+            {"category": "query", "message": "UPDATE users SET ssn = '123-45-6789', iban = 'DE89370400440532013000'"},
+            {"category": "auth", "message": "Authorization: Bearer bearerTok3nValue"},
+        ]},
+        "contexts": {
+            "cloud": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "note": "key AKIAIOSFODNN7EXAMPLE rotated"},
+            "ci": {"token_env": "ghp_16C7e42F292c6912E7710c838347Ae178B4a"},
+        },
+        "extra": {
+            "order_secret": "os-secret-val",
+            "stripe": "using sk_live_51HabcdefghijklmnopQRST",
+            "slack": "posted with xoxb-2637468212-secretslacktok",
+            "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
+            "key_material": PEM,
+            "card_spaced": "5500 0000 0000 0004",
+        },
+        "tags": {"session": "sess-cookie-value-123", "shop": "eu-1", "error_class": "CardDeclinedError"},
+        "user": {"id": "1042", "email": "alice.smith@example.com", "ip_address": "203.0.113.77", "username": "alice"},
+    })
+}
+
+/// The Python SDK: frames with vars, WSGI request with env and a cookie string.
+fn python(id: &str) -> Value {
+    let mut e = common(id, "python");
+    e["exception"] = json!({"values": [{"type": "CardDeclinedError", "value": "declined for alice.smith@example.com",
+        "stacktrace": frames(&["/home/jdoe_user/app/checkout.py", "app/payments.py"], true)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/checkout", "method": "POST",
+        "query_string": "step=2&token=qtok-789",
+        "headers": {"Authorization": "Bearer bearerTok3nValue", "Cookie": "sessionid=sess-cookie-value-123; csrftoken=csrf-token-val-456", "X-Api-Key": "apikey-val-321"},
+        "data": {"password": "hunter2-secret-pw", "card_number": "4111111111111111"},
+        "env": {"REMOTE_ADDR": "203.0.113.77", "SERVER_NAME": "web-7"},
+    });
+    e
+}
+
+/// The browser JavaScript SDK: headers as a map, query string as pairs, no vars.
+fn javascript(id: &str) -> Value {
+    let mut e = common(id, "javascript");
+    e["exception"] = json!({"values": [{"type": "TypeError", "value": "CardDeclinedError at https://dbuser:dbpass99@cdn.example.com/app.js",
+        "stacktrace": frames(&["https://shop.example.com/static/app.js"], false)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/checkout?token=qtok-789",
+        "query_string": [["step", "2"], ["token", "qtok-789"]],
+        "headers": {"Referer": "https://shop.example.com/?access_token=qtok-789", "User-Agent": "Mozilla/5.0"},
+        "cookies": "_ga=GA1.2; session_id=sess-cookie-value-123",
+    });
+    e
+}
+
+/// The Java SDK: no vars, contexts and extra carry the secrets, headers as a map.
+fn java(id: &str) -> Value {
+    let mut e = common(id, "java");
+    e["exception"] = json!({"values": [{"type": "CardDeclinedError", "module": "com.shop.payments",
+        "value": "Card 4111111111111111 declined; user ssn 123-45-6789",
+        "stacktrace": frames(&["Checkout.java", "Payments.java"], false)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/api/pay", "method": "POST",
+        "headers": {"authorization": "Basic ZGJ1c2VyOmRicGFzczk5", "x-csrf-token": "csrf-token-val-456"},
+        "data": "{\"password\": \"hunter2-secret-pw\", \"iban\": \"DE89370400440532013000\"}",
+    });
+    e
+}
+
+/// The Go SDK: headers as pairs-of-strings map, cookies as a string.
+fn go(id: &str) -> Value {
+    let mut e = common(id, "go");
+    e["exception"] = json!({"values": [{"type": "*errors.errorString", "value": "pq: password authentication failed for postgres://dbuser:dbpass99@db/shop",
+        "stacktrace": frames(&["/home/jdoe_user/go/src/shop/main.go"], false)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/pay", "method": "POST",
+        "headers": [["Authorization", "Bearer bearerTok3nValue"], ["X-Forwarded-For", "203.0.113.77"]],
+        "cookies": "session=sess-cookie-value-123",
+        "env": {"REMOTE_ADDR": "203.0.113.77"},
+    });
+    e
+}
+
+/// The .NET SDK: Windows paths with the user name, headers as a map.
+fn dotnet(id: &str) -> Value {
+    let mut e = common(id, "csharp");
+    e["exception"] = json!({"values": [{"type": "System.InvalidOperationException", "value": "Key file C:\\Users\\jdoe_user\\keys\\id.pem unreadable",
+        "stacktrace": frames(&["C:\\Users\\jdoe_user\\source\\Shop\\Checkout.cs"], true)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/pay", "method": "POST",
+        "headers": {"Cookie": ".AspNetCore.Session=sess-cookie-value-123", "RequestVerificationToken": "csrf-token-val-456"},
+    });
+    e
+}
+
+/// The PHP SDK: a form body as a string, cookies as a map.
+fn php(id: &str) -> Value {
+    let mut e = common(id, "php");
+    e["exception"] = json!({"values": [{"type": "CardDeclinedError", "value": "declined",
+        "stacktrace": frames(&["/home/jdoe_user/www/checkout.php"], true)}]});
+    e["request"] = json!({
+        "url": "https://shop.example.com/checkout.php", "method": "POST",
+        "data": "email=alice.smith%40example.com&password=hunter2-secret-pw&card=4111111111111111",
+        "cookies": {"PHPSESSID": "sess-cookie-value-123", "XSRF-TOKEN": "csrf-token-val-456"},
+        "env": {"REMOTE_ADDR": "203.0.113.77", "HTTP_X_FORWARDED_FOR": "203.0.113.77"},
+    });
+    e
+}
+
+const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 203.0.113.77\n\
+    2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
+    2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
+
+fn envelope(event: &Value, id: &str) -> Vec<u8> {
+    let event = serde_json::to_vec(event).unwrap();
+    let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
+    let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
+    body.extend_from_slice(
+        format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes(),
+    );
+    body.extend_from_slice(&event);
+    body.extend_from_slice(
+        format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"app.log\",\"content_type\":\"text/plain\"}}\n", LOG.len())
+            .as_bytes(),
+    );
+    body.extend_from_slice(LOG.as_bytes());
+    body.extend_from_slice(
+        format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"shot.png\",\"content_type\":\"image/png\"}}\n", binary.len())
+            .as_bytes(),
+    );
+    body.extend_from_slice(&binary);
+    body.push(b'\n');
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_from_any_sdk_shape_reaches_kafka() {
+    let kafka = mock_kafka();
+    let text = config_text(&kafka_section(&kafka.bootstrap_servers())).replacen(
+        "[[projects]]",
+        "[scrub]\nsensitive_fields = [\"order_secret\"]\n\n[[projects]]",
+        1,
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    let shapes: [(&str, fn(&str) -> Value); 6] = [
+        ("python", python),
+        ("javascript", javascript),
+        ("java", java),
+        ("go", go),
+        ("dotnet", dotnet),
+        ("php", php),
+    ];
+    for (name, shape) in shapes {
+        let id = new_event_id();
+        let event = shape(&id);
+        // The corpus really carries its secrets before scrubbing.
+        let raw = serde_json::to_string(&event).unwrap();
+        let seeded = SECRETS.iter().filter(|s| raw.contains(**s)).count();
+        assert!(seeded >= 15, "{name} carries {seeded} secrets");
+        let r = client
+            .post(relay.envelope_url())
+            .header("x-sentry-auth", auth_header(KEY))
+            .body(envelope(&event, &id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+    }
+
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments"],
+        18,
+    )
+    .await;
+    assert_eq!(got.len(), 18);
+    for m in &got {
+        let payload = String::from_utf8_lossy(&m.payload);
+        if payload.contains("BINARY-MARKER") {
+            assert_eq!(
+                m.payload, b"\x89PNG\r\n\x1a\nBINARY-MARKER",
+                "binary attachments pass untouched"
+            );
+            continue;
+        }
+        for secret in SECRETS {
+            assert!(
+                !payload.contains(secret),
+                "{secret:?} reached Kafka in {} {}: {payload}",
+                m.topic,
+                m.key
+            );
+        }
+        for (i, look_alike) in LOOK_ALIKES.iter().enumerate() {
+            // The log attachment carries only some of them.
+            if m.topic == "ingest-attachments" && i != 0 && i != 1 && i != 2 {
+                continue;
+            }
+            assert!(
+                payload.contains(look_alike),
+                "look-alike {look_alike:?} was scrubbed in {}: {payload}",
+                m.topic
+            );
+        }
+        if m.topic == "ingest-events" {
+            let event: Value =
+                serde_json::from_slice(&m.payload).expect("scrubbed events are JSON");
+            assert!(
+                event["_meta"].is_object(),
+                "the event records what was redacted"
+            );
+            assert!(!event["_meta"].to_string().contains("hunter2"));
+        }
+    }
+    for rule in [
+        "creditcard",
+        "email",
+        "ip",
+        "iban",
+        "usssn",
+        "bearer",
+        "jwt",
+        "pemkey",
+        "urlauth",
+        "password",
+        "cloudkey",
+        "userpath",
+    ] {
+        assert!(
+            relay.metric(
+                "edge_relay_scrub_redactions_total",
+                &[("project", "42"), ("rule", rule)]
+            ) > 0.0,
+            "rule {rule} never fired"
+        );
+    }
+}
