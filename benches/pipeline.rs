@@ -1,6 +1,7 @@
 //! Criterion benches per stage on a realistic corpus (Python-SDK error events
 //! of about 2, 8 and 20 KB, in `benches/corpus/`): decompression for each
-//! encoding, and envelope parsing with event validation.
+//! encoding, envelope parsing with event validation, and PII scrubbing with
+//! the default rules against the cost of parsing and serializing the event.
 //!
 //! Run: `cargo bench --bench pipeline`. Figures are in BENCHMARKS.md.
 
@@ -105,5 +106,52 @@ fn bench_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decompress, bench_parse);
+fn bench_scrub(c: &mut Criterion) {
+    let config = edge_relay::Config::from_toml("").expect("the default config is valid");
+    let scrubber = config.scrubber.clone();
+    let mut group = c.benchmark_group("scrub");
+    for (size, event) in CORPUS {
+        group.throughput(Throughput::Bytes(event.len() as u64));
+        // The floor: what any relay that touches the event pays.
+        group.bench_with_input(
+            BenchmarkId::new("parse+serialize", size),
+            event,
+            |b, event| {
+                b.iter(|| {
+                    let v: serde_json::Value = serde_json::from_slice(event).unwrap();
+                    serde_json::to_vec(&v).unwrap()
+                })
+            },
+        );
+        // What the relay does: parse, scrub with the default rules, serialize.
+        group.bench_with_input(
+            BenchmarkId::new("parse+scrub+serialize", size),
+            event,
+            |b, event| {
+                b.iter(|| {
+                    let mut v: serde_json::Value = serde_json::from_slice(event).unwrap();
+                    let redactions = scrubber.scrub_event(&mut v);
+                    assert!(!redactions.is_empty());
+                    serde_json::to_vec(&v).unwrap()
+                })
+            },
+        );
+        // The scrubbing pass alone, on an already parsed tree.
+        let parsed: serde_json::Value = serde_json::from_slice(event).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("scrub-only", size),
+            &parsed,
+            |b, parsed| {
+                b.iter_batched(
+                    || parsed.clone(),
+                    |mut v| scrubber.scrub_event(&mut v),
+                    criterion::BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decompress, bench_parse, bench_scrub);
 criterion_main!(benches);

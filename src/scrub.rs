@@ -146,8 +146,11 @@ pub struct Scrubber {
     password_rule: Arc<str>,
     /// Name of the IP rule, when IP scrubbing is on.
     ip_rule: Option<Arc<str>>,
-    /// Never scrubbed.
-    safe: Vec<Selector>,
+    /// Never scrubbed: selectors ending in a plain key, with that key (a few;
+    /// a scan comparing lengths first beats hashing every key of the event).
+    safe_by_key: Vec<(String, Vec<Selector>)>,
+    /// Never scrubbed: the other selectors (ending in `*`, `**` or an index).
+    safe_other: Vec<Selector>,
     /// HMAC key for `hash`.
     hash_key: Option<Vec<u8>>,
     /// Every rule name this scrubber can report (bounded metric labels).
@@ -251,12 +254,22 @@ impl Scrubber {
         let password_method = method_for("password", Method::Replace);
         let password_rule = intern("password");
         let ip_rule = settings.scrub_ip_addresses.then(|| intern("ip"));
-        let safe = BUILTIN_SAFE_FIELDS
+        let mut safe_by_key: Vec<(String, Vec<Selector>)> = Vec::new();
+        let mut safe_other = Vec::new();
+        for text in BUILTIN_SAFE_FIELDS
             .iter()
             .map(|s| s.to_string())
             .chain(settings.safe_fields.iter().cloned())
-            .map(|s| Selector::parse(&s))
-            .collect::<Result<_, _>>()?;
+        {
+            let selector = Selector::parse(&text)?;
+            match selector.last_key() {
+                Some(key) => match safe_by_key.iter_mut().find(|(k, _)| k == key) {
+                    Some((_, list)) => list.push(selector),
+                    None => safe_by_key.push((key.to_owned(), vec![selector])),
+                },
+                None => safe_other.push(selector),
+            }
+        }
         Ok(Scrubber {
             patterns,
             set,
@@ -266,7 +279,8 @@ impl Scrubber {
             password_method,
             password_rule,
             ip_rule,
-            safe,
+            safe_by_key,
+            safe_other,
             hash_key: settings.hash_key.as_ref().map(|k| k.as_bytes().to_vec()),
             rule_names: names,
         })
@@ -324,9 +338,18 @@ impl Scrubber {
         Some((out, redactions))
     }
 
-    /// Whether a value at this path is never scrubbed.
+    /// Whether a value at this path is never scrubbed: one hash lookup by the
+    /// last key, then only the selectors that end in it.
     fn is_safe(&self, path: &[Seg<'_>]) -> bool {
-        self.safe.iter().any(|s| s.matches(path))
+        let by_key = match path.last() {
+            Some(Seg::Key(k)) => self
+                .safe_by_key
+                .iter()
+                .find(|(key, _)| key.len() == k.len() && key == k)
+                .is_some_and(|(_, s)| s.iter().any(|s| s.matches(path))),
+            _ => false,
+        };
+        by_key || self.safe_other.iter().any(|s| s.matches(path))
     }
 
     /// Finds and redacts the secrets in one string. `None` when there are none
@@ -344,30 +367,41 @@ impl Scrubber {
                 if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(path)) {
                     continue;
                 }
-                for caps in rule.regex.captures_iter(s) {
-                    let Some(m) = caps.get(rule.group) else {
-                        continue;
-                    };
-                    if rules::validate(rule.validator, s, m.start(), m.end()) {
+                let mut push = |start: usize, end: usize| {
+                    if rules::validate(rule.validator, s, start, end) {
                         spans.push(Span {
-                            start: m.start(),
-                            end: m.end(),
+                            start,
+                            end,
                             rule: index,
                         });
+                    }
+                };
+                if rule.group == 0 {
+                    // The DFA alone finds whole matches; captures cost more.
+                    rule.regex
+                        .find_iter(s)
+                        .for_each(|m| push(m.start(), m.end()));
+                } else {
+                    for caps in rule.regex.captures_iter(s) {
+                        if let Some(m) = caps.get(rule.group) {
+                            push(m.start(), m.end());
+                        }
                     }
                 }
             }
         }
         // Values of sensitive keys inside text: `token=...`, `"password": "..."`.
-        if s.contains(['=', ':']) {
-            for caps in self.key_values.captures_iter(s) {
-                let (Some(key), Some(value)) = (caps.get(1), caps.get(2)) else {
+        // Found without captures; the key and value are split by hand.
+        if s.contains(['=', ':']) && self.keys.mentions(s) {
+            for m in self.key_values.find_iter(s) {
+                let text = m.as_str();
+                let Some((key, value)) = rules::split_key_value(text) else {
                     continue;
                 };
-                if self.keys.is_sensitive(key.as_str()) && value.as_str() != FILTERED {
+                if self.keys.is_sensitive(&text[key]) && text[value.clone()] != *FILTERED {
                     spans.push(Span {
-                        start: value.start(),
-                        end: value.end(),
+                        start: m.start() + value.start,
+                        end: m.start() + value.end,
                         rule: usize::MAX,
                     });
                 }
@@ -460,10 +494,8 @@ impl<'s> Walk<'s> {
         }
     }
 
+    /// Walks a value whose path was already checked against safe and done paths.
     fn value<'m>(&mut self, v: &'m mut Value, path: &mut Vec<Seg<'m>>) {
-        if !path.is_empty() && self.skip(path) {
-            return;
-        }
         match v {
             Value::Object(map) => {
                 for (key, child) in map.iter_mut() {
@@ -485,7 +517,8 @@ impl<'s> Walk<'s> {
                             self.entry(key, &mut value[0], path);
                             path.pop();
                         }
-                        (_, child) => self.value(child, path),
+                        (_, child) if !self.skip(path) => self.value(child, path),
+                        _ => {}
                     }
                     path.pop();
                 }

@@ -94,9 +94,28 @@ impl Selector {
         &self.text
     }
 
+    /// The key its last segment names, when it is a plain key (not `*`, `**`
+    /// or an index): such a selector can only match paths ending in that key.
+    pub fn last_key(&self) -> Option<&str> {
+        match self.segments.last() {
+            Some(Segment::Exact(s, None)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Whether the selector matches this path exactly.
     pub fn matches<P: PathSegment>(&self, path: &[P]) -> bool {
-        matches_from(&self.segments, path)
+        // Fast paths for the common shapes: no `**` (lengths must agree), and a
+        // single leading `**` (the rest must be a suffix). Both are O(segments).
+        match self.segments.split_first() {
+            Some((Segment::Any, rest)) if !rest.iter().any(|s| matches!(s, Segment::Any)) => {
+                path.len() >= rest.len() && matches_from(rest, &path[path.len() - rest.len()..])
+            }
+            _ if !self.segments.iter().any(|s| matches!(s, Segment::Any)) => {
+                path.len() == self.segments.len() && matches_from(&self.segments, path)
+            }
+            _ => matches_from(&self.segments, path),
+        }
     }
 
     /// Whether the selector matches this path or any ancestor of it (for

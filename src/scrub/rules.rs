@@ -178,6 +178,25 @@ pub const KEY_VALUE_PATTERN: &str = r#"(?x)
     \s* [=:] \s* ["']?
     ( [^&\#\s;,"'}?]+ )                   # the value, up to a separator (`?` starts a query)"#;
 
+/// The key and value ranges inside one [`KEY_VALUE_PATTERN`] match, found
+/// without regex captures (which cost more than the scan itself).
+pub fn split_key_value(m: &str) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let b = m.as_bytes();
+    let quote = |c: u8| c == b'"' || c == b'\'';
+    let key_start = usize::from(b.first().is_some_and(|c| quote(*c)));
+    let sep = b.iter().position(|c| *c == b'=' || *c == b':')?;
+    let mut key_end = sep;
+    while key_end > key_start && (b[key_end - 1].is_ascii_whitespace() || quote(b[key_end - 1])) {
+        key_end -= 1;
+    }
+    let mut value_start = sep + 1;
+    while value_start < b.len() && (b[value_start].is_ascii_whitespace() || quote(b[value_start])) {
+        value_start += 1;
+    }
+    (key_start < key_end && value_start < b.len())
+        .then_some((key_start..key_end, value_start..b.len()))
+}
+
 /// Sensitive key words matched anywhere in a key, case-insensitively.
 const SENSITIVE_SUBSTRINGS: [&str; 22] = [
     "password",
@@ -223,12 +242,13 @@ const IP_KEYS: [&str; 11] = [
     "forwarded",
 ];
 
-/// Decides which keys are sensitive, without allocating.
+/// Decides which keys are sensitive, without allocating: one
+/// case-insensitive Aho-Corasick pass over the key.
 pub struct KeyMatcher {
-    /// Built-in and configured substrings, ASCII case-insensitive.
-    substrings: AhoCorasick,
-    /// Short words that must stand as a segment.
-    words: AhoCorasick,
+    /// Substrings first, then the short words (ids from `words_from`).
+    automaton: AhoCorasick,
+    /// Pattern ids from here on are words that must stand as a segment.
+    words_from: usize,
 }
 
 impl KeyMatcher {
@@ -241,26 +261,34 @@ impl KeyMatcher {
             .copied()
             .chain(extra.iter().map(String::as_str).filter(|s| !s.is_empty()))
             .collect();
-        let build = |patterns: &[&str]| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(patterns)
-                .expect("a few short literal words always build")
-        };
+        let words_from = substrings.len();
+        let patterns: Vec<&str> = substrings
+            .into_iter()
+            .chain(builtin_words.iter().copied())
+            .collect();
         KeyMatcher {
-            substrings: build(&substrings),
-            words: build(builtin_words),
+            automaton: AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .expect("a few short literal words always build"),
+            words_from,
         }
+    }
+
+    /// Whether a sensitive word occurs anywhere in `text`: the cheap test
+    /// before looking for `key=value` pairs in it.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.automaton.is_match(text)
     }
 
     /// Whether values under this key are secrets.
     pub fn is_sensitive(&self, key: &str) -> bool {
-        if self.substrings.is_match(key) {
-            return true;
-        }
         let b = key.as_bytes();
-        self.words.find_iter(key).any(|m| {
+        self.automaton.find_overlapping_iter(key).any(|m| {
+            if m.pattern().as_usize() < self.words_from {
+                return true;
+            }
             let before = m.start() == 0 || !b[m.start() - 1].is_ascii_alphanumeric();
             let after = m.end() == b.len() || !b[m.end()].is_ascii_lowercase();
             before && after
@@ -395,6 +423,18 @@ mod tests {
         assert!(!ok("900-12-3456"));
         assert!(!ok("123-00-4567"));
         assert!(!ok("123-45-0000"));
+    }
+
+    #[test]
+    fn key_value_split() {
+        let check = |m: &str, k: &str, v: &str| {
+            let (key, value) = split_key_value(m).unwrap();
+            assert_eq!((&m[key], &m[value]), (k, v), "{m}");
+        };
+        check("token=abc", "token", "abc");
+        check("\"password\": \"hunter2", "password", "hunter2");
+        check("Authorization: Bearer", "Authorization", "Bearer");
+        check("'key' = 'v", "key", "v");
     }
 
     #[test]
