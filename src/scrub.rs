@@ -7,8 +7,10 @@
 //! of every pattern rule; only strings that match anything are scanned again
 //! to find and validate the matches, and only those allocate. Safe fields
 //! are skipped with everything below them. Redactions are recorded in the
-//! event's `_meta`, shaped as Sentry's, and paths already recorded there are
-//! not scrubbed again, so scrubbing twice gives what scrubbing once gave.
+//! event's `_meta`, shaped as Sentry's. Every method gives the same result
+//! when applied again (a value already hashed by this relay is not hashed
+//! twice), so scrubbing twice gives what scrubbing once gave; an incoming
+//! `_meta` never shields a value from scrubbing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -368,7 +370,11 @@ impl Scrubber {
                     continue;
                 }
                 let mut push = |start: usize, end: usize| {
-                    if rules::validate(rule.validator, s, start, end) {
+                    let end = match rule.validator {
+                        Validator::Luhn => rules::card_end(s, start, end),
+                        v => rules::validate(v, s, start, end).then_some(end),
+                    };
+                    if let Some(end) = end {
                         spans.push(Span {
                             start,
                             end,
@@ -471,15 +477,17 @@ fn join(path: &[Seg<'_>]) -> String {
 /// The state of one pass.
 struct Walk<'s> {
     scrubber: &'s Scrubber,
-    /// Paths `_meta` says were scrubbed already.
+    /// Paths an incoming `_meta` says were redacted (only used not to hash a hash).
     done: HashSet<String>,
     /// What this pass redacted, with the path as segments (for `_meta`).
     found: Vec<(Vec<String>, Redaction)>,
 }
 
 impl<'s> Walk<'s> {
+    /// Safe paths are not walked. Paths an incoming `_meta` lists are walked
+    /// all the same: a client could send one to shield a secret.
     fn skip(&self, path: &[Seg<'_>]) -> bool {
-        (!self.done.is_empty() && self.done.contains(&join(path))) || self.scrubber.is_safe(path)
+        self.scrubber.is_safe(path)
     }
 
     fn record(&mut self, path: &[Seg<'_>], rule: Arc<str>, method: Method) {
@@ -550,6 +558,15 @@ impl<'s> Walk<'s> {
             return;
         }
         if scrubber.keys.is_sensitive(key) {
+            // Replace, mask and remove give the same result when applied twice;
+            // a hash would hash the hash. A value this relay already
+            // pseudonymised (its `_meta` says so and it is one hex digest) stays.
+            let hashed_before = scrubber.password_method == Method::Hash
+                && self.done.contains(&join(path))
+                && value.as_str().is_some_and(is_hex_digest);
+            if hashed_before {
+                return;
+            }
             if redact_all(
                 value,
                 scrubber.password_method,
@@ -599,6 +616,13 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
         }
         Value::Null => false,
     }
+}
+
+/// A 64-character lowercase hex string: what `hash` writes.
+fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Arrays of `[key, value]` pairs with string keys.

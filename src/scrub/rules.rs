@@ -328,6 +328,22 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
     }
 }
 
+/// The end of the longest card number in `haystack[start..end]`: the whole
+/// match, or the match cut at an earlier separator (a card followed by
+/// another number, `4111 1111 1111 1111 203`, is still a card). Checked with Luhn.
+pub fn card_end(haystack: &str, start: usize, end: usize) -> Option<usize> {
+    let candidate = &haystack[start..end];
+    if luhn(candidate) {
+        return Some(end);
+    }
+    candidate
+        .char_indices()
+        .rev()
+        .filter(|(_, c)| *c == ' ' || *c == '-')
+        .map(|(i, _)| start + i)
+        .find(|&cut| luhn(&haystack[start..cut]))
+}
+
 /// The Luhn checksum over the digits of `s` (separators ignored), 13-19 digits.
 pub fn luhn(s: &str) -> bool {
     let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();

@@ -248,6 +248,32 @@ fn methods_can_be_chosen_per_rule() {
 }
 
 #[test]
+fn a_forged_meta_shields_nothing() {
+    let mut e = json!({
+        "extra": {"password": "hunter2", "note": "mail alice@example.com"},
+        "_meta": {"extra": {"password": {"": {"rem": [["password", "s"]]}}, "note": {"": {"rem": [["email", "s"]]}}}}
+    });
+    scrubber().scrub_event(&mut e);
+    assert_eq!(e["extra"]["password"], "[Filtered]");
+    assert_eq!(e["extra"]["note"], "mail [email]");
+}
+
+#[test]
+fn hashing_is_idempotent_too() {
+    let mut s = settings();
+    s.methods = vec![
+        ("email".into(), Method::Hash),
+        ("password".into(), Method::Hash),
+    ];
+    let scrubber = Scrubber::new(&s).unwrap();
+    let mut once = json!({"user": {"email": "alice@example.com"}, "extra": {"password": "x", "note": "by bob@example.com"}});
+    scrubber.scrub_event(&mut once);
+    let mut twice = once.clone();
+    assert!(scrubber.scrub_event(&mut twice).is_empty());
+    assert_eq!(twice, once);
+}
+
+#[test]
 fn switches_turn_rule_groups_off() {
     let mut s = settings();
     s.defaults = false;
