@@ -188,6 +188,9 @@ fn php(id: &str) -> Value {
     e
 }
 
+/// Builds one SDK's event for an event id.
+type Shape = fn(&str) -> Value;
+
 const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 203.0.113.77\n\
     2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
     2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
@@ -225,7 +228,7 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     let relay = TestRelay::start(&text).await;
     relay.wait_ready().await;
     let client = reqwest::Client::new();
-    let shapes: [(&str, fn(&str) -> Value); 6] = [
+    let shapes: [(&str, Shape); 6] = [
         ("python", python),
         ("javascript", javascript),
         ("java", java),
