@@ -47,10 +47,13 @@ pub mod auth;
 pub mod config;
 pub mod decompress;
 pub mod envelope;
+pub mod fingerprint;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod produce;
+pub mod quota;
+pub mod sample;
 pub mod scrub;
 pub mod server;
 

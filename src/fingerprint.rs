@@ -1,0 +1,213 @@
+//! A grouping fingerprint computed at the edge, stable across releases and
+//! relays: the SDK's own `fingerprint` if it sent one; else the exception
+//! types and the in-app frames (module or file, and function; no line
+//! numbers); else the message with its variable parts normalized, so that
+//! `user 1234 not found` and `user 98 not found` group together.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The SDK's marker for "the default grouping, plus my parts".
+const DEFAULT_MARKER: &str = "{{ default }}";
+
+/// Variable parts of messages, most specific first. Compiled once.
+static NORMALIZERS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    [
+        // UUIDs, with or without dashes.
+        (r"(?i)\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", "<uuid>"),
+        // Emails.
+        (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "<email>"),
+        // IPv4 addresses.
+        (r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b", "<ip>"),
+        // Hex: 0x-prefixed, or 8+ hex digits with at least one digit.
+        (r"(?i)\b0x[0-9a-f]+\b|\b[0-9a-f]*[0-9][0-9a-f]*[a-f][0-9a-f]*\b|\b[0-9a-f]*[a-f][0-9a-f]*[0-9][0-9a-f]*\b", "<hex>"),
+        // Quoted strings.
+        (r#""[^"]*"|'[^']*'"#, "<str>"),
+        // Numbers, with decimals.
+        (r"\b[0-9]+(?:\.[0-9]+)?", "<num>"),
+    ]
+    .into_iter()
+    .map(|(p, r)| (Regex::new(p).expect("built-in normalizers compile"), r))
+    .collect()
+});
+
+/// The fingerprint of an event: 32 hex digits, or `None` when it has nothing
+/// to group by.
+pub fn fingerprint(event: &Value) -> Option<String> {
+    let parts = own_fingerprint(event).or_else(|| default_parts(event))?;
+    let mut hash = Sha256::new();
+    for part in &parts {
+        hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    let digest = hash.finalize();
+    Some(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The SDK's `fingerprint` array; `{{ default }}` in it stands for the default parts.
+fn own_fingerprint(event: &Value) -> Option<Vec<String>> {
+    let values = event.get("fingerprint")?.as_array()?;
+    let mut parts = Vec::new();
+    for v in values {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if s == DEFAULT_MARKER {
+            parts.extend(default_parts(event).unwrap_or_default());
+        } else {
+            parts.push(s);
+        }
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Exception types and in-app frames, else the normalized message.
+fn default_parts(event: &Value) -> Option<Vec<String>> {
+    let exceptions = event
+        .pointer("/exception/values")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty());
+    if let Some(exceptions) = exceptions {
+        let mut parts = Vec::new();
+        for exception in exceptions {
+            if let Some(ty) = exception.get("type").and_then(Value::as_str) {
+                parts.push(format!("type:{ty}"));
+            }
+            let frames = exception
+                .pointer("/stacktrace/frames")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let in_app: Vec<&Value> = frames
+                .iter()
+                .filter(|f| f.get("in_app") == Some(&Value::Bool(true)))
+                .collect();
+            // Without in-app frames, all frames: some SDKs do not mark them.
+            let chosen: Vec<&Value> = if in_app.is_empty() {
+                frames.iter().collect()
+            } else {
+                in_app
+            };
+            for frame in chosen {
+                let location = ["module", "filename"]
+                    .iter()
+                    .find_map(|k| frame.get(*k).and_then(Value::as_str))
+                    .unwrap_or("");
+                let function = frame.get("function").and_then(Value::as_str).unwrap_or("");
+                parts.push(format!("frame:{location}:{function}"));
+            }
+        }
+        if !parts.is_empty() {
+            return Some(parts);
+        }
+    }
+    let message = [
+        "/logentry/message",
+        "/logentry/formatted",
+        "/message/formatted",
+        "/message/message",
+        "/message",
+    ]
+    .iter()
+    .find_map(|p| event.pointer(p).and_then(Value::as_str))?;
+    Some(vec![format!("message:{}", normalize(message))])
+}
+
+/// A message with its variable parts replaced by placeholders.
+pub fn normalize(message: &str) -> String {
+    let mut text = message.to_owned();
+    for (regex, placeholder) in NORMALIZERS.iter() {
+        if regex.is_match(&text) {
+            text = regex.replace_all(&text, *placeholder).into_owned();
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn messages_group_by_their_constant_parts() {
+        let table = [
+            ("user 1234 not found", "user 98 not found"),
+            (
+                "order 9ec79c33-ec99-42ab-8353-589fcb2e04dc failed",
+                "order 1b4e28ba2fa1-11d2-883f-0016d3cca427 failed",
+            ),
+            (
+                "mail to alice@example.com bounced",
+                "mail to bob@example.org bounced",
+            ),
+            ("connect 10.0.0.1 refused", "connect 192.168.1.20 refused"),
+            ("key \"abc\" missing", "key \"xyz-2\" missing"),
+            ("ptr 0xdeadbeef freed", "ptr 0x1f freed"),
+            ("took 1.5s", "took 22.75s"),
+        ];
+        for (a, b) in table {
+            assert_eq!(normalize(a), normalize(b), "{a} / {b}");
+            assert_eq!(
+                fingerprint(&json!({"message": a})),
+                fingerprint(&json!({"message": b}))
+            );
+        }
+        assert_ne!(
+            fingerprint(&json!({"message": "user 1 not found"})),
+            fingerprint(&json!({"message": "user 1 deleted"}))
+        );
+    }
+
+    #[test]
+    fn exceptions_group_by_type_and_in_app_frames_not_line_numbers() {
+        let event = |ty: &str, line: u64, release: &str| {
+            json!({
+                "release": release,
+                "exception": {"values": [{"type": ty, "value": format!("at line {line}"), "stacktrace": {"frames": [
+                    {"module": "django.core", "function": "handle", "lineno": 3, "in_app": false},
+                    {"module": "app.checkout", "function": "charge", "lineno": line, "in_app": true},
+                ]}}]}
+            })
+        };
+        let a = fingerprint(&event("CardDeclinedError", 10, "shop@1.0")).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(
+            Some(a.clone()),
+            fingerprint(&event("CardDeclinedError", 99, "shop@2.0")),
+            "stable across releases"
+        );
+        assert_ne!(Some(a), fingerprint(&event("TimeoutError", 10, "shop@1.0")));
+    }
+
+    #[test]
+    fn the_sdk_fingerprint_wins_and_can_extend_the_default() {
+        let own = json!({"fingerprint": ["payments", "declined"], "message": "x"});
+        let same = json!({"fingerprint": ["payments", "declined"], "message": "y"});
+        assert_eq!(fingerprint(&own), fingerprint(&same));
+        let extended =
+            json!({"fingerprint": ["{{ default }}", "eu"], "message": "user 1 not found"});
+        let extended2 =
+            json!({"fingerprint": ["{{ default }}", "eu"], "message": "user 2 not found"});
+        let other_region =
+            json!({"fingerprint": ["{{ default }}", "us"], "message": "user 2 not found"});
+        assert_eq!(fingerprint(&extended), fingerprint(&extended2));
+        assert_ne!(fingerprint(&extended), fingerprint(&other_region));
+    }
+
+    #[test]
+    fn stable_values_do_not_drift() {
+        // A fixed point: relays of any version must compute the same value.
+        assert_eq!(
+            fingerprint(&json!({"message": "user 1234 not found"})).unwrap(),
+            fingerprint(&json!({"message": "user 5 not found"})).unwrap()
+        );
+        assert_eq!(fingerprint(&json!({"level": "error"})), None);
+    }
+}
