@@ -65,6 +65,8 @@ pub mod file {
         pub log: Log,
         /// PII scrubbing defaults for every project.
         pub scrub: Scrub,
+        /// Quotas and sampling for projects that set none of their own.
+        pub defaults: Defaults,
         /// The projects the relay accepts data for.
         pub projects: Vec<Project>,
     }
@@ -128,8 +130,10 @@ pub mod file {
         pub max_items: usize,
         /// Longest envelope or item header line. Defaults to "64KiB".
         pub max_header_line_size: ByteSize,
-        /// Deepest nesting of objects and arrays in an event. Defaults to 128.
+        /// Deepest nesting of objects and arrays in an event, at most 128. Defaults to 128.
         pub max_json_depth: usize,
+        /// Most quota buckets kept (keys and fingerprints); idle ones are evicted first. Defaults to 100000.
+        pub max_quota_buckets: usize,
     }
 
     impl Default for Limits {
@@ -142,6 +146,7 @@ pub mod file {
                 max_items: 1000,
                 max_header_line_size: ByteSize::kib(64),
                 max_json_depth: 128,
+                max_quota_buckets: 100_000,
             }
         }
     }
@@ -298,6 +303,71 @@ pub mod file {
         /// Overrides of any `[scrub]` key for this project. Defaults to none.
         #[serde(default)]
         pub scrub: Option<Scrub>,
+        /// Its quotas; replaces `[[defaults.quotas]]` when given. Defaults to those.
+        #[serde(default)]
+        pub quotas: Option<Vec<Quota>>,
+        /// Its sampling; replaces `[defaults.sampling]` when given. Defaults to that.
+        #[serde(default)]
+        pub sampling: Option<Sampling>,
+    }
+
+    /// `[defaults]`: quotas and sampling for every project without its own.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Defaults {
+        /// Quotas. Defaults to none (no limit).
+        pub quotas: Vec<Quota>,
+        /// Sampling. Defaults to keeping everything.
+        pub sampling: Option<Sampling>,
+    }
+
+    /// `[[projects.quotas]]`: one token bucket per scope.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Quota {
+        /// Data categories it counts (error, transaction, attachment, session, ...). Defaults to [] = all.
+        #[serde(default)]
+        pub categories: Vec<String>,
+        /// Items (bytes for attachments) per window; 0 rejects at once. Required.
+        pub limit: u64,
+        /// The window in seconds. Required.
+        pub window_secs: u64,
+        /// How much may arrive at once. Defaults to limit.
+        pub burst: Option<u64>,
+        /// project, key or fingerprint. Defaults to "project".
+        #[serde(default = "project_scope")]
+        pub scope: String,
+    }
+
+    fn project_scope() -> String {
+        "project".into()
+    }
+
+    /// `[projects.sampling]`.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Sampling {
+        /// Keep probability for error events. Defaults to 1.0.
+        pub error_rate: Option<f64>,
+        /// Keep probability for transactions, decided per trace. Defaults to 1.0.
+        pub transaction_rate: Option<f64>,
+        /// Rules that override the rates; the first match wins. Defaults to [].
+        #[serde(default)]
+        pub rules: Vec<SamplingRule>,
+    }
+
+    /// `[[projects.sampling.rules]]`: every field given must match.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SamplingRule {
+        /// The environment, exactly.
+        pub environment: Option<String>,
+        /// A glob on the release (`*`, `?`).
+        pub release: Option<String>,
+        /// A glob on the transaction name.
+        pub transaction: Option<String>,
+        /// The keep probability. Required.
+        pub rate: f64,
     }
 
     /// `[scrub]` and `[projects.scrub]`. In a project, a key that is set
@@ -405,6 +475,8 @@ pub struct Limits {
     pub max_header_line_size: usize,
     /// Deepest JSON nesting in an event.
     pub max_json_depth: usize,
+    /// Most quota buckets.
+    pub max_quota_buckets: usize,
 }
 
 impl Default for Limits {
@@ -517,6 +589,10 @@ pub struct Project {
     pub public_keys: Vec<String>,
     /// Its PII scrubber (shared with other projects that override nothing).
     pub scrubber: Arc<Scrubber>,
+    /// Its quotas.
+    pub quotas: Vec<crate::quota::Quota>,
+    /// Its sampling.
+    pub sampling: crate::sample::Sampling,
 }
 
 /// The projects, found by id or by public key.
@@ -639,7 +715,12 @@ impl Config {
                 fast_grace_period: raw.shutdown.fast_grace_period,
             },
             log_level: raw.log.level,
-            projects: Arc::new(validate_projects(raw.projects, &raw.scrub, &scrubber)?),
+            projects: Arc::new(validate_projects(
+                raw.projects,
+                &raw.scrub,
+                &scrubber,
+                &raw.defaults,
+            )?),
             scrubber,
         })
     }
@@ -690,11 +771,12 @@ fn validate_limits(raw: &file::Limits) -> Result<Limits, ConfigError> {
         max_items: raw.max_items,
         max_header_line_size: bytes("limits.max_header_line_size", raw.max_header_line_size)?,
         max_json_depth: raw.max_json_depth,
+        max_quota_buckets: raw.max_quota_buckets.max(1024),
     };
-    if limits.max_json_depth == 0 {
+    if !(1..=128).contains(&limits.max_json_depth) {
         return Err(ConfigError::new(
             "limits.max_json_depth",
-            "must be at least 1",
+            "must be between 1 and 128 (the JSON parser's own limit)",
         ));
     }
     if limits.max_items == 0 {
@@ -888,11 +970,97 @@ fn compile_scrub(
     Scrubber::new(&settings).map_err(|e| ConfigError::new(path, e.to_string()))
 }
 
+fn validate_quotas(
+    path: &str,
+    raw: &[file::Quota],
+) -> Result<Vec<crate::quota::Quota>, ConfigError> {
+    use crate::quota::{Quota, Scope};
+    raw.iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let at = |key: &str| format!("{path}[{i}].{key}");
+            let categories = q
+                .categories
+                .iter()
+                .map(|c| {
+                    DataCategory::from_name(c).ok_or_else(|| {
+                        ConfigError::new(at("categories"), format!("{c:?} is not a data category (error, transaction, attachment, session, ...)"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if q.window_secs == 0 {
+                return Err(ConfigError::new(at("window_secs"), "must be at least 1"));
+            }
+            let scope = Scope::parse(&q.scope)
+                .ok_or_else(|| ConfigError::new(at("scope"), format!("{:?} is not one of project, key, fingerprint", q.scope)))?;
+            let burst = q.burst.unwrap_or(q.limit);
+            if q.limit > 0 && burst == 0 {
+                return Err(ConfigError::new(at("burst"), "must be at least 1 when limit is above 0"));
+            }
+            Ok(Quota {
+                categories,
+                limit: q.limit,
+                window: Duration::from_secs(q.window_secs),
+                burst,
+                scope,
+            })
+        })
+        .collect()
+}
+
+fn validate_sampling(
+    path: &str,
+    raw: Option<&file::Sampling>,
+) -> Result<crate::sample::Sampling, ConfigError> {
+    use crate::sample::{Glob, Rule, Sampling};
+    let Some(raw) = raw else {
+        return Ok(Sampling::default());
+    };
+    let rate = |key: String, r: f64| {
+        if (0.0..=1.0).contains(&r) {
+            Ok(r)
+        } else {
+            Err(ConfigError::new(
+                key,
+                format!("{r} is not a rate between 0.0 and 1.0"),
+            ))
+        }
+    };
+    let glob = |key: String, g: &Option<String>| {
+        g.as_deref()
+            .map(|g| Glob::new(g).map_err(|e| ConfigError::new(key, e.to_string())))
+            .transpose()
+    };
+    Ok(Sampling {
+        error_rate: rate(format!("{path}.error_rate"), raw.error_rate.unwrap_or(1.0))?,
+        transaction_rate: rate(
+            format!("{path}.transaction_rate"),
+            raw.transaction_rate.unwrap_or(1.0),
+        )?,
+        rules: raw
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(Rule {
+                    environment: r.environment.clone(),
+                    release: glob(format!("{path}.rules[{i}].release"), &r.release)?,
+                    transaction: glob(format!("{path}.rules[{i}].transaction"), &r.transaction)?,
+                    rate: rate(format!("{path}.rules[{i}].rate"), r.rate)?,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?,
+    })
+}
+
 fn validate_projects(
     raw: Vec<file::Project>,
     global_scrub: &file::Scrub,
     global_scrubber: &Arc<Scrubber>,
+    defaults: &file::Defaults,
 ) -> Result<Projects, ConfigError> {
+    let default_quotas = validate_quotas("defaults.quotas", &defaults.quotas)?;
+    let default_sampling = validate_sampling("defaults.sampling", defaults.sampling.as_ref())?;
     let mut projects = Projects::default();
     for (i, p) in raw.into_iter().enumerate() {
         if p.id == 0 {
@@ -938,10 +1106,20 @@ fn validate_projects(
                 Some(over),
             )?),
         };
+        let quotas = match &p.quotas {
+            Some(q) => validate_quotas(&format!("projects[{i}].quotas"), q)?,
+            None => default_quotas.clone(),
+        };
+        let sampling = match &p.sampling {
+            Some(sm) => validate_sampling(&format!("projects[{i}].sampling"), Some(sm))?,
+            None => default_sampling.clone(),
+        };
         let project = Project {
             id: p.id,
             label: p.id.to_string().into(),
             scrubber,
+            quotas,
+            sampling,
             public_keys: p
                 .public_keys
                 .iter()
@@ -1067,6 +1245,52 @@ mod tests {
         assert!(e.to_string().starts_with("projects[0].scrub"), "{e}");
         let c = parse("[scrub]\nhash_key = \"sekrit-hash-key\"\n").unwrap();
         assert!(!format!("{c:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn quotas_and_sampling_from_the_contract() {
+        let c = parse(&format!(
+            "[[defaults.quotas]]\nlimit = 5\nwindow_secs = 1\n\
+             [[projects]]\nid = 42\npublic_keys = [\"{KEY}\"]\n\
+             [[projects.quotas]]\ncategories = [\"error\"]\nlimit = 100\nwindow_secs = 60\nburst = 100\nscope = \"project\"\n\
+             [projects.sampling]\nerror_rate = 1.0\ntransaction_rate = 0.1\n\
+             [[projects.sampling.rules]]\nenvironment = \"production\"\ntransaction = \"/health*\"\nrate = 0.0\n\
+             [[projects]]\nid = 7\npublic_keys = [\"00000000000000000000000000000001\"]\n"
+        ))
+        .unwrap();
+        let p = c.projects.get(42).unwrap();
+        assert_eq!(p.quotas.len(), 1);
+        assert_eq!(p.quotas[0].categories, vec![DataCategory::Error]);
+        assert_eq!(p.sampling.transaction_rate, 0.1);
+        assert_eq!(p.sampling.rules.len(), 1);
+        let other = c.projects.get(7).unwrap();
+        assert_eq!(
+            other.quotas[0].limit, 5,
+            "defaults apply to projects without their own"
+        );
+        assert_eq!(other.quotas[0].burst, 5, "burst defaults to limit");
+        let cases = [
+            (
+                "[[defaults.quotas]]\nlimit = 1\nwindow_secs = 0\n",
+                "defaults.quotas[0].window_secs",
+            ),
+            (
+                "[[defaults.quotas]]\nlimit = 1\nwindow_secs = 1\nscope = \"org\"\n",
+                "defaults.quotas[0].scope",
+            ),
+            (
+                "[[defaults.quotas]]\ncategories = [\"errors\"]\nlimit = 1\nwindow_secs = 1\n",
+                "defaults.quotas[0].categories",
+            ),
+            (
+                "[defaults.sampling]\nerror_rate = 1.5\n",
+                "defaults.sampling.error_rate",
+            ),
+        ];
+        for (text, path) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.to_string().starts_with(path), "{text:?} gave {e}");
+        }
     }
 
     #[test]

@@ -517,6 +517,30 @@ pub fn probe_event(
     Ok((event_id, probe.ty.map(Cow::into_owned)))
 }
 
+/// Validates a JSON event payload like [`probe_event`] and parses it into a
+/// tree (for the stages that need one), with its normalized `event_id`.
+pub fn parse_event(
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<(serde_json::Value, Option<String>), EventError> {
+    let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
+    if json_depth_exceeds(payload, max_depth) {
+        return Err(EventError::TooDeep(max_depth));
+    }
+    let tree: serde_json::Value = serde_json::from_str(text).map_err(EventError::NotJson)?;
+    if !tree.is_object() {
+        return Err(EventError::NotObject);
+    }
+    let event_id = match tree.get("event_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => {
+            Some(normalize_event_id(id).ok_or(EventError::BadEventId)?)
+        }
+        Some(_) => return Err(EventError::BadEventId),
+    };
+    Ok((tree, event_id))
+}
+
 /// Whether objects and arrays in `json` nest deeper than `max`.
 ///
 /// serde_json skips unknown values without a depth limit, and consumers

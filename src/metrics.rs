@@ -44,6 +44,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// What SDKs report they dropped themselves (client reports), by project, category and reason.
     pub client_discarded: IntCounterVec,
+    /// Quota decisions, by project and decision (allowed, limited).
+    pub quota_decisions: IntCounterVec,
+    /// Sampling decisions, by project and decision (kept, dropped).
+    pub sampling_decisions: IntCounterVec,
     /// Redactions, by project and rule.
     pub scrub_redactions: IntCounterVec,
     /// Time spent scrubbing one item.
@@ -132,6 +136,20 @@ impl Metrics {
                 ),
                 &["project", "category", "reason"],
             )?,
+            quota_decisions: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_quota_decisions_total",
+                    "Quota checks, by decision (allowed, limited).",
+                ),
+                &["project", "decision"],
+            )?,
+            sampling_decisions: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_sampling_decisions_total",
+                    "Sampling decisions, by decision (kept, dropped).",
+                ),
+                &["project", "decision"],
+            )?,
             scrub_redactions: IntCounterVec::new(
                 Opts::new(
                     "edge_relay_scrub_redactions_total",
@@ -172,6 +190,8 @@ impl Metrics {
         registry.register(Box::new(m.kafka_up.clone()))?;
         registry.register(Box::new(m.ready.clone()))?;
         registry.register(Box::new(m.client_discarded.clone()))?;
+        registry.register(Box::new(m.quota_decisions.clone()))?;
+        registry.register(Box::new(m.sampling_decisions.clone()))?;
         registry.register(Box::new(m.scrub_redactions.clone()))?;
         registry.register(Box::new(m.scrub_duration.clone()))?;
         registry.register(Box::new(m.shutdown_undelivered.clone()))?;

@@ -14,9 +14,12 @@ use crate::auth::{self, AuthError};
 use crate::config::{Config, Limits, Project};
 use crate::decompress::{self, DecodeError, Encoding};
 use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
+use crate::fingerprint;
 use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY};
 use crate::outcome::{DropReason, Outcome};
 use crate::produce::{ProduceError, Producer, Record, RecordHeaders};
+use crate::quota::{self, Demand, Limited};
+use crate::sample;
 
 /// Which ingest endpoint a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +135,10 @@ pub struct Answer {
     pub event_id: Option<String>,
     /// A short reason, for the error body and `X-Sentry-Error`.
     pub detail: Option<String>,
+    /// `Retry-After`, in whole seconds, when items were rate limited.
+    pub retry_after: Option<u64>,
+    /// `X-Sentry-Rate-Limits`, when items were rate limited.
+    pub rate_limits: Option<String>,
 }
 
 /// Everything a request needs: configuration, destination, metrics.
@@ -142,6 +149,47 @@ pub struct Pipeline {
     pub producer: Producer,
     /// Counters for every outcome.
     pub metrics: Metrics,
+    /// Every quota bucket.
+    pub buckets: quota::Buckets,
+    /// The monotonic clock quotas run on.
+    pub clock: Arc<dyn quota::Clock>,
+    /// Uniform randomness in [0, 1) for error sampling.
+    pub random: fn() -> f64,
+}
+
+/// An item that passed its checks; events come parsed.
+struct Checked {
+    /// The event's own id.
+    own_id: Option<String>,
+    /// The parsed event, for events and transactions.
+    tree: Option<serde_json::Value>,
+}
+
+/// An envelope's sampling fate.
+#[derive(Clone, Copy)]
+enum SampleFate {
+    /// Kept; the rate it survived.
+    Keep(f64),
+    /// Sampled out.
+    Drop,
+}
+
+/// Items that share the sampling fate of their envelope's event or transaction.
+fn follows_sampling(ty: ItemType) -> bool {
+    !matches!(
+        ty,
+        ItemType::Session | ItemType::CheckIn | ItemType::ClientReport
+    )
+}
+
+/// A rate for the `sample_rate` header: as short as it can be and still exact.
+fn format_rate(rate: f64) -> String {
+    let text = format!("{rate}");
+    if text.len() > 12 {
+        format!("{rate:.9}")
+    } else {
+        text
+    }
 }
 
 /// The fate of one item, before it is counted.
@@ -180,12 +228,12 @@ impl Pipeline {
     /// counts every item's outcome.
     pub async fn handle(&self, req: Request) -> Answer {
         let project = req.project.clone();
-        let envelope = match self.admit(&req) {
-            Ok(envelope) => envelope,
+        let (envelope, key) = match self.admit(&req) {
+            Ok(admitted) => admitted,
             Err(e) => return self.reject(&project.label, &e),
         };
 
-        // Stage: per-item checks (size; events must be JSON objects).
+        // Stage: per-item checks (size; events must be JSON objects, parsed once here).
         let received_at: Arc<str> = humantime::format_rfc3339_millis(req.received_at)
             .to_string()
             .into();
@@ -208,38 +256,95 @@ impl Pipeline {
             .or_else(|| {
                 checked
                     .iter()
-                    .find_map(|(_, _, c)| c.as_ref().ok().cloned().flatten())
+                    .find_map(|(_, _, c)| c.as_ref().ok().and_then(|c| c.own_id.clone()))
             })
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
 
+        // Stage: sampling, decided once per envelope from its event or
+        // transaction; the envelope's other items (attachments, profiles,
+        // replays) share its fate.
+        let sampling = self.sample_envelope(&envelope, &project, &checked);
+
+        let now = self.clock.now();
+        let mut limits: Vec<Limited> = Vec::new();
         let mut fates = Vec::with_capacity(checked.len());
         let mut records = Vec::with_capacity(checked.len());
         for (item, category, check) in checked {
-            let own_id = match check {
-                Ok(own_id) => own_id,
+            let drop = |fates: &mut Vec<ItemFate>, reason| {
+                fates.push(ItemFate {
+                    category,
+                    result: Err(reason),
+                })
+            };
+            let Checked { own_id, tree } = match check {
+                Ok(checked) => checked,
                 Err(reason) => {
-                    fates.push(ItemFate {
-                        category,
-                        result: Err(reason),
-                    });
+                    drop(&mut fates, reason);
                     continue;
                 }
             };
-            // Stages to come plug in here, before scrubbing: inbound filters,
-            // quotas, sampling.
+            // Stage: fingerprint (needed now: quotas may be scoped by it).
+            let fingerprint = match (item.ty, &tree) {
+                (ItemType::Event, Some(tree)) => fingerprint::fingerprint(tree),
+                _ => None,
+            };
+
+            // Stage: quotas (inbound filters would come before this).
+            let demand = Demand {
+                project: project.id,
+                key: &key,
+                fingerprint: fingerprint.as_deref(),
+                category,
+                quantity: if category == DataCategory::Attachment {
+                    item.payload.len() as u64
+                } else {
+                    1
+                },
+            };
+            if let Err(limited) = self.buckets.check(&project.quotas, demand, now) {
+                self.metrics
+                    .quota_decisions
+                    .with_label_values(&[&project.label, "limited"])
+                    .inc();
+                if !limits.contains(&limited) {
+                    limits.push(limited);
+                }
+                drop(&mut fates, DropReason::RateLimited);
+                continue;
+            }
+            self.metrics
+                .quota_decisions
+                .with_label_values(&[&project.label, "allowed"])
+                .inc();
+
+            // Stage: sample.
+            let sample_rate = match sampling {
+                Some(SampleFate::Drop) if follows_sampling(item.ty) => {
+                    self.metrics
+                        .sampling_decisions
+                        .with_label_values(&[&project.label, "dropped"])
+                        .inc();
+                    drop(&mut fates, DropReason::Sampled);
+                    continue;
+                }
+                Some(SampleFate::Keep(rate)) if follows_sampling(item.ty) => {
+                    self.metrics
+                        .sampling_decisions
+                        .with_label_values(&[&project.label, "kept"])
+                        .inc();
+                    Some(rate)
+                }
+                _ => None,
+            };
 
             // Stage: scrub PII.
-            let payload = match self.scrub(item, &project) {
+            let payload = match self.scrub(item, &project, tree) {
                 Ok(payload) => payload,
                 Err(reason) => {
-                    fates.push(ItemFate {
-                        category,
-                        result: Err(reason),
-                    });
+                    drop(&mut fates, reason);
                     continue;
                 }
             };
-            // Stage to come: fingerprinting.
             let id = own_id.unwrap_or_else(|| event_id.clone());
             records.push(Record {
                 topic: self.producer.topics().for_category(category).clone(),
@@ -250,8 +355,8 @@ impl Pipeline {
                     event_id: id,
                     item_type: item.type_name.clone(),
                     received_at: received_at.clone(),
-                    fingerprint: None,
-                    sample_rate: None,
+                    fingerprint,
+                    sample_rate: sample_rate.map(format_rate),
                 },
             });
             fates.push(ItemFate {
@@ -291,11 +396,11 @@ impl Pipeline {
                 fate.result = Err(reason);
             }
         }
-        self.settle(&project, &fates, event_id)
+        self.settle(&project, &fates, event_id, &limits)
     }
 
     /// The stages that may refuse the whole request: decompress, parse, DSN auth.
-    fn admit(&self, req: &Request) -> Result<Envelope, RequestError> {
+    fn admit(&self, req: &Request) -> Result<(Envelope, String), RequestError> {
         let limits = &self.config.limits;
         self.metrics
             .body_bytes
@@ -329,22 +434,28 @@ impl Pipeline {
                 auth::authorize(&self.config.projects, req.project.id, k)?;
             }
         }
-        if key.is_none() {
-            return Err(AuthError::MissingKey.into());
-        }
-        Ok(envelope)
+        let key = key.ok_or(AuthError::MissingKey)?;
+        Ok((envelope, key))
     }
 
     /// Scrubs one item: JSON items as a tree (recording what was redacted in
     /// `_meta`), text attachments as text, binary payloads untouched. An item
     /// that should be JSON and is not is refused rather than forwarded unscrubbed.
-    fn scrub(&self, item: &Item, project: &Project) -> Result<Bytes, DropReason> {
+    fn scrub(
+        &self,
+        item: &Item,
+        project: &Project,
+        parsed: Option<serde_json::Value>,
+    ) -> Result<Bytes, DropReason> {
         let started = std::time::Instant::now();
         let scrubber = &project.scrubber;
         let redactions = match scrub_kind(item) {
             ScrubKind::Binary => return Ok(item.payload.clone()),
             ScrubKind::Json { required } => {
-                let mut tree: serde_json::Value = match serde_json::from_slice(&item.payload) {
+                let parsed = parsed
+                    .map(Ok)
+                    .unwrap_or_else(|| serde_json::from_slice(&item.payload));
+                let mut tree: serde_json::Value = match parsed {
                     Ok(tree) => tree,
                     Err(_) if !required => return self.scrub_as_text(item, project, started),
                     Err(e) => {
@@ -401,7 +512,7 @@ impl Pipeline {
     }
 
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
-    fn check_item(&self, item: &Item, limits: &Limits) -> Result<Option<String>, DropReason> {
+    fn check_item(&self, item: &Item, limits: &Limits) -> Result<Checked, DropReason> {
         let max = if item.ty.is_event() {
             limits.max_event_size
         } else {
@@ -411,18 +522,76 @@ impl Pipeline {
             return Err(DropReason::TooLarge);
         }
         if item.ty.is_event() {
-            let (id, _) =
-                envelope::probe_event(&item.payload, limits.max_json_depth).map_err(|e| {
+            let (tree, own_id) = envelope::parse_event(&item.payload, limits.max_json_depth)
+                .map_err(|e| {
                     tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
                     DropReason::Invalid
                 })?;
-            return Ok(id);
+            return Ok(Checked {
+                own_id,
+                tree: Some(tree),
+            });
         }
-        Ok(None)
+        Ok(Checked {
+            own_id: None,
+            tree: None,
+        })
+    }
+
+    /// The sampling decision for an envelope, from its first event or
+    /// transaction; `None` when it carries neither.
+    fn sample_envelope(
+        &self,
+        envelope: &Envelope,
+        project: &Project,
+        checked: &[(&Item, DataCategory, Result<Checked, DropReason>)],
+    ) -> Option<SampleFate> {
+        let (item, tree) = checked.iter().find_map(|(item, _, c)| match (item.ty, c) {
+            (
+                ItemType::Event | ItemType::Transaction,
+                Ok(Checked {
+                    tree: Some(tree), ..
+                }),
+            ) => Some((item, tree)),
+            _ => None,
+        })?;
+        let kind = if item.ty == ItemType::Transaction {
+            sample::Kind::Transaction
+        } else {
+            sample::Kind::Error
+        };
+        let trace = envelope.header.trace.as_ref();
+        let str_at = |pointer: &str| tree.pointer(pointer).and_then(serde_json::Value::as_str);
+        let sdk_rate = trace
+            .and_then(|t| t.sample_rate.as_ref())
+            .and_then(|r| match r {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            });
+        let cx = sample::Context {
+            environment: str_at("/environment").or(trace.and_then(|t| t.environment.as_deref())),
+            release: str_at("/release").or(trace.and_then(|t| t.release.as_deref())),
+            transaction: str_at("/transaction").or(trace.and_then(|t| t.transaction.as_deref())),
+            trace_id: trace
+                .and_then(|t| t.trace_id.as_deref())
+                .or_else(|| str_at("/contexts/trace/trace_id")),
+            sdk_rate,
+        };
+        Some(match project.sampling.decide(kind, cx, (self.random)()) {
+            sample::Decision::Keep { rate } => SampleFate::Keep(rate),
+            sample::Decision::Drop => SampleFate::Drop,
+        })
     }
 
     /// Counts every item's outcome once and picks the answer.
-    fn settle(&self, project: &Project, fates: &[ItemFate], event_id: String) -> Answer {
+    fn settle(
+        &self,
+        project: &Project,
+        fates: &[ItemFate],
+        event_id: String,
+        limits: &[Limited],
+    ) -> Answer {
         let mut accepted_any = false;
         let mut worst: Option<DropReason> = None;
         for fate in fates {
@@ -443,19 +612,43 @@ impl Pipeline {
                 }
             }
         }
+        // Limits the SDK is told about; fingerprint-scoped ones (spike
+        // protection per issue) are not, or the SDK would stop sending every error.
+        let announced: Vec<&Limited> = limits
+            .iter()
+            .filter(|l| l.scope != quota::Scope::Fingerprint)
+            .collect();
         let status = match worst {
             None => StatusCode::OK,
+            Some(DropReason::RateLimited) if announced.is_empty() => StatusCode::OK,
             // The SDK must retry or back off, even if some items got through.
             Some(r) if r.status().is_server_error() || r == DropReason::RateLimited => r.status(),
             Some(_) if accepted_any => StatusCode::OK,
             Some(r) => r.status(),
         };
+        let rate_limits = (!announced.is_empty()).then(|| {
+            announced
+                .iter()
+                .map(|l| {
+                    let categories: Vec<&str> = l.categories.iter().map(|c| c.as_str()).collect();
+                    format!(
+                        "{}:{}:{}:quota_exceeded",
+                        l.retry_after,
+                        categories.join(";"),
+                        l.scope.as_str()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         Answer {
             status,
             event_id: status.is_success().then_some(event_id),
             detail: worst
                 .filter(|_| !status.is_success())
                 .map(|r| format!("items dropped: {r}")),
+            retry_after: announced.iter().map(|l| l.retry_after).max(),
+            rate_limits,
         }
     }
 
@@ -475,6 +668,8 @@ impl Pipeline {
             status,
             event_id: None,
             detail: Some(error.to_string()),
+            retry_after: None,
+            rate_limits: None,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{Answer, Credentials, Endpoint, Pipeline, Request, RequestError};
 use crate::produce::{Producer, StartError};
+use crate::quota;
 
 /// A relay with its listeners bound, ready to [`run`](Relay::run).
 pub struct Relay {
@@ -106,9 +107,12 @@ impl Relay {
             admin,
             state: Arc::new(State {
                 pipeline: Pipeline {
+                    buckets: quota::Buckets::new(config.limits.max_quota_buckets),
                     config: Arc::new(config),
                     producer,
                     metrics,
+                    clock: Arc::new(quota::SystemClock::default()),
+                    random: fastrand::f64,
                 },
                 registry,
                 draining: AtomicBool::new(false),
@@ -367,6 +371,8 @@ async fn ingest(
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 event_id: None,
                 detail: Some("internal error".into()),
+                retry_after: None,
+                rate_limits: None,
             }
         }
     }
@@ -395,7 +401,7 @@ async fn read_body(
 }
 
 fn answer_response(answer: &Answer) -> Response<Full<Bytes>> {
-    match &answer.event_id {
+    let mut response = match &answer.event_id {
         Some(id) if answer.status.is_success() => {
             json_response(answer.status, serde_json::json!({ "id": id }).to_string())
         }
@@ -403,7 +409,23 @@ fn answer_response(answer: &Answer) -> Response<Full<Bytes>> {
             answer.status,
             answer.detail.as_deref().unwrap_or("request refused"),
         ),
+    };
+    // The rate-limit answer SDKs obey: whole seconds, categories, scope, reason.
+    if let Some(limits) = answer
+        .rate_limits
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        response
+            .headers_mut()
+            .insert("x-sentry-rate-limits", limits);
     }
+    if let Some(secs) = answer.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// A short JSON error body, with the reason also in `X-Sentry-Error`.
