@@ -6,6 +6,7 @@ mod cli;
 mod e2e_tansu;
 mod ingest;
 mod lifecycle;
+mod quotas;
 mod scrub_corpus;
 mod sdk;
 mod support;

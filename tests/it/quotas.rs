@@ -1,0 +1,284 @@
+//! Quotas, sampling and fingerprints through the real relay, into the mock
+//! cluster, with the real Rust SDK backing off after a 429.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn with_project_settings(kafka: &str, settings: &str) -> String {
+    // The test config's first project is 42; its tables follow it directly.
+    config_text(&kafka_section(kafka)).replacen(
+        &format!("public_keys = [\"{KEY}\"]\n"),
+        &format!("public_keys = [\"{KEY}\"]\n{settings}"),
+        1,
+    )
+}
+
+fn event_envelope(id: &str, event: serde_json::Value) -> Vec<u8> {
+    let event = serde_json::to_vec(&event).unwrap();
+    let mut body = format!(
+        "{{\"event_id\":\"{id}\"}}\n{{\"type\":\"event\",\"length\":{}}}\n",
+        event.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(&event);
+    body.push(b'\n');
+    body
+}
+
+fn transaction_envelope(id: &str, trace_id: &str) -> Vec<u8> {
+    let tx = serde_json::to_vec(&serde_json::json!({
+        "event_id": id, "type": "transaction", "transaction": "/checkout",
+        "contexts": {"trace": {"trace_id": trace_id, "span_id": "00f067aa0ba902b7"}}, "spans": []
+    }))
+    .unwrap();
+    let mut body = format!(
+        "{{\"event_id\":\"{id}\",\"trace\":{{\"trace_id\":\"{trace_id}\",\"public_key\":\"{KEY}\",\"sample_rate\":\"0.5\"}}}}\n{{\"type\":\"transaction\",\"length\":{}}}\n",
+        tx.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(&tx);
+    body.push(b'\n');
+    body
+}
+
+async fn post(client: &reqwest::Client, relay: &TestRelay, body: Vec<u8>) -> reqwest::Response {
+    client
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// After a 429 naming the error category, the Rust SDK sends no more errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_backs_off_after_a_429() {
+    let kafka = mock_kafka();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 60\n",
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let dsn = relay.dsn();
+    tokio::task::spawn_blocking(move || {
+        let mut options = sentry::apply_defaults(sentry::ClientOptions::new());
+        options.dsn = Some(dsn.parse().unwrap());
+        let client = Arc::new(sentry::Client::from_config(options));
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        for i in 0..5 {
+            hub.capture_message(&format!("failure {i}"), sentry::Level::Error);
+            // One at a time, so the SDK has read each answer before the next.
+            client.flush(Some(Duration::from_secs(30)));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        relay.metric(
+            "edge_relay_requests_total",
+            &[("endpoint", "envelope"), ("status", "429")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "rate_limited")
+            ]
+        ),
+        1.0,
+        "three of five events never reached the relay: the SDK obeyed the header"
+    );
+    // And the SDK says so itself, in its client reports.
+    assert!(
+        relay.metric(
+            "edge_relay_client_discarded_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "ratelimit_backoff")
+            ]
+        ) >= 2.0
+    );
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].headers.contains_key("fingerprint"));
+}
+
+/// Limited items are dropped and counted, the rest of the envelope goes
+/// through, and the answer carries the headers SDKs parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_headers_and_partial_envelopes() {
+    let kafka = mock_kafka();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"attachment\"]\nlimit = 0\nwindow_secs = 30\n",
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    let id = new_event_id();
+    let r = post(&client, &relay, envelope_with_attachment(&id, b"attached")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(
+        r.headers()["x-sentry-rate-limits"],
+        "30:attachment:project:quota_exceeded"
+    );
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments"],
+        1,
+    )
+    .await;
+    assert_eq!(got.len(), 1, "the event went through");
+    assert_eq!(got[0].topic, "ingest-events");
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "attachment"),
+                ("reason", "rate_limited")
+            ]
+        ),
+        1.0
+    );
+}
+
+/// Spike protection per issue: one error storming past its fingerprint's
+/// quota is dropped, other errors pass, and the SDK is not told to back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprint_quotas_stop_one_storm_only() {
+    let kafka = mock_kafka();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 2\nwindow_secs = 3600\nscope = \"fingerprint\"\n",
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let event = serde_json::json!({"message": format!("user {i} not found")});
+        let r = post(&client, &relay, event_envelope(&new_event_id(), event)).await;
+        assert_eq!(r.status(), 200, "storm event {i}");
+        assert!(r.headers().get("x-sentry-rate-limits").is_none());
+    }
+    let other = serde_json::json!({"message": "payment service down"});
+    assert_eq!(
+        post(&client, &relay, event_envelope(&new_event_id(), other))
+            .await
+            .status(),
+        200
+    );
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 3).await;
+    assert_eq!(got.len(), 3, "two of the storm and the other error");
+    let storm: Vec<_> = got
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.payload).contains("not found"))
+        .collect();
+    assert_eq!(storm.len(), 2);
+    assert_eq!(
+        storm[0].headers["fingerprint"], storm[1].headers["fingerprint"],
+        "the storm groups together"
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "rate_limited")
+            ]
+        ),
+        3.0
+    );
+}
+
+/// Two relays keep or drop the same traces; kept ones carry the rate they
+/// survived (the SDK's 0.5 times the relay's), dropped ones are `sampled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_sampled_per_trace_consistently_across_relays() {
+    let kafka_a = mock_kafka();
+    let kafka_b = mock_kafka();
+    let settings = "[projects.sampling]\ntransaction_rate = 0.5\n";
+    let relay_a = TestRelay::start(&with_project_settings(
+        &kafka_a.bootstrap_servers(),
+        settings,
+    ))
+    .await;
+    let relay_b = TestRelay::start(&with_project_settings(
+        &kafka_b.bootstrap_servers(),
+        settings,
+    ))
+    .await;
+    relay_a.wait_ready().await;
+    relay_b.wait_ready().await;
+    let client = reqwest::Client::new();
+    let traces: Vec<String> = (0..40).map(|_| new_event_id()).collect();
+    for trace in &traces {
+        for relay in [&relay_a, &relay_b] {
+            let r = post(&client, relay, transaction_envelope(&new_event_id(), trace)).await;
+            assert_eq!(r.status(), 200, "sampled-out items are not errors");
+        }
+    }
+    let dropped = |relay: &TestRelay| {
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "transaction"),
+                ("reason", "sampled"),
+            ],
+        )
+    };
+    let kept_a = 40.0 - dropped(&relay_a);
+    assert!(kept_a > 5.0 && kept_a < 35.0, "about half kept: {kept_a}");
+    assert_eq!(dropped(&relay_a), dropped(&relay_b));
+    let got_a = consume_async(
+        kafka_a.bootstrap_servers(),
+        &["ingest-transactions"],
+        kept_a as usize,
+    )
+    .await;
+    let got_b = consume_async(
+        kafka_b.bootstrap_servers(),
+        &["ingest-transactions"],
+        kept_a as usize,
+    )
+    .await;
+    let traces_of = |got: &[Consumed]| {
+        let mut t: Vec<String> = got
+            .iter()
+            .map(|m| {
+                assert_eq!(m.headers["sample_rate"], "0.25");
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                v["contexts"]["trace"]["trace_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        traces_of(&got_a),
+        traces_of(&got_b),
+        "the same traces survive on both relays"
+    );
+}
