@@ -199,7 +199,11 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (_tansu, brokers) = start_tansu(dir.path());
-    let mut relay = start_relay(dir.path(), &config_text(&kafka_section(&brokers)));
+    // Project 7 (the last one in the test config) allows one error a minute:
+    // the Python SDK must back off after the 429.
+    let config = config_text(&kafka_section(&brokers))
+        + "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 60\n";
+    let mut relay = start_relay(dir.path(), &config);
     let (sdk, admin) = (relay.sdk, relay.admin);
     let client = reqwest::Client::new();
     let until = Instant::now() + PATIENCE;
@@ -255,6 +259,31 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
             metrics.contains(&line),
             "the SDK sent {encoding}: {metrics}"
         );
+    }
+
+    // The Python SDK backs off after a 429: of five errors, one is accepted,
+    // one is refused, and three are never sent.
+    let limited_dsn = format!("http://{OTHER_KEY}@{sdk}/{OTHER_PROJECT}");
+    let python = tool(
+        "EDGE_RELAY_PYTHON",
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    );
+    tokio::task::spawn_blocking(move || python_sdk_send(&python, &limited_dsn, "gzip", 5))
+        .await
+        .unwrap();
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "edge_relay_items_accepted_total{category=\"error\",project=\"7\"} 1",
+        "edge_relay_items_dropped_total{category=\"error\",project=\"7\",reason=\"rate_limited\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line}: {metrics}");
     }
 
     // SIGTERM: a graceful stop that exits 0.
