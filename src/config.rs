@@ -67,6 +67,8 @@ pub mod file {
         pub scrub: Scrub,
         /// Quotas and sampling for projects that set none of their own.
         pub defaults: Defaults,
+        /// The aggregated outcome records.
+        pub outcomes: Outcomes,
         /// The projects the relay accepts data for.
         pub projects: Vec<Project>,
     }
@@ -311,6 +313,26 @@ pub mod file {
         pub sampling: Option<Sampling>,
     }
 
+    /// `[outcomes]`: aggregated outcome records to the outcomes topic.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Outcomes {
+        /// Produce them at all (only with `[kafka]`). Defaults to true.
+        pub enabled: bool,
+        /// The aggregation window; a record is produced when its window closes. Defaults to "60s".
+        #[serde(with = "humantime_serde")]
+        pub window: Duration,
+    }
+
+    impl Default for Outcomes {
+        fn default() -> Self {
+            Outcomes {
+                enabled: true,
+                window: Duration::from_secs(60),
+            }
+        }
+    }
+
     /// `[defaults]`: quotas and sampling for every project without its own.
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, default)]
@@ -443,6 +465,8 @@ pub struct Config {
     pub projects: Arc<Projects>,
     /// The scrubber from `[scrub]` alone (for `edge-relay scrub` without `--project`).
     pub scrubber: Arc<Scrubber>,
+    /// The outcome window, when outcome records are produced.
+    pub outcomes_window: Option<Duration>,
 }
 
 /// The SDK-facing listener.
@@ -693,6 +717,9 @@ impl Config {
         };
 
         let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
+        if raw.outcomes.window < Duration::from_secs(1) {
+            return Err(ConfigError::new("outcomes.window", "must be at least 1s"));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(ConfigError::new(
                 "log.level",
@@ -700,6 +727,9 @@ impl Config {
             ));
         }
 
+        // Outcome records are part of the Kafka contract; the file sink holds items only.
+        let outcomes_window = (raw.outcomes.enabled && matches!(output, Output::Kafka(_)))
+            .then_some(raw.outcomes.window);
         Ok(Config {
             server: ServerConfig {
                 listen,
@@ -722,6 +752,7 @@ impl Config {
                 &raw.defaults,
             )?),
             scrubber,
+            outcomes_window,
         })
     }
 

@@ -202,13 +202,6 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Counts one accepted item.
-    pub fn accepted(&self, project: &str, category: DataCategory) {
-        self.items_accepted
-            .with_label_values(&[project, category.as_str()])
-            .inc();
-    }
-
     /// Counts `n` dropped items of one category (or [`ENVELOPE_CATEGORY`]).
     pub fn dropped(&self, project: &str, category: &str, reason: DropReason, n: u64) {
         self.items_dropped

@@ -156,3 +156,170 @@ mod tests {
         assert_eq!(DropReason::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
+
+/// Outcome counts aggregated per time window, drained into records for the
+/// outcomes topic. Its keys are bounded like the metric labels: configured
+/// projects (or none), their keys, fixed categories, outcomes and reasons.
+pub struct Aggregator {
+    /// The window length, in whole seconds.
+    window_secs: u64,
+    /// Counts by window and dimensions.
+    counts: std::sync::Mutex<std::collections::HashMap<OutcomeKey, u64>>,
+}
+
+/// The dimensions of one aggregated record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutcomeKey {
+    /// Start of the window, Unix seconds.
+    pub window_start: u64,
+    /// The project, when known.
+    pub project_id: Option<u64>,
+    /// The public key, when known.
+    pub key_id: Option<String>,
+    /// The category label (or `envelope`).
+    pub category: &'static str,
+    /// Accepted or dropped with a reason.
+    pub outcome: Outcome,
+}
+
+/// One record of the outcomes topic.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutcomeRecord {
+    /// Start of the window, RFC 3339.
+    pub timestamp: String,
+    /// The project, when known.
+    pub project_id: Option<u64>,
+    /// The public key, when known.
+    pub key_id: Option<String>,
+    /// `accepted` or `dropped`.
+    pub outcome: String,
+    /// The drop reason; none when accepted.
+    pub reason: Option<String>,
+    /// The data category.
+    pub category: String,
+    /// How many items.
+    pub quantity: u64,
+}
+
+impl Aggregator {
+    /// An aggregator with windows of `window` (at least one second).
+    pub fn new(window: std::time::Duration) -> Aggregator {
+        Aggregator {
+            window_secs: window.as_secs().max(1),
+            counts: Default::default(),
+        }
+    }
+
+    /// Adds `n` items with this outcome at `now`.
+    pub fn add(&self, now: std::time::SystemTime, key: OutcomeKeyParts<'_>, n: u64) {
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let k = OutcomeKey {
+            window_start: secs - secs % self.window_secs,
+            project_id: key.project_id,
+            key_id: key.key_id.map(str::to_owned),
+            category: key.category,
+            outcome: key.outcome,
+        };
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(k).or_insert(0) += n;
+    }
+
+    /// Takes the records of windows that closed before `now` (all of them when `all`).
+    pub fn drain(&self, now: std::time::SystemTime, all: bool) -> Vec<(OutcomeKey, u64)> {
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let current = secs - secs % self.window_secs;
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<OutcomeKey> = counts
+            .keys()
+            .filter(|k| all || k.window_start < current)
+            .cloned()
+            .collect();
+        closed
+            .into_iter()
+            .filter_map(|k| counts.remove(&k).map(|n| (k, n)))
+            .collect()
+    }
+
+    /// Puts counts back (their record could not be produced; retried next time).
+    pub fn restore(&self, entries: Vec<(OutcomeKey, u64)>) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, n) in entries {
+            *counts.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// What one count is about.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeKeyParts<'a> {
+    /// The project, when known.
+    pub project_id: Option<u64>,
+    /// The public key, when known.
+    pub key_id: Option<&'a str>,
+    /// The category label.
+    pub category: &'static str,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+impl OutcomeKey {
+    /// The record for the outcomes topic.
+    pub fn record(&self, quantity: u64) -> OutcomeRecord {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.window_start);
+        let (outcome, reason) = match self.outcome {
+            Outcome::Accepted => ("accepted", None),
+            Outcome::Dropped(r) => ("dropped", Some(r.as_str().to_owned())),
+        };
+        OutcomeRecord {
+            timestamp: humantime::format_rfc3339_seconds(at).to_string(),
+            project_id: self.project_id,
+            key_id: self.key_id.clone(),
+            outcome: outcome.into(),
+            reason,
+            category: self.category.into(),
+            quantity,
+        }
+    }
+}
+
+#[cfg(test)]
+mod aggregator_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn counts_aggregate_per_window_and_drain_when_closed() {
+        let agg = Aggregator::new(Duration::from_secs(60));
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let parts = |outcome| OutcomeKeyParts {
+            project_id: Some(42),
+            key_id: Some("k"),
+            category: "error",
+            outcome,
+        };
+        agg.add(t(120), parts(Outcome::Accepted), 1);
+        agg.add(t(150), parts(Outcome::Accepted), 2);
+        agg.add(t(150), parts(Outcome::Dropped(DropReason::Invalid)), 1);
+        agg.add(t(185), parts(Outcome::Accepted), 5);
+        assert!(
+            agg.drain(t(179), false).is_empty(),
+            "the window is still open"
+        );
+        let mut drained = agg.drain(t(181), false);
+        drained.sort_by_key(|(_, n)| *n);
+        assert_eq!(drained.len(), 2);
+        assert_eq!(drained[1].0.record(drained[1].1).quantity, 3);
+        assert_eq!(drained[1].0.record(3).timestamp, "1970-01-01T00:02:00Z");
+        assert_eq!(drained[0].0.record(1).reason.as_deref(), Some("invalid"));
+        agg.restore(drained);
+        assert_eq!(
+            agg.drain(t(181), true).len(),
+            3,
+            "restored, plus the open window when draining all"
+        );
+    }
+}

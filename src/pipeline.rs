@@ -155,6 +155,8 @@ pub struct Pipeline {
     pub clock: Arc<dyn quota::Clock>,
     /// Uniform randomness in [0, 1) for error sampling.
     pub random: fn() -> f64,
+    /// Outcome counts per window, for the outcomes topic.
+    pub outcomes: crate::outcome::Aggregator,
 }
 
 /// An item that passed its checks; events come parsed.
@@ -369,8 +371,9 @@ impl Pipeline {
         // be dropped before the acknowledgements arrive, the guard counts the
         // items as `internal` rather than let them leave without an outcome.
         let guard = Unsettled {
-            metrics: &self.metrics,
+            pipeline: self,
             project: &project.label,
+            key: &key,
             categories: fates
                 .iter()
                 .filter(|f| f.result.is_ok())
@@ -396,7 +399,7 @@ impl Pipeline {
                 fate.result = Err(reason);
             }
         }
-        self.settle(&project, &fates, event_id, &limits)
+        self.settle(&project, &key, &fates, event_id, &limits)
     }
 
     /// The stages that may refuse the whole request: decompress, parse, DSN auth.
@@ -588,6 +591,7 @@ impl Pipeline {
     fn settle(
         &self,
         project: &Project,
+        key: &str,
         fates: &[ItemFate],
         event_id: String,
         limits: &[Limited],
@@ -601,11 +605,22 @@ impl Pipeline {
             {
                 Outcome::Accepted => {
                     accepted_any = true;
-                    self.metrics.accepted(&project.label, fate.category);
+                    self.count(
+                        &project.label,
+                        Some(key),
+                        fate.category.as_str(),
+                        Outcome::Accepted,
+                        1,
+                    );
                 }
                 Outcome::Dropped(reason) => {
-                    self.metrics
-                        .dropped(&project.label, fate.category.as_str(), reason, 1);
+                    self.count(
+                        &project.label,
+                        Some(key),
+                        fate.category.as_str(),
+                        Outcome::Dropped(reason),
+                        1,
+                    );
                     if worst.is_none_or(|w| reason.precedence() > w.precedence()) {
                         worst = Some(reason);
                     }
@@ -652,11 +667,44 @@ impl Pipeline {
         }
     }
 
+    /// Counts `n` items' outcome once: in the metrics and in the outcomes
+    /// aggregate. Every count goes through here.
+    pub fn count(
+        &self,
+        project: &str,
+        key: Option<&str>,
+        category: &'static str,
+        outcome: Outcome,
+        n: u64,
+    ) {
+        match outcome {
+            Outcome::Accepted => {
+                self.metrics
+                    .items_accepted
+                    .with_label_values(&[project, category])
+                    .inc_by(n);
+            }
+            Outcome::Dropped(reason) => self.metrics.dropped(project, category, reason, n),
+        }
+        let parts = crate::outcome::OutcomeKeyParts {
+            project_id: project.parse().ok(),
+            key_id: key,
+            category,
+            outcome,
+        };
+        self.outcomes.add(SystemTime::now(), parts, n);
+    }
+
     /// Refuses a whole request: one drop in the `envelope` category, and the answer.
     pub fn reject(&self, project_label: &str, error: &RequestError) -> Answer {
         let (status, reason) = error.classify();
-        self.metrics
-            .dropped(project_label, ENVELOPE_CATEGORY, reason, 1);
+        self.count(
+            project_label,
+            None,
+            ENVELOPE_CATEGORY,
+            Outcome::Dropped(reason),
+            1,
+        );
         log_at(
             reason.log_level(),
             project_label,
@@ -776,8 +824,9 @@ fn log_at(
 /// without [`Unsettled::disarm`] (the request's task was cancelled), it
 /// counts them as `internal`: no item leaves without an outcome.
 struct Unsettled<'a> {
-    metrics: &'a Metrics,
+    pipeline: &'a Pipeline,
     project: &'a str,
+    key: &'a str,
     categories: Vec<DataCategory>,
 }
 
@@ -791,8 +840,9 @@ impl Unsettled<'_> {
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
         for category in &self.categories {
-            self.metrics
-                .dropped(self.project, category.as_str(), DropReason::Internal, 1);
+            let dropped = Outcome::Dropped(DropReason::Internal);
+            self.pipeline
+                .count(self.project, Some(self.key), category.as_str(), dropped, 1);
         }
         if !self.categories.is_empty() {
             tracing::error!(

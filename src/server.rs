@@ -94,6 +94,7 @@ impl Relay {
     /// Opens the output and binds both listeners.
     pub async fn bind(config: Config, registry: Registry) -> Result<Relay, BindError> {
         let metrics = Metrics::new(&registry)?;
+        let outcomes_window = config.outcomes_window;
         let producer = Producer::open(&config.output, &metrics)?;
         let listen = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -113,6 +114,9 @@ impl Relay {
                     metrics,
                     clock: Arc::new(quota::SystemClock::default()),
                     random: fastrand::f64,
+                    outcomes: crate::outcome::Aggregator::new(
+                        outcomes_window.unwrap_or(Duration::from_secs(60)),
+                    ),
                 },
                 registry,
                 draining: AtomicBool::new(false),
@@ -138,7 +142,12 @@ impl Relay {
     pub async fn run(self, shutdown: impl Future<Output = Duration>) -> ShutdownReport {
         let state = self.state;
         let (stop_admin, admin_stopped) = watch::channel(false);
-        let admin = tokio::spawn(serve_admin(self.admin, state.clone(), admin_stopped));
+        let admin = tokio::spawn(serve_admin(
+            self.admin,
+            state.clone(),
+            admin_stopped.clone(),
+        ));
+        let outcomes = tokio::spawn(produce_outcomes(state.clone(), admin_stopped));
 
         let (grace, connections) = serve_sdk(self.sdk, state.clone(), shutdown).await;
         let deadline = tokio::time::Instant::now() + grace;
@@ -148,6 +157,8 @@ impl Relay {
         let requests_finished = tokio::time::timeout_at(deadline, connections.shutdown())
             .await
             .is_ok();
+        // Every outcome so far, open windows too, before the final flush.
+        flush_outcomes(&state, true).await;
         let producer = &state.pipeline.producer;
         let undelivered = producer
             .flush(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -168,6 +179,7 @@ impl Relay {
         }
         let _ = stop_admin.send(true);
         let _ = admin.await;
+        let _ = outcomes.await;
         ShutdownReport {
             requests_finished,
             undelivered,
@@ -475,6 +487,71 @@ fn add_cors(h: &mut HeaderMap) {
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
     );
+}
+
+/// Produces the aggregated outcome records of closed windows until told to stop.
+async fn produce_outcomes(state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let Some(window) = state.pipeline.config.outcomes_window else {
+        return;
+    };
+    let tick = (window / 4).max(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(tick) => flush_outcomes(&state, false).await,
+        }
+    }
+}
+
+/// Produces the records of closed windows (all windows when `all`); what
+/// fails to produce is kept for the next try.
+async fn flush_outcomes(state: &State, all: bool) {
+    let pipeline = &state.pipeline;
+    if pipeline.config.outcomes_window.is_none() {
+        return;
+    }
+    let entries = pipeline.outcomes.drain(SystemTime::now(), all);
+    if entries.is_empty() {
+        return;
+    }
+    let topic = pipeline.producer.topics().outcomes.clone();
+    let records: Vec<crate::produce::Record> = entries
+        .iter()
+        .map(|(key, n)| {
+            let record = key.record(*n);
+            let project: Arc<str> = record
+                .project_id
+                .map_or_else(|| metrics::UNKNOWN_PROJECT.into(), |p| p.to_string().into());
+            crate::produce::Record {
+                topic: topic.clone(),
+                key: project.to_string(),
+                payload: Bytes::from(
+                    serde_json::to_vec(&record).expect("an outcome record serializes"),
+                ),
+                headers: crate::produce::RecordHeaders {
+                    project_id: project,
+                    event_id: String::new(),
+                    item_type: "outcome".into(),
+                    received_at: record.timestamp.clone().into(),
+                    fingerprint: None,
+                    sample_rate: None,
+                },
+            }
+        })
+        .collect();
+    let results = pipeline.producer.send(records).await;
+    let failed: Vec<_> = entries
+        .into_iter()
+        .zip(results)
+        .filter_map(|(entry, r)| r.is_err().then_some(entry))
+        .collect();
+    if !failed.is_empty() {
+        tracing::warn!(
+            records = failed.len(),
+            "outcome records not produced; kept for the next try"
+        );
+        pipeline.outcomes.restore(failed);
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until told to stop.

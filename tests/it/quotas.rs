@@ -282,3 +282,175 @@ async fn transactions_are_sampled_per_trace_consistently_across_relays() {
         "the same traces survive on both relays"
     );
 }
+
+/// For every category, items received = accepted + dropped, and the metrics,
+/// the outcomes topic and Kafka's contents agree exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_outcomes_topic_and_kafka_agree() {
+    use std::collections::BTreeMap;
+    let kafka = mock_kafka();
+    kafka.create_topic("outcomes", 1, 1).unwrap();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"transaction\"]\nlimit = 0\nwindow_secs = 60\n\
+         [projects.sampling]\nerror_rate = 1.0\n[[projects.sampling.rules]]\nenvironment = \"staging\"\nrate = 0.0\n",
+    ) + "[outcomes]\nwindow = \"1s\"\n";
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    // What the test sends, per category: (received, accepted).
+    // 3 events with an attachment each: accepted.
+    for _ in 0..3 {
+        assert_eq!(
+            post(
+                &client,
+                &relay,
+                envelope_with_attachment(&new_event_id(), b"att")
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    // 2 staging events with an attachment each: sampled out, attachments follow.
+    for _ in 0..2 {
+        let event = serde_json::json!({"message": "x", "environment": "staging"});
+        let mut body = event_envelope(&new_event_id(), event);
+        body.extend_from_slice(b"{\"type\":\"attachment\",\"length\":3}\natt\n");
+        assert_eq!(post(&client, &relay, body).await.status(), 200);
+    }
+    // 2 transactions: rate limited (limit 0).
+    for _ in 0..2 {
+        let r = post(
+            &client,
+            &relay,
+            transaction_envelope(&new_event_id(), &new_event_id()),
+        )
+        .await;
+        assert_eq!(r.status(), 429);
+    }
+    // 1 invalid event next to a good attachment.
+    let mut mixed = b"{}\n{\"type\":\"event\"}\n{broken\n".to_vec();
+    mixed.extend_from_slice(b"{\"type\":\"attachment\",\"length\":2}\nok\n");
+    assert_eq!(post(&client, &relay, mixed).await.status(), 200);
+    // 1 envelope with an unknown key: refused whole.
+    let r = client
+        .post(relay.envelope_url())
+        .header(
+            "x-sentry-auth",
+            auth_header("ffffffffffffffffffffffffffffffff"),
+        )
+        .body(envelope_with_attachment(&new_event_id(), b"x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let expected_received: BTreeMap<&str, f64> = [
+        ("error", 6.0),
+        ("attachment", 6.0),
+        ("transaction", 2.0),
+        ("envelope", 1.0),
+    ]
+    .into();
+    let expected_accepted: BTreeMap<&str, f64> = [("error", 3.0), ("attachment", 4.0)].into();
+
+    // The shutdown produces every outcome of open windows too.
+    let registry = relay.registry.clone();
+    relay.stop(Duration::from_secs(10)).await;
+    let outcomes = consume_async(kafka.bootstrap_servers(), &["outcomes"], 1).await;
+    let mut from_topic: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for m in &outcomes {
+        let r: edge_relay::outcome::OutcomeRecord = serde_json::from_slice(&m.payload).unwrap();
+        let key = (
+            r.category.clone(),
+            r.outcome.clone(),
+            r.reason.clone().unwrap_or_default(),
+        );
+        *from_topic.entry(key).or_default() += r.quantity as f64;
+        assert!(humantime::parse_rfc3339(&r.timestamp).is_ok());
+    }
+    for (category, received) in &expected_received {
+        // The unknown key was sent to project 42: refused there, as a whole envelope.
+        let project = "42";
+        let accepted = metric(
+            &registry,
+            "edge_relay_items_accepted_total",
+            &[("project", project), ("category", category)],
+        );
+        assert_eq!(
+            accepted,
+            expected_accepted.get(category).copied().unwrap_or(0.0),
+            "{category} accepted"
+        );
+        let mut dropped = 0.0;
+        for reason in [
+            "unauthorized",
+            "invalid",
+            "too_large",
+            "filtered",
+            "rate_limited",
+            "sampled",
+            "spool_full",
+            "kafka_error",
+            "internal",
+        ] {
+            let n = metric(
+                &registry,
+                "edge_relay_items_dropped_total",
+                &[
+                    ("project", project),
+                    ("category", category),
+                    ("reason", reason),
+                ],
+            );
+            let topic = from_topic
+                .get(&(category.to_string(), "dropped".into(), reason.into()))
+                .copied()
+                .unwrap_or(0.0);
+            assert_eq!(
+                n, topic,
+                "{category}/{reason}: metric and outcomes topic agree"
+            );
+            dropped += n;
+        }
+        let topic_accepted = from_topic
+            .get(&(category.to_string(), "accepted".into(), String::new()))
+            .copied()
+            .unwrap_or(0.0);
+        assert_eq!(
+            accepted, topic_accepted,
+            "{category}: accepted in metric and topic"
+        );
+        assert_eq!(
+            accepted + dropped,
+            *received,
+            "{category}: received = accepted + dropped"
+        );
+    }
+    // Kafka's contents: exactly the accepted items.
+    let items = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments", "ingest-transactions"],
+        7,
+    )
+    .await;
+    assert_eq!(
+        items.iter().filter(|m| m.topic == "ingest-events").count(),
+        3
+    );
+    assert_eq!(
+        items
+            .iter()
+            .filter(|m| m.topic == "ingest-attachments")
+            .count(),
+        4
+    );
+    assert_eq!(
+        items
+            .iter()
+            .filter(|m| m.topic == "ingest-transactions")
+            .count(),
+        0
+    );
+}
