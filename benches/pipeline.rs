@@ -1,7 +1,9 @@
 //! Criterion benches per stage on a realistic corpus (Python-SDK error events
 //! of about 2, 8 and 20 KB, in `benches/corpus/`): decompression for each
 //! encoding, envelope parsing with event validation, and PII scrubbing with
-//! the default rules against the cost of parsing and serializing the event.
+//! the default rules against the cost of parsing and serializing the event,
+//! and the quota and sampling decision with 10 000 projects and 100 000
+//! fingerprints.
 //!
 //! Run: `cargo bench --bench pipeline`. Figures are in BENCHMARKS.md.
 
@@ -153,5 +155,80 @@ fn bench_scrub(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decompress, bench_parse, bench_scrub);
+/// The quota and sampling decision for one item, with 10 000 projects and
+/// 100 000 distinct fingerprints live in the bucket table.
+fn bench_quota_sample(c: &mut Criterion) {
+    use edge_relay::envelope::DataCategory;
+    use edge_relay::quota::{Buckets, Demand, Quota, Scope};
+    use edge_relay::sample::{Context, Kind, Sampling};
+    use std::time::Duration;
+
+    let quotas = [
+        Quota {
+            categories: vec![DataCategory::Error],
+            limit: 1_000_000,
+            window: Duration::from_secs(60),
+            burst: 1_000_000,
+            scope: Scope::Project,
+        },
+        Quota {
+            categories: vec![DataCategory::Error],
+            limit: 1_000_000,
+            window: Duration::from_secs(60),
+            burst: 1_000_000,
+            scope: Scope::Fingerprint,
+        },
+    ];
+    let sampling = Sampling {
+        error_rate: 0.5,
+        transaction_rate: 0.1,
+        rules: Vec::new(),
+    };
+    let fingerprints: Vec<String> = (0..100_000).map(|i| format!("{i:032x}")).collect();
+    let buckets = Buckets::new(250_000);
+    // Warm the table: every project and fingerprint has its bucket.
+    for i in 0..100_000usize {
+        let d = Demand {
+            project: (i % 10_000) as u64,
+            key: "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+            fingerprint: Some(&fingerprints[i]),
+            category: DataCategory::Error,
+            quantity: 1,
+        };
+        buckets.check(&quotas, d, Duration::ZERO).unwrap();
+    }
+    let mut group = c.benchmark_group("quota+sample");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    group.bench_function("10k projects, 100k fingerprints", |b| {
+        b.iter(|| {
+            i = (i + 7919) % 100_000;
+            let d = Demand {
+                project: (i % 10_000) as u64,
+                key: "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+                fingerprint: Some(&fingerprints[i]),
+                category: DataCategory::Error,
+                quantity: 1,
+            };
+            let allowed = buckets
+                .check(&quotas, d, Duration::from_millis(i as u64))
+                .is_ok();
+            let cx = Context {
+                trace_id: Some(&fingerprints[i]),
+                ..Default::default()
+            };
+            (allowed, sampling.decide(Kind::Error, cx, 0.3))
+        })
+    });
+    group.finish();
+    assert!(buckets.len() <= 250_000);
+}
+
+criterion_group!(
+    benches,
+    bench_decompress,
+    bench_parse,
+    bench_scrub,
+    bench_quota_sample
+);
 criterion_main!(benches);

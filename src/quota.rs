@@ -10,6 +10,7 @@
 //! waits on another's).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -69,17 +70,14 @@ impl Quota {
     }
 
     /// A stable identity for the quota, so that a reload keeps the buckets of
-    /// quotas that did not change.
-    fn identity(&self) -> String {
-        let cats: Vec<&str> = self.categories.iter().map(|c| c.as_str()).collect();
-        format!(
-            "{}|{}|{}|{}|{}",
-            cats.join(","),
-            self.limit,
-            self.window.as_nanos(),
-            self.burst,
-            self.scope.as_str()
-        )
+    /// quotas that did not change. Hashed without allocating.
+    fn identity(&self) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        for c in &self.categories {
+            c.as_str().hash(&mut h);
+        }
+        (self.limit, self.window, self.burst, self.scope).hash(&mut h);
+        h.finish()
     }
 }
 
@@ -130,12 +128,21 @@ impl Clock for SystemClock {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which bucket: three numbers, so a check allocates nothing. The subject
+/// (key or fingerprint) is hashed: two subjects would share a bucket only on
+/// a 64-bit collision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct BucketKey {
     project: u64,
-    quota: String,
-    /// The key or fingerprint for the narrower scopes.
-    subject: Option<String>,
+    quota: u64,
+    /// Hash of the key or fingerprint for the narrower scopes; 0 for projects.
+    subject: u64,
+}
+
+fn subject_hash(subject: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    subject.hash(&mut h);
+    h.finish() | 1
 }
 
 #[derive(Debug, Clone)]
@@ -190,10 +197,10 @@ impl Buckets {
             .filter(|q| q.applies_to(demand.category))
             .filter_map(|q| {
                 let subject = match q.scope {
-                    Scope::Project => None,
-                    Scope::Key => Some(demand.key.to_owned()),
+                    Scope::Project => 0,
+                    Scope::Key => subject_hash(demand.key),
                     // No fingerprint (not an error event): the quota does not apply.
-                    Scope::Fingerprint => Some(demand.fingerprint?.to_owned()),
+                    Scope::Fingerprint => subject_hash(demand.fingerprint?),
                 };
                 Some((
                     q,
@@ -291,7 +298,7 @@ fn evict(table: &mut HashMap<BucketKey, Bucket>, quotas: &[Quota], now: Duration
     });
     if table.len() > max {
         let mut by_age: Vec<(Duration, BucketKey)> =
-            table.iter().map(|(k, b)| (b.updated, k.clone())).collect();
+            table.iter().map(|(k, b)| (b.updated, *k)).collect();
         by_age.sort_by_key(|(t, _)| *t);
         for (_, key) in by_age.into_iter().take(table.len() - max) {
             table.remove(&key);
