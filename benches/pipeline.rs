@@ -187,11 +187,11 @@ fn bench_quota_sample(c: &mut Criterion) {
     let fingerprints: Vec<String> = (0..100_000).map(|i| format!("{i:032x}")).collect();
     let buckets = Buckets::new(250_000);
     // Warm the table: every project and fingerprint has its bucket.
-    for i in 0..100_000usize {
+    for (i, fingerprint) in fingerprints.iter().enumerate() {
         let d = Demand {
             project: (i % 10_000) as u64,
             key: "a1b2c3d4e5f60718293a4b5c6d7e8f90",
-            fingerprint: Some(&fingerprints[i]),
+            fingerprint: Some(fingerprint),
             category: DataCategory::Error,
             quantity: 1,
         };

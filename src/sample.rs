@@ -258,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn errors_in_a_sampled_out_trace_are_kept() {
+        let s = Sampling {
+            error_rate: 1.0,
+            transaction_rate: 0.0,
+            rules: Vec::new(),
+        };
+        let cx = Context {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            ..Default::default()
+        };
+        assert_eq!(s.decide(Kind::Transaction, cx, 0.0), Decision::Drop);
+        assert_eq!(
+            s.decide(Kind::Error, cx, 0.99),
+            Decision::Keep { rate: 1.0 }
+        );
+    }
+
+    #[test]
     fn globs() {
         assert!(Glob::new("/health*").unwrap().matches("/healthz"));
         assert!(!Glob::new("/health*").unwrap().matches("/api/health"));
