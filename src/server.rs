@@ -218,16 +218,11 @@ async fn serve_sdk(
             grace = &mut shutdown => break grace,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             grace = &mut shutdown => break grace,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accepted = accept(&listener, "sdk") => match accepted {
+                Some(stream) => stream,
+                None => continue,
             },
         };
         let _ = stream.set_nodelay(true);
@@ -258,6 +253,19 @@ async fn serve_sdk(
     // Readiness is withdrawn before the listener closes.
     state.draining.store(true, Ordering::Relaxed);
     (grace, connections)
+}
+
+/// Accepts one connection. On an error (out of file descriptors and the
+/// like) it waits a moment and yields nothing, so the loop does not spin.
+async fn accept(listener: &TcpListener, which: &str) -> Option<tokio::net::TcpStream> {
+    match listener.accept().await {
+        Ok((stream, _)) => Some(stream),
+        Err(e) => {
+            tracing::warn!(listener = which, error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
 }
 
 /// The HTTP/2 connection preface.
@@ -558,15 +566,11 @@ async fn flush_outcomes(state: &State, all: bool) {
 async fn serve_admin(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let connections = GracefulShutdown::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accepted = accept(&listener, "admin") => match accepted {
+                Some(stream) => stream,
+                None => continue,
             },
         };
         let state = state.clone();
