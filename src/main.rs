@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_DATAERR)
             }
         },
-        Command::Run { .. } => match run(config) {
+        Command::Run { config: path } => match run(config, path) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edge-relay: {e:#}");
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     init_logging(&config.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,7 +122,18 @@ fn run(config: Config) -> anyhow::Result<()> {
         let shutdown = config.shutdown;
         // Handlers first: a signal that arrives once the relay says it is listening is handled.
         let signals = wait_for_signal(shutdown.grace_period, shutdown.fast_grace_period)?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let relay = Relay::bind(config, prometheus::Registry::new()).await?;
+        // SIGHUP: read the file again and swap projects, keys, quotas, sampling
+        // and scrub rules; an invalid file is refused and the old one keeps running.
+        let reloader = relay.reloader();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+                reloader.reload(Config::load(&path));
+            }
+        });
         tracing::info!(
             sdk = %relay.sdk_addr(),
             admin = %relay.admin_addr(),
@@ -143,22 +154,15 @@ fn wait_for_signal(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    // SIGHUP's default action would end the process; until reloading exists, it is logged and ignored.
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     Ok(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM: graceful shutdown");
-                    return grace;
-                }
-                _ = int.recv() => {
-                    tracing::info!("SIGINT: fast shutdown");
-                    return fast_grace;
-                }
-                _ = hup.recv() => {
-                    tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-                }
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: graceful shutdown");
+                grace
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: fast shutdown");
+                fast_grace
             }
         }
     })

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub scrub_redactions: IntCounterVec,
     /// Time spent scrubbing one item.
     pub scrub_duration: Histogram,
+    /// Configuration reloads, by result (ok, error).
+    pub config_reloads: IntCounterVec,
     /// Undelivered items at the end of a shutdown's grace period.
     pub shutdown_undelivered: IntCounter,
     /// Constant 1, labelled with the version.
@@ -167,6 +169,13 @@ impl Metrics {
                     0.005, 0.01, 0.05,
                 ]),
             )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_config_reloads_total",
+                    "Configuration reloads, by result (ok, error).",
+                ),
+                &["result"],
+            )?,
             shutdown_undelivered: IntCounter::new(
                 "edge_relay_shutdown_undelivered_total",
                 "Items still undelivered when a shutdown's grace period ended.",
@@ -194,6 +203,7 @@ impl Metrics {
         registry.register(Box::new(m.sampling_decisions.clone()))?;
         registry.register(Box::new(m.scrub_redactions.clone()))?;
         registry.register(Box::new(m.scrub_duration.clone()))?;
+        registry.register(Box::new(m.config_reloads.clone()))?;
         registry.register(Box::new(m.shutdown_undelivered.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info

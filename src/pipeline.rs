@@ -2,6 +2,8 @@
 //! the one place that maps a failure to its HTTP status and drop reason.
 
 use std::io::Read;
+
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,7 +13,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 
 use crate::auth::{self, AuthError};
-use crate::config::{Config, Limits, Project};
+use crate::config::{Config, ConfigError, Limits, Project, Projects};
 use crate::decompress::{self, DecodeError, Encoding};
 use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
 use crate::fingerprint;
@@ -58,6 +60,8 @@ pub struct Request {
     pub endpoint: Endpoint,
     /// The project in the path.
     pub project: Arc<Project>,
+    /// The projects of the configuration the request started under.
+    pub projects: Arc<Projects>,
     /// The key from the headers or query, already authorized; `None` when the
     /// key must come from the envelope's DSN.
     pub key: Option<String>,
@@ -143,8 +147,9 @@ pub struct Answer {
 
 /// Everything a request needs: configuration, destination, metrics.
 pub struct Pipeline {
-    /// The configuration requests run under.
-    pub config: Arc<Config>,
+    /// The configuration requests run under; swapped whole on reload, and
+    /// each request keeps the one it started with.
+    pub config: ArcSwap<Config>,
     /// Where accepted items go.
     pub producer: Producer,
     /// Counters for every outcome.
@@ -208,22 +213,21 @@ impl Pipeline {
         &self,
         project_id: u64,
         credentials: Credentials<'_>,
-    ) -> Result<(Arc<Project>, Option<String>), RequestError> {
+    ) -> Result<(Arc<Project>, Option<String>, Arc<Projects>), RequestError> {
         let key = auth::key_from_request(
             credentials.sentry_auth,
             credentials.authorization,
             credentials.query,
         )?;
-        let project = self
-            .config
-            .projects
+        let projects = self.config.load().projects.clone();
+        let project = projects
             .get(project_id)
             .cloned()
             .ok_or(AuthError::UnknownProject)?;
         if let Some(k) = &key {
-            auth::authorize(&self.config.projects, project.id, k)?;
+            auth::authorize(&projects, project.id, k)?;
         }
-        Ok((project, key))
+        Ok((project, key, projects))
     }
 
     /// Walks one authenticated request through the remaining stages and
@@ -239,12 +243,11 @@ impl Pipeline {
         let received_at: Arc<str> = humantime::format_rfc3339_millis(req.received_at)
             .to_string()
             .into();
+        let limits = self.config.load().limits;
         let mut checked = Vec::with_capacity(envelope.items.len());
         for item in &envelope.items {
             match item.category() {
-                Some(category) => {
-                    checked.push((item, category, self.check_item(item, &self.config.limits)))
-                }
+                Some(category) => checked.push((item, category, self.check_item(item, &limits))),
                 // Client reports: the SDK's own drop counts, consumed into metrics.
                 None => self.count_client_report(&project.label, &item.payload),
             }
@@ -404,7 +407,7 @@ impl Pipeline {
 
     /// The stages that may refuse the whole request: decompress, parse, DSN auth.
     fn admit(&self, req: &Request) -> Result<(Envelope, String), RequestError> {
-        let limits = &self.config.limits;
+        let limits = &self.config.load().limits;
         self.metrics
             .body_bytes
             .with_label_values(&["wire"])
@@ -434,7 +437,7 @@ impl Pipeline {
             auth::merge(&mut key, dsn_key)?;
             if req.key.is_none() {
                 let k = key.as_deref().expect("merge set the key");
-                auth::authorize(&self.config.projects, req.project.id, k)?;
+                auth::authorize(&req.projects, req.project.id, k)?;
             }
         }
         let key = key.ok_or(AuthError::MissingKey)?;
@@ -665,6 +668,51 @@ impl Pipeline {
             retry_after: announced.iter().map(|l| l.retry_after).max(),
             rate_limits,
         }
+    }
+
+    /// Applies a reloaded configuration: projects, keys, quotas, sampling and
+    /// scrub rules swap at once; requests in flight finish under the old one;
+    /// quota buckets of unchanged quotas keep their state (they are keyed by
+    /// the quota, not by the configuration). Settings that need a restart
+    /// (listeners, limits, Kafka, outcomes) keep their running values; the
+    /// returned list names those that differ. A file that did not validate is
+    /// refused and counted, and the running configuration stays.
+    pub fn reload(
+        &self,
+        new: Result<Config, ConfigError>,
+    ) -> Result<Vec<&'static str>, ConfigError> {
+        let new = match new {
+            Ok(new) => new,
+            Err(e) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                return Err(e);
+            }
+        };
+        let old = self.config.load_full();
+        let mut needs_restart = Vec::new();
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differs(&old.server, &new.server) || old.admin_listen != new.admin_listen {
+            needs_restart.push("server/admin");
+        }
+        if differs(&old.limits, &new.limits) {
+            needs_restart.push("limits");
+        }
+        if differs(&old.output, &new.output) {
+            needs_restart.push("kafka/file_sink");
+        }
+        if old.outcomes_window != new.outcomes_window {
+            needs_restart.push("outcomes");
+        }
+        let mut merged = (*old).clone();
+        merged.projects = new.projects;
+        merged.scrubber = new.scrubber;
+        self.config.store(Arc::new(merged));
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        Ok(needs_restart)
     }
 
     /// Counts `n` items' outcome once: in the metrics and in the outcomes

@@ -54,6 +54,34 @@ struct State {
     draining: AtomicBool,
 }
 
+/// Applies reloaded configurations (what SIGHUP does) to a running relay.
+#[derive(Clone)]
+pub struct Reloader(Arc<State>);
+
+impl Reloader {
+    /// See [`Pipeline::reload`]: swaps projects, keys, quotas, sampling and
+    /// scrub rules, or refuses an invalid file; logs and counts either way.
+    pub fn reload(&self, new: Result<Config, crate::config::ConfigError>) -> bool {
+        match self.0.pipeline.reload(new) {
+            Ok(needs_restart) => {
+                if needs_restart.is_empty() {
+                    tracing::info!("configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        unchanged = ?needs_restart,
+                        "configuration reloaded; these sections need a restart and keep their running values"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                false
+            }
+        }
+    }
+}
+
 /// How a shutdown went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -109,7 +137,7 @@ impl Relay {
             state: Arc::new(State {
                 pipeline: Pipeline {
                     buckets: quota::Buckets::new(config.limits.max_quota_buckets),
-                    config: Arc::new(config),
+                    config: arc_swap::ArcSwap::from_pointee(config),
                     producer,
                     metrics,
                     clock: Arc::new(quota::SystemClock::default()),
@@ -136,6 +164,11 @@ impl Relay {
         self.admin
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// A handle that applies reloaded configurations to the running relay.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.state.clone())
     }
 
     /// Serves until `shutdown` resolves with a grace period, then drains within it.
@@ -194,7 +227,8 @@ async fn serve_sdk(
     state: Arc<State>,
     shutdown: impl Future<Output = Duration>,
 ) -> (Duration, GracefulShutdown) {
-    let server = &state.pipeline.config.server;
+    let config = state.pipeline.config.load_full();
+    let server = &config.server;
     let permits = Arc::new(Semaphore::new(server.max_connections.get()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -358,18 +392,20 @@ async fn ingest(
         authorization: header("authorization"),
         query: parts.uri.query(),
     };
-    let (project, key) = match pipeline.authenticate(project_id, credentials) {
+    let (project, key, projects) = match pipeline.authenticate(project_id, credentials) {
         Ok(found) => found,
         Err(e) => {
-            let projects = &pipeline.config.projects;
-            let label = projects
+            let config = pipeline.config.load();
+            let label = config
+                .projects
                 .get(project_id)
                 .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
             return pipeline.reject(label, &e);
         }
     };
-    let limits = &pipeline.config.limits;
-    let timeout = pipeline.config.server.body_read_timeout;
+    let config = pipeline.config.load_full();
+    let limits = &config.limits;
+    let timeout = config.server.body_read_timeout;
     let body = match read_body(body, &parts.headers, limits.max_body_size, timeout).await {
         Ok(body) => body,
         Err(e) => return pipeline.reject(&project.label, &e),
@@ -377,6 +413,7 @@ async fn ingest(
     let request = Request {
         endpoint,
         project,
+        projects,
         key,
         content_encoding: header("content-encoding").map(str::to_owned),
         body,
@@ -499,7 +536,7 @@ fn add_cors(h: &mut HeaderMap) {
 
 /// Produces the aggregated outcome records of closed windows until told to stop.
 async fn produce_outcomes(state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let Some(window) = state.pipeline.config.outcomes_window else {
+    let Some(window) = state.pipeline.config.load().outcomes_window else {
         return;
     };
     let tick = (window / 4).max(Duration::from_millis(250));
@@ -515,7 +552,7 @@ async fn produce_outcomes(state: Arc<State>, mut stop: watch::Receiver<bool>) {
 /// fails to produce is kept for the next try.
 async fn flush_outcomes(state: &State, all: bool) {
     let pipeline = &state.pipeline;
-    if pipeline.config.outcomes_window.is_none() {
+    if pipeline.config.load().outcomes_window.is_none() {
         return;
     }
     let entries = pipeline.outcomes.drain(SystemTime::now(), all);

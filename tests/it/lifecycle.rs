@@ -347,3 +347,101 @@ async fn idle_connections_release_their_slots() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A reload swaps projects, quotas and scrub rules at once; buckets of
+/// unchanged quotas keep their state; an invalid configuration is refused,
+/// counted, and the running one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let base = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())).replacen(
+        &format!("public_keys = [\"{KEY}\"]\n"),
+        &format!("public_keys = [\"{KEY}\"]\n[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 3600\n"),
+        1,
+    );
+    let relay = TestRelay::start(&base).await;
+    let client = reqwest::Client::new();
+    let send = |project: u64, key: &'static str, event: serde_json::Value| {
+        let client = client.clone();
+        let url = relay.url(&format!("/api/{project}/envelope/"));
+        async move {
+            let event = serde_json::to_vec(&event).unwrap();
+            let mut body =
+                format!("{{}}\n{{\"type\":\"event\",\"length\":{}}}\n", event.len()).into_bytes();
+            body.extend_from_slice(&event);
+            client
+                .post(url)
+                .header("x-sentry-auth", auth_header(key))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    const NEW_KEY: &str = "99999999999999999999999999999999";
+    assert_eq!(
+        send(PROJECT, KEY, serde_json::json!({"message": "a"})).await,
+        200
+    );
+    assert_eq!(
+        send(PROJECT, KEY, serde_json::json!({"message": "b"})).await,
+        429
+    );
+    assert_eq!(
+        send(99, NEW_KEY, serde_json::json!({"message": "c"})).await,
+        403
+    );
+
+    // A new project and a new sensitive field; project 42's quota unchanged.
+    let reloaded = base.replacen(
+        "[[projects]]",
+        "[scrub]\nsensitive_fields = [\"order_ref\"]\n\n[[projects]]",
+        1,
+    ) + &format!("[[projects]]\nid = 99\npublic_keys = [\"{NEW_KEY}\"]\n");
+    assert!(relay
+        .reloader
+        .reload(edge_relay::Config::from_toml(&reloaded)));
+    assert_eq!(
+        relay.metric("edge_relay_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        send(
+            99,
+            NEW_KEY,
+            serde_json::json!({"extra": {"order_ref": "R-1"}})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(PROJECT, KEY, serde_json::json!({"message": "d"})).await,
+        429,
+        "the unchanged quota kept its bucket"
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_scrub_redactions_total",
+            &[("project", "99"), ("rule", "password")]
+        ),
+        1.0
+    );
+
+    // An invalid file is refused; the running configuration stays.
+    assert!(!relay
+        .reloader
+        .reload(edge_relay::Config::from_toml("[server]\nlistn = 1\n")));
+    assert_eq!(
+        relay.metric("edge_relay_config_reloads_total", &[("result", "error")]),
+        1.0
+    );
+    assert_eq!(
+        send(99, NEW_KEY, serde_json::json!({"message": "e"})).await,
+        200
+    );
+    relay.stop(Duration::from_secs(2)).await;
+    let lines = std::fs::read_to_string(&sink).unwrap();
+    assert!(!lines.contains("R-1"), "the new rule applied");
+}
