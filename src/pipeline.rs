@@ -53,6 +53,17 @@ pub struct Credentials<'a> {
     pub query: Option<&'a str>,
 }
 
+/// Who a request is from, as far as its headers tell.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The project in the path.
+    pub project: Arc<Project>,
+    /// The key from the headers or query, if any.
+    pub key: Option<String>,
+    /// The projects of the configuration it was checked against.
+    pub projects: Arc<Projects>,
+}
+
 /// A request that passed the first authentication, with its body read.
 #[derive(Debug)]
 pub struct Request {
@@ -213,7 +224,7 @@ impl Pipeline {
         &self,
         project_id: u64,
         credentials: Credentials<'_>,
-    ) -> Result<(Arc<Project>, Option<String>, Arc<Projects>), RequestError> {
+    ) -> Result<Authenticated, RequestError> {
         let key = auth::key_from_request(
             credentials.sentry_auth,
             credentials.authorization,
@@ -227,7 +238,11 @@ impl Pipeline {
         if let Some(k) = &key {
             auth::authorize(&projects, project.id, k)?;
         }
-        Ok((project, key, projects))
+        Ok(Authenticated {
+            project,
+            key,
+            projects,
+        })
     }
 
     /// Walks one authenticated request through the remaining stages and

@@ -30,7 +30,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
-use crate::pipeline::{Answer, Credentials, Endpoint, Pipeline, Request, RequestError};
+use crate::pipeline::{
+    Answer, Authenticated, Credentials, Endpoint, Pipeline, Request, RequestError,
+};
 use crate::produce::{Producer, StartError};
 use crate::quota;
 
@@ -392,7 +394,11 @@ async fn ingest(
         authorization: header("authorization"),
         query: parts.uri.query(),
     };
-    let (project, key, projects) = match pipeline.authenticate(project_id, credentials) {
+    let Authenticated {
+        project,
+        key,
+        projects,
+    } = match pipeline.authenticate(project_id, credentials) {
         Ok(found) => found,
         Err(e) => {
             let config = pipeline.config.load();
