@@ -284,12 +284,15 @@ pub mod file {
     pub struct Log {
         /// Level filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set. Defaults to "info".
         pub level: String,
+        /// "text" (human; colours on a terminal) or "json" (one object per line). Defaults to "text".
+        pub format: String,
     }
 
     impl Default for Log {
         fn default() -> Self {
             Log {
                 level: "info".into(),
+                format: "text".into(),
             }
         }
     }
@@ -461,6 +464,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The log filter from the file.
     pub log_level: String,
+    /// Logs as JSON lines rather than text.
+    pub log_json: bool,
     /// The projects, indexed by id and by public key.
     pub projects: Arc<Projects>,
     /// The scrubber from `[scrub]` alone (for `edge-relay scrub` without `--project`).
@@ -658,22 +663,48 @@ impl Projects {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, with the process's
+    /// environment: `${VAR}` expanded, `EDGE_RELAY_*` overrides applied.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
-        Config::from_toml(&text)
+        let overrides: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Config::from_toml_with_env(&text, &|name| std::env::var(name).ok(), &overrides)
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text (no environment applied).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
-        let raw: file::File = serde_path_to_error::deserialize(de).map_err(|e| {
+        Config::from_toml_with_env(text, &|_| None, &[])
+    }
+
+    /// Parses and validates configuration text after expanding `${VAR}` with
+    /// `env`, and applying `EDGE_RELAY_SECTION__KEY=value` overrides.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let text = expand_vars(text, env)?;
+        let located = |e: serde_path_to_error::Error<toml::de::Error>| {
             let path = e.path().to_string();
             ConfigError::new(path, e.into_inner().to_string().trim_end().to_owned())
-        })?;
+        };
+        let raw: file::File = if overrides.is_empty() {
+            let de = toml::Deserializer::parse(&text)
+                .map_err(|e| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
+            serde_path_to_error::deserialize(de).map_err(located)?
+        } else {
+            let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::new("(file)", e.to_string().trim_end().to_owned())
+            })?;
+            for (name, value) in overrides {
+                apply_override(&mut table, name, value)?;
+            }
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?
+        };
         Config::validate(raw)
     }
 
@@ -717,6 +748,12 @@ impl Config {
         };
 
         let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
+        if !["text", "json"].contains(&raw.log.format.as_str()) {
+            return Err(ConfigError::new(
+                "log.format",
+                format!("{:?} is not text or json", raw.log.format),
+            ));
+        }
         if raw.outcomes.window < Duration::from_secs(1) {
             return Err(ConfigError::new("outcomes.window", "must be at least 1s"));
         }
@@ -744,6 +781,7 @@ impl Config {
                 grace_period: raw.shutdown.grace_period,
                 fast_grace_period: raw.shutdown.fast_grace_period,
             },
+            log_json: raw.log.format == "json",
             log_level: raw.log.level,
             projects: Arc::new(validate_projects(
                 raw.projects,
@@ -775,6 +813,77 @@ impl Config {
             output
         )
     }
+}
+
+/// Environment variables that override keys: `EDGE_RELAY_KAFKA__BROKERS`.
+pub const ENV_PREFIX: &str = "EDGE_RELAY_";
+
+/// Replaces `${NAME}` with the variable's value (`$${` stands for a literal
+/// `${`). A variable that is not set is an error naming it, so a secret is
+/// never silently empty.
+fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if rest[..at].ends_with('$') {
+            out.push_str(&rest[..at - 1]);
+            out.push_str("${");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find('}')
+            .ok_or_else(|| ConfigError::new("(file)", "an unclosed ${ in the file"))?;
+        let name = &rest[at + 2..at + end];
+        let legal = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !legal {
+            return Err(ConfigError::new(
+                "(file)",
+                format!("${{{name}}} is not a variable name"),
+            ));
+        }
+        let value = env(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("${{{name}}}"),
+                "the environment variable is not set",
+            )
+        })?;
+        out.push_str(&value);
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Applies `EDGE_RELAY_SECTION__KEY=value`: the name after the prefix,
+/// lowercased, split on `__` into a key path. The value is read as a TOML
+/// value when it is one (numbers, booleans, arrays), else as a string.
+fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::new(name, "expected EDGE_RELAY_SECTION__KEY"));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = path.split_last().expect("at least one segment");
+    let mut node = table;
+    for key in parents {
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::new(name, format!("{key} is not a section")))?;
+    }
+    node.insert(last.clone(), parsed);
+    Ok(())
 }
 
 fn socket_addr(path: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -1322,6 +1431,48 @@ mod tests {
             let e = parse(text).expect_err(text);
             assert!(e.to_string().starts_with(path), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn variables_are_expanded_and_must_be_set() {
+        let env = |name: &str| (name == "HASH_KEY").then(|| "from-env".to_owned());
+        let c =
+            Config::from_toml_with_env("[scrub]\nhash_key = \"${HASH_KEY}\"\n", &env, &[]).unwrap();
+        assert!(format!("{:?}", c.scrubber).contains("[redacted]"));
+        let e =
+            Config::from_toml_with_env("[scrub]\nhash_key = \"${NOPE}\"\n", &env, &[]).unwrap_err();
+        assert!(e.to_string().starts_with("${NOPE}"), "{e}");
+        let c = Config::from_toml_with_env("[file_sink]\npath = \"a$${B}\"\n", &env, &[]).unwrap();
+        assert!(matches!(c.output, Output::File(ref p) if p.as_os_str() == "a${B}"));
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let overrides = [
+            (
+                "EDGE_RELAY_SERVER__LISTEN".to_owned(),
+                "0.0.0.0:3000".to_owned(),
+            ),
+            (
+                "EDGE_RELAY_KAFKA__BROKERS".to_owned(),
+                "kafka-1:9092,kafka-2:9092".to_owned(),
+            ),
+            ("EDGE_RELAY_LIMITS__MAX_ITEMS".to_owned(), "50".to_owned()),
+        ];
+        let c = Config::from_toml_with_env(
+            "[server]\nlisten = \"127.0.0.1:3000\"\n",
+            &|_| None,
+            &overrides,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.limits.max_items, 50);
+        assert!(
+            matches!(c.output, Output::Kafka(ref k) if k.brokers == "kafka-1:9092,kafka-2:9092")
+        );
+        let bad = [("EDGE_RELAY_SERVER__LISTN".to_owned(), "x".to_owned())];
+        let e = Config::from_toml_with_env("", &|_| None, &bad).unwrap_err();
+        assert!(e.to_string().starts_with("server.listn"), "{e}");
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    init_logging(&config.log_level)?;
+    init_logging(&config.log_level, config.log_json)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,7 +168,7 @@ fn wait_for_signal(
     })
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
@@ -177,10 +177,15 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         }
         _ => EnvFilter::try_new(level).context("log.level is not a valid filter")?,
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+        .with_writer(std::io::stderr);
+    let installed = if json {
+        builder.json().with_current_span(false).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
