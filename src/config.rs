@@ -687,24 +687,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let text = expand_vars(text, env)?;
         let located = |e: serde_path_to_error::Error<toml::de::Error>| {
             let path = e.path().to_string();
             ConfigError::new(path, e.into_inner().to_string().trim_end().to_owned())
         };
-        let raw: file::File = if overrides.is_empty() {
-            let de = toml::Deserializer::parse(&text)
-                .map_err(|e| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
-            serde_path_to_error::deserialize(de).map_err(located)?
-        } else {
-            let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::new("(file)", e.to_string().trim_end().to_owned())
-            })?;
-            for (name, value) in overrides {
-                apply_override(&mut table, name, value)?;
-            }
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?
-        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
+        // In string values only: comments and keys are left alone.
+        expand_in_table(&mut table, env)?;
+        for (name, value) in overrides {
+            apply_override(&mut table, name, value)?;
+        }
+        let raw: file::File = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?;
         Config::validate(raw)
     }
 
@@ -817,6 +812,20 @@ impl Config {
 
 /// Environment variables that override keys: `EDGE_RELAY_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "EDGE_RELAY_";
+
+/// Expands `${NAME}` in every string value of the table.
+fn expand_in_table(table: &mut toml::Table, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        match v {
+            toml::Value::String(s) if s.contains("${") => *s = expand_vars(s, env)?,
+            toml::Value::Array(items) => items.iter_mut().try_for_each(|i| value(i, env))?,
+            toml::Value::Table(t) => expand_in_table(t, env)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    table.iter_mut().try_for_each(|(_, v)| value(v, env))
+}
 
 /// Replaces `${NAME}` with the variable's value (`$${` stands for a literal
 /// `${`). A variable that is not set is an error naming it, so a secret is
