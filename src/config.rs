@@ -691,15 +691,16 @@ impl Config {
             let path = e.path().to_string();
             ConfigError::new(path, e.into_inner().to_string().trim_end().to_owned())
         };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::new("(file)", e.to_string().trim_end().to_owned()))?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new("(file)", e.to_string().trim_end().to_owned())
+        })?;
         // In string values only: comments and keys are left alone.
         expand_in_table(&mut table, env)?;
         for (name, value) in overrides {
             apply_override(&mut table, name, value)?;
         }
-        let raw: file::File = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?;
+        let raw: file::File =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?;
         Config::validate(raw)
     }
 
@@ -814,7 +815,10 @@ impl Config {
 pub const ENV_PREFIX: &str = "EDGE_RELAY_";
 
 /// Expands `${NAME}` in every string value of the table.
-fn expand_in_table(table: &mut toml::Table, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn expand_in_table(
+    table: &mut toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     fn value(v: &mut toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         match v {
             toml::Value::String(s) if s.contains("${") => *s = expand_vars(s, env)?,

@@ -188,28 +188,54 @@ impl Metrics {
                 &["version"],
             )?,
         };
-        registry.register(Box::new(m.items_accepted.clone()))?;
-        registry.register(Box::new(m.items_dropped.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.body_bytes.clone()))?;
-        registry.register(Box::new(m.request_encodings.clone()))?;
-        registry.register(Box::new(m.producer_queue_depth.clone()))?;
-        registry.register(Box::new(m.produce_duration.clone()))?;
-        registry.register(Box::new(m.kafka_up.clone()))?;
-        registry.register(Box::new(m.ready.clone()))?;
-        registry.register(Box::new(m.client_discarded.clone()))?;
-        registry.register(Box::new(m.quota_decisions.clone()))?;
-        registry.register(Box::new(m.sampling_decisions.clone()))?;
-        registry.register(Box::new(m.scrub_redactions.clone()))?;
-        registry.register(Box::new(m.scrub_duration.clone()))?;
-        registry.register(Box::new(m.config_reloads.clone()))?;
-        registry.register(Box::new(m.shutdown_undelivered.clone()))?;
-        registry.register(Box::new(m.build_info.clone()))?;
+        for collector in m.collectors() {
+            registry.register(collector)?;
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
+    }
+
+    /// Every metric, once: what is registered, and what dashboards may name.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.items_accepted.clone()),
+            Box::new(self.items_dropped.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.body_bytes.clone()),
+            Box::new(self.request_encodings.clone()),
+            Box::new(self.producer_queue_depth.clone()),
+            Box::new(self.produce_duration.clone()),
+            Box::new(self.kafka_up.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.client_discarded.clone()),
+            Box::new(self.quota_decisions.clone()),
+            Box::new(self.sampling_decisions.clone()),
+            Box::new(self.scrub_redactions.clone()),
+            Box::new(self.scrub_duration.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.shutdown_undelivered.clone()),
+            Box::new(self.build_info.clone()),
+        ]
+    }
+
+    /// The name of every series the relay exports; histograms (their help
+    /// starts with "Time") also with their `_bucket`, `_sum` and `_count` series.
+    pub fn series_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for collector in self.collectors() {
+            for desc in collector.desc() {
+                if desc.help.starts_with("Time ") {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.push(format!("{}{suffix}", desc.fq_name));
+                    }
+                }
+                names.push(desc.fq_name.clone());
+            }
+        }
+        names
     }
 
     /// Counts `n` dropped items of one category (or [`ENVELOPE_CATEGORY`]).

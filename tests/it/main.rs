@@ -3,6 +3,7 @@
 //! process; tansu as a separate process for the end-to-end test).
 
 mod cli;
+mod deploy;
 mod e2e_tansu;
 mod ingest;
 mod lifecycle;
