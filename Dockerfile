@@ -20,6 +20,9 @@ USER edge-relay
 WORKDIR /var/lib/edge-relay
 # 3000: SDKs. 3001: /metrics, /healthz, /readyz.
 EXPOSE 3000 3001
+# The image has no curl: the relay probes its own admin port.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/edge-relay", "probe", "--url", "http://127.0.0.1:3001/readyz"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/edge-relay"]
 CMD ["run", "--config", "/etc/edge-relay/config.toml"]

@@ -13,6 +13,33 @@ const EX_USAGE: u8 = 64;
 /// sysexits' EX_DATAERR: the input is not what was expected.
 const EX_DATAERR: u8 = 65;
 
+/// `edge-relay probe`: one HTTP/1.0 GET with a 5-second deadline; 200 is healthy.
+fn probe(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let rest = url
+        .strip_prefix("http://")
+        .context("the URL must start with http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .context("resolving the address")?
+        .next()
+        .context("the address resolves to nothing")?;
+    let timeout = Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).context("connecting")?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").context("sending")?;
+    let mut answer = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .context("reading")?;
+    let status_line = String::from_utf8_lossy(&answer);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    anyhow::ensure!(status == "200", "{url} answered {status:?}");
+    Ok(())
+}
+
 /// `edge-relay scrub`: the event on stdin, scrubbed as the relay would,
 /// printed with its redaction list.
 fn scrub_stdin(config: &Config, project: Option<u64>) -> anyhow::Result<()> {
@@ -65,6 +92,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running relay's admin port: exit 0 when the URL answers 200 (for
+    /// container HEALTHCHECKs, where there is no curl).
+    Probe {
+        /// For example http://127.0.0.1:3001/readyz
+        #[arg(long, default_value = "http://127.0.0.1:3001/healthz")]
+        url: String,
+    },
     /// Scrub one event read from stdin and print it with the list of redactions
     /// (rule, path, method), to try rules before a rollout.
     Scrub {
@@ -79,9 +113,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Probe { url } = &cli.command {
+        return match probe(url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edge-relay probe: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (Command::Run { config: path }
     | Command::CheckConfig { config: path }
-    | Command::Scrub { config: path, .. }) = &cli.command;
+    | Command::Scrub { config: path, .. }) = &cli.command
+    else {
+        unreachable!("probe returned above");
+    };
     // An invalid config exits before any port is bound.
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -95,6 +141,7 @@ fn main() -> ExitCode {
             println!("{}", config.summary());
             ExitCode::SUCCESS
         }
+        Command::Probe { .. } => unreachable!("probe returned above"),
         Command::Scrub { project, .. } => match scrub_stdin(&config, project) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

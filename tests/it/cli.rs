@@ -197,3 +197,29 @@ fn scrub_prints_the_scrubbed_event_and_the_redactions() {
         .unwrap();
     assert_eq!(out.status.code(), Some(65));
 }
+
+/// `edge-relay probe` is the container HEALTHCHECK: 0 for a 200, 1 otherwise.
+#[test]
+fn probe_reports_readiness() {
+    use crate::e2e_tansu::{signal_and_wait, start_relay};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let mut relay = start_relay(
+        dir.path(),
+        &config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())),
+    );
+    let probe = |path: &str| relay_probe(&format!("http://{}{path}", relay.admin));
+    assert!(probe("/readyz"), "ready");
+    assert!(probe("/healthz"), "alive");
+    assert!(!probe("/nope"), "a 404 is not healthy");
+    assert!(signal_and_wait(&mut relay.process, "TERM").success());
+    assert!(!probe("/healthz"), "nothing listens after the stop");
+}
+
+fn relay_probe(url: &str) -> bool {
+    relay()
+        .args(["probe", "--url", url])
+        .status()
+        .unwrap()
+        .success()
+}

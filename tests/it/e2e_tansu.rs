@@ -49,7 +49,7 @@ impl Drop for Process {
 
 fn start_tansu(dir: &std::path::Path) -> (Process, String) {
     let tansu = tool(
-        "EDGE_RELAY_TANSU",
+        "RELAY_TEST_TANSU",
         std::env::var_os("HOME").map_or_else(
             || PathBuf::from("tansu"),
             |h| PathBuf::from(h).join(".cargo/bin/tansu"),
@@ -194,7 +194,7 @@ fn python_sdk_send(python: &PathBuf, dsn: &str, compression: &str, count: usize)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_through_the_relay_binary_into_tansu() {
     let python = tool(
-        "EDGE_RELAY_PYTHON",
+        "RELAY_TEST_PYTHON",
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -265,7 +265,7 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
     // one is refused, and three are never sent.
     let limited_dsn = format!("http://{OTHER_KEY}@{sdk}/{OTHER_PROJECT}");
     let python = tool(
-        "EDGE_RELAY_PYTHON",
+        "RELAY_TEST_PYTHON",
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
     );
     tokio::task::spawn_blocking(move || python_sdk_send(&python, &limited_dsn, "gzip", 5))
