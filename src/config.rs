@@ -267,6 +267,10 @@ pub mod file {
         /// After SIGINT: the same, shorter. Defaults to "3s".
         #[serde(with = "humantime_serde")]
         pub fast_grace_period: Duration,
+        /// After the signal, how long the listener keeps accepting while
+        /// `/readyz` already answers 503 (part of the grace period). Defaults to "0s".
+        #[serde(with = "humantime_serde")]
+        pub drain_delay: Duration,
     }
 
     impl Default for Shutdown {
@@ -274,6 +278,7 @@ pub mod file {
             Shutdown {
                 grace_period: Duration::from_secs(30),
                 fast_grace_period: Duration::from_secs(3),
+                drain_delay: Duration::ZERO,
             }
         }
     }
@@ -605,6 +610,8 @@ pub struct ShutdownConfig {
     pub grace_period: Duration,
     /// Grace after SIGINT.
     pub fast_grace_period: Duration,
+    /// Time the listener keeps accepting after readiness is withdrawn.
+    pub drain_delay: Duration,
 }
 
 /// One configured project.
@@ -750,6 +757,12 @@ impl Config {
                 format!("{:?} is not text or json", raw.log.format),
             ));
         }
+        if raw.shutdown.drain_delay >= raw.shutdown.grace_period {
+            return Err(ConfigError::new(
+                "shutdown.drain_delay",
+                "must be shorter than shutdown.grace_period (it is part of it)",
+            ));
+        }
         if raw.outcomes.window < Duration::from_secs(1) {
             return Err(ConfigError::new("outcomes.window", "must be at least 1s"));
         }
@@ -776,6 +789,7 @@ impl Config {
             shutdown: ShutdownConfig {
                 grace_period: raw.shutdown.grace_period,
                 fast_grace_period: raw.shutdown.fast_grace_period,
+                drain_delay: raw.shutdown.drain_delay,
             },
             log_json: raw.log.format == "json",
             log_level: raw.log.level,

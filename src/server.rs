@@ -231,6 +231,22 @@ async fn serve_sdk(
 ) -> (Duration, GracefulShutdown) {
     let config = state.pipeline.config.load_full();
     let server = &config.server;
+    // When the signal comes, readiness is withdrawn at once, but the listener
+    // stays open for the drain delay so that load balancers notice first.
+    let drain_delay = config.shutdown.drain_delay;
+    let draining = state.clone();
+    let shutdown = async move {
+        let grace = shutdown.await;
+        draining.draining.store(true, Ordering::Relaxed);
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                ?drain_delay,
+                "not ready; accepting for the drain delay before closing the listener"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+        grace.saturating_sub(drain_delay)
+    };
     let permits = Arc::new(Semaphore::new(server.max_connections.get()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -286,8 +302,6 @@ async fn serve_sdk(
             drop(permit);
         });
     };
-    // Readiness is withdrawn before the listener closes.
-    state.draining.store(true, Ordering::Relaxed);
     (grace, connections)
 }
 

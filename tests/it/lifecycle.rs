@@ -445,3 +445,40 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
     let lines = std::fs::read_to_string(&sink).unwrap();
     assert!(!lines.contains("R-1"), "the new rule applied");
 }
+
+/// On shutdown, readiness is withdrawn at once while the listener keeps
+/// accepting for the drain delay: a client that has not noticed yet is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n[shutdown]\ngrace_period = \"30s\"\ndrain_delay = \"5s\"\n",
+        sink.display()
+    ));
+    let relay = TestRelay::start(&text).await;
+    let client = reqwest::Client::new();
+    let admin = relay.admin_url("/readyz");
+    let url = relay.envelope_url();
+    let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
+    let until = std::time::Instant::now() + PATIENCE;
+    while client.get(&admin).send().await.unwrap().status() != 503 {
+        assert!(
+            std::time::Instant::now() < until,
+            "readiness was never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Not ready, yet still accepting: a late client gets its answer.
+    let r = client
+        .post(&url)
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(envelope_with_attachment(&new_event_id(), b"a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report = stopping.await.unwrap();
+    assert!(report.requests_finished);
+    assert_eq!(std::fs::read_to_string(&sink).unwrap().lines().count(), 2);
+}
