@@ -58,4 +58,4 @@ pub mod scrub;
 pub mod server;
 
 pub use config::Config;
-pub use server::{Relay, Reloader, ShutdownReport};
+pub use server::{Relay, RelayHandle, ShutdownReport};

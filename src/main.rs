@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge_relay::{Config, Relay};
+use sd_notify::NotifyState;
 
 /// sysexits' EX_USAGE: the configuration cannot be used.
 const EX_USAGE: u8 = 64;
@@ -174,11 +175,14 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         let relay = Relay::bind(config, prometheus::Registry::new()).await?;
         // SIGHUP: read the file again and swap projects, keys, quotas, sampling
         // and scrub rules; an invalid file is refused and the old one keeps running.
-        let reloader = relay.reloader();
+        let handle = relay.handle();
+        let reload_handle = handle.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
-                reloader.reload(Config::load(&path));
+                notify(&[NotifyState::Reloading]);
+                reload_handle.reload(Config::load(&path));
+                notify(&[NotifyState::Ready]);
             }
         });
         tracing::info!(
@@ -187,6 +191,19 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "edge-relay listening"
         );
+        // systemd: ready now; a watchdog ping at half its interval while healthy.
+        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval / 2);
+                loop {
+                    tick.tick().await;
+                    if handle.is_healthy() {
+                        notify(&[NotifyState::Watchdog]);
+                    }
+                }
+            });
+        }
         let report = relay.run(signals).await;
         tracing::info!(?report, "edge-relay stopped");
         Ok(())
@@ -205,14 +222,24 @@ fn wait_for_signal(
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: graceful shutdown");
+                notify(&[NotifyState::Stopping]);
                 grace
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: fast shutdown");
+                notify(&[NotifyState::Stopping]);
                 fast_grace
             }
         }
     })
+}
+
+/// Tells systemd (when it started us with `Type=notify`) what we are doing.
+/// Outside systemd there is no socket and this does nothing.
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {

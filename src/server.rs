@@ -56,11 +56,17 @@ struct State {
     draining: AtomicBool,
 }
 
-/// Applies reloaded configurations (what SIGHUP does) to a running relay.
+/// A handle to a running relay: applies reloaded configurations (what
+/// SIGHUP does) and tells whether it is healthy (for the systemd watchdog).
 #[derive(Clone)]
-pub struct Reloader(Arc<State>);
+pub struct RelayHandle(Arc<State>);
 
-impl Reloader {
+impl RelayHandle {
+    /// Alive and able to work: what `/healthz` reports.
+    pub fn is_healthy(&self) -> bool {
+        !self.0.pipeline.producer.is_failed()
+    }
+
     /// See [`Pipeline::reload`]: swaps projects, keys, quotas, sampling and
     /// scrub rules, or refuses an invalid file; logs and counts either way.
     pub fn reload(&self, new: Result<Config, crate::config::ConfigError>) -> bool {
@@ -168,9 +174,9 @@ impl Relay {
             .expect("a bound listener has an address")
     }
 
-    /// A handle that applies reloaded configurations to the running relay.
-    pub fn reloader(&self) -> Reloader {
-        Reloader(self.state.clone())
+    /// A handle to the running relay: reloads, health.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle(self.state.clone())
     }
 
     /// Serves until `shutdown` resolves with a grace period, then drains within it.

@@ -223,3 +223,56 @@ fn relay_probe(url: &str) -> bool {
         .unwrap()
         .success()
 }
+
+/// Under systemd (`Type=notify`): READY=1 once listening, watchdog pings
+/// while healthy, STOPPING=1 when the drain starts; then exit 0.
+#[test]
+fn systemd_notifications() {
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let config = dir.path().join("relay.toml");
+    let sink = dir.path().join("items.jsonl");
+    std::fs::write(
+        &config,
+        config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())),
+    )
+    .unwrap();
+    let mut child = relay()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let mut received = Vec::new();
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification arrives");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !received.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        received.push(next());
+    }
+    assert!(received[0].contains("READY=1"), "{received:?}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        let m = next();
+        if m.contains("STOPPING=1") {
+            break;
+        }
+        assert!(m.contains("WATCHDOG=1"), "unexpected {m}");
+    }
+    assert!(child.wait().unwrap().success());
+}

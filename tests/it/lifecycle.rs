@@ -401,7 +401,7 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
         1,
     ) + &format!("[[projects]]\nid = 99\npublic_keys = [\"{NEW_KEY}\"]\n");
     assert!(relay
-        .reloader
+        .handle
         .reload(edge_relay::Config::from_toml(&reloaded)));
     assert_eq!(
         relay.metric("edge_relay_config_reloads_total", &[("result", "ok")]),
@@ -431,7 +431,7 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
 
     // An invalid file is refused; the running configuration stays.
     assert!(!relay
-        .reloader
+        .handle
         .reload(edge_relay::Config::from_toml("[server]\nlistn = 1\n")));
     assert_eq!(
         relay.metric("edge_relay_config_reloads_total", &[("result", "error")]),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use edge_relay::{Config, Relay, Reloader, ShutdownReport};
+use edge_relay::{Config, Relay, RelayHandle, ShutdownReport};
 use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -77,7 +77,7 @@ pub struct TestRelay {
     /// Its own registry, so tests in parallel do not share counters.
     pub registry: Registry,
     /// Applies new configurations, as SIGHUP does.
-    pub reloader: Reloader,
+    pub handle: RelayHandle,
     /// Sends the grace period that starts the shutdown.
     shutdown: oneshot::Sender<Duration>,
     /// The running relay.
@@ -93,7 +93,7 @@ impl TestRelay {
             .await
             .expect("relay binds");
         let (sdk, admin) = (relay.sdk_addr(), relay.admin_addr());
-        let reloader = relay.reloader();
+        let handle = relay.handle();
         let (tx, rx) = oneshot::channel::<Duration>();
         let task =
             tokio::spawn(relay.run(async move { rx.await.unwrap_or(Duration::from_secs(5)) }));
@@ -101,7 +101,7 @@ impl TestRelay {
             sdk,
             admin,
             registry,
-            reloader,
+            handle,
             shutdown: tx,
             task,
         }
