@@ -252,7 +252,7 @@ fn systemd_notifications() {
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
     let mut received = Vec::new();
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification arrives");
         String::from_utf8_lossy(&buf[..n]).into_owned()
