@@ -11,6 +11,9 @@ RUN cargo build --release --locked --bin edge-relay \
     && strip target/release/edge-relay
 
 FROM debian:bookworm-slim
+# librdkafka links OpenSSL for TLS and SASL SCRAM.
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin edge-relay \
     && mkdir -p /etc/edge-relay /var/lib/edge-relay \
     && chown edge-relay /var/lib/edge-relay

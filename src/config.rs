@@ -1515,6 +1515,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_sasl_settings_reach_librdkafka() {
+        // librdkafka refuses these names and values unless built with TLS and SASL.
+        let env = |name: &str| (name == "KAFKA_PASSWORD").then(|| "s3cr3t-pw".to_owned());
+        let text = "[kafka]\nbrokers = \"kafka:9093\"\n[kafka.producer]\n\
+            \"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+            \"sasl.username\" = \"relay\"\n\"sasl.password\" = \"${KAFKA_PASSWORD}\"\n\
+            \"ssl.endpoint.identification.algorithm\" = \"https\"\n";
+        let c = Config::from_toml_with_env(text, &env, &[]).expect("TLS and SASL are compiled in");
+        assert!(!format!("{c:?}").contains("s3cr3t-pw"));
+        assert!(!c.summary().contains("s3cr3t-pw"));
+        let plain = "[kafka]\n[kafka.producer]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n";
+        assert!(Config::from_toml(plain).is_ok());
+    }
+
+    #[test]
     fn secrets_in_producer_settings_are_redacted_in_debug() {
         let c = parse("[kafka.producer]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = \"7\"\n")
             .unwrap();

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub scrub_redactions: IntCounterVec,
     /// Time spent scrubbing one item.
     pub scrub_duration: Histogram,
+    /// Time spent in a pipeline stage, by stage (decompress, parse, quota).
+    pub stage_duration: HistogramVec,
     /// Configuration reloads, by result (ok, error).
     pub config_reloads: IntCounterVec,
     /// Undelivered items at the end of a shutdown's grace period.
@@ -169,6 +171,16 @@ impl Metrics {
                     0.005, 0.01, 0.05,
                 ]),
             )?,
+            stage_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "edge_relay_stage_duration_seconds",
+                    "Time spent in a pipeline stage: decompress and parse per request, quota per item.",
+                )
+                .buckets(vec![
+                    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1,
+                ]),
+                &["stage"],
+            )?,
             config_reloads: IntCounterVec::new(
                 Opts::new(
                     "edge_relay_config_reloads_total",
@@ -215,6 +227,7 @@ impl Metrics {
             Box::new(self.sampling_decisions.clone()),
             Box::new(self.scrub_redactions.clone()),
             Box::new(self.scrub_duration.clone()),
+            Box::new(self.stage_duration.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.shutdown_undelivered.clone()),
             Box::new(self.build_info.clone()),

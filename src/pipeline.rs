@@ -321,7 +321,10 @@ impl Pipeline {
                     1
                 },
             };
-            if let Err(limited) = self.buckets.check(&project.quotas, demand, now) {
+            let started = std::time::Instant::now();
+            let quota = self.buckets.check(&project.quotas, demand, now);
+            self.observe_stage("quota", started);
+            if let Err(limited) = quota {
                 self.metrics
                     .quota_decisions
                     .with_label_values(&[&project.label, "limited"])
@@ -434,17 +437,21 @@ impl Pipeline {
             .request_encodings
             .with_label_values(&[encoding.as_str()])
             .inc();
+        let started = std::time::Instant::now();
         let body = decompress::decode(encoding, req.body.clone(), limits.max_inflated_size)?;
+        self.observe_stage("decompress", started);
         self.metrics
             .body_bytes
             .with_label_values(&["inflated"])
             .inc_by(body.len() as u64);
 
         // Stage: parse.
+        let started = std::time::Instant::now();
         let envelope = match req.endpoint {
             Endpoint::Envelope => envelope::parse(body, limits)?,
             Endpoint::Store => store_envelope(body, limits)?,
         };
+        self.observe_stage("parse", started);
 
         // Stage: auth, from the envelope's DSN when the request carried no key.
         let mut key = req.key.clone();
@@ -524,6 +531,13 @@ impl Pipeline {
                 .with_label_values(&[project, &r.rule])
                 .inc();
         }
+    }
+
+    fn observe_stage(&self, stage: &str, started: std::time::Instant) {
+        self.metrics
+            .stage_duration
+            .with_label_values(&[stage])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn observe_scrub(&self, started: std::time::Instant) {
