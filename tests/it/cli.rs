@@ -276,3 +276,50 @@ fn systemd_notifications() {
     }
     assert!(child.wait().unwrap().success());
 }
+
+/// No event payload and no secret reaches the logs, even at trace level,
+/// over HTTP/1.1 and h2c, for accepted and refused requests alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_payloads_or_secrets() {
+    use crate::e2e_tansu::{signal_and_wait, start_relay_with_log_level};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display()));
+    let mut relay = start_relay_with_log_level(dir.path(), &text, "trace");
+    let secret_body = br#"{}
+{"type":"event"}
+{"message":"payload-marker-7731","extra":{"password":"hunter2-log-secret"}}
+"#;
+    for client in [
+        reqwest::Client::new(),
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap(),
+    ] {
+        for key in [KEY, "ffffffffffffffffffffffffffffffff"] {
+            let _ = client
+                .post(format!("http://{}/api/{PROJECT}/envelope/", relay.sdk))
+                .header("x-sentry-auth", auth_header(key))
+                .header("authorization", "Bearer auth-header-secret-55")
+                .header("cookie", "sessionid=cookie-secret-66")
+                .body(secret_body.to_vec())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert!(signal_and_wait(&mut relay.process, "TERM").success());
+    let logs: Vec<String> = relay.logs.try_iter().collect();
+    assert!(logs.len() > 5, "trace logging was on: {} lines", logs.len());
+    for secret in [
+        "payload-marker-7731",
+        "hunter2-log-secret",
+        "auth-header-secret-55",
+        "cookie-secret-66",
+        KEY,
+    ] {
+        let leaks: Vec<&String> = logs.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} in the logs: {leaks:?}");
+    }
+}

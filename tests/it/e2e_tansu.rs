@@ -139,12 +139,21 @@ impl RelayProcess {
 /// Starts the relay binary on this configuration and reads its listening
 /// addresses from its log.
 pub fn start_relay(dir: &std::path::Path, config_text: &str) -> RelayProcess {
+    start_relay_with_log_level(dir, config_text, "info")
+}
+
+/// [`start_relay`] with this `RUST_LOG`.
+pub fn start_relay_with_log_level(
+    dir: &std::path::Path,
+    config_text: &str,
+    level: &str,
+) -> RelayProcess {
     let config = dir.join("relay.toml");
     std::fs::write(&config, config_text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edge-relay"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
