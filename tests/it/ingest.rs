@@ -259,6 +259,16 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         "]".repeat(100_000)
     );
     let envelope_url = relay.envelope_url();
+    let ten_thousand_items = gzip(&{
+        let mut b = b"{}\n".to_vec();
+        for _ in 0..10_000 {
+            b.extend_from_slice(b"{\"type\":\"attachment\",\"length\":1}\nx\n");
+        }
+        b
+    });
+    let huge_header_line = gzip(format!("{{\"pad\":\"{}\"}}\n", "x".repeat(200_000)).as_bytes());
+    // A raw NUL inside a JSON string is not JSON (control characters must be escaped).
+    let nul_in_event = b"{}\n{\"type\":\"event\"}\n{\"message\":\"a\x00b\"}\n".to_vec();
     let cases: Vec<BadCase> = vec![
         (
             "missing key",
@@ -355,6 +365,26 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
             envelope_url.clone(),
             "",
             many_items,
+            Some(KEY),
+            413,
+            "42",
+            "too_large",
+        ),
+        (
+            "10 000 items",
+            envelope_url.clone(),
+            "gzip",
+            ten_thousand_items,
+            Some(KEY),
+            413,
+            "42",
+            "too_large",
+        ),
+        (
+            "a 200 KB header line",
+            envelope_url.clone(),
+            "gzip",
+            huge_header_line,
             Some(KEY),
             413,
             "42",
@@ -468,6 +498,21 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
             ]
         ),
         2.0
+    );
+
+    // A NUL byte inside the event: the only item is invalid, so 400, counted.
+    let r = post(&client, &envelope_url, "", nul_in_event, Some(KEY)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "invalid")
+            ]
+        ),
+        3.0
     );
 
     // Wrong paths and methods.

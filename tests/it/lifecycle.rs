@@ -482,3 +482,73 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     assert!(report.requests_finished);
     assert_eq!(std::fs::read_to_string(&sink).unwrap().lines().count(), 2);
 }
+
+/// Slow clients: headers dribbled past `header_read_timeout` get the
+/// connection closed; a body dribbled past `body_read_timeout` gets 408 and
+/// is counted; other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_headers_and_bodies_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())).replacen(
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n",
+        1,
+    );
+    let relay = TestRelay::start(&text).await;
+
+    // Headers, one byte at a time, never finished.
+    let mut slow_headers = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    slow_headers
+        .write_all(b"POST /api/42/envelope/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A body promised in full and dribbled.
+    let mut slow_body = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let head = format!(
+        "POST /api/{PROJECT}/envelope/ HTTP/1.1\r\nHost: x\r\nX-Sentry-Auth: {}\r\nContent-Length: 1000\r\n\r\n{{}}\n",
+        auth_header(KEY)
+    );
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+
+    // Meanwhile a normal client is served.
+    let r = reqwest::Client::new()
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(envelope_with_attachment(&new_event_id(), b"a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, slow_body.read_to_end(&mut answer))
+        .await
+        .expect("the relay answers the slow body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(PATIENCE, slow_headers.read_to_end(&mut rest))
+        .await
+        .expect("the relay closes the slow headers")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", "invalid")
+            ]
+        ),
+        1.0,
+        "the timed-out body is counted"
+    );
+}
