@@ -384,17 +384,7 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
             "{category} accepted"
         );
         let mut dropped = 0.0;
-        for reason in [
-            "unauthorized",
-            "invalid",
-            "too_large",
-            "filtered",
-            "rate_limited",
-            "sampled",
-            "spool_full",
-            "kafka_error",
-            "internal",
-        ] {
+        for reason in edge_relay::outcome::DropReason::ALL.map(|r| r.as_str()) {
             let n = metric(
                 &registry,
                 "edge_relay_items_dropped_total",
