@@ -500,10 +500,7 @@ pub fn probe_event(
     payload: &[u8],
     max_depth: usize,
 ) -> Result<(Option<String>, Option<String>), EventError> {
-    let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
-    if json_depth_exceeds(payload, max_depth) {
-        return Err(EventError::TooDeep(max_depth));
-    }
+    let text = event_text(payload, max_depth)?;
     if !text.trim_start().starts_with('{') {
         // Still report a syntax error as such.
         serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(EventError::NotJson)?;
@@ -517,16 +514,24 @@ pub fn probe_event(
     Ok((event_id, probe.ty.map(Cow::into_owned)))
 }
 
+/// The checks every event payload gets before any JSON parser sees it:
+/// UTF-8 (serde_json does not check the strings it skips) and nesting depth
+/// (it skips values without a depth limit).
+fn event_text(payload: &[u8], max_depth: usize) -> Result<&str, EventError> {
+    let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
+    if json_depth_exceeds(payload, max_depth) {
+        return Err(EventError::TooDeep(max_depth));
+    }
+    Ok(text)
+}
+
 /// Validates a JSON event payload like [`probe_event`] and parses it into a
 /// tree (for the stages that need one), with its normalized `event_id`.
 pub fn parse_event(
     payload: &[u8],
     max_depth: usize,
 ) -> Result<(serde_json::Value, Option<String>), EventError> {
-    let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
-    if json_depth_exceeds(payload, max_depth) {
-        return Err(EventError::TooDeep(max_depth));
-    }
+    let text = event_text(payload, max_depth)?;
     let tree: serde_json::Value = serde_json::from_str(text).map_err(EventError::NotJson)?;
     if !tree.is_object() {
         return Err(EventError::NotObject);

@@ -220,12 +220,15 @@ impl Buckets {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let need = demand.quantity as f64;
-        // First pass: would every bucket allow it?
+        // First pass: would every bucket allow it? (Their levels are kept for
+        // the second pass, which also stays right if eviction drops one.)
         let mut refused: Option<Limited> = None;
+        let mut levels = Vec::with_capacity(applicable.len());
         for (quota, key) in &applicable {
             let tokens = table
                 .get(key)
                 .map_or(quota.burst as f64, |b| refilled(quota, b, now));
+            levels.push(tokens);
             if tokens < need {
                 let retry_after = retry_after(quota, tokens, need);
                 let worse = refused.as_ref().is_none_or(|r| retry_after > r.retry_after);
@@ -250,10 +253,7 @@ impl Buckets {
                 self.max_per_shard.saturating_sub(applicable.len()),
             );
         }
-        for (quota, key) in applicable {
-            let tokens = table
-                .get(&key)
-                .map_or(quota.burst as f64, |b| refilled(quota, b, now));
+        for ((_, key), tokens) in applicable.into_iter().zip(levels) {
             table.insert(
                 key,
                 Bucket {
