@@ -59,6 +59,10 @@ pub mod file {
         pub kafka: Option<Kafka>,
         /// The embedded default output: a JSON-lines file. Only without `[kafka]`.
         pub file_sink: Option<FileSink>,
+        /// What a 200 promises, and the bound on work in flight.
+        pub delivery: Delivery,
+        /// The on-disk spool for items Kafka has not acknowledged (with `[kafka]` only).
+        pub spool: Spool,
         /// How the relay stops.
         pub shutdown: Shutdown,
         /// Logging.
@@ -253,6 +257,58 @@ pub mod file {
         fn default() -> Self {
             FileSink {
                 path: "edge-relay-items.jsonl".into(),
+            }
+        }
+    }
+
+    /// `[delivery]`: when the SDK gets its 200.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Delivery {
+        /// "kafka": answer after the broker's ack; while Kafka is unreachable or
+        /// failing, after a durable spool write instead. "spool": answer after a
+        /// durable spool write; Kafka delivery happens behind. "memory": answer
+        /// once the item is queued in memory; a crash loses that queue.
+        /// Applies to `[kafka]`; the file sink answers after its write. Defaults to "kafka".
+        pub ack: String,
+        /// Bytes of accepted items waiting at once for Kafka's ack or the
+        /// spool's write. Past it, new requests are refused with 503 and counted
+        /// as `overloaded` before their body is read. Defaults to "64MiB".
+        pub max_in_flight: ByteSize,
+    }
+
+    impl Default for Delivery {
+        fn default() -> Self {
+            Delivery {
+                ack: "kafka".into(),
+                max_in_flight: ByteSize::mib(64),
+            }
+        }
+    }
+
+    /// `[spool]`: accepted items waiting for Kafka, on disk.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Spool {
+        /// Directory of the spool (one file, `spool.redb`); relative paths are
+        /// from the working directory. One relay per directory. Defaults to "/var/lib/edge-relay/spool".
+        pub path: String,
+        /// Most bytes of items held; past it new items are refused with 503 and
+        /// counted as `spool_full`. Held items are never evicted. Defaults to "1GiB".
+        pub max_size: ByteSize,
+        /// Most items replayed to Kafka in one batch. Defaults to 1000.
+        pub replay_batch: usize,
+        /// Memory for the store's page cache. Defaults to "16MiB".
+        pub cache_size: ByteSize,
+    }
+
+    impl Default for Spool {
+        fn default() -> Self {
+            Spool {
+                path: "/var/lib/edge-relay/spool".into(),
+                max_size: ByteSize::gib(1),
+                replay_batch: 1000,
+                cache_size: ByteSize::mib(16),
             }
         }
     }
@@ -465,6 +521,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where accepted items go.
     pub output: Output,
+    /// What a 200 promises, the in-flight bound, and the spool.
+    pub delivery: DeliveryConfig,
     /// How long the stop sequence may take.
     pub shutdown: ShutdownConfig,
     /// The log filter from the file.
@@ -477,6 +535,45 @@ pub struct Config {
     pub scrubber: Arc<Scrubber>,
     /// The outcome window, when outcome records are produced.
     pub outcomes_window: Option<Duration>,
+}
+
+/// When the SDK gets its 200 (`delivery.ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// After the broker's ack, or a durable spool write while Kafka is down.
+    Kafka,
+    /// After a durable spool write.
+    Spool,
+    /// Once queued in memory.
+    Memory,
+}
+
+impl AckMode {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Kafka => "kafka",
+            AckMode::Spool => "spool",
+            AckMode::Memory => "memory",
+        }
+    }
+}
+
+/// `[delivery]` and `[spool]`, validated.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// When the SDK gets its 200.
+    pub ack: AckMode,
+    /// Bytes of accepted items waiting for an ack or a spool write at once.
+    pub max_in_flight: usize,
+    /// The spool directory.
+    pub spool_path: PathBuf,
+    /// Most bytes of items the spool holds.
+    pub spool_max_size: u64,
+    /// Most items per replay batch.
+    pub replay_batch: NonZeroUsize,
+    /// The spool's page cache, in bytes.
+    pub spool_cache: usize,
 }
 
 /// The SDK-facing listener.
@@ -750,6 +847,7 @@ impl Config {
             }
         };
 
+        let delivery = validate_delivery(&raw.delivery, &raw.spool, &output)?;
         let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
         if !["text", "json"].contains(&raw.log.format.as_str()) {
             return Err(ConfigError::new(
@@ -786,6 +884,7 @@ impl Config {
             admin_listen,
             limits,
             output,
+            delivery,
             shutdown: ShutdownConfig {
                 grace_period: raw.shutdown.grace_period,
                 fast_grace_period: raw.shutdown.fast_grace_period,
@@ -966,6 +1065,52 @@ const RESERVED_PRODUCER_KEYS: [&str; 5] = [
     "acks",
     "request.required.acks",
 ];
+
+fn validate_delivery(
+    raw: &file::Delivery,
+    spool: &file::Spool,
+    output: &Output,
+) -> Result<DeliveryConfig, ConfigError> {
+    let ack = match raw.ack.as_str() {
+        "kafka" => AckMode::Kafka,
+        "spool" => AckMode::Spool,
+        "memory" => AckMode::Memory,
+        other => {
+            return Err(ConfigError::new(
+                "delivery.ack",
+                format!("{other:?} is not kafka, spool or memory"),
+            ))
+        }
+    };
+    if ack != AckMode::Kafka && matches!(output, Output::File(_)) {
+        return Err(ConfigError::new(
+            "delivery.ack",
+            "spool and memory apply to [kafka]; the file sink answers after its own write",
+        ));
+    }
+    let max_in_flight = usize::try_from(raw.max_in_flight.as_u64())
+        .ok()
+        .filter(|n| *n >= 1 << 20)
+        .ok_or_else(|| ConfigError::new("delivery.max_in_flight", "must be at least 1MiB"))?;
+    if spool.path.trim().is_empty() {
+        return Err(ConfigError::new("spool.path", "must not be empty"));
+    }
+    if spool.max_size.as_u64() < 1 << 20 {
+        return Err(ConfigError::new("spool.max_size", "must be at least 1MiB"));
+    }
+    let replay_batch = NonZeroUsize::new(spool.replay_batch)
+        .ok_or_else(|| ConfigError::new("spool.replay_batch", "must be at least 1"))?;
+    let spool_cache = usize::try_from(spool.cache_size.as_u64())
+        .map_err(|_| ConfigError::new("spool.cache_size", "is too large"))?;
+    Ok(DeliveryConfig {
+        ack,
+        max_in_flight,
+        spool_path: PathBuf::from(&spool.path),
+        spool_max_size: spool.max_size.as_u64(),
+        replay_batch,
+        spool_cache,
+    })
+}
 
 fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
     if raw.brokers.trim().is_empty() {

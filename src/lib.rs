@@ -9,7 +9,9 @@
 //!
 //! 1. [`server`] accepts the connection (HTTP/1.1 or h2c), routes the path,
 //!    answers CORS preflights, and reads the body under a wire-size cap and a
-//!    read deadline. This and [`produce`] are the only stages that do I/O.
+//!    read deadline. When too many accepted bytes already wait for Kafka or
+//!    the spool, it answers 503 before reading the body. This, [`produce`]
+//!    and [`spool`] are the only stages that do I/O.
 //! 2. [`auth`] finds the public key (the `X-Sentry-Auth` or
 //!    `Authorization: Sentry` header, the `sentry_key` query parameter, or
 //!    later the envelope header's `dsn`) and checks that it belongs to the
@@ -20,13 +22,15 @@
 //! 4. [`envelope`] parses the envelope into a header and items, each item
 //!    typed and given its data category; events are checked to be JSON
 //!    objects of bounded depth.
-//! 5. Inbound filters, quotas, sampling, PII scrubbing and fingerprinting
-//!    come next; their places in [`pipeline`] are marked and they are not
-//!    built yet.
-//! 6. [`produce`] turns every accepted item into one record (key: the event
-//!    id; headers: `project_id`, `event_id`, `item_type`, `received_at`) and
-//!    hands it to Kafka (idempotent, `acks=all`; the SDK is answered after the
-//!    broker's ack) or, with no `[kafka]` section, to a JSON-lines file.
+//! 5. [`quota`] checks the token buckets of the project, key and
+//!    fingerprint; [`sample`] keeps or drops whole traces; [`scrub`] redacts
+//!    PII; [`fingerprint`] computes the grouping hash.
+//! 6. Every accepted item becomes one [`produce::Record`] (key: the event
+//!    id; headers: `project_id`, `event_id`, `item_type`, `received_at`,
+//!    `fingerprint`, `sample_rate`), and [`deliver`] hands it on as
+//!    `delivery.ack` promises: to Kafka (idempotent, `acks=all`), or to the
+//!    on-disk [`spool`] that is replayed into Kafka, or, with no `[kafka]`
+//!    section, to a JSON-lines file.
 //! 7. Every item ends in exactly one [`outcome::Outcome`]: accepted, or
 //!    dropped with a reason. [`metrics`] counts both, and the same outcome
 //!    picks the HTTP status of the answer.
@@ -37,6 +41,9 @@
 //! - [`outcome`]: the one enum of drop reasons, and what each one means.
 //! - [`auth`], [`decompress`], [`envelope`]: the pure stages above.
 //! - [`pipeline`]: the single function that calls the stages in order.
+//! - [`quota`], [`sample`], [`scrub`], [`fingerprint`]: the pure stages after parsing.
+//! - [`deliver`]: the ack modes, the replay of the spool, the in-flight bound.
+//! - [`spool`]: the on-disk spool (redb), with a checksum per record.
 //! - [`produce`]: the Kafka producer and the file sink.
 //! - [`metrics`]: the Prometheus metrics, registered on a passed-in registry.
 //! - [`server`]: the SDK listener, the admin listener (`/metrics`,
@@ -46,6 +53,7 @@
 pub mod auth;
 pub mod config;
 pub mod decompress;
+pub mod deliver;
 pub mod envelope;
 pub mod fingerprint;
 pub mod metrics;
@@ -56,6 +64,7 @@ pub mod quota;
 pub mod sample;
 pub mod scrub;
 pub mod server;
+pub mod spool;
 
 pub use config::Config;
 pub use server::{Relay, RelayHandle, ShutdownReport};

@@ -40,6 +40,28 @@ pub struct Metrics {
     pub produce_duration: Histogram,
     /// 1 when the brokers answered the last health check.
     pub kafka_up: IntGauge,
+    /// The relay's view of Kafka: 1 for the current state (up, degraded, down), 0 for the others.
+    pub kafka_state: IntGaugeVec,
+    /// Bytes of items in the spool.
+    pub spool_bytes: IntGauge,
+    /// Items in the spool.
+    pub spool_items: IntGauge,
+    /// Age of the oldest item in the spool, 0 when it is empty.
+    pub spool_oldest_age: prometheus::Gauge,
+    /// Items written to the spool, by cause.
+    pub spool_written: IntCounterVec,
+    /// Items replayed from the spool and acknowledged by Kafka.
+    pub spool_replayed: IntCounter,
+    /// Spooled records that failed their checksum or format check: skipped, and lost.
+    pub spool_corrupt: IntCounter,
+    /// Items spooled after a failed or timed-out delivery that the broker may
+    /// have stored anyway: possible duplicates, with the same event id.
+    pub spool_possible_duplicates: IntCounter,
+    /// Items answered 200 in `memory` mode whose delivery then failed and that
+    /// the spool could not take either.
+    pub delivery_lost: IntCounter,
+    /// Bytes of accepted items waiting for an ack or a spool write.
+    pub in_flight_bytes: IntGauge,
     /// 1 while the relay serves, 0 once it is draining or not ready.
     pub ready: IntGauge,
     /// What SDKs report they dropped themselves (client reports), by project, category and reason.
@@ -128,6 +150,50 @@ impl Metrics {
             kafka_up: IntGauge::new(
                 "edge_relay_kafka_up",
                 "1 when the brokers answered the last health check.",
+            )?,
+            kafka_state: IntGaugeVec::new(
+                Opts::new(
+                    "edge_relay_kafka_state",
+                    "The relay's view of Kafka: 1 for the current state (up, degraded, down).",
+                ),
+                &["state"],
+            )?,
+            spool_bytes: IntGauge::new(
+                "edge_relay_spool_bytes",
+                "Bytes of items in the on-disk spool.",
+            )?,
+            spool_items: IntGauge::new("edge_relay_spool_items", "Items in the on-disk spool.")?,
+            spool_oldest_age: prometheus::Gauge::new(
+                "edge_relay_spool_oldest_age_seconds",
+                "Age of the oldest item in the spool; 0 when it is empty.",
+            )?,
+            spool_written: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_spool_written_total",
+                    "Items written to the spool, by cause: ack_spool (the ack mode), \
+                     kafka_unavailable (down or degraded), delivery_failed.",
+                ),
+                &["cause"],
+            )?,
+            spool_replayed: IntCounter::new(
+                "edge_relay_spool_replayed_total",
+                "Items replayed from the spool and acknowledged by Kafka.",
+            )?,
+            spool_corrupt: IntCounter::new(
+                "edge_relay_spool_corrupt_total",
+                "Spooled records that failed their checksum: skipped and lost.",
+            )?,
+            spool_possible_duplicates: IntCounter::new(
+                "edge_relay_spool_possible_duplicates_total",
+                "Items spooled after a failed delivery the broker may have stored anyway.",
+            )?,
+            delivery_lost: IntCounter::new(
+                "edge_relay_delivery_lost_total",
+                "Items answered 200 in memory mode, then neither delivered nor spooled.",
+            )?,
+            in_flight_bytes: IntGauge::new(
+                "edge_relay_in_flight_bytes",
+                "Bytes of accepted items waiting for Kafka's ack or a spool write.",
             )?,
             ready: IntGauge::new(
                 "edge_relay_ready",
@@ -221,6 +287,16 @@ impl Metrics {
             Box::new(self.producer_queue_depth.clone()),
             Box::new(self.produce_duration.clone()),
             Box::new(self.kafka_up.clone()),
+            Box::new(self.kafka_state.clone()),
+            Box::new(self.spool_bytes.clone()),
+            Box::new(self.spool_items.clone()),
+            Box::new(self.spool_oldest_age.clone()),
+            Box::new(self.spool_written.clone()),
+            Box::new(self.spool_replayed.clone()),
+            Box::new(self.spool_corrupt.clone()),
+            Box::new(self.spool_possible_duplicates.clone()),
+            Box::new(self.delivery_lost.clone()),
+            Box::new(self.in_flight_bytes.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.client_discarded.clone()),
             Box::new(self.quota_decisions.clone()),

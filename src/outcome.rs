@@ -32,6 +32,9 @@ pub enum DropReason {
     Sampled,
     /// The local spool is full.
     SpoolFull,
+    /// Refused before its body was read: too much accepted work is waiting
+    /// for Kafka or the spool (`delivery.max_in_flight`).
+    Overloaded,
     /// Kafka did not acknowledge the item (unreachable, timed out, refused).
     KafkaError,
     /// A bug or an unexpected failure inside the relay.
@@ -40,7 +43,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for pre-registering metric label values and for docs.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Unauthorized,
         DropReason::Invalid,
         DropReason::TooLarge,
@@ -48,6 +51,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::Sampled,
         DropReason::SpoolFull,
+        DropReason::Overloaded,
         DropReason::KafkaError,
         DropReason::Internal,
     ];
@@ -62,6 +66,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::Sampled => "sampled",
             DropReason::SpoolFull => "spool_full",
+            DropReason::Overloaded => "overloaded",
             DropReason::KafkaError => "kafka_error",
             DropReason::Internal => "internal",
         }
@@ -78,7 +83,9 @@ impl DropReason {
             // SDK must not retry them, so they do not turn the answer into an error.
             DropReason::Filtered | DropReason::Sampled => StatusCode::OK,
             DropReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            DropReason::SpoolFull | DropReason::KafkaError => StatusCode::SERVICE_UNAVAILABLE,
+            DropReason::SpoolFull | DropReason::Overloaded | DropReason::KafkaError => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DropReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,7 +100,7 @@ impl DropReason {
             | DropReason::Filtered
             | DropReason::RateLimited
             | DropReason::Sampled => Level::DEBUG,
-            DropReason::SpoolFull | DropReason::KafkaError => Level::WARN,
+            DropReason::SpoolFull | DropReason::Overloaded | DropReason::KafkaError => Level::WARN,
             DropReason::Internal => Level::ERROR,
         }
     }
@@ -103,9 +110,10 @@ impl DropReason {
     /// rate limit, which beats a client error.
     pub fn precedence(self) -> u8 {
         match self {
-            DropReason::Internal => 9,
-            DropReason::KafkaError => 8,
-            DropReason::SpoolFull => 7,
+            DropReason::Internal => 10,
+            DropReason::KafkaError => 9,
+            DropReason::SpoolFull => 8,
+            DropReason::Overloaded => 7,
             DropReason::RateLimited => 6,
             DropReason::TooLarge => 5,
             DropReason::Invalid => 4,
@@ -139,6 +147,7 @@ mod tests {
                 "rate_limited",
                 "sampled",
                 "spool_full",
+                "overloaded",
                 "kafka_error",
                 "internal"
             ]

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use crate::auth::{self, AuthError};
 use crate::config::{Config, ConfigError, Limits, Project, Projects};
 use crate::decompress::{self, DecodeError, Encoding};
+use crate::deliver::{DeliverError, Delivery};
 use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
 use crate::fingerprint;
 use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY};
 use crate::outcome::{DropReason, Outcome};
-use crate::produce::{ProduceError, Producer, Record, RecordHeaders};
+use crate::produce::{ProduceError, Record, RecordHeaders};
 use crate::quota::{self, Demand, Limited};
 use crate::sample;
 
@@ -114,6 +115,9 @@ pub enum RequestError {
     /// The project id in the path is not a number.
     #[error("the project id in the path is not a number")]
     BadProjectId,
+    /// Too much accepted work is waiting for Kafka or the spool.
+    #[error("the relay is overloaded; retry later")]
+    Overloaded,
 }
 
 impl RequestError {
@@ -137,6 +141,7 @@ impl RequestError {
             }
             E::Envelope(_) => (StatusCode::BAD_REQUEST, DropReason::Invalid),
             E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, DropReason::Invalid),
+            E::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, DropReason::Overloaded),
         }
     }
 }
@@ -161,8 +166,8 @@ pub struct Pipeline {
     /// The configuration requests run under; swapped whole on reload, and
     /// each request keeps the one it started with.
     pub config: ArcSwap<Config>,
-    /// Where accepted items go.
-    pub producer: Producer,
+    /// Where accepted items go, as the ack mode promises.
+    pub delivery: Arc<Delivery>,
     /// Counters for every outcome.
     pub metrics: Metrics,
     /// Every quota bucket.
@@ -370,7 +375,12 @@ impl Pipeline {
             };
             let id = own_id.unwrap_or_else(|| event_id.clone());
             records.push(Record {
-                topic: self.producer.topics().for_category(category).clone(),
+                topic: self
+                    .delivery
+                    .producer()
+                    .topics()
+                    .for_category(category)
+                    .clone(),
                 key: id.clone(),
                 payload,
                 headers: RecordHeaders {
@@ -401,14 +411,19 @@ impl Pipeline {
                 .map(|f| f.category)
                 .collect(),
         };
-        let mut delivery = self.producer.send(records).await.into_iter();
+        let mut delivery = self.delivery.deliver(records).await.into_iter();
         guard.disarm();
         for fate in fates.iter_mut().filter(|f| f.result.is_ok()) {
-            let result = delivery.next().unwrap_or(Err(ProduceError::Canceled));
+            let result = delivery
+                .next()
+                .unwrap_or(Err(DeliverError::Produce(ProduceError::Canceled)));
             if let Err(e) = result {
                 let reason = match e {
-                    ProduceError::File(_) => DropReason::Internal,
-                    _ => DropReason::KafkaError,
+                    DeliverError::SpoolFull => DropReason::SpoolFull,
+                    DeliverError::Spool(_) | DeliverError::Produce(ProduceError::File(_)) => {
+                        DropReason::Internal
+                    }
+                    DeliverError::Produce(_) => DropReason::KafkaError,
                 };
                 log_at(
                     reason.log_level(),

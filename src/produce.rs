@@ -80,6 +80,8 @@ pub enum ProduceError {
 }
 
 /// The destination of accepted items.
+// One per process, behind an `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Producer {
     /// Kafka.
     Kafka(kafka::KafkaSink),

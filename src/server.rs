@@ -29,11 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::deliver::{Delivery, DeliveryStartError, KafkaState};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{
     Answer, Authenticated, Credentials, Endpoint, Pipeline, Request, RequestError,
 };
-use crate::produce::{Producer, StartError};
 use crate::quota;
 
 /// A relay with its listeners bound, ready to [`run`](Relay::run).
@@ -64,7 +64,7 @@ pub struct RelayHandle(Arc<State>);
 impl RelayHandle {
     /// Alive and able to work: what `/healthz` reports.
     pub fn is_healthy(&self) -> bool {
-        !self.0.pipeline.producer.is_failed()
+        !self.0.pipeline.delivery.producer().is_failed()
     }
 
     /// See [`Pipeline::reload`]: swaps projects, keys, quotas, sampling and
@@ -112,9 +112,9 @@ pub enum BindError {
         #[source]
         source: std::io::Error,
     },
-    /// The output could not be opened.
+    /// The output or the spool could not be opened.
     #[error(transparent)]
-    Output(#[from] StartError),
+    Output(#[from] DeliveryStartError),
     /// The metrics could not be registered (a registry shared with another relay).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -131,7 +131,7 @@ impl Relay {
     pub async fn bind(config: Config, registry: Registry) -> Result<Relay, BindError> {
         let metrics = Metrics::new(&registry)?;
         let outcomes_window = config.outcomes_window;
-        let producer = Producer::open(&config.output, &metrics)?;
+        let delivery = Delivery::open(&config.output, &config.delivery, &metrics)?;
         let listen = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -146,7 +146,7 @@ impl Relay {
                 pipeline: Pipeline {
                     buckets: quota::Buckets::new(config.limits.max_quota_buckets),
                     config: arc_swap::ArcSwap::from_pointee(config),
-                    producer,
+                    delivery: Arc::new(delivery),
                     metrics,
                     clock: Arc::new(quota::SystemClock::default()),
                     random: fastrand::f64,
@@ -188,7 +188,8 @@ impl Relay {
             state.clone(),
             admin_stopped.clone(),
         ));
-        let outcomes = tokio::spawn(produce_outcomes(state.clone(), admin_stopped));
+        let outcomes = tokio::spawn(produce_outcomes(state.clone(), admin_stopped.clone()));
+        let replay = tokio::spawn(state.pipeline.delivery.clone().replay(admin_stopped));
 
         let (grace, connections) = serve_sdk(self.sdk, state.clone(), shutdown).await;
         let deadline = tokio::time::Instant::now() + grace;
@@ -200,8 +201,9 @@ impl Relay {
             .is_ok();
         // Every outcome so far, open windows too, before the final flush.
         flush_outcomes(&state, true).await;
-        let producer = &state.pipeline.producer;
-        let undelivered = producer
+        let undelivered = state
+            .pipeline
+            .delivery
             .flush(deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await;
         state
@@ -221,6 +223,7 @@ impl Relay {
         let _ = stop_admin.send(true);
         let _ = admin.await;
         let _ = outcomes.await;
+        let _ = replay.await;
         ShutdownReport {
             requests_finished,
             undelivered,
@@ -429,6 +432,10 @@ async fn ingest(
             return pipeline.reject(label, &e);
         }
     };
+    // Shed load before reading anything more when accepted work is piling up.
+    if pipeline.delivery.overloaded() {
+        return pipeline.reject(&project.label, &RequestError::Overloaded);
+    }
     let config = pipeline.config.load_full();
     let limits = &config.limits;
     let timeout = config.server.body_read_timeout;
@@ -585,7 +592,7 @@ async fn flush_outcomes(state: &State, all: bool) {
     if entries.is_empty() {
         return;
     }
-    let topic = pipeline.producer.topics().outcomes.clone();
+    let topic = pipeline.delivery.producer().topics().outcomes.clone();
     let records: Vec<crate::produce::Record> = entries
         .iter()
         .map(|(key, n)| {
@@ -610,7 +617,7 @@ async fn flush_outcomes(state: &State, all: bool) {
             }
         })
         .collect();
-    let results = pipeline.producer.send(records).await;
+    let results = pipeline.delivery.producer().send(records).await;
     let failed: Vec<_> = entries
         .into_iter()
         .zip(results)
@@ -652,7 +659,9 @@ async fn serve_admin(listener: TcpListener, state: Arc<State>, mut stop: watch::
 
 fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
     let pipeline = &state.pipeline;
-    let ready = !state.draining.load(Ordering::Relaxed) && pipeline.producer.is_ready();
+    let delivery = &pipeline.delivery;
+    let draining = state.draining.load(Ordering::Relaxed);
+    let ready = !draining && delivery.accepting();
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -667,7 +676,8 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
             pipeline
                 .metrics
                 .producer_queue_depth
-                .set(pipeline.producer.queue_depth());
+                .set(delivery.producer().queue_depth());
+            delivery.refresh_gauges();
             pipeline.metrics.ready.set(i64::from(ready));
             let mut r = text(StatusCode::OK, metrics::render(&state.registry));
             r.headers_mut().insert(
@@ -676,21 +686,48 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
             );
             r
         }
-        "/healthz" if pipeline.producer.is_failed() => text(
+        "/healthz" if delivery.producer().is_failed() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "kafka producer failed fatally: restart\n".into(),
         ),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" if ready => text(StatusCode::OK, "ready\n".into()),
-        "/readyz" if state.draining.load(Ordering::Relaxed) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        "/readyz" => {
+            let (status, verdict) = match () {
+                _ if ready => (StatusCode::OK, "ready"),
+                _ if draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+                _ if delivery.producer().is_failed() => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "kafka producer failed")
+                }
+                _ if delivery.spool().is_some() => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kafka unavailable and the spool is full",
+                ),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "kafka unavailable"),
+            };
+            text(status, readiness(delivery, verdict))
         }
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kafka unreachable\n".into(),
-        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// The `/readyz` body: the verdict, the ack mode, the relay's view of Kafka
+/// and what the spool holds, one `key: value` per line.
+fn readiness(delivery: &crate::deliver::Delivery, verdict: &str) -> String {
+    use std::fmt::Write;
+    let mut out = format!("{verdict}\n");
+    match delivery.producer() {
+        crate::produce::Producer::File(_) => out.push_str("output: file\n"),
+        crate::produce::Producer::Kafka(_) => {
+            let state: KafkaState = delivery.kafka_state();
+            let _ = writeln!(out, "ack: {}", delivery.mode().as_str());
+            let _ = writeln!(out, "kafka: {}", state.as_str());
+        }
+    }
+    if let Some(spool) = delivery.spool() {
+        let usage = spool.usage();
+        let _ = writeln!(out, "spool: {} items, {} bytes", usage.items, usage.bytes);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -98,15 +98,22 @@ impl KafkaSink {
     /// brokers are known to be down, fails at once rather than hold the SDK
     /// for the whole delivery timeout.
     pub async fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
+        let pending = self.enqueue(&records);
+        self.acknowledged(pending).await
+    }
+
+    /// Hands every record to librdkafka without waiting; see [`Self::acknowledged`].
+    pub fn enqueue(&self, records: &[Record]) -> Pending {
+        let started = Instant::now();
         if !self.is_up() {
-            return records
+            let futures = records
                 .iter()
                 .map(|_| Err(ProduceError::Unavailable))
                 .collect();
+            return Pending { futures, started };
         }
-        let started = Instant::now();
         // Enqueue all first, then wait: the acknowledgements overlap.
-        let pending: Vec<_> = records
+        let futures: Vec<_> = records
             .iter()
             .map(|r| {
                 let mut headers = OwnedHeaders::new_with_capacity(6);
@@ -128,8 +135,14 @@ impl KafkaSink {
                 })
             })
             .collect();
-        let mut results = Vec::with_capacity(pending.len());
-        for p in pending {
+        Pending { futures, started }
+    }
+
+    /// Waits for the acknowledgements of enqueued records; one result per record.
+    pub async fn acknowledged(&self, pending: Pending) -> Vec<Result<(), ProduceError>> {
+        let Pending { futures, started } = pending;
+        let mut results = Vec::with_capacity(futures.len());
+        for p in futures {
             results.push(match p {
                 Err(e) => Err(e),
                 Ok(delivery) => match delivery.await {
@@ -147,6 +160,13 @@ impl KafkaSink {
         results
     }
 
+    /// Gives up on every queued and in-flight message: their deliveries fail
+    /// at once (for the stop sequence, after the grace period's flush).
+    pub fn purge(&self) {
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    }
+
     /// Waits up to `timeout` for in-flight messages; returns how many are left.
     pub async fn flush(&self, timeout: Duration) -> usize {
         let producer = self.producer.clone();
@@ -158,6 +178,14 @@ impl KafkaSink {
         .await
         .unwrap_or_else(|_| usize::try_from(self.producer.in_flight_count()).unwrap_or(0))
     }
+}
+
+/// Records handed to librdkafka, waiting for their acknowledgements.
+pub struct Pending {
+    /// One per record: its delivery, or why it was not enqueued.
+    futures: Vec<Result<rdkafka::producer::DeliveryFuture, ProduceError>>,
+    /// When they were enqueued, for the latency histogram.
+    started: Instant,
 }
 
 impl Drop for KafkaSink {

@@ -16,60 +16,65 @@ async fn send_one(client: &reqwest::Client, relay: &TestRelay) -> (reqwest::Stat
     (r.status(), id)
 }
 
-/// The broker is down when the relay starts: not ready, 503 with `kafka_error`;
-/// when the broker comes up, the relay turns ready and delivers.
+/// The broker is down when the relay starts: the relay is ready all the
+/// same, says Kafka is down, and answers 200 once items are in the spool;
+/// when the broker comes up, the spool is replayed into Kafka and new items
+/// go straight to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_down_at_start_then_recovers() {
+async fn broker_down_at_start_spools_then_replays() {
     let kafka = mock_kafka();
     kafka.broker_down(1).expect("mock broker goes down");
     let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
     let client = reqwest::Client::new();
 
     let readyz = client.get(relay.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(readyz.status(), 503);
-    assert_eq!(
-        client
-            .get(relay.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let (status, _) = send_one(&client, &relay).await;
-    assert_eq!(status, 503);
+    assert_eq!(readyz.status(), 200);
+    let body = readyz.text().await.unwrap();
+    assert!(body.contains("kafka: down"), "{body}");
+    let (status, spooled) = send_one(&client, &relay).await;
+    assert_eq!(status, 200);
     assert_eq!(
         relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "error"),
-                ("reason", "kafka_error")
-            ]
+            "edge_relay_spool_written_total",
+            &[("cause", "kafka_unavailable")]
         ),
-        1.0
+        2.0,
+        "the event and its attachment"
     );
+    let metrics = client
+        .get(relay.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("edge_relay_spool_items 2"), "{metrics}");
+    assert!(metrics.contains("edge_relay_kafka_state{state=\"down\"} 1"));
     assert_eq!(
         relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "attachment"),
-                ("reason", "kafka_error")
-            ]
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "error")]
         ),
         1.0
     );
 
     kafka.broker_up(1).expect("mock broker comes up");
     relay.wait_ready().await;
-    let (status, id) = send_one(&client, &relay).await;
+    let (status, direct) = send_one(&client, &relay).await;
     assert_eq!(status, 200);
-    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
-    assert_eq!(
-        got.iter().map(|m| m.key.clone()).collect::<Vec<_>>(),
-        vec![id]
-    );
+    let mut got: Vec<String> = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 2)
+        .await
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    got.sort();
+    let mut want = vec![spooled, direct];
+    want.sort();
+    assert_eq!(got, want);
+    let attachments = consume_async(kafka.bootstrap_servers(), &["ingest-attachments"], 2).await;
+    assert_eq!(attachments.len(), 2);
+    assert_eq!(relay.metric("edge_relay_spool_replayed_total", &[]), 2.0);
     assert_eq!(relay.metric("edge_relay_kafka_up", &[]), 1.0);
 }
 
@@ -79,10 +84,7 @@ async fn broker_down_at_start_then_recovers() {
 async fn shutdown_finishes_in_flight_requests_and_flushes() {
     let kafka = mock_kafka();
     // A delivery timeout far beyond the broker's delay: this test is about draining.
-    let text = config_text(&format!(
-        "[kafka]\nbrokers = \"{}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"30s\"\n",
-        kafka.bootstrap_servers()
-    ));
+    let text = config_text(&kafka_section_with(&kafka.bootstrap_servers(), "30s"));
     let relay = TestRelay::start(&text).await;
     relay.wait_ready().await;
     // Slow the broker down so requests are still waiting for acks at shutdown.
@@ -199,15 +201,14 @@ async fn file_sink_writes_json_lines_with_headers() {
     assert_eq!(lines[1]["payload_base64"], "YQ==");
 }
 
-/// A message that times out in the producer after the relay accepted the
-/// request is a counted `kafka_error` and a 503, never silence.
+/// A message that times out in the producer goes to the spool (the SDK gets
+/// its 200) and is counted as a possible duplicate: the broker may have
+/// stored it before the timeout. While the state is degraded new items go to
+/// the spool; once the broker is fast again the spool drains into Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_timeouts_are_counted_and_answered_503() {
+async fn delivery_timeouts_go_to_the_spool() {
     let kafka = mock_kafka();
-    let text = config_text(&format!(
-        "[kafka]\nbrokers = \"{}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"1s\"\n",
-        kafka.bootstrap_servers()
-    ));
+    let text = config_text(&kafka_section_with(&kafka.bootstrap_servers(), "1s"));
     let relay = TestRelay::start(&text).await;
     relay.wait_ready().await;
     let client = reqwest::Client::new();
@@ -216,8 +217,29 @@ async fn delivery_timeouts_are_counted_and_answered_503() {
     kafka
         .broker_round_trip_time(1, Duration::from_secs(5))
         .expect("mock rtt");
-    let (status, _) = send_one(&client, &relay).await;
-    assert_eq!(status, 503);
+    let (status, late) = send_one(&client, &relay).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_spool_written_total",
+            &[("cause", "delivery_failed")]
+        ),
+        2.0
+    );
+    assert!(relay.metric("edge_relay_spool_possible_duplicates_total", &[]) >= 2.0);
+    let readyz = reqwest::get(relay.admin_url("/readyz")).await.unwrap();
+    let body = readyz.text().await.unwrap();
+    assert!(body.contains("kafka: degraded"), "{body}");
+    // Degraded: the next request is spooled without waiting for Kafka.
+    let (status, during) = send_one(&client, &relay).await;
+    assert_eq!(status, 200);
+    assert!(
+        relay.metric(
+            "edge_relay_spool_written_total",
+            &[("cause", "kafka_unavailable")]
+        ) >= 2.0
+            || relay.metric("edge_relay_kafka_state", &[("state", "degraded")]) == 0.0
+    );
     assert_eq!(
         relay.metric(
             "edge_relay_items_dropped_total",
@@ -227,38 +249,87 @@ async fn delivery_timeouts_are_counted_and_answered_503() {
                 ("reason", "kafka_error")
             ]
         ),
-        1.0
+        0.0,
+        "nothing was dropped"
     );
-    assert_eq!(
-        relay.metric(
-            "edge_relay_items_accepted_total",
-            &[("project", "42"), ("category", "error")]
-        ),
-        1.0,
-        "only the first request was accepted"
-    );
-    // And the relay recovers when the broker does.
+
     kafka
         .broker_round_trip_time(1, Duration::ZERO)
         .expect("mock rtt");
-    let until = std::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, _) = send_one(&client, &relay).await;
-        if status == 200 {
-            break;
+    relay.wait_ready().await;
+    let keys: std::collections::HashSet<String> =
+        consume_async(kafka.bootstrap_servers(), &["ingest-events"], 3)
+            .await
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+    assert!(keys.contains(&late), "the timed-out item reached Kafka");
+    assert!(
+        keys.contains(&during),
+        "the item spooled while degraded reached Kafka"
+    );
+}
+
+/// A full spool refuses new items with 503 and counts them as `spool_full`;
+/// what it holds is kept and delivered once Kafka is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_keeps_what_it_holds() {
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    let text = config_text(&format!(
+        "{}max_size = \"1MiB\"\n",
+        kafka_section(&kafka.bootstrap_servers())
+    ));
+    let relay = TestRelay::start(&text).await;
+    let client = reqwest::Client::new();
+    let attachment = vec![b'x'; 300 * 1024];
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..5 {
+        let id = new_event_id();
+        let r = client
+            .post(relay.envelope_url())
+            .header("x-sentry-auth", auth_header(KEY))
+            .body(envelope_with_attachment(&id, &attachment))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => accepted.push(id),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
         }
-        assert_eq!(status, 503);
-        assert!(
-            std::time::Instant::now() < until,
-            "the relay did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(accepted.len(), 3, "three 300 KiB items fit in 1 MiB");
+    assert_eq!(refused, 2);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "attachment"),
+                ("reason", "spool_full")
+            ]
+        ),
+        2.0
+    );
+    let readyz = reqwest::get(relay.admin_url("/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 200, "not full yet: small items still fit");
+
+    kafka.broker_up(1).expect("mock broker comes up");
+    let mut got: Vec<String> = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 3)
+        .await
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    got.sort();
+    accepted.sort();
+    assert_eq!(got, accepted);
 }
 
 /// An idempotent producer that fails fatally (here: the cluster refuses it a
 /// producer id) can deliver nothing more: `/healthz` and `/readyz` say so and
-/// SDKs get 503, so a supervisor restarts the relay.
+/// a supervisor restarts the relay; what arrives meanwhile waits in the spool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_producer_error_fails_health() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -297,13 +368,25 @@ async fn a_fatal_producer_error_fails_health() {
             .status(),
         503
     );
-    assert_eq!(send_one(&client, &relay).await.0, 503);
+    // What still arrives is kept in the spool for the restarted relay.
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    assert!(
+        relay.metric(
+            "edge_relay_spool_written_total",
+            &[("cause", "kafka_unavailable")]
+        ) >= 2.0
+    );
     assert_eq!(
         relay.metric(
-            "edge_relay_items_accepted_total",
-            &[("project", "42"), ("category", "error")]
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "kafka_error")
+            ]
         ),
-        0.0
+        0.0,
+        "failed deliveries went to the spool"
     );
 }
 

@@ -63,9 +63,30 @@ pub fn config_text(output: &str) -> String {
     )
 }
 
-/// The `[kafka]` section for these brokers, with a short health interval.
+/// The `[kafka]` section for these brokers, with a short health interval,
+/// and a `[spool]` in a directory of its own.
 pub fn kafka_section(brokers: &str) -> String {
-    format!("[kafka]\nbrokers = \"{brokers}\"\nhealth_interval = \"200ms\"\ndelivery_timeout = \"5s\"\n")
+    kafka_section_with(brokers, "5s")
+}
+
+/// [`kafka_section`] with this delivery timeout.
+pub fn kafka_section_with(brokers: &str, delivery_timeout: &str) -> String {
+    format!(
+        "[kafka]\nbrokers = \"{brokers}\"\nhealth_interval = \"200ms\"\n\
+         delivery_timeout = \"{delivery_timeout}\"\n\
+         [spool]\npath = \"{}\"\n",
+        spool_dir().display()
+    )
+}
+
+/// A fresh directory for a spool. It outlives the test, like a real spool
+/// outlives the relay; it is under the system's temporary directory.
+pub fn spool_dir() -> std::path::PathBuf {
+    tempfile::Builder::new()
+        .prefix("edge-relay-test-spool-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep()
 }
 
 /// A relay running in this process.
@@ -134,13 +155,15 @@ impl TestRelay {
         format!("http://{}{path}", self.admin)
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200 and, with Kafka, reports it up.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let until = Instant::now() + PATIENCE;
         loop {
             if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
-                if r.status() == 200 {
+                let ok = r.status() == 200;
+                let body = r.text().await.unwrap_or_default();
+                if ok && (body.contains("kafka: up") || body.contains("output: file")) {
                     return;
                 }
             }

@@ -1,0 +1,533 @@
+//! Delivers accepted items as the ack mode promises (straight to Kafka,
+//! through the on-disk spool, or queued in memory), replays the spool once
+//! Kafka takes work again, and bounds the bytes in flight so that load is
+//! shed early rather than queued without limit.
+//!
+//! What a 200 means, per `delivery.ack`:
+//! - `kafka`: the broker acknowledged the item (`acks=all`), or, when Kafka
+//!   is unreachable, failing, or did not acknowledge within
+//!   `kafka.delivery_timeout`, the item is on disk in the spool (fsynced).
+//! - `spool`: the item is on disk in the spool (fsynced); a replay task
+//!   produces it and removes it after the broker's ack.
+//! - `memory`: the item is in librdkafka's queue. A failed delivery goes to
+//!   the spool; a crash or `kill -9` loses what is queued.
+//!
+//! The relay's view of Kafka has three states: `up` (the brokers answer and
+//! deliveries succeed), `degraded` (the brokers answer but a delivery failed
+//! and no replay has succeeded since) and `down` (the brokers do not answer
+//! the health check). Outside `up`, new items go to the spool, and only the
+//! replay task talks to Kafka: its first acknowledged batch brings `up` back.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::{AckMode, DeliveryConfig, Output};
+use crate::metrics::Metrics;
+use crate::produce::{ProduceError, Producer, Record, StartError};
+use crate::spool::{OpenError, Spool, SpoolError};
+
+/// The relay's view of Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaState {
+    /// The brokers answer and deliveries succeed.
+    Up,
+    /// The brokers answer, but a delivery failed and no replay has succeeded since.
+    Degraded,
+    /// The brokers do not answer the health check.
+    Down,
+}
+
+impl KafkaState {
+    /// The label value and the word `/readyz` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaState::Up => "up",
+            KafkaState::Degraded => "degraded",
+            KafkaState::Down => "down",
+        }
+    }
+}
+
+/// Why an item was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// Kafka could not take it and the spool is full.
+    #[error("kafka could not take the item and the spool is full")]
+    SpoolFull,
+    /// The spool failed (disk error) or is closed.
+    #[error(transparent)]
+    Spool(SpoolError),
+    /// The producer failed and there is no spool (the file sink).
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+}
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryStartError {
+    /// The producer could not be created.
+    #[error(transparent)]
+    Producer(#[from] StartError),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] OpenError),
+}
+
+/// The delivery stage: the producer, the spool, and the in-flight bound.
+pub struct Delivery {
+    /// When the SDK gets its 200.
+    mode: AckMode,
+    /// Kafka or the file sink; shared with the replay task and memory-mode waiters.
+    producer: Arc<Producer>,
+    /// Only with Kafka: the file sink is its own durable local write.
+    spool: Option<Spool>,
+    /// Set when a delivery fails while the brokers still answer; cleared by a
+    /// replay batch the broker acknowledged.
+    degraded: Arc<AtomicBool>,
+    /// Bytes of accepted items waiting for an ack or a spool write.
+    in_flight: Arc<AtomicUsize>,
+    /// `delivery.max_in_flight`.
+    max_in_flight: usize,
+    /// `spool.max_size`, for readiness.
+    spool_max_size: u64,
+    /// Items per replay batch.
+    replay_batch: usize,
+    /// Memory-mode deliveries still waiting for their acks, so that the stop
+    /// sequence can wait for them to land in Kafka or the spool.
+    background: Arc<(AtomicUsize, Notify)>,
+    /// Spool and state gauges, and the spool counters.
+    metrics: Metrics,
+}
+
+/// Holds bytes against `delivery.max_in_flight` until dropped.
+struct InFlight {
+    counter: Arc<AtomicUsize>,
+    bytes: usize,
+    metrics: Metrics,
+}
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>, bytes: usize, metrics: &Metrics) -> InFlight {
+        let now = counter.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        metrics
+            .in_flight_bytes
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        InFlight {
+            counter: counter.clone(),
+            bytes,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.counter.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
+        self.metrics
+            .in_flight_bytes
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+}
+
+impl Delivery {
+    /// Opens the output and, with Kafka, the spool.
+    pub fn open(
+        output: &Output,
+        config: &DeliveryConfig,
+        metrics: &Metrics,
+    ) -> Result<Delivery, DeliveryStartError> {
+        let producer = Producer::open(output, metrics)?;
+        let spool = match output {
+            Output::Kafka(_) => Some(Spool::open(
+                &config.spool_path,
+                config.spool_max_size,
+                config.spool_cache,
+            )?),
+            Output::File(_) => None,
+        };
+        for state in ["up", "degraded", "down"] {
+            metrics.kafka_state.with_label_values(&[state]).set(0);
+        }
+        for cause in ["ack_spool", "kafka_unavailable", "delivery_failed"] {
+            metrics.spool_written.with_label_values(&[cause]);
+        }
+        let delivery = Delivery {
+            mode: config.ack,
+            producer: Arc::new(producer),
+            spool,
+            degraded: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: config.max_in_flight,
+            spool_max_size: config.spool_max_size,
+            replay_batch: config.replay_batch.get(),
+            background: Arc::new((AtomicUsize::new(0), Notify::new())),
+            metrics: metrics.clone(),
+        };
+        delivery.refresh_gauges();
+        Ok(delivery)
+    }
+
+    /// The producer, for topics, the outcome records, flushing and health.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The spool, when there is one.
+    pub fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
+    }
+
+    /// The ack mode.
+    pub fn mode(&self) -> AckMode {
+        self.mode
+    }
+
+    /// The relay's view of Kafka (always `up` for the file sink).
+    pub fn kafka_state(&self) -> KafkaState {
+        match &*self.producer {
+            Producer::File(_) => KafkaState::Up,
+            Producer::Kafka(k) if !k.is_up() => KafkaState::Down,
+            Producer::Kafka(_) if self.degraded.load(Ordering::Relaxed) => KafkaState::Degraded,
+            Producer::Kafka(_) => KafkaState::Up,
+        }
+    }
+
+    /// Whether new work should be refused before its body is read: too many
+    /// bytes are waiting for an ack or a spool write.
+    pub fn overloaded(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight
+    }
+
+    /// Whether the relay can take work: Kafka is up, or the spool has room.
+    pub fn accepting(&self) -> bool {
+        if self.producer.is_failed() {
+            return false;
+        }
+        match (&self.spool, self.kafka_state()) {
+            (_, KafkaState::Up) => true,
+            (Some(spool), _) => spool.usage().bytes < self.spool_max_size,
+            (None, _) => false,
+        }
+    }
+
+    /// Updates the spool and state gauges.
+    pub fn refresh_gauges(&self) {
+        let state = self.kafka_state();
+        for s in [KafkaState::Up, KafkaState::Degraded, KafkaState::Down] {
+            self.metrics
+                .kafka_state
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == state));
+        }
+        if let Some(spool) = &self.spool {
+            let usage = spool.usage();
+            self.metrics
+                .spool_bytes
+                .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
+            self.metrics
+                .spool_items
+                .set(i64::try_from(usage.items).unwrap_or(i64::MAX));
+            if usage.items == 0 {
+                self.metrics.spool_oldest_age.set(0.0);
+            }
+        }
+    }
+
+    /// Delivers the records as the ack mode promises; one result per record,
+    /// in order. `Ok` means the SDK may be told 200.
+    pub async fn deliver(&self, records: Vec<Record>) -> Vec<Result<(), DeliverError>> {
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        let in_flight = InFlight::new(&self.in_flight, bytes, &self.metrics);
+        let (Producer::Kafka(kafka), Some(spool)) = (&*self.producer, &self.spool) else {
+            let results = self.producer.send(records).await;
+            return results
+                .into_iter()
+                .map(|r| r.map_err(DeliverError::Produce))
+                .collect();
+        };
+        if self.mode == AckMode::Spool {
+            return self.spool_all(spool, &records, "ack_spool").await;
+        }
+        if self.kafka_state() != KafkaState::Up {
+            return self.spool_all(spool, &records, "kafka_unavailable").await;
+        }
+        match self.mode {
+            AckMode::Memory => {
+                let pending = kafka.enqueue(&records);
+                let n = records.len();
+                self.in_background(records, pending, in_flight);
+                (0..n).map(|_| Ok(())).collect()
+            }
+            _ => {
+                let results = kafka.send(records.clone()).await;
+                let mut out: Vec<Result<(), DeliverError>> = Vec::with_capacity(records.len());
+                let mut failed = Vec::new();
+                for (record, result) in records.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => out.push(Ok(())),
+                        Err(e) => {
+                            note_failure(&self.degraded, &self.metrics, &e);
+                            failed.push((out.len(), record));
+                            out.push(Ok(()));
+                        }
+                    }
+                }
+                if !failed.is_empty() {
+                    let (slots, failed): (Vec<usize>, Vec<Record>) = failed.into_iter().unzip();
+                    let spooled = self.spool_all(spool, &failed, "delivery_failed").await;
+                    for (slot, result) in slots.into_iter().zip(spooled) {
+                        out[slot] = result;
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Writes the records to the spool: all of them, or none.
+    async fn spool_all(
+        &self,
+        spool: &Spool,
+        records: &[Record],
+        cause: &str,
+    ) -> Vec<Result<(), DeliverError>> {
+        spool_records(spool, records, cause, &self.metrics).await
+    }
+
+    /// Memory mode: waits for the acks on a task of its own; what fails goes to the spool.
+    fn in_background(
+        &self,
+        records: Vec<Record>,
+        pending: crate::produce::kafka::Pending,
+        in_flight: InFlight,
+    ) {
+        let producer = self.producer.clone();
+        let spool = self.spool.clone();
+        let degraded = self.degraded.clone();
+        let metrics = self.metrics.clone();
+        let background = self.background.clone();
+        background.0.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let Producer::Kafka(kafka) = &*producer else {
+                unreachable!("memory mode runs on Kafka only")
+            };
+            let results = kafka.acknowledged(pending).await;
+            let failed: Vec<Record> = records
+                .into_iter()
+                .zip(results)
+                .filter_map(|(record, result)| {
+                    result.err().map(|e| {
+                        note_failure(&degraded, &metrics, &e);
+                        record
+                    })
+                })
+                .collect();
+            if !failed.is_empty() {
+                let spooled = match &spool {
+                    Some(spool) => spool_records(spool, &failed, "delivery_failed", &metrics).await,
+                    None => Vec::new(),
+                };
+                let lost = failed.len() - spooled.iter().filter(|r| r.is_ok()).count();
+                if lost > 0 {
+                    metrics.delivery_lost.inc_by(lost as u64);
+                    tracing::error!(
+                        items = lost,
+                        "items answered 200 (ack = memory) were neither delivered nor spooled"
+                    );
+                }
+            }
+            if background.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                background.1.notify_waiters();
+            }
+        });
+    }
+
+    /// The stop sequence: waits up to `timeout` for in-flight messages, then
+    /// gives up on the rest, whose memory-mode waiters move them to the spool.
+    /// Returns how many items were neither delivered nor spooled.
+    pub async fn flush(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = self.producer.flush(timeout).await;
+        let Producer::Kafka(kafka) = &*self.producer else {
+            return left;
+        };
+        if left == 0 || self.spool.is_none() {
+            return left;
+        }
+        if self.mode == AckMode::Memory {
+            kafka.purge();
+            // The purged deliveries fail at once; their waiters spool them.
+            let (count, notify) = &*self.background;
+            loop {
+                let notified = notify.notified();
+                if count.load(Ordering::Acquire) == 0 {
+                    return 0;
+                }
+                if tokio::time::timeout_at(deadline + Duration::from_secs(1), notified)
+                    .await
+                    .is_err()
+                {
+                    return count.load(Ordering::Acquire);
+                }
+            }
+        }
+        // In the other modes every message still queued belongs to a request
+        // or a replay batch that is waiting for it and spools it on failure.
+        left
+    }
+
+    /// Replays the spool into Kafka until `stop` turns true: the oldest items
+    /// first, each removed only after the broker's ack. Runs only with a spool.
+    pub async fn replay(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let (Some(spool), Producer::Kafka(kafka)) = (self.spool.clone(), &*self.producer) else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            self.refresh_gauges();
+            let wait = if spool.usage().items == 0 {
+                Some(Duration::from_secs(1))
+            } else if !kafka.is_up() {
+                Some(Duration::from_millis(200))
+            } else {
+                None
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = spool.written(wait) => {}
+                }
+                continue;
+            }
+            let reader = spool.clone();
+            let (batch, max_bytes) = (self.replay_batch, 16 << 20);
+            let items =
+                match tokio::task::spawn_blocking(move || reader.oldest(batch, max_bytes)).await {
+                    Ok(Ok(items)) => items,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot read the spool");
+                        sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool read task failed");
+                        continue;
+                    }
+                };
+            if let Some(oldest) = items.iter().map(|s| s.spooled_at_ms).find(|t| *t > 0) {
+                let age = now_ms().saturating_sub(oldest) as f64 / 1000.0;
+                self.metrics.spool_oldest_age.set(age);
+            }
+            let mut done = Vec::with_capacity(items.len());
+            let mut corrupt = 0;
+            let mut seqs = Vec::with_capacity(items.len());
+            let mut records = Vec::with_capacity(items.len());
+            for item in items {
+                match item.record {
+                    Ok(record) => {
+                        seqs.push(item.seq);
+                        records.push(record);
+                    }
+                    Err(why) => {
+                        self.metrics.spool_corrupt.inc();
+                        corrupt += 1;
+                        tracing::error!(
+                            seq = item.seq,
+                            why,
+                            "a spooled record is damaged; skipped"
+                        );
+                        done.push(item.seq);
+                    }
+                }
+            }
+            let results = kafka.send(records).await;
+            let mut failures = 0;
+            for (seq, result) in seqs.into_iter().zip(results) {
+                match result {
+                    Ok(()) => done.push(seq),
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(error = %e, "replay from the spool failed; will retry");
+                        }
+                    }
+                }
+            }
+            let acked = done.len() - corrupt;
+            if let Err(e) = spool.remove(done).await {
+                tracing::error!(error = %e, "cannot remove replayed items from the spool");
+            }
+            self.metrics.spool_replayed.inc_by(acked as u64);
+            if failures == 0 {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("kafka acknowledged a replay batch; delivering directly again");
+                }
+                backoff = Duration::from_millis(100);
+            } else {
+                self.degraded.store(true, Ordering::Relaxed);
+                sleep_or_stop(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// A failed delivery while the brokers still answer makes the state `degraded`.
+fn note_failure(degraded: &AtomicBool, metrics: &Metrics, error: &ProduceError) {
+    if !matches!(error, ProduceError::Unavailable) && !degraded.swap(true, Ordering::Relaxed) {
+        tracing::warn!(%error, "a delivery failed; new items go to the spool until a replay succeeds");
+    }
+    if matches!(error, ProduceError::Kafka(_) | ProduceError::Canceled) {
+        // It may have reached the broker before the failure was reported.
+        metrics.spool_possible_duplicates.inc();
+    }
+}
+
+/// Writes the records to the spool, all or none, and counts them by cause.
+async fn spool_records(
+    spool: &Spool,
+    records: &[Record],
+    cause: &str,
+    metrics: &Metrics,
+) -> Vec<Result<(), DeliverError>> {
+    match spool.append(records).await {
+        Ok(()) => {
+            metrics
+                .spool_written
+                .with_label_values(&[cause])
+                .inc_by(records.len() as u64);
+            records.iter().map(|_| Ok(())).collect()
+        }
+        Err(SpoolError::Full) => records
+            .iter()
+            .map(|_| Err(DeliverError::SpoolFull))
+            .collect(),
+        Err(e) => {
+            let message = e.to_string();
+            records
+                .iter()
+                .map(|_| Err(DeliverError::Spool(SpoolError::Storage(message.clone()))))
+                .collect()
+        }
+    }
+}
+
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = stop.changed() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
