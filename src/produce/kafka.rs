@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -17,7 +18,10 @@ use crate::metrics::Metrics;
 /// The producer and what the relay knows of the brokers' health.
 pub struct KafkaSink {
     /// librdkafka's producer; its own thread polls for delivery reports.
-    producer: FutureProducer,
+    /// Replaced by a fresh one when its producer id is no longer usable (see [`Renewal`]).
+    producer: Arc<ArcSwap<FutureProducer>>,
+    /// Creates the fresh producers.
+    renewal: Arc<Renewal>,
     /// Whether the brokers answered the last metadata request.
     up: Arc<AtomicBool>,
     /// Set when librdkafka reports a fatal error: the idempotent producer can
@@ -53,6 +57,12 @@ impl KafkaSink {
             client.set(key, value);
         }
         let producer: FutureProducer = client.create().map_err(StartError::Kafka)?;
+        let producer = Arc::new(ArcSwap::from_pointee(producer));
+        let renewal = Arc::new(Renewal {
+            client,
+            producer: producer.clone(),
+            last: std::sync::Mutex::new(None),
+        });
         let health = Health {
             up: Arc::new(AtomicBool::new(false)),
             fatal: Arc::new(AtomicBool::new(false)),
@@ -60,12 +70,14 @@ impl KafkaSink {
         };
         spawn_health_check(
             producer.clone(),
+            renewal.clone(),
             config.health_interval,
             health.clone(),
             metrics.clone(),
         );
         Ok(KafkaSink {
             producer,
+            renewal,
             up: health.up,
             fatal: health.fatal,
             stop: health.stop,
@@ -91,7 +103,7 @@ impl KafkaSink {
 
     /// Messages queued or awaiting acknowledgement.
     pub fn in_flight(&self) -> i64 {
-        i64::from(self.producer.in_flight_count())
+        i64::from(self.producer.load().in_flight_count())
     }
 
     /// Produces every record and waits for each acknowledgement. While the
@@ -113,6 +125,7 @@ impl KafkaSink {
             return Pending { futures, started };
         }
         // Enqueue all first, then wait: the acknowledgements overlap.
+        let producer = self.producer.load();
         let futures: Vec<_> = records
             .iter()
             .map(|r| {
@@ -127,7 +140,7 @@ impl KafkaSink {
                     .key(r.key.as_bytes())
                     .payload(&r.payload[..])
                     .headers(headers);
-                self.producer.send_result(record).map_err(|(e, _)| match e {
+                producer.send_result(record).map_err(|(e, _)| match e {
                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                         ProduceError::QueueFull
                     }
@@ -152,7 +165,12 @@ impl KafkaSink {
                             .observe(started.elapsed().as_secs_f64());
                         Ok(())
                     }
-                    Ok(Err((e, _))) => Err(ProduceError::Kafka(e)),
+                    Ok(Err((e, _))) => {
+                        if lost_producer_id(&e) {
+                            self.renewal.renew_soon(&e);
+                        }
+                        Err(ProduceError::Kafka(e))
+                    }
                     Err(_) => Err(ProduceError::Canceled),
                 },
             });
@@ -164,19 +182,87 @@ impl KafkaSink {
     /// at once (for the stop sequence, after the grace period's flush).
     pub fn purge(&self) {
         self.producer
+            .load()
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     }
 
     /// Waits up to `timeout` for in-flight messages; returns how many are left.
     pub async fn flush(&self, timeout: Duration) -> usize {
-        let producer = self.producer.clone();
+        let producer = self.producer.load_full();
         tokio::task::spawn_blocking(move || {
             // A flush that times out leaves messages in the queue; they are counted below.
             let _ = producer.flush(timeout);
             usize::try_from(producer.in_flight_count()).unwrap_or(0)
         })
         .await
-        .unwrap_or_else(|_| usize::try_from(self.producer.in_flight_count()).unwrap_or(0))
+        .unwrap_or_else(|_| usize::try_from(self.producer.load().in_flight_count()).unwrap_or(0))
+    }
+}
+
+/// Whether the broker refused the producer's identity: fenced, an epoch or a
+/// sequence it no longer knows. Retrying with the same producer cannot work.
+fn lost_producer_id(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+        )
+    )
+}
+
+/// Replaces the producer by a fresh one, with a new producer id, when the
+/// old id is no longer usable: after an outage (a restarted broker may have
+/// lost the id's state, or a long outage expired it) or when the broker
+/// refuses the id (fenced, unknown epoch or sequence, as after librdkafka
+/// bumps the epoch of messages that timed out in flight). Messages still
+/// queued in the old producer fail when it is dropped, and their waiters
+/// spool them: nothing is lost; some may be duplicated (counted in
+/// `edge_relay_spool_possible_duplicates_total`).
+pub struct Renewal {
+    /// The producer's settings.
+    client: ClientConfig,
+    /// Where the producer lives.
+    producer: Arc<ArcSwap<FutureProducer>>,
+    /// When it was last renewed, to renew at most once per [`RENEW_EVERY`].
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// The shortest time between two renewals.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+impl Renewal {
+    /// Creates the fresh producer and drops the old one, which blocks while
+    /// librdkafka purges its queue: call it from a thread that may block.
+    fn renew(&self, why: &str) {
+        match self.client.create::<FutureProducer>() {
+            Ok(fresh) => {
+                *self.last.lock().expect("renewal lock") = Some(Instant::now());
+                self.producer.store(Arc::new(fresh));
+                tracing::warn!(why, "renewed the Kafka producer (a fresh producer id)");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot renew the Kafka producer"),
+        }
+    }
+
+    /// Renews on a thread of its own, unless it was renewed within [`RENEW_EVERY`].
+    fn renew_soon(self: &Arc<Self>, error: &KafkaError) {
+        {
+            let mut last = self.last.lock().expect("renewal lock");
+            if last.is_some_and(|t| t.elapsed() < RENEW_EVERY) {
+                return;
+            }
+            // Claim this renewal, so that concurrent failures do not start more.
+            *last = Some(Instant::now());
+        }
+        let renewal = self.clone();
+        let why = error.to_string();
+        let _ = std::thread::Builder::new()
+            .name("kafka-renew".into())
+            .spawn(move || renewal.renew(&why));
     }
 }
 
@@ -204,9 +290,11 @@ struct Health {
 
 /// Asks the brokers for metadata every `interval` on a thread of its own (the
 /// call blocks) and records whether they answered, and whether the producer
-/// has failed fatally.
+/// has failed fatally. When the brokers answer again after an outage, the
+/// producer is renewed before `up` is set (see [`Renewal`]).
 fn spawn_health_check(
-    producer: FutureProducer,
+    producer: Arc<ArcSwap<FutureProducer>>,
+    renewal: Arc<Renewal>,
     interval: Duration,
     health: Health,
     metrics: Metrics,
@@ -219,23 +307,32 @@ fn spawn_health_check(
             // down after this many failed checks in a row, up after one success.
             const FAILURES_TO_DOWN: u32 = 3;
             let mut failures = 0u32;
+            let mut was_ever_up = false;
             while !health.stop.load(Ordering::Relaxed) {
-                if let Some((code, reason)) = producer.client().fatal_error() {
+                let current = producer.load_full();
+                if let Some((code, reason)) = current.client().fatal_error() {
                     if !health.fatal.swap(true, Ordering::Relaxed) {
                         tracing::error!(?code, %reason, "the Kafka producer failed fatally; restart the relay");
                     }
                 }
-                let answered = producer.client().fetch_metadata(None, timeout).is_ok();
+                let answered = current.client().fetch_metadata(None, timeout).is_ok();
+                drop(current);
                 failures = if answered { 0 } else { failures.saturating_add(1) };
                 let was = health.up.load(Ordering::Relaxed);
                 let ok = answered || (was && failures < FAILURES_TO_DOWN);
+                let renew = ok && !was && was_ever_up;
+                if renew {
+                    // Before `up` is set, so that new work goes to the fresh producer.
+                    renewal.renew("the brokers are back after an outage");
+                }
+                was_ever_up |= ok;
                 health.up.store(ok, Ordering::Relaxed);
                 metrics.kafka_up.set(i64::from(ok));
                 if ok != was {
                     if ok {
                         tracing::info!("kafka brokers are reachable");
                     } else {
-                        tracing::warn!("kafka brokers are unreachable; answering 503 until they return");
+                        tracing::warn!("kafka brokers are unreachable; new items go to the spool until they return");
                     }
                 }
                 // Sleep in short steps so a dropped sink stops its thread promptly.

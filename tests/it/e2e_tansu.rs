@@ -47,66 +47,129 @@ impl Drop for Process {
     }
 }
 
-fn start_tansu(dir: &std::path::Path) -> (Process, String) {
-    let tansu = tool(
-        "RELAY_TEST_TANSU",
-        std::env::var_os("HOME").map_or_else(
-            || PathBuf::from("tansu"),
-            |h| PathBuf::from(h).join(".cargo/bin/tansu"),
-        ),
-    );
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
-    // Run from an empty directory: tansu reads a .env file from its working directory.
-    let child = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .current_dir(dir)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("tansu starts");
-    let process = Process(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let until = Instant::now() + PATIENCE;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < until,
-            "tansu did not listen; see {}",
-            dir.join("tansu.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// The tansu broker as a process of its own, on a port it keeps across restarts.
+pub struct Tansu {
+    /// The running broker, if it runs.
+    pub process: Option<Process>,
+    /// `host:port` for Kafka clients.
+    pub brokers: String,
+    /// Where it runs (and keeps its sqlite file, if it has one).
+    dir: PathBuf,
+    /// `--storage-engine`.
+    storage: String,
+}
+
+impl Tansu {
+    /// Starts tansu in `dir` with this storage engine (`memory://tansu/`, or
+    /// `sqlite://tansu.db` to survive restarts) and creates `topics`.
+    pub fn start(dir: &std::path::Path, storage: &str, topics: &[&str]) -> Tansu {
+        let mut tansu = Tansu {
+            process: None,
+            brokers: format!("127.0.0.1:{}", free_port()),
+            dir: dir.to_owned(),
+            storage: storage.to_owned(),
+        };
+        tansu.restart();
+        for topic in topics {
+            tansu.create_topic(topic);
+        }
+        tansu
     }
-    // tansu does not create topics on produce.
-    for topic in [
-        "ingest-events",
-        "ingest-transactions",
-        "ingest-attachments",
-        "ingest-sessions",
-    ] {
-        let status = Command::new(&tansu)
+
+    fn binary() -> PathBuf {
+        tool(
+            "RELAY_TEST_TANSU",
+            std::env::var_os("HOME").map_or_else(
+                || PathBuf::from("tansu"),
+                |h| PathBuf::from(h).join(".cargo/bin/tansu"),
+            ),
+        )
+    }
+
+    /// Starts the broker again (after [`Tansu::kill`]) and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.process.is_none(), "tansu is already running");
+        let url = format!("tcp://{}", self.brokers);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        // Run from an empty directory: tansu reads a .env file from its working directory.
+        let child = Command::new(Self::binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &self.storage])
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        self.process = Some(Process(child));
+        let addr: SocketAddr = self.brokers.parse().unwrap();
+        let until = Instant::now() + PATIENCE;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "tansu did not listen; see {}",
+                self.dir.join("tansu.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// tansu does not create topics on produce.
+    pub fn create_topic(&self, topic: &str) {
+        let status = Command::new(Self::binary())
             .args([
                 "topic",
                 "create",
                 "--broker",
-                &url,
+                &format!("tcp://{}", self.brokers),
                 "--partitions",
                 "2",
                 topic,
             ])
-            .current_dir(dir)
+            .current_dir(&self.dir)
             .status()
             .expect("tansu topic create runs");
         assert!(status.success(), "creating topic {topic}");
     }
-    (process, format!("127.0.0.1:{port}"))
+
+    /// `kill -9`: the broker vanishes mid-request.
+    pub fn kill(&mut self) {
+        let mut process = self.process.take().expect("tansu runs");
+        let _ = process.0.kill();
+        let _ = process.0.wait();
+    }
+
+    /// Sends a signal (`STOP` stalls every request, `CONT` resumes them).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("tansu runs").0.id();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} tansu");
+    }
+}
+
+/// The topics the relay's tests read.
+pub const TANSU_TOPICS: [&str; 4] = [
+    "ingest-events",
+    "ingest-transactions",
+    "ingest-attachments",
+    "ingest-sessions",
+];
+
+fn start_tansu(dir: &std::path::Path) -> (Tansu, String) {
+    let tansu = Tansu::start(dir, "memory://tansu/", &TANSU_TOPICS);
+    let brokers = tansu.brokers.clone();
+    (tansu, brokers)
 }
 
 /// The relay binary, running, with its log lines.

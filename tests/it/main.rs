@@ -5,6 +5,7 @@
 mod cli;
 mod deploy;
 mod e2e_tansu;
+mod faults;
 mod ingest;
 mod lifecycle;
 mod quotas;
