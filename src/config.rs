@@ -986,12 +986,25 @@ fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 /// lowercased, split on `__` into a key path. The value is read as a TOML
 /// value when it is one (numbers, booleans, arrays), else as a string.
 fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = name[ENV_PREFIX.len()..]
+    // The file is at most four tables deep (`kafka.topics.error`,
+    // `scrub.methods.email`); a deeper name is a mistake, and without a cap
+    // a long one would build (and drop) a table per segment, recursively.
+    const MAX_SEGMENTS: usize = 4;
+    let usage = || ConfigError::new(name, "expected EDGE_RELAY_SECTION__KEY");
+    let rest = name.strip_prefix(ENV_PREFIX).ok_or_else(usage)?;
+    let path: Vec<String> = rest
         .split("__")
+        .take(MAX_SEGMENTS + 1)
         .map(|s| s.to_ascii_lowercase())
         .collect();
     if path.iter().any(String::is_empty) {
-        return Err(ConfigError::new(name, "expected EDGE_RELAY_SECTION__KEY"));
+        return Err(usage());
+    }
+    if path.len() > MAX_SEGMENTS {
+        return Err(ConfigError::new(
+            name,
+            format!("names at most {MAX_SEGMENTS} levels (SECTION__KEY, SECTION__TABLE__KEY)"),
+        ));
     }
     let parsed = format!("v = {value}")
         .parse::<toml::Table>()
@@ -1645,6 +1658,22 @@ mod tests {
         let bad = [("EDGE_RELAY_SERVER__LISTN".to_owned(), "x".to_owned())];
         let e = Config::from_toml_with_env("", &|_| None, &bad).unwrap_err();
         assert!(e.to_string().starts_with("server.listn"), "{e}");
+    }
+
+    #[test]
+    fn override_names_are_bounded() {
+        // Found by the fuzz harness: one table per `__` overflowed the stack.
+        let deep = format!("EDGE_RELAY_{}", "A__".repeat(16_000));
+        for name in [
+            deep.as_str(),
+            "EDGE_RELAY_A__B__C__D__E",
+            "X",
+            "EDGE_RELAY_",
+        ] {
+            let overrides = [(name.to_owned(), "1".to_owned())];
+            let e = Config::from_toml_with_env("", &|_| None, &overrides).unwrap_err();
+            assert!(e.message.contains("SECTION__"), "{name:.40}: {e}");
+        }
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //! of every pattern rule; only strings that match anything are scanned again
 //! to find and validate the matches, and only those allocate. Safe fields
 //! are skipped with everything below them. Redactions are recorded in the
-//! event's `_meta`, shaped as Sentry's. Every method gives the same result
-//! when applied again (a value already hashed by this relay is not hashed
-//! twice), so scrubbing twice gives what scrubbing once gave; an incoming
-//! `_meta` never shields a value from scrubbing.
+//! event's `_meta`, shaped as Sentry's. What a redaction wrote (`[Filtered]`,
+//! `[rule]`, a mask, a value this relay already hashed under a sensitive key)
+//! is left alone by a second pass, so scrubbing twice usually gives what
+//! scrubbing once gave. Not always: a replacement can complete another
+//! rule's pattern (`/home/alice@x.com/` becomes `/home/[email]/`, which the
+//! user-path rule then takes), and a hash inside text is hashed again. A
+//! second pass only ever redacts further. An incoming `_meta` never shields a
+//! value from scrubbing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ pub mod rules;
 
 pub use method::Method;
 use path::{Seg, Selector};
-use rules::{KeyMatcher, Validator};
+use rules::{value_after, KeyMatcher, Validator};
 
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
@@ -275,8 +279,7 @@ impl Scrubber {
         Ok(Scrubber {
             patterns,
             set,
-            key_values: Regex::new(rules::KEY_VALUE_PATTERN)
-                .expect("the key-value pattern compiles"),
+            key_values: Regex::new(rules::KEY_PATTERN).expect("the key-value pattern compiles"),
             keys: KeyMatcher::new(&settings.sensitive_fields, settings.defaults),
             password_method,
             password_rule,
@@ -400,14 +403,20 @@ impl Scrubber {
         // Found without captures; the key and value are split by hand.
         if s.contains(['=', ':']) && self.keys.mentions(s) {
             for m in self.key_values.find_iter(s) {
-                let text = m.as_str();
-                let Some((key, value)) = rules::split_key_value(text) else {
+                let Some(key) = rules::key_in(m.as_str()) else {
                     continue;
                 };
-                if self.keys.is_sensitive(&text[key]) && text[value.clone()] != *FILTERED {
+                if !self.keys.is_sensitive(&m.as_str()[key]) {
+                    continue;
+                }
+                let Some(value) = value_after(s, m.end()) else {
+                    continue;
+                };
+                // What this scrubber wrote there already stays as it is.
+                if !self.is_redacted(&s[value.clone()]) {
                     spans.push(Span {
-                        start: m.start() + value.start,
-                        end: m.start() + value.end,
+                        start: value.start,
+                        end: value.end,
                         rule: usize::MAX,
                     });
                 }
@@ -446,6 +455,20 @@ impl Scrubber {
         }
         out.push_str(&s[at..]);
         Some(out)
+    }
+}
+
+impl Scrubber {
+    /// Whether text is what a redaction wrote: `[Filtered]`, a rule's
+    /// `[name]`, or a mask (only `*` and separators).
+    fn is_redacted(&self, value: &str) -> bool {
+        if value == FILTERED {
+            return true;
+        }
+        if let Some(name) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+            return self.patterns.iter().any(|r| &*r.name == name);
+        }
+        value.contains('*') && !value.chars().any(char::is_alphanumeric)
     }
 }
 

@@ -170,31 +170,46 @@ pub const BUILTIN_NAMES: [&str; 12] = [
     "userpath",
 ];
 
-/// `key=value` and `key: value` pairs inside text (query strings, form bodies,
-/// cookies, log lines, JSON held in a string); the value is redacted when the
-/// key is sensitive.
-pub const KEY_VALUE_PATTERN: &str = r#"(?x)
-    ["']? ( [A-Za-z0-9_.\-\[\]]+ ) ["']?   # the key, perhaps quoted
-    \s* [=:] \s* ["']?
-    ( [^&\#\s;,"'}?]+ )                   # the value, up to a separator (`?` starts a query)"#;
+/// Keys of `key=value` and `key: value` pairs inside text (query strings,
+/// form bodies, cookies, log lines, JSON held in a string): the key, perhaps
+/// quoted, and its separator. The value is found by hand after the match
+/// ([`value_after`]), so that a value can never swallow the next pair's key:
+/// in `failed: password=hunter2`, both `failed:` and `password=` are keys.
+pub const KEY_PATTERN: &str = r#"(?x)
+    ["']? [A-Za-z0-9_.\-\[\]]+ ["']?   # the key, perhaps quoted
+    \s* [=:]                           # its separator"#;
 
-/// The key and value ranges inside one [`KEY_VALUE_PATTERN`] match, found
-/// without regex captures (which cost more than the scan itself).
-pub fn split_key_value(m: &str) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+/// The key's range inside one [`KEY_PATTERN`] match.
+pub fn key_in(m: &str) -> Option<std::ops::Range<usize>> {
     let b = m.as_bytes();
     let quote = |c: u8| c == b'"' || c == b'\'';
-    let key_start = usize::from(b.first().is_some_and(|c| quote(*c)));
-    let sep = b.iter().position(|c| *c == b'=' || *c == b':')?;
-    let mut key_end = sep;
-    while key_end > key_start && (b[key_end - 1].is_ascii_whitespace() || quote(b[key_end - 1])) {
-        key_end -= 1;
+    let start = usize::from(b.first().is_some_and(|c| quote(*c)));
+    // The match ends with its separator.
+    let mut end = b.len().checked_sub(1)?;
+    while end > start && (b[end - 1].is_ascii_whitespace() || quote(b[end - 1])) {
+        end -= 1;
     }
-    let mut value_start = sep + 1;
-    while value_start < b.len() && (b[value_start].is_ascii_whitespace() || quote(b[value_start])) {
-        value_start += 1;
+    (start < end).then_some(start..end)
+}
+
+/// The value that follows a key's separator at `from`: after spaces and an
+/// opening quote, up to a separator (`&`, `#`, `;`, `,`, a quote, `}`, `?`
+/// which starts a query, or a space). `None` when it is empty.
+pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
+    let b = s.as_bytes();
+    let mut start = from;
+    while start < b.len() && b[start].is_ascii_whitespace() {
+        start += 1;
     }
-    (key_start < key_end && value_start < b.len())
-        .then_some((key_start..key_end, value_start..b.len()))
+    if start < b.len() && (b[start] == b'"' || b[start] == b'\'') {
+        start += 1;
+    }
+    let len = b[start..]
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || b"&#;,\"'}?".contains(c))
+        .unwrap_or(b.len() - start);
+    // Every stop byte is ASCII, so the range ends on a character boundary.
+    (len > 0).then_some(start..start + len)
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
@@ -442,15 +457,40 @@ mod tests {
     }
 
     #[test]
-    fn key_value_split() {
-        let check = |m: &str, k: &str, v: &str| {
-            let (key, value) = split_key_value(m).unwrap();
-            assert_eq!((&m[key], &m[value]), (k, v), "{m}");
+    fn keys_and_values_in_text() {
+        let keys = regex::Regex::new(KEY_PATTERN).unwrap();
+        let pairs = |s: &str| -> Vec<(String, String)> {
+            keys.find_iter(s)
+                .filter_map(|m| {
+                    let key = key_in(m.as_str())?;
+                    let value = value_after(s, m.end())?;
+                    Some((m.as_str()[key].to_owned(), s[value].to_owned()))
+                })
+                .collect()
         };
-        check("token=abc", "token", "abc");
-        check("\"password\": \"hunter2", "password", "hunter2");
-        check("Authorization: Bearer", "Authorization", "Bearer");
-        check("'key' = 'v", "key", "v");
+        let one = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        assert_eq!(pairs("token=abc"), one("token", "abc"));
+        assert_eq!(
+            pairs("\"password\": \"hunter2\""),
+            one("password", "hunter2")
+        );
+        assert_eq!(
+            pairs("Authorization: Bearer x"),
+            one("Authorization", "Bearer")
+        );
+        assert_eq!(pairs("'key' = 'v'"), one("key", "v"));
+        assert_eq!(pairs("a=1&b=2"), [one("a", "1"), one("b", "2")].concat());
+        // A pair right after another key is a pair of its own.
+        assert_eq!(
+            pairs("failed: password=hunter2"),
+            [
+                one("failed", "password=hunter2"),
+                one("password", "hunter2")
+            ]
+            .concat()
+        );
+        assert_eq!(pairs("x= "), vec![]);
+        assert!(pairs("café=thé").is_empty(), "keys are ASCII");
     }
 
     #[test]

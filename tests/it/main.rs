@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod e2e_tansu;
 mod faults;
+mod fuzz;
 mod ingest;
 mod lifecycle;
 mod quotas;
