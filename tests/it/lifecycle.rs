@@ -635,3 +635,159 @@ async fn slowloris_headers_and_bodies_are_cut_off() {
         "the timed-out body is counted"
     );
 }
+
+/// When producing falls behind (the broker answers slowly), the bytes waiting
+/// for acks reach `delivery.max_in_flight` and new requests are refused with
+/// 503 before their body is read, counted as `overloaded`; the accepted ones
+/// are delivered, and the relay takes work again once the backlog clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_early_with_503() {
+    let kafka = mock_kafka();
+    let text = config_text(&format!(
+        "{}[delivery]\nmax_in_flight = \"1MiB\"\n",
+        kafka_section_with(&kafka.bootstrap_servers(), "30s")
+    ));
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    kafka
+        .broker_round_trip_time(1, Duration::from_secs(10))
+        .expect("mock rtt");
+    let attachment = vec![b'x'; 128 * 1024];
+    let post = |attachment: Vec<u8>| {
+        let (client, url) = (client.clone(), relay.envelope_url());
+        tokio::spawn(async move {
+            let id = new_event_id();
+            let r = client
+                .post(url)
+                .header("x-sentry-auth", auth_header(KEY))
+                .body(envelope_with_attachment(&id, &attachment))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), id)
+        })
+    };
+    // Ten requests wait for the slow broker: 1.25 MiB in flight.
+    let waiting: Vec<_> = (0..10).map(|_| post(attachment.clone())).collect();
+    let until = std::time::Instant::now() + PATIENCE;
+    while relay.metric("edge_relay_in_flight_bytes", &[]) < (1 << 20) as f64 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the backlog never built up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Now new work is shed at once, whatever its size.
+    for _ in 0..5 {
+        let (status, _) = post(b"small".to_vec()).await.unwrap();
+        assert_eq!(status, 503);
+    }
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", "overloaded")
+            ]
+        ),
+        5.0
+    );
+    // The waiting ones are answered (from the broker or the spool), never dropped.
+    let mut accepted = Vec::new();
+    for r in waiting {
+        let (status, id) = r.await.unwrap();
+        assert_eq!(status, 200);
+        accepted.push(id);
+    }
+    assert_eq!(relay.metric("edge_relay_in_flight_bytes", &[]), 0.0);
+    kafka
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("mock rtt");
+    relay.wait_ready().await;
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    let got: std::collections::HashSet<String> = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events"],
+        accepted.len() + 2,
+    )
+    .await
+    .into_iter()
+    .map(|m| m.key)
+    .collect();
+    for id in &accepted {
+        assert!(got.contains(id), "{id} accepted but not in Kafka");
+    }
+}
+
+/// `ack = "spool"` answers after the spool write and the replay delivers;
+/// `ack = "memory"` answers at once, and a delivery that then fails goes to
+/// the spool and is delivered from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_and_memory_ack_modes_deliver() {
+    let kafka = mock_kafka();
+    let client = reqwest::Client::new();
+    let mut want = Vec::new();
+
+    let spool = TestRelay::start(&config_text(&format!(
+        "{}[delivery]\nack = \"spool\"\n",
+        kafka_section(&kafka.bootstrap_servers())
+    )))
+    .await;
+    let readyz = reqwest::get(spool.admin_url("/readyz")).await.unwrap();
+    assert!(readyz.text().await.unwrap().contains("ack: spool"));
+    for _ in 0..3 {
+        let (status, id) = send_one(&client, &spool).await;
+        assert_eq!(status, 200);
+        want.push(id);
+    }
+    assert_eq!(
+        spool.metric("edge_relay_spool_written_total", &[("cause", "ack_spool")]),
+        6.0
+    );
+
+    let memory = TestRelay::start(&config_text(&format!(
+        "{}[delivery]\nack = \"memory\"\n",
+        kafka_section_with(&kafka.bootstrap_servers(), "1s")
+    )))
+    .await;
+    memory.wait_ready().await;
+    let (status, id) = send_one(&client, &memory).await;
+    assert_eq!(status, 200);
+    want.push(id);
+    // A broker too slow for the delivery timeout: answered 200 all the same,
+    // then spooled when the delivery fails, and replayed once it is fast again.
+    kafka
+        .broker_round_trip_time(1, Duration::from_secs(3))
+        .expect("mock rtt");
+    let (status, late) = send_one(&client, &memory).await;
+    assert_eq!(status, 200);
+    want.push(late);
+    let until = std::time::Instant::now() + PATIENCE;
+    while memory.metric(
+        "edge_relay_spool_written_total",
+        &[("cause", "delivery_failed")],
+    ) < 2.0
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the failed delivery was not spooled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kafka
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("mock rtt");
+    let got: std::collections::HashSet<String> =
+        consume_async(kafka.bootstrap_servers(), &["ingest-events"], want.len())
+            .await
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+    for id in &want {
+        assert!(got.contains(id), "{id} answered 200 but not in Kafka");
+    }
+    assert_eq!(memory.metric("edge_relay_delivery_lost_total", &[]), 0.0);
+}
