@@ -169,6 +169,10 @@ pub mod file {
         pub delivery_timeout: Duration,
         /// Batch compression: none, gzip, lz4, zstd or snappy. Defaults to "lz4".
         pub compression: String,
+        /// How long librdkafka waits to fill a batch (`linger.ms`): longer batches
+        /// more, and every SDK answer waits for it in `ack = "kafka"`. Defaults to "2ms".
+        #[serde(with = "humantime_serde")]
+        pub linger: Duration,
         /// How often the relay checks that the brokers answer (for `/readyz`). Defaults to "1s".
         #[serde(with = "humantime_serde")]
         pub health_interval: Duration,
@@ -186,6 +190,7 @@ pub mod file {
                 brokers: "127.0.0.1:9092".into(),
                 delivery_timeout: Duration::from_secs(10),
                 compression: "lz4".into(),
+                linger: Duration::from_millis(2),
                 health_interval: Duration::from_secs(1),
                 topics: Topics::default(),
                 producer: BTreeMap::new(),
@@ -634,6 +639,8 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// librdkafka's `compression.type`.
     pub compression: String,
+    /// librdkafka's `linger.ms`.
+    pub linger: Duration,
     /// Interval of the broker reachability check.
     pub health_interval: Duration,
     /// Topic per data category, indexed by [`DataCategory::index`].
@@ -659,6 +666,7 @@ impl fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("compression", &self.compression)
+            .field("linger", &self.linger)
             .field("health_interval", &self.health_interval)
             .field("topics", &self.topics)
             .field("producer", &producer)
@@ -1201,6 +1209,7 @@ fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
         brokers: raw.brokers,
         delivery_timeout: raw.delivery_timeout,
         compression: raw.compression,
+        linger: raw.linger,
         health_interval: raw.health_interval,
         topics: Topics {
             by_category,

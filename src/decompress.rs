@@ -88,19 +88,19 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             Ok(body)
         }
         Encoding::Gzip => inflate(
-            flate2::read::GzDecoder::new(input),
+            flate2::bufread::GzDecoder::new(input),
             encoding,
             input.len(),
             limit,
         ),
         Encoding::Deflate if looks_like_zlib(input) => inflate(
-            flate2::read::ZlibDecoder::new(input),
+            flate2::bufread::ZlibDecoder::new(input),
             encoding,
             input.len(),
             limit,
         ),
         Encoding::Deflate => inflate(
-            flate2::read::DeflateDecoder::new(input),
+            flate2::bufread::DeflateDecoder::new(input),
             encoding,
             input.len(),
             limit,

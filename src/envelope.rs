@@ -525,14 +525,32 @@ fn event_text(payload: &[u8], max_depth: usize) -> Result<&str, EventError> {
     Ok(text)
 }
 
+/// How deep serde_json lets a tree nest while it builds one.
+const SERDE_DEPTH: usize = 128;
+
 /// Validates a JSON event payload like [`probe_event`] and parses it into a
 /// tree (for the stages that need one), with its normalized `event_id`.
+///
+/// One pass where it can: building a tree, serde_json checks every string's
+/// UTF-8 and refuses nesting past [`SERDE_DEPTH`], so the separate UTF-8
+/// check runs only to name an error, and the depth scan only for a tighter
+/// `max_depth`.
 pub fn parse_event(
     payload: &[u8],
     max_depth: usize,
 ) -> Result<(serde_json::Value, Option<String>), EventError> {
-    let text = event_text(payload, max_depth)?;
-    let tree: serde_json::Value = serde_json::from_str(text).map_err(EventError::NotJson)?;
+    if max_depth < SERDE_DEPTH && json_depth_exceeds(payload, max_depth) {
+        return Err(EventError::TooDeep(max_depth));
+    }
+    let tree: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        if let Err(utf8) = std::str::from_utf8(payload) {
+            EventError::NotUtf8(utf8)
+        } else if e.to_string().starts_with("recursion limit exceeded") {
+            EventError::TooDeep(max_depth.min(SERDE_DEPTH))
+        } else {
+            EventError::NotJson(e)
+        }
+    })?;
     if !tree.is_object() {
         return Err(EventError::NotObject);
     }

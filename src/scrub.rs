@@ -300,7 +300,7 @@ impl Scrubber {
     /// returns the list.
     pub fn scrub_event(&self, event: &mut Value) -> Vec<Redaction> {
         let mut meta = match event.as_object_mut() {
-            Some(map) => map.shift_remove("_meta"),
+            Some(map) => map.remove("_meta"),
             None => None,
         };
         let mut done = HashSet::new();

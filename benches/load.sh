@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# The relay against the yardstick (`../shared/tools/floor`) on the same load,
+# in the same run, in alternating rounds, producing into the same broker
+# (librdkafka's mock cluster, run by `floor mock`). Prints the tables that
+# BENCHMARKS.md records.
+#
+#   benches/load.sh                      # everything (about 15 minutes)
+#   MODES=kafka CONNS=32 ROUNDS=2 benches/load.sh
+#
+# Settings (environment): MODES (kafka spool memory), CONNS (32 256),
+# ROUNDS (3), DURATION (10s), PARTS (throughput latency overload),
+# SHARED (../shared/tools), OUT (a temp dir).
+#
+# Per mode and connection count: requests/s of the floor and of the relay
+# (median of the rounds) and their ratio. `kafka` is compared with
+# `floor pipeline` producing to the broker; `spool` and `memory` with
+# `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
+# latency of both at half the relay's own best rate, the relay's peak RSS,
+# and a 10x overload (ten times the connections) with its 503s and RSS.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED:-$ROOT/../shared/tools}
+MODES=${MODES:-"kafka spool memory"}
+CONNS=${CONNS:-"32 256"}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+PARTS=${PARTS:-"throughput latency overload"}
+OUT=${OUT:-$(mktemp -d /tmp/edge-relay-load.XXXXXX)}
+KEY=a1b2c3d4e5f60718293a4b5c6d7e8f90
+PROJECT=42
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+log() { echo "load: $*" >&2; }
+
+# --- what the run needs -------------------------------------------------------
+need_apt() {
+    command -v "$1" >/dev/null && return
+    log "installing $2"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2" >/dev/null
+}
+need_apt wrk wrk
+need_apt python3 python3
+need_apt curl curl
+[ -d "$SHARED/floor" ] || { echo "load: no floor at $SHARED/floor (set SHARED)" >&2; exit 1; }
+
+log "building the floor and the relay (release)"
+FLOOR_TARGET=${FLOOR_TARGET:-$HOME/.cache/floor-target}
+CARGO_TARGET_DIR=$FLOOR_TARGET cargo build -q --release --manifest-path "$SHARED/floor/Cargo.toml"
+FLOOR=$FLOOR_TARGET/release/floor
+(cd "$ROOT" && cargo build -q --release --locked --bin edge-relay --example loadgen)
+RELAY=$ROOT/target/release/edge-relay
+LOADGEN=$ROOT/target/release/examples/loadgen
+
+# Enough descriptors for the overload round's connections.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # URL
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "load: $1 never answered" >&2
+    exit 1
+}
+
+# --- the broker and the body ----------------------------------------------------
+"$FLOOR" mock >"$OUT/mock.addr" 2>"$OUT/mock.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$OUT/mock.addr" ] && break; sleep 0.1; done
+BROKERS=$(head -1 "$OUT/mock.addr")
+log "mock broker at $BROKERS"
+python3 "$SHARED/perf_body.py" "$OUT" "$KEY" "$PROJECT" >"$OUT/body.size"
+log "body: $(cat "$OUT/body.size") (event JSON bytes, gzip'd bytes)"
+
+# The same request at a constant rate (examples/loadgen.rs), as "rate p50 p99 errors".
+run_paced() { # PORT RATE CONNS
+    local out
+    out=$("$LOADGEN" "http://127.0.0.1:$1/api/$PROJECT/envelope/" "$OUT/envelope.gz" "$2" "$3" \
+        "${DURATION%s}" "Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope" \
+        "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
+    echo "$out" >>"$OUT/loadgen.log"
+    echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 } END { print v["rate"], v["p50"], v["p99"], v["errors"] }'
+}
+
+# --- the servers --------------------------------------------------------------
+SERVER_PID=""
+start_relay() { # MODE PORT
+    local mode=$1 port=$2 admin
+    admin=$(free_port)
+    rm -rf "$OUT/spool-$mode"
+    cat >"$OUT/relay-$mode.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+max_connections = 4096
+[admin]
+listen = "127.0.0.1:$admin"
+[kafka]
+brokers = "$BROKERS"
+[delivery]
+ack = "$mode"
+[spool]
+path = "$OUT/spool-$mode"
+[log]
+level = "warn"
+[[projects]]
+id = $PROJECT
+public_keys = ["$KEY"]
+# Configured, not limiting: the work of a check, without its drops.
+[[projects.quotas]]
+limit = 1000000000
+window_secs = 60
+[projects.sampling]
+error_rate = 1.0
+EOF
+    "$RELAY" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    RELAY_ADMIN=$admin
+    wait_http "http://127.0.0.1:$admin/readyz"
+    for _ in $(seq 1 100); do
+        curl -s "http://127.0.0.1:$admin/readyz" | grep -q "kafka: up" && return 0
+        sleep 0.1
+    done
+    echo "load: the relay never saw Kafka up" >&2
+    exit 1
+}
+
+start_floor() { # NO_KAFKA(0|1) PORT
+    if [ "$1" = 1 ]; then
+        FLOOR_NO_KAFKA=1 "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
+    else
+        FLOOR_COMPRESSION=lz4 "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
+    fi
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    sleep 0.5
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+peak_rss_mib() { # PID
+    awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# wrk's summary as "req/s p50_ms p99_ms non2xx".
+run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
+    local threads=1 script=${3:-$OUT/post.lua} out
+    [ "$2" -ge 256 ] && threads=2
+    out=$(wrk -t"$threads" -c"$2" -d"${4:-$DURATION}" --latency -s "$script" \
+        "http://127.0.0.1:$1/api/$PROJECT/envelope/")
+    echo "$out" >>"$OUT/wrk.log"
+    echo "$out" | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx/ { bad = $5 }
+        END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# --- throughput -------------------------------------------------------------------
+declare -A BEST
+if part throughput; then
+echo
+echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS |"
+echo "|---|---|---|---|---|---|"
+for mode in $MODES; do
+    no_kafka=0
+    [ "$mode" = kafka ] || no_kafka=1
+    for c in $CONNS; do
+        : >"$OUT/floor.rps"
+        : >"$OUT/relay.rps"
+        rss=0
+        for round in $(seq 1 "$ROUNDS"); do
+            port=$(free_port)
+            start_floor "$no_kafka" "$port"
+            run_wrk "$port" "$c" | awk '{ print $1 }' >>"$OUT/floor.rps"
+            stop_server
+            port=$(free_port)
+            start_relay "$mode" "$port"
+            run_wrk "$port" "$c" | awk '{ print $1 }' >>"$OUT/relay.rps"
+            r=$(peak_rss_mib "$SERVER_PID")
+            [ "$r" -gt "$rss" ] && rss=$r
+            stop_server
+            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps")"
+        done
+        f=$(median <"$OUT/floor.rps")
+        r=$(median <"$OUT/relay.rps")
+        BEST[$mode]=$(( r > ${BEST[$mode]:-0} ? r : ${BEST[$mode]:-0} ))
+        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB |"
+    done
+done
+fi
+
+# --- latency at half the relay's best rate -------------------------------------------
+if part latency; then
+echo
+echo "| ack mode | rate (req/s) | floor p50 / p99 (ms) | relay p50 / p99 (ms) | relay p99 - floor p99 | relay peak RSS |"
+echo "|---|---|---|---|---|---|"
+LAT_CONNS=32
+for mode in $MODES; do
+    no_kafka=0
+    [ "$mode" = kafka ] || no_kafka=1
+    rate=$(( ${BEST[$mode]:-${RATE:-0}} / 2 ))
+    [ "$rate" -gt 0 ] || { log "no best rate for $mode: run the throughput part, or set RATE"; continue; }
+    port=$(free_port)
+    start_floor "$no_kafka" "$port"
+    read -r frps fp50 fp99 _ < <(run_paced "$port" "$rate" "$LAT_CONNS")
+    stop_server
+    port=$(free_port)
+    start_relay "$mode" "$port"
+    read -r rrps rp50 rp99 _ < <(run_paced "$port" "$rate" "$LAT_CONNS")
+    rss=$(peak_rss_mib "$SERVER_PID")
+    stop_server
+    echo "| $mode | $rate (relay $rrps, floor $frps) | $fp50 / $fp99 | $rp50 / $rp99 | $(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%+.2f ms", a - b }') | $rss MiB |"
+done
+fi
+
+# --- 10x overload ---------------------------------------------------------------------
+if part overload; then
+echo
+echo "| ack mode | connections | answered req/s | non-2xx (503 shed) | relay peak RSS |"
+echo "|---|---|---|---|---|"
+for mode in $MODES; do
+    max_c=0
+    for c in $CONNS; do [ "$c" -gt "$max_c" ] && max_c=$c; done
+    c=$(( max_c * 10 ))
+    port=$(free_port)
+    start_relay "$mode" "$port"
+    read -r rps _ _ bad < <(run_wrk "$port" "$c")
+    rss=$(peak_rss_mib "$SERVER_PID")
+    stop_server
+    echo "| $mode | $c | $rps | $bad | $rss MiB |"
+done
+fi
+echo
+log "raw wrk output and logs: $OUT"
