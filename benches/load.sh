@@ -27,6 +27,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 PARTS=${PARTS:-"throughput latency overload"}
 OUT=${OUT:-$(mktemp -d /tmp/edge-relay-load.XXXXXX)}
+mkdir -p "$OUT"
 KEY=a1b2c3d4e5f60718293a4b5c6d7e8f90
 PROJECT=42
 PIDS=()

@@ -3,7 +3,9 @@
 //! encoding, envelope parsing with event validation, and PII scrubbing with
 //! the default rules against the cost of parsing and serializing the event,
 //! and the quota and sampling decision with 10 000 projects and 100 000
-//! fingerprints.
+//! fingerprints. The `growth` group shows how the cost of one event grows
+//! with the event's size, the number of projects, of custom scrub rules and
+//! of distinct fingerprints.
 //!
 //! Run: `cargo bench --bench pipeline`. Figures are in BENCHMARKS.md.
 
@@ -224,11 +226,180 @@ fn bench_quota_sample(c: &mut Criterion) {
     assert!(buckets.len() <= 250_000);
 }
 
+/// An error event of about `size` bytes: a message, tags, a user and as many
+/// breadcrumbs as it takes, every tenth carrying an email, a card and a token.
+fn event_of_size(size: usize) -> Vec<u8> {
+    let mut event = serde_json::json!({
+        "event_id": "0123456789abcdef0123456789abcdef",
+        "timestamp": 1795200010.5,
+        "platform": "python",
+        "level": "error",
+        "message": "checkout failed for order 1042",
+        "tags": {"shop": "eu-1", "release": "shop@2.4.1"},
+        "user": {"id": "1042", "email": "alice@example.com"},
+        "breadcrumbs": {"values": []},
+    });
+    let mut i = 0;
+    while serde_json::to_vec(&event).unwrap().len() < size {
+        let message = if i % 10 == 0 {
+            format!("charge {i} for bob@example.com with card 4111 1111 1111 1111 token=abc{i}")
+        } else {
+            format!("SELECT * FROM orders WHERE id = {i} AND shop = 'eu-1'")
+        };
+        event["breadcrumbs"]["values"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "timestamp": 1795200000.0 + f64::from(i),
+                "category": "query",
+                "message": message,
+                "data": {"url": format!("https://api.example.com/v1/items/{i}"), "status_code": 200},
+            }));
+        i += 1;
+    }
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// How the cost of one event grows: with its size (the whole CPU path of an
+/// event: gunzip, envelope and event parse, scrub, fingerprint, serialize),
+/// with the number of projects and of distinct fingerprints (the project
+/// lookup and quota check), and with the number of custom scrub rules.
+fn bench_growth(c: &mut Criterion) {
+    use edge_relay::envelope::DataCategory;
+    use edge_relay::quota::{Buckets, Demand};
+    use std::time::Duration;
+
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("growth");
+    let config = edge_relay::Config::from_toml("").expect("the default config is valid");
+    let scrubber = config.scrubber.clone();
+    for size in [1_000, 10_000, 100_000] {
+        let event = event_of_size(size);
+        let body = encode(Encoding::Gzip, &envelope_of(&event));
+        group.throughput(Throughput::Bytes(event.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("event-size", format!("{}k", size / 1000)),
+            &Bytes::from(body),
+            |b, body| {
+                b.iter(|| {
+                    let raw = decompress::decode(Encoding::Gzip, body.clone(), 50 << 20).unwrap();
+                    let env = envelope::parse(raw, &limits).unwrap();
+                    let item = &env.items[0];
+                    let (mut tree, _) =
+                        envelope::parse_event(&item.payload, limits.max_json_depth).unwrap();
+                    scrubber.scrub_event(&mut tree);
+                    let fingerprint = edge_relay::fingerprint::fingerprint(&tree);
+                    (serde_json::to_vec(&tree).unwrap(), fingerprint)
+                })
+            },
+        );
+    }
+
+    // Projects: the lookup by id and the project's quota check.
+    group.throughput(Throughput::Elements(1));
+    for projects in [1u64, 100, 10_000] {
+        let mut text = String::new();
+        for id in 1..=projects {
+            text.push_str(&format!(
+                "[[projects]]\nid = {id}\npublic_keys = [\"{id:032x}\"]\n\
+                 [[projects.quotas]]\nlimit = 1000000000\nwindow_secs = 60\n"
+            ));
+        }
+        let config = edge_relay::Config::from_toml(&text).expect("a valid config");
+        let buckets = Buckets::new(100_000);
+        let mut i = 0u64;
+        group.bench_function(BenchmarkId::new("projects", projects), |b| {
+            b.iter(|| {
+                i = (i + 7919) % projects;
+                let project = config.projects.get(i + 1).unwrap();
+                let key = &project.public_keys[0];
+                let d = Demand {
+                    project: project.id,
+                    key,
+                    fingerprint: None,
+                    category: DataCategory::Error,
+                    quantity: 1,
+                };
+                buckets.check(&project.quotas, d, Duration::ZERO).is_ok()
+            })
+        });
+    }
+
+    // Distinct fingerprints, each with a bucket of its own: the table stays
+    // bounded (100 000 buckets, the default), evicting idle ones first.
+    let quotas = edge_relay::Config::from_toml(
+        "[[projects]]\nid = 1\npublic_keys = [\"a1b2c3d4e5f60718293a4b5c6d7e8f90\"]\n\
+         [[projects.quotas]]\nlimit = 1000000000\nwindow_secs = 60\nscope = \"fingerprint\"\n",
+    )
+    .expect("a valid config")
+    .projects
+    .get(1)
+    .unwrap()
+    .quotas
+    .clone();
+    for distinct in [1usize, 1_000, 1_000_000] {
+        let fingerprints: Vec<String> = (0..distinct.min(200_000))
+            .map(|i| format!("{i:032x}"))
+            .collect();
+        let buckets = Buckets::new(100_000);
+        let mut i = 0usize;
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("fingerprints", distinct), |b| {
+            b.iter(|| {
+                i = (i + 7919) % distinct;
+                n += 1;
+                // Past 200 000 strings, the index itself is the distinct part.
+                let fingerprint = match fingerprints.get(i) {
+                    Some(f) => std::borrow::Cow::Borrowed(f.as_str()),
+                    None => std::borrow::Cow::Owned(format!("{i:032x}")),
+                };
+                let d = Demand {
+                    project: 1,
+                    key: "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+                    fingerprint: Some(&fingerprint),
+                    category: DataCategory::Error,
+                    quantity: 1,
+                };
+                buckets.check(&quotas, d, Duration::from_micros(n)).is_ok()
+            })
+        });
+        assert!(buckets.len() <= 100_000, "the table is bounded");
+    }
+
+    // Custom scrub rules on top of the built-in ones, on the 8 KB event.
+    let event = CORPUS[1].1;
+    group.throughput(Throughput::Bytes(event.len() as u64));
+    for rules in [0usize, 10, 100] {
+        let mut text = String::from("[scrub]\n");
+        for r in 0..rules {
+            text.push_str(&format!(
+                "[[scrub.rules]]\nname = \"rule{r}\"\npattern = 'T{r}K-[0-9]{{6}}'\n"
+            ));
+        }
+        let scrubber = edge_relay::Config::from_toml(&text)
+            .expect("a valid config")
+            .scrubber;
+        group.bench_with_input(
+            BenchmarkId::new("custom-rules", rules),
+            event,
+            |b, event| {
+                b.iter(|| {
+                    let mut v: serde_json::Value = serde_json::from_slice(event).unwrap();
+                    scrubber.scrub_event(&mut v);
+                    serde_json::to_vec(&v).unwrap()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decompress,
     bench_parse,
     bench_scrub,
-    bench_quota_sample
+    bench_quota_sample,
+    bench_growth
 );
 criterion_main!(benches);

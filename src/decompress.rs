@@ -136,32 +136,67 @@ fn looks_like_zlib(input: &[u8]) -> bool {
     }
 }
 
+/// Output grows by doubling up to this size; past it, it is read in chunks
+/// of this size.
+const CHUNK: usize = 1 << 20;
+
 fn inflate(
     reader: impl Read,
     encoding: Encoding,
     wire_len: usize,
     limit: usize,
 ) -> Result<Bytes, DecodeError> {
-    // Sentry events compress 4-6x; start there and let the Vec grow up to the cap.
+    let corrupt = |source| DecodeError::Corrupt {
+        encoding: encoding.as_str(),
+        source,
+    };
+    // Sentry events compress 4-6x; start there and let the Vec grow.
     let mut out = Vec::with_capacity(wire_len.saturating_mul(6).min(limit).max(1024));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let mut capped = reader.take(cap);
-    capped
+    // Small bodies (nearly all) grow by doubling. Past 1 MiB the rest is
+    // read in 1 MiB chunks and joined once at the end: growing one buffer by
+    // doubling copies it at every step and leaves each old buffer to the
+    // allocator, which may keep it (a bomb cost up to twice the cap that
+    // way). Chunks freed after a bomb are reused by the next one.
+    let first = CHUNK.min(limit) as u64 + 1;
+    (&mut capped)
+        .take(first)
         .read_to_end(&mut out)
-        .map_err(|source| DecodeError::Corrupt {
-            encoding: encoding.as_str(),
-            source,
-        })?;
+        .map_err(corrupt)?;
+    if out.len() as u64 == first {
+        let mut chunks = vec![out];
+        let mut total = chunks[0].len();
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            (&mut capped)
+                .take(CHUNK as u64)
+                .read_to_end(&mut chunk)
+                .map_err(corrupt)?;
+            if chunk.is_empty() {
+                break;
+            }
+            total += chunk.len();
+            if total > limit {
+                return Err(DecodeError::TooLarge { limit });
+            }
+            chunks.push(chunk);
+        }
+        out = Vec::with_capacity(total);
+        for chunk in chunks {
+            out.extend_from_slice(&chunk);
+        }
+    }
     if out.len() > limit {
         return Err(DecodeError::TooLarge { limit });
     }
     if out.is_empty() && wire_len > 0 {
         // Every decoder here yields at least one byte for a non-empty valid stream
         // of a non-empty body; an empty result from bytes is a stream cut short.
-        return Err(DecodeError::Corrupt {
-            encoding: encoding.as_str(),
-            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stream ended early"),
-        });
+        return Err(corrupt(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "stream ended early",
+        )));
     }
     Ok(Bytes::from(out))
 }

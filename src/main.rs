@@ -9,12 +9,6 @@ use clap::{Parser, Subcommand};
 use edge_relay::{Config, Relay};
 use sd_notify::NotifyState;
 
-/// mimalloc rather than the system allocator: parsing, scrubbing and
-/// serializing an event allocate and free thousands of small blocks, and
-/// under load glibc's malloc took a quarter of the relay's CPU (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// sysexits' EX_USAGE: the configuration cannot be used.
 const EX_USAGE: u8 = 64;
 /// sysexits' EX_DATAERR: the input is not what was expected.

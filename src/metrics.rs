@@ -62,6 +62,8 @@ pub struct Metrics {
     pub delivery_lost: IntCounter,
     /// Bytes of accepted items waiting for an ack or a spool write.
     pub in_flight_bytes: IntGauge,
+    /// Connections closed before a request was read, by reason.
+    pub connections_refused: IntCounterVec,
     /// 1 while the relay serves, 0 once it is draining or not ready.
     pub ready: IntGauge,
     /// What SDKs report they dropped themselves (client reports), by project, category and reason.
@@ -195,6 +197,14 @@ impl Metrics {
                 "edge_relay_in_flight_bytes",
                 "Bytes of accepted items waiting for Kafka's ack or a spool write.",
             )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_connections_refused_total",
+                    "Connections closed before a request was read: silent (nothing sent \
+                     before header_read_timeout), header_timeout, header_too_large, malformed.",
+                ),
+                &["reason"],
+            )?,
             ready: IntGauge::new(
                 "edge_relay_ready",
                 "1 while the relay accepts work (what /readyz reports).",
@@ -272,6 +282,9 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for reason in ["silent", "header_timeout", "header_too_large", "malformed"] {
+            m.connections_refused.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 
@@ -297,6 +310,7 @@ impl Metrics {
             Box::new(self.spool_possible_duplicates.clone()),
             Box::new(self.delivery_lost.clone()),
             Box::new(self.in_flight_bytes.clone()),
+            Box::new(self.connections_refused.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.client_discarded.clone()),
             Box::new(self.quota_decisions.clone()),

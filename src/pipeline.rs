@@ -178,7 +178,15 @@ pub struct Pipeline {
     pub random: fn() -> f64,
     /// Outcome counts per window, for the outcomes topic.
     pub outcomes: crate::outcome::Aggregator,
+    /// Permits to inflate and parse a large body: one per core. Bounds the
+    /// memory of bodies being inflated at once (each up to
+    /// `max_inflated_size`), and keeps them off the other requests' threads.
+    pub heavy: tokio::sync::Semaphore,
 }
+
+/// Bodies this large on the wire (a bomb is at least this, to reach the
+/// inflated cap) are inflated and parsed under [`Pipeline::heavy`].
+pub const HEAVY_BODY: usize = 64 * 1024;
 
 /// An item that passed its checks; events come parsed.
 struct Checked {
@@ -254,7 +262,19 @@ impl Pipeline {
     /// counts every item's outcome.
     pub async fn handle(&self, req: Request) -> Answer {
         let project = req.project.clone();
-        let (envelope, key) = match self.admit(&req) {
+        let admitted = if req.body.len() >= HEAVY_BODY {
+            let _permit = self.heavy.acquire().await.expect("never closed");
+            // Off the runtime's workers, when the runtime can move its other tasks.
+            match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| self.admit(&req))
+                }
+                _ => self.admit(&req),
+            }
+        } else {
+            self.admit(&req)
+        };
+        let (envelope, key) = match admitted {
             Ok(admitted) => admitted,
             Err(e) => return self.reject(&project.label, &e),
         };

@@ -150,6 +150,9 @@ impl Relay {
                     metrics,
                     clock: Arc::new(quota::SystemClock::default()),
                     random: fastrand::f64,
+                    heavy: tokio::sync::Semaphore::new(
+                        std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    ),
                     outcomes: crate::outcome::Aggregator::new(
                         outcomes_window.unwrap_or(Duration::from_secs(60)),
                     ),
@@ -299,19 +302,50 @@ async fn serve_sdk(
                 .await
                 .is_err()
             {
+                refused(&state, "silent");
                 drop(permit);
                 return;
             }
+            let counted = state.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle_sdk(state, req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let _ = watcher.watch(conn.into_owned()).await;
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                if let Some(reason) = e.downcast_ref::<hyper::Error>().and_then(refusal) {
+                    refused(&counted, reason);
+                }
+            }
             drop(permit);
         });
     };
     (grace, connections)
+}
+
+/// Why hyper closed a connection without a request reaching the relay, when
+/// the client is to blame; `None` for resets and other ends.
+fn refusal(e: &hyper::Error) -> Option<&'static str> {
+    if e.is_timeout() {
+        Some("header_timeout")
+    } else if e.is_parse_too_large() {
+        Some("header_too_large")
+    } else if e.is_parse() {
+        Some("malformed")
+    } else {
+        None
+    }
+}
+
+/// Counts a connection closed before a request reached the pipeline.
+fn refused(state: &State, reason: &'static str) {
+    state
+        .pipeline
+        .metrics
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
+    tracing::debug!(reason, "connection closed before a request was read");
 }
 
 /// Accepts one connection. On an error (out of file descriptors and the

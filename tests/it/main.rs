@@ -7,6 +7,7 @@ mod deploy;
 mod e2e_tansu;
 mod faults;
 mod fuzz;
+mod hostile;
 mod ingest;
 mod lifecycle;
 mod quotas;
