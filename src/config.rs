@@ -91,6 +91,11 @@ pub mod file {
         /// Time a client has to send its whole body. Defaults to "30s".
         #[serde(with = "humantime_serde")]
         pub body_read_timeout: Duration,
+        /// A connection with no request in flight for this long is closed
+        /// (HTTP/1.1 keep-alive and HTTP/2 alike), so idle clients cannot hold
+        /// every connection slot. Defaults to "60s".
+        #[serde(with = "humantime_serde")]
+        pub idle_timeout: Duration,
     }
 
     impl Default for Server {
@@ -100,6 +105,7 @@ pub mod file {
                 max_connections: 1024,
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
             }
         }
     }
@@ -592,6 +598,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Deadline for the whole body.
     pub body_read_timeout: Duration,
+    /// How long a connection may sit with no request in flight.
+    pub idle_timeout: Duration,
 }
 
 /// Size and count limits, in bytes and items.
@@ -831,6 +839,7 @@ impl Config {
         for (path, d) in [
             ("server.header_read_timeout", raw.server.header_read_timeout),
             ("server.body_read_timeout", raw.server.body_read_timeout),
+            ("server.idle_timeout", raw.server.idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(path, "must be longer than zero"));
@@ -888,6 +897,7 @@ impl Config {
                 max_connections,
                 header_read_timeout: raw.server.header_read_timeout,
                 body_read_timeout: raw.server.body_read_timeout,
+                idle_timeout: raw.server.idle_timeout,
             },
             admin_listen,
             limits,

@@ -9,6 +9,14 @@ use clap::{Parser, Subcommand};
 use edge_relay::{Config, Relay};
 use sd_notify::NotifyState;
 
+/// mimalloc rather than glibc's malloc: parsing, scrubbing and serializing
+/// an event allocate and free thousands of small blocks, and under load
+/// glibc's malloc took a quarter of the relay's CPU (BENCHMARKS.md). mimalloc
+/// keeps memory a thread freed for that thread to reuse, which is why large
+/// bodies are inflated on a fixed set of threads (`pipeline::Inflaters`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits' EX_USAGE: the configuration cannot be used.
 const EX_USAGE: u8 = 64;
 /// sysexits' EX_DATAERR: the input is not what was expected.

@@ -201,7 +201,8 @@ impl Metrics {
                 Opts::new(
                     "edge_relay_connections_refused_total",
                     "Connections closed before a request was read: silent (nothing sent \
-                     before header_read_timeout), header_timeout, header_too_large, malformed.",
+                     before header_read_timeout), header_timeout, header_too_large, malformed, \
+                     idle (no request for server.idle_timeout).",
                 ),
                 &["reason"],
             )?,
@@ -282,7 +283,13 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for reason in ["silent", "header_timeout", "header_too_large", "malformed"] {
+        for reason in [
+            "silent",
+            "header_timeout",
+            "header_too_large",
+            "malformed",
+            "idle",
+        ] {
             m.connections_refused.with_label_values(&[reason]);
         }
         Ok(m)

@@ -118,6 +118,9 @@ pub enum RequestError {
     /// Too much accepted work is waiting for Kafka or the spool.
     #[error("the relay is overloaded; retry later")]
     Overloaded,
+    /// A bug: the relay failed in a way it should not.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl RequestError {
@@ -142,6 +145,7 @@ impl RequestError {
             E::Envelope(_) => (StatusCode::BAD_REQUEST, DropReason::Invalid),
             E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, DropReason::Invalid),
             E::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, DropReason::Overloaded),
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, DropReason::Internal),
         }
     }
 }
@@ -178,15 +182,64 @@ pub struct Pipeline {
     pub random: fn() -> f64,
     /// Outcome counts per window, for the outcomes topic.
     pub outcomes: crate::outcome::Aggregator,
-    /// Permits to inflate and parse a large body: one per core. Bounds the
+    /// The threads that inflate large bodies: one per core. Bounds the
     /// memory of bodies being inflated at once (each up to
-    /// `max_inflated_size`), and keeps them off the other requests' threads.
-    pub heavy: tokio::sync::Semaphore,
+    /// `max_inflated_size`), keeps them off the other requests' threads, and
+    /// keeps the allocator's cached memory for them to a fixed set of threads.
+    pub inflaters: Inflaters,
 }
 
 /// Bodies this large on the wire (a bomb is at least this, to reach the
-/// inflated cap) are inflated and parsed under [`Pipeline::heavy`].
+/// inflated cap) are inflated on [`Pipeline::inflaters`].
 pub const HEAVY_BODY: usize = 64 * 1024;
+
+/// A fixed set of threads that run inflation jobs, one at a time each.
+pub struct Inflaters {
+    /// Jobs for the threads.
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Inflaters {
+    /// Starts `threads` threads.
+    pub fn new(threads: usize) -> Inflaters {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("inflate-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().expect("inflater queue lock").recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("the OS can start the inflater threads at startup");
+        }
+        Inflaters {
+            jobs: std::sync::Mutex::new(tx),
+        }
+    }
+
+    /// Runs `f` on one of the threads and waits for its result; `None` if it panicked.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if let Ok(value) = result {
+                let _ = tx.send(value);
+            }
+        });
+        let _ = self.jobs.lock().expect("inflater queue lock").send(job);
+        rx.await.ok()
+    }
+}
 
 /// An item that passed its checks; events come parsed.
 struct Checked {
@@ -262,19 +315,11 @@ impl Pipeline {
     /// counts every item's outcome.
     pub async fn handle(&self, req: Request) -> Answer {
         let project = req.project.clone();
-        let admitted = if req.body.len() >= HEAVY_BODY {
-            let _permit = self.heavy.acquire().await.expect("never closed");
-            // Off the runtime's workers, when the runtime can move its other tasks.
-            match tokio::runtime::Handle::current().runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(|| self.admit(&req))
-                }
-                _ => self.admit(&req),
-            }
-        } else {
-            self.admit(&req)
+        let body = match self.inflate(&req).await {
+            Ok(body) => body,
+            Err(e) => return self.reject(&project.label, &e),
         };
-        let (envelope, key) = match admitted {
+        let (envelope, key) = match self.admit(&req, body) {
             Ok(admitted) => admitted,
             Err(e) => return self.reject(&project.label, &e),
         };
@@ -458,27 +503,39 @@ impl Pipeline {
         self.settle(&project, &key, &fates, event_id, &limits)
     }
 
-    /// The stages that may refuse the whole request: decompress, parse, DSN auth.
-    fn admit(&self, req: &Request) -> Result<(Envelope, String), RequestError> {
-        let limits = &self.config.load().limits;
+    /// Stage: body limit and decompression; large bodies on the inflater threads.
+    async fn inflate(&self, req: &Request) -> Result<Bytes, RequestError> {
+        let limit = self.config.load().limits.max_inflated_size;
         self.metrics
             .body_bytes
             .with_label_values(&["wire"])
             .inc_by(req.body.len() as u64);
-
-        // Stage: body limit and decompression.
         let encoding = Encoding::from_header(req.content_encoding.as_deref())?;
         self.metrics
             .request_encodings
             .with_label_values(&[encoding.as_str()])
             .inc();
         let started = std::time::Instant::now();
-        let body = decompress::decode(encoding, req.body.clone(), limits.max_inflated_size)?;
+        let wire = req.body.clone();
+        let body = if wire.len() >= HEAVY_BODY {
+            self.inflaters
+                .run(move || decompress::decode(encoding, wire, limit))
+                .await
+                .ok_or(RequestError::Internal("an inflater thread panicked"))??
+        } else {
+            decompress::decode(encoding, wire, limit)?
+        };
         self.observe_stage("decompress", started);
         self.metrics
             .body_bytes
             .with_label_values(&["inflated"])
             .inc_by(body.len() as u64);
+        Ok(body)
+    }
+
+    /// The stages that may refuse the whole request after decompression: parse, DSN auth.
+    fn admit(&self, req: &Request, body: Bytes) -> Result<(Envelope, String), RequestError> {
+        let limits = &self.config.load().limits;
 
         // Stage: parse.
         let started = std::time::Instant::now();

@@ -150,7 +150,7 @@ impl Relay {
                     metrics,
                     clock: Arc::new(quota::SystemClock::default()),
                     random: fastrand::f64,
-                    heavy: tokio::sync::Semaphore::new(
+                    inflaters: crate::pipeline::Inflaters::new(
                         std::thread::available_parallelism().map_or(2, |n| n.get()),
                     ),
                     outcomes: crate::outcome::Aggregator::new(
@@ -294,6 +294,7 @@ async fn serve_sdk(
         let builder = builder.clone();
         let watcher = connections.watcher();
         let deadline = server.header_read_timeout;
+        let idle_timeout = server.idle_timeout;
         tokio::spawn(async move {
             // hyper's protocol detection has no deadline of its own: a client that
             // connects and sends nothing (or half an HTTP/2 preface) would hold a
@@ -307,20 +308,91 @@ async fn serve_sdk(
                 return;
             }
             let counted = state.clone();
+            let activity = Arc::new(Activity::default());
+            let tracked = activity.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle_sdk(state, req).await) }
+                let busy = tracked.begin();
+                async move {
+                    let response = handle_sdk(state, req).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                if let Some(reason) = e.downcast_ref::<hyper::Error>().and_then(refusal) {
-                    refused(&counted, reason);
+            let conn = watcher.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::pin!(conn);
+            let check = (idle_timeout / 4).max(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(e) = result {
+                            if let Some(reason) = e.downcast_ref::<hyper::Error>().and_then(refusal) {
+                                refused(&counted, reason);
+                            }
+                        }
+                        break;
+                    }
+                    _ = tokio::time::sleep(check) => {
+                        // No request in flight for the whole idle timeout: close it.
+                        // (Dropping the connection is safe: nothing is in flight.)
+                        if activity.idle_for() >= idle_timeout {
+                            refused(&counted, "idle");
+                            break;
+                        }
+                    }
                 }
             }
             drop(permit);
         });
     };
     (grace, connections)
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    /// Requests being served.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When a request last ended (or the connection started).
+    last: std::sync::Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    /// A request starts; it ends when the guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// How long the connection has had no request in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last.lock().expect("activity lock").elapsed()
+    }
+}
+
+/// One request in flight on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last.lock().expect("activity lock") = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why hyper closed a connection without a request reaching the relay, when

@@ -791,3 +791,62 @@ async fn spool_and_memory_ack_modes_deliver() {
     }
     assert_eq!(memory.metric("edge_relay_delivery_lost_total", &[]), 0.0);
 }
+
+/// A connection with no request in flight for `idle_timeout` is closed and
+/// counted, whatever its protocol: an HTTP/2 client that sent its preface
+/// and settings and then nothing (it would answer keep-alive pings forever),
+/// and an HTTP/1.1 keep-alive connection after its request was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n",
+        dir.path().join("items.jsonl").display()
+    ))
+    .replacen(
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n",
+        1,
+    );
+    let relay = TestRelay::start(&text).await;
+
+    // HTTP/2: the preface and an empty SETTINGS frame, then silence.
+    let mut h2 = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // HTTP/1.1: one request answered, then the connection kept open.
+    let mut h1 = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let body = envelope_with_attachment(&new_event_id(), b"x");
+    h1.write_all(
+        format!(
+            "POST /api/{PROJECT}/envelope/ HTTP/1.1\r\nHost: x\r\nX-Sentry-Auth: {}\r\n\
+             Content-Length: {}\r\n\r\n",
+            auth_header(KEY),
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    h1.write_all(&body).await.unwrap();
+
+    // Both are closed by the relay: read until the end of the stream.
+    for (name, stream) in [("h2", &mut h2), ("http/1.1", &mut h1)] {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the idle {name} connection was never closed");
+        if name == "http/1.1" {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "answered first: {text}");
+        }
+    }
+    assert_eq!(
+        relay.metric(
+            "edge_relay_connections_refused_total",
+            &[("reason", "idle")]
+        ),
+        2.0
+    );
+}
