@@ -18,7 +18,8 @@
 //!    project in the path.
 //! 3. [`decompress`] inflates `gzip`, `deflate`, `br` or `zstd` bodies,
 //!    streaming, and stops at the inflated-size cap: a decompression bomb is
-//!    refused having inflated at most the cap.
+//!    refused having inflated at most the cap. Large bodies inflate on a fixed
+//!    pool of one thread per core, which bounds how many inflate at once.
 //! 4. [`envelope`] parses the envelope into a header and items, each item
 //!    typed and given its data category; events are checked to be JSON
 //!    objects of bounded depth.

@@ -100,7 +100,10 @@ impl DropReason {
             | DropReason::Filtered
             | DropReason::RateLimited
             | DropReason::Sampled => Level::DEBUG,
-            DropReason::SpoolFull | DropReason::Overloaded | DropReason::KafkaError => Level::WARN,
+            // Shedding happens thousands of times a second under overload: a
+            // warning per request would flood the log; the counter tells.
+            DropReason::Overloaded => Level::DEBUG,
+            DropReason::SpoolFull | DropReason::KafkaError => Level::WARN,
             DropReason::Internal => Level::ERROR,
         }
     }
