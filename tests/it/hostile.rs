@@ -7,10 +7,8 @@
 //! sink, so no broker is needed. Only the read timeouts are shortened, so that
 //! slow and idle clients are cut in seconds rather than tens of seconds:
 //! `header_read_timeout = "1s"` and `body_read_timeout = "20s"`. The body
-//! timeout is not shorter because the relay inflates bodies on its async
-//! worker threads: while sixteen bombs are inflated, other connections are
-//! barely read for 2 to 7 seconds (measured on 2 CPUs), and with 3s one
-//! bomb's own 1 MB upload timed out (408, counted as invalid, not too_large).
+//! timeout leaves room for sixteen bombs' uploads on a busy 2-CPU machine
+//! (large bodies inflate on one thread per core; the rest wait their turn).
 
 use std::collections::BTreeMap;
 use std::io::Write;
