@@ -649,6 +649,8 @@ pub struct KafkaConfig {
     pub compression: String,
     /// librdkafka's `linger.ms`.
     pub linger: Duration,
+    /// librdkafka's `message.max.bytes`: room for the largest item the limits let through.
+    pub max_message: usize,
     /// Interval of the broker reachability check.
     pub health_interval: Duration,
     /// Topic per data category, indexed by [`DataCategory::index`].
@@ -864,6 +866,12 @@ impl Config {
             }
         };
 
+        let mut output = output;
+        if let Output::Kafka(k) = &mut output {
+            // The largest item plus room for its key, headers and framing.
+            let largest = limits.max_event_size.max(limits.max_attachment_size);
+            k.max_message = (largest + 64 * 1024).clamp(1_000_000, 1_000_000_000);
+        }
         let delivery = validate_delivery(&raw.delivery, &raw.spool, &output)?;
         let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
         if !["text", "json"].contains(&raw.log.format.as_str()) {
@@ -1220,6 +1228,7 @@ fn validate_kafka(raw: file::Kafka) -> Result<KafkaConfig, ConfigError> {
         delivery_timeout: raw.delivery_timeout,
         compression: raw.compression,
         linger: raw.linger,
+        max_message: 1_000_000,
         health_interval: raw.health_interval,
         topics: Topics {
             by_category,

@@ -268,6 +268,8 @@ impl Delivery {
                 for (record, result) in records.into_iter().zip(results) {
                     match result {
                         Ok(()) => out.push(Ok(())),
+                        // Kafka refuses it for good: the spool cannot help.
+                        Err(e) if e.is_too_large() => out.push(Err(DeliverError::Produce(e))),
                         Err(e) => {
                             note_failure(&self.degraded, &self.metrics, &e);
                             failed.push((out.len(), record));
@@ -316,16 +318,29 @@ impl Delivery {
                 unreachable!("memory mode runs on Kafka only")
             };
             let results = kafka.acknowledged(pending).await;
+            let mut too_large = 0;
             let failed: Vec<Record> = records
                 .into_iter()
                 .zip(results)
-                .filter_map(|(record, result)| {
-                    result.err().map(|e| {
+                .filter_map(|(record, result)| match result {
+                    Ok(()) => None,
+                    Err(e) if e.is_too_large() => {
+                        too_large += 1;
+                        None
+                    }
+                    Err(e) => {
                         note_failure(&degraded, &metrics, &e);
-                        record
-                    })
+                        Some(record)
+                    }
                 })
                 .collect();
+            if too_large > 0 {
+                metrics.delivery_lost.inc_by(too_large);
+                tracing::error!(
+                    items = too_large,
+                    "items answered 200 (ack = memory) are larger than Kafka takes; lost"
+                );
+            }
             if !failed.is_empty() {
                 let spooled = match &spool {
                     Some(spool) => spool_records(spool, &failed, "delivery_failed", &metrics).await,
@@ -355,11 +370,14 @@ impl Delivery {
         let Producer::Kafka(kafka) = &*self.producer else {
             return left;
         };
-        if left == 0 || self.spool.is_none() {
+        if self.spool.is_none() {
             return left;
         }
         if self.mode == AckMode::Memory {
-            kafka.purge();
+            // Even with the queue empty, waiters may still be spooling failed items.
+            if left > 0 {
+                kafka.purge();
+            }
             // The purged deliveries fail at once; their waiters spool them.
             let (count, notify) = &*self.background;
             loop {
@@ -449,9 +467,16 @@ impl Delivery {
             }
             let results = kafka.send(records).await;
             let mut failures = 0;
+            let mut undeliverable = 0;
             for (seq, result) in seqs.into_iter().zip(results) {
                 match result {
                     Ok(()) => done.push(seq),
+                    Err(e) if e.is_too_large() => {
+                        // Kafka refuses it for good: retrying would block the spool forever.
+                        undeliverable += 1;
+                        tracing::error!(seq, error = %e, "a spooled item is larger than Kafka takes; removed");
+                        done.push(seq);
+                    }
                     Err(e) => {
                         failures += 1;
                         if failures == 1 {
@@ -460,13 +485,20 @@ impl Delivery {
                     }
                 }
             }
-            let acked = done.len() - corrupt;
+            let acked = done.len() - corrupt - undeliverable;
+            self.metrics
+                .spool_undeliverable
+                .inc_by(undeliverable as u64);
             if let Err(e) = spool.remove(done).await {
+                // Not removed: they would be sent again at once. Back off instead.
                 tracing::error!(error = %e, "cannot remove replayed items from the spool");
+                failures += 1;
+            } else {
+                self.metrics.spool_replayed.inc_by(acked as u64);
             }
-            self.metrics.spool_replayed.inc_by(acked as u64);
             if failures == 0 {
-                if self.degraded.swap(false, Ordering::Relaxed) {
+                // Only a batch the broker acknowledged says Kafka is back.
+                if acked > 0 && self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("kafka acknowledged a replay batch; delivering directly again");
                 }
                 backoff = Duration::from_millis(100);

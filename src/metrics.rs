@@ -54,6 +54,8 @@ pub struct Metrics {
     pub spool_replayed: IntCounter,
     /// Spooled records that failed their checksum or format check: skipped, and lost.
     pub spool_corrupt: IntCounter,
+    /// Spooled items Kafka refuses for good (larger than its `message.max.bytes`): removed, lost.
+    pub spool_undeliverable: IntCounter,
     /// Items spooled after a failed or timed-out delivery that the broker may
     /// have stored anyway: possible duplicates, with the same event id.
     pub spool_possible_duplicates: IntCounter,
@@ -185,6 +187,10 @@ impl Metrics {
                 "edge_relay_spool_corrupt_total",
                 "Spooled records that failed their checksum: skipped and lost.",
             )?,
+            spool_undeliverable: IntCounter::new(
+                "edge_relay_spool_undeliverable_total",
+                "Spooled items Kafka refuses for good (too large): removed from the spool, lost.",
+            )?,
             spool_possible_duplicates: IntCounter::new(
                 "edge_relay_spool_possible_duplicates_total",
                 "Items spooled after a failed delivery the broker may have stored anyway.",
@@ -314,6 +320,7 @@ impl Metrics {
             Box::new(self.spool_written.clone()),
             Box::new(self.spool_replayed.clone()),
             Box::new(self.spool_corrupt.clone()),
+            Box::new(self.spool_undeliverable.clone()),
             Box::new(self.spool_possible_duplicates.clone()),
             Box::new(self.delivery_lost.clone()),
             Box::new(self.in_flight_bytes.clone()),

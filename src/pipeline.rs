@@ -189,9 +189,12 @@ pub struct Pipeline {
     pub inflaters: Inflaters,
 }
 
-/// Bodies this large on the wire (a bomb is at least this, to reach the
-/// inflated cap) are inflated on [`Pipeline::inflaters`].
+/// Bodies this large on the wire are inflated on [`Pipeline::inflaters`];
+/// smaller ones too once they inflate past [`INLINE_INFLATE`].
 pub const HEAVY_BODY: usize = 64 * 1024;
+
+/// Smaller bodies are inflated inline up to this size; past it, again on the inflaters.
+const INLINE_INFLATE: usize = 1 << 20;
 
 /// A fixed set of threads that run inflation jobs, one at a time each.
 pub struct Inflaters {
@@ -488,6 +491,7 @@ impl Pipeline {
                     DeliverError::Spool(_) | DeliverError::Produce(ProduceError::File(_)) => {
                         DropReason::Internal
                     }
+                    DeliverError::Produce(ref e) if e.is_too_large() => DropReason::TooLarge,
                     DeliverError::Produce(_) => DropReason::KafkaError,
                 };
                 log_at(
@@ -517,13 +521,23 @@ impl Pipeline {
             .inc();
         let started = std::time::Instant::now();
         let wire = req.body.clone();
-        let body = if wire.len() >= HEAVY_BODY {
+        let on_inflaters = |wire: Bytes| {
             self.inflaters
                 .run(move || decompress::decode(encoding, wire, limit))
+        };
+        let body = if wire.len() >= HEAVY_BODY {
+            on_inflaters(wire)
                 .await
                 .ok_or(RequestError::Internal("an inflater thread panicked"))??
         } else {
-            decompress::decode(encoding, wire, limit)?
+            // Small on the wire, but brotli and zstd can inflate a kilobyte to
+            // the cap: inline only up to 1 MiB, the rest on the inflaters.
+            match decompress::decode(encoding, wire.clone(), limit.min(INLINE_INFLATE)) {
+                Err(DecodeError::TooLarge { .. }) if limit > INLINE_INFLATE => on_inflaters(wire)
+                    .await
+                    .ok_or(RequestError::Internal("an inflater thread panicked"))??,
+                other => other?,
+            }
         };
         self.observe_stage("decompress", started);
         self.metrics

@@ -79,6 +79,22 @@ pub enum ProduceError {
     File(#[source] Arc<std::io::Error>),
 }
 
+impl ProduceError {
+    /// Whether Kafka refuses the message for good (it is larger than the
+    /// producer's or the broker's `message.max.bytes`): retrying, from the
+    /// spool or by the SDK, cannot deliver it.
+    pub fn is_too_large(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        matches!(
+            self,
+            ProduceError::Kafka(e) if matches!(
+                e.rdkafka_error_code(),
+                Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge)
+            )
+        )
+    }
+}
+
 /// The destination of accepted items.
 // One per process, behind an `Arc`: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]

@@ -330,8 +330,14 @@ async fn serve_sdk(
                 tokio::select! {
                     result = &mut conn => {
                         if let Err(e) = result {
-                            if let Some(reason) = e.downcast_ref::<hyper::Error>().and_then(refusal) {
-                                refused(&counted, reason);
+                            match e.downcast_ref::<hyper::Error>().and_then(refusal) {
+                                // hyper's header timeout also ends a keep-alive
+                                // connection waiting for its next request.
+                                Some("header_timeout") if activity.served() > 0 => {
+                                    refused(&counted, "idle");
+                                }
+                                Some(reason) => refused(&counted, reason),
+                                None => {}
                             }
                         }
                         break;
@@ -356,6 +362,8 @@ async fn serve_sdk(
 struct Activity {
     /// Requests being served.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests started on this connection.
+    started: std::sync::atomic::AtomicUsize,
     /// When a request last ended (or the connection started).
     last: std::sync::Mutex<Instant>,
 }
@@ -364,6 +372,7 @@ impl Default for Activity {
     fn default() -> Self {
         Activity {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            started: std::sync::atomic::AtomicUsize::new(0),
             last: std::sync::Mutex::new(Instant::now()),
         }
     }
@@ -373,7 +382,13 @@ impl Activity {
     /// A request starts; it ends when the guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.started.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
+    }
+
+    /// How many requests the connection has had.
+    fn served(&self) -> usize {
+        self.started.load(Ordering::Acquire)
     }
 
     /// How long the connection has had no request in flight.

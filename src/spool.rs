@@ -200,9 +200,10 @@ impl Spool {
         answer.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    /// Removes acknowledged items. The removal is not flushed on its own: it
-    /// reaches the disk with the next append's commit, so a crash may replay
-    /// an item that was already delivered (a duplicate with the same event id).
+    /// Removes acknowledged items. The removal is flushed with the next
+    /// append's commit, or on its own if there was none for a second, so a
+    /// crash may replay an item delivered in that second (a duplicate with
+    /// the same event id).
     pub async fn remove(&self, seqs: Vec<u64>) -> Result<(), SpoolError> {
         if seqs.is_empty() {
             return Ok(());
@@ -262,6 +263,11 @@ fn last_seq(db: &Database) -> Result<Option<u64>, String> {
 /// The writer thread: takes every waiting operation, commits them in one
 /// transaction, then answers each.
 fn write_loop(db: &Database, shared: &Shared, rx: mpsc::Receiver<Op>, mut next_seq: u64) {
+    // Removals ride on the next append's fsync; while nothing is appended
+    // (a drain with Kafka healthy), one removal a second is made durable, so
+    // that a crash replays at most about a second of removed items.
+    const DURABLE_EVERY: Duration = Duration::from_secs(1);
+    let mut last_durable = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -270,7 +276,8 @@ fn write_loop(db: &Database, shared: &Shared, rx: mpsc::Receiver<Op>, mut next_s
                 Err(_) => break,
             }
         }
-        let durable = group.iter().any(|op| matches!(op, Op::Append { .. }));
+        let durable = group.iter().any(|op| matches!(op, Op::Append { .. }))
+            || last_durable.elapsed() >= DURABLE_EVERY;
         let seq_before = next_seq;
         let result = commit(db, &group, &mut next_seq, durable);
         let mut guard = shared.usage.lock().expect("usage lock");
@@ -293,6 +300,7 @@ fn write_loop(db: &Database, shared: &Shared, rx: mpsc::Receiver<Op>, mut next_s
         }
         drop(guard);
         if durable && result.is_ok() {
+            last_durable = std::time::Instant::now();
             // A permit is stored if the replay task is not waiting right now.
             shared.written.notify_one();
         }

@@ -49,6 +49,7 @@ impl KafkaSink {
             )
             .set("compression.type", &config.compression)
             .set("linger.ms", config.linger.as_millis().to_string())
+            .set("message.max.bytes", config.max_message.to_string())
             // Java clients' partitioner, so one event id maps to one partition whoever produces it.
             .set("partitioner", "murmur2_random")
             // librdkafka's default queue may hold 1 GiB; keep memory bounded by default.

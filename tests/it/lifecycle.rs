@@ -850,3 +850,73 @@ async fn idle_connections_are_closed_after_idle_timeout() {
         2.0
     );
 }
+
+/// An item larger than Kafka takes can never be delivered: answered 413
+/// `too_large` when Kafka refuses it directly, and when it was spooled first
+/// (Kafka down), removed from the spool and counted rather than blocking the
+/// replay of everything behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_kafka_refuses_for_good_do_not_block_the_spool() {
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    // A producer that takes at most 100 KB per message.
+    let text = config_text(&format!(
+        "{}[kafka.producer]\n\"message.max.bytes\" = \"100000\"\n",
+        kafka_section(&kafka.bootstrap_servers())
+    ));
+    let relay = TestRelay::start(&text).await;
+    let client = reqwest::Client::new();
+    let big = vec![b'x'; 300 * 1024];
+    let post = |attachment: Vec<u8>| {
+        let (client, url) = (client.clone(), relay.envelope_url());
+        async move {
+            let id = new_event_id();
+            let r = client
+                .post(url)
+                .header("x-sentry-auth", auth_header(KEY))
+                .body(envelope_with_attachment(&id, &attachment))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), id)
+        }
+    };
+    // Kafka down: both items go to the spool, the SDK gets its 200.
+    let (status, spooled) = post(big.clone()).await;
+    assert_eq!(status, 200);
+    kafka.broker_up(1).expect("mock broker comes up");
+    relay.wait_ready().await;
+    // The replay delivers the event and removes the attachment it cannot deliver.
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
+    assert_eq!(got[0].key, spooled);
+    let until = std::time::Instant::now() + PATIENCE;
+    while relay.metric("edge_relay_spool_undeliverable_total", &[]) < 1.0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the big item blocks the spool"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Directly: the attachment is refused with 413, the event still goes through.
+    let (status, direct) = post(big).await;
+    assert_eq!(status, 200, "the event was accepted, so the answer is 200");
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "attachment"),
+                ("reason", "too_large")
+            ]
+        ),
+        1.0
+    );
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 2).await;
+    assert!(got.iter().any(|m| m.key == direct));
+    let readyz = reqwest::get(relay.admin_url("/readyz")).await.unwrap();
+    let body = readyz.text().await.unwrap();
+    assert!(
+        body.contains("kafka: up") && body.contains("spool: 0 items"),
+        "{body}"
+    );
+}
