@@ -242,7 +242,7 @@ impl Delivery {
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         let in_flight = InFlight::new(&self.in_flight, bytes, &self.metrics);
         let (Producer::Kafka(kafka), Some(spool)) = (&*self.producer, &self.spool) else {
-            let results = self.producer.send(records).await;
+            let results = self.producer.send(&records).await;
             return results
                 .into_iter()
                 .map(|r| r.map_err(DeliverError::Produce))
@@ -262,7 +262,8 @@ impl Delivery {
                 (0..n).map(|_| Ok(())).collect()
             }
             _ => {
-                let results = kafka.send(records.clone()).await;
+                // Borrowed: the records stay here for the spool should delivery fail.
+                let results = kafka.send(&records).await;
                 let mut out: Vec<Result<(), DeliverError>> = Vec::with_capacity(records.len());
                 let mut failed = Vec::new();
                 for (record, result) in records.into_iter().zip(results) {
@@ -465,7 +466,7 @@ impl Delivery {
                     }
                 }
             }
-            let results = kafka.send(records).await;
+            let results = kafka.send(&records).await;
             let mut failures = 0;
             let mut undeliverable = 0;
             for (seq, result) in seqs.into_iter().zip(results) {

@@ -124,7 +124,7 @@ impl Producer {
 
     /// Delivers the records; one result per record, in order. Resolves once
     /// every record is acknowledged or failed.
-    pub async fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
+    pub async fn send(&self, records: &[Record]) -> Vec<Result<(), ProduceError>> {
         match self {
             Producer::Kafka(k) => k.send(records).await,
             Producer::File(f) => f.send(records),

@@ -738,7 +738,7 @@ async fn flush_outcomes(state: &State, all: bool) {
             }
         })
         .collect();
-    let results = pipeline.delivery.producer().send(records).await;
+    let results = pipeline.delivery.producer().send(&records).await;
     let failed: Vec<_> = entries
         .into_iter()
         .zip(results)

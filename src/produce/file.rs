@@ -66,9 +66,9 @@ impl FileSink {
     }
 
     /// Appends one line per record, all in one write.
-    pub fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
+    pub fn send(&self, records: &[Record]) -> Vec<Result<(), ProduceError>> {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 256).sum());
-        for r in &records {
+        for r in records {
             let json: Option<&RawValue> = serde_json::from_slice(&r.payload).ok();
             let h = &r.headers;
             let line = Line {

@@ -111,8 +111,8 @@ impl KafkaSink {
     /// Produces every record and waits for each acknowledgement. While the
     /// brokers are known to be down, fails at once rather than hold the SDK
     /// for the whole delivery timeout.
-    pub async fn send(&self, records: Vec<Record>) -> Vec<Result<(), ProduceError>> {
-        let pending = self.enqueue(&records);
+    pub async fn send(&self, records: &[Record]) -> Vec<Result<(), ProduceError>> {
+        let pending = self.enqueue(records);
         self.acknowledged(pending).await
     }
 
