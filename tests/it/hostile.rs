@@ -44,25 +44,6 @@ const DROPPED: &str = "edge_relay_items_dropped_total";
 /// Connections closed before a request was read, by reason.
 const REFUSED: &str = "edge_relay_connections_refused_total";
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn brotli(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-        w.write_all(data).unwrap();
-    }
-    out
-}
-
-fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 3).unwrap()
-}
-
 type Encoder = fn(&[u8]) -> Vec<u8>;
 
 /// An envelope whose attachment is [`BOMB_INFLATED`] zero bytes, compressed

@@ -5,15 +5,26 @@ use std::time::Duration;
 use crate::support::*;
 
 async fn send_one(client: &reqwest::Client, relay: &TestRelay) -> (reqwest::StatusCode, String) {
+    let (status, id) = post_attachment(client.clone(), relay.envelope_url(), b"a".to_vec()).await;
+    (reqwest::StatusCode::from_u16(status).expect("a status"), id)
+}
+
+/// Posts an event with this attachment; the status and the event id. Owns
+/// its arguments, so that it can run on a task of its own.
+async fn post_attachment(
+    client: reqwest::Client,
+    url: String,
+    attachment: Vec<u8>,
+) -> (u16, String) {
     let id = new_event_id();
     let r = client
-        .post(relay.envelope_url())
+        .post(url)
         .header("x-sentry-auth", auth_header(KEY))
-        .body(envelope_with_attachment(&id, b"a"))
+        .body(envelope_with_attachment(&id, &attachment))
         .send()
         .await
         .unwrap();
-    (r.status(), id)
+    (r.status().as_u16(), id)
 }
 
 /// The broker is down when the relay starts: the relay is ready all the
@@ -286,15 +297,9 @@ async fn a_full_spool_answers_503_and_keeps_what_it_holds() {
     let mut accepted = Vec::new();
     let mut refused = 0;
     for _ in 0..5 {
-        let id = new_event_id();
-        let r = client
-            .post(relay.envelope_url())
-            .header("x-sentry-auth", auth_header(KEY))
-            .body(envelope_with_attachment(&id, &attachment))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
+        let (status, id) =
+            post_attachment(client.clone(), relay.envelope_url(), attachment.clone()).await;
+        match status {
             200 => accepted.push(id),
             503 => refused += 1,
             other => panic!("unexpected status {other}"),
@@ -656,18 +661,11 @@ async fn overload_is_shed_early_with_503() {
         .expect("mock rtt");
     let attachment = vec![b'x'; 128 * 1024];
     let post = |attachment: Vec<u8>| {
-        let (client, url) = (client.clone(), relay.envelope_url());
-        tokio::spawn(async move {
-            let id = new_event_id();
-            let r = client
-                .post(url)
-                .header("x-sentry-auth", auth_header(KEY))
-                .body(envelope_with_attachment(&id, &attachment))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), id)
-        })
+        tokio::spawn(post_attachment(
+            client.clone(),
+            relay.envelope_url(),
+            attachment,
+        ))
     };
     // Ten requests wait for the slow broker: 1.25 MiB in flight.
     let waiting: Vec<_> = (0..10).map(|_| post(attachment.clone())).collect();
@@ -875,20 +873,8 @@ async fn items_kafka_refuses_for_good_do_not_block_the_spool() {
     let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
     let big = vec![b'x'; 300 * 1024];
-    let post = |attachment: Vec<u8>| {
-        let (client, url) = (client.clone(), relay.envelope_url());
-        async move {
-            let id = new_event_id();
-            let r = client
-                .post(url)
-                .header("x-sentry-auth", auth_header(KEY))
-                .body(envelope_with_attachment(&id, &attachment))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), id)
-        }
-    };
+    let post =
+        |attachment: Vec<u8>| post_attachment(client.clone(), relay.envelope_url(), attachment);
     // Kafka down: both items go to the spool, the SDK gets its 200.
     let (status, spooled) = post(big.clone()).await;
     assert_eq!(status, 200);
