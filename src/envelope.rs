@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::config::Limits;
+use crate::event::{EventView, Field};
 
 /// What an item counts against, for quotas, topics and metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -564,6 +565,69 @@ pub fn parse_event(
     Ok((tree, event_id))
 }
 
+/// An event that passed its checks.
+// The common variant is the large one; boxing it would allocate per event for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Read in one pass without a tree (the common case); scrubbed as text.
+    View(EventView<'a>),
+    /// Parsed into a tree: an event the view could not read (a duplicate
+    /// known key, say), which the tree then decides about.
+    Tree(serde_json::Value),
+}
+
+impl Event<'_> {
+    /// The grouping fingerprint.
+    pub fn fingerprint(&self) -> Option<String> {
+        match self {
+            Event::View(view) => crate::fingerprint::of(view),
+            Event::Tree(tree) => crate::fingerprint::fingerprint(tree),
+        }
+    }
+
+    /// Calls `f` with the event's view.
+    pub fn with_view<R>(&self, f: impl FnOnce(&EventView<'_>) -> R) -> R {
+        match self {
+            Event::View(view) => f(view),
+            Event::Tree(tree) => f(&EventView::from_tree(tree)),
+        }
+    }
+}
+
+/// Validates a JSON event payload like [`parse_event`] and reads it, with
+/// its normalized `event_id`: as a view without building a tree when it can,
+/// else as a tree (which then decides whether the event is valid, and why
+/// not).
+pub fn read_event(
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<(Event<'_>, Option<String>), EventError> {
+    if let Some(read) = view_event(payload, max_depth) {
+        return Ok(read);
+    }
+    let (tree, event_id) = parse_event(payload, max_depth)?;
+    Ok((Event::Tree(tree), event_id))
+}
+
+/// The view's pass: the same checks as [`parse_event`] (UTF-8, depth, JSON,
+/// an object, an id that is a UUID); `None` on anything else. Numbers are
+/// not read here: one out of `f64`'s range (`1e309`) is found by the text
+/// scrubber, which then hands the event to the tree.
+fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<String>)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if !starts_object(payload) || json_depth_exceeds(payload, max_depth.min(SERDE_DEPTH)) {
+        return None;
+    }
+    let view: EventView<'_> = serde_json::from_str(text).ok()?;
+    let event_id = match &view.event_id {
+        Field::Absent | Field::Null => None,
+        Field::Str(id) => Some(normalize_event_id(id)?),
+        _ => return None,
+    };
+    Some((Event::View(view), event_id))
+}
+
 /// Whether objects and arrays in `json` nest deeper than `max`.
 ///
 /// serde_json skips unknown values without a depth limit, and consumers
@@ -571,21 +635,24 @@ pub fn parse_event(
 /// because it is one byte loop: brackets inside strings do not count.
 fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
         match b {
-            b'"' => in_string = true,
+            // Most of an event is in strings: skip to their end at once.
+            b'"' => loop {
+                at += 1;
+                match json
+                    .get(at..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                {
+                    None => return false,
+                    Some(n) if json[at + n] == b'"' => {
+                        at += n;
+                        break;
+                    }
+                    Some(n) => at += n + 1,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -595,6 +662,7 @@ fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     false
 }

@@ -10,6 +10,8 @@ use regex::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::event::{EventView, Field, Frame, MessageField};
+
 /// The SDK's marker for "the default grouping, plus my parts".
 const DEFAULT_MARKER: &str = "{{ default }}";
 
@@ -37,6 +39,11 @@ static NORMALIZERS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// The fingerprint of an event: 32 hex digits, or `None` when it has nothing
 /// to group by.
 pub fn fingerprint(event: &Value) -> Option<String> {
+    of(&EventView::from_tree(event))
+}
+
+/// The fingerprint of an event read as a view (see [`fingerprint`]).
+pub fn of(event: &EventView<'_>) -> Option<String> {
     let parts = own_fingerprint(event).or_else(|| default_parts(event))?;
     let mut hash = Sha256::new();
     for part in &parts {
@@ -47,14 +54,14 @@ pub fn fingerprint(event: &Value) -> Option<String> {
     Some(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The SDK's `fingerprint` array; `{{ default }}` in it stands for the default parts.
-fn own_fingerprint(event: &Value) -> Option<Vec<String>> {
-    let values = event.get("fingerprint")?.as_array()?;
+/// The SDK's `fingerprint` array, with `{{ default }}` expanded.
+fn own_fingerprint(event: &EventView<'_>) -> Option<Vec<String>> {
+    let values = event.fingerprint.0.as_ref()?;
     let mut parts = Vec::new();
     for v in values {
         let s = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
+            Field::Str(s) => s.to_string(),
+            Field::Num(n) => n.to_string(),
             _ => continue,
         };
         if s == DEFAULT_MARKER {
@@ -67,38 +74,44 @@ fn own_fingerprint(event: &Value) -> Option<Vec<String>> {
 }
 
 /// Exception types and in-app frames, else the normalized message.
-fn default_parts(event: &Value) -> Option<Vec<String>> {
+fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
     let exceptions = event
-        .pointer("/exception/values")
-        .and_then(Value::as_array)
+        .exception
+        .0
+        .as_ref()
+        .and_then(|e| e.values.0.as_ref())
         .filter(|v| !v.is_empty());
     if let Some(exceptions) = exceptions {
         let mut parts = Vec::new();
-        for exception in exceptions {
-            if let Some(ty) = exception.get("type").and_then(Value::as_str) {
+        for exception in exceptions.iter().filter_map(|e| e.0.as_ref()) {
+            if let Some(ty) = exception.ty.as_str() {
                 parts.push(format!("type:{ty}"));
             }
             let frames = exception
-                .pointer("/stacktrace/frames")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
+                .stacktrace
+                .0
+                .as_ref()
+                .and_then(|s| s.frames.0.as_deref())
                 .unwrap_or_default();
-            let in_app: Vec<&Value> = frames
+            // A frame that is not an object counts, as an empty one.
+            let empty = Frame::default();
+            let frames: Vec<&Frame<'_>> = frames
                 .iter()
-                .filter(|f| f.get("in_app") == Some(&Value::Bool(true)))
+                .map(|f| f.0.as_ref().unwrap_or(&empty))
                 .collect();
-            // Without in-app frames, all frames: some SDKs do not mark them.
-            let chosen: Vec<&Value> = if in_app.is_empty() {
-                frames.iter().collect()
-            } else {
-                in_app
-            };
+            let in_app: Vec<&Frame<'_>> = frames
+                .iter()
+                .copied()
+                .filter(|f| f.in_app == Field::Bool(true))
+                .collect();
+            let chosen = if in_app.is_empty() { frames } else { in_app };
             for frame in chosen {
-                let location = ["module", "filename"]
-                    .iter()
-                    .find_map(|k| frame.get(*k).and_then(Value::as_str))
+                let location = frame
+                    .module
+                    .as_str()
+                    .or(frame.filename.as_str())
                     .unwrap_or("");
-                let function = frame.get("function").and_then(Value::as_str).unwrap_or("");
+                let function = frame.function.as_str().unwrap_or("");
                 parts.push(format!("frame:{location}:{function}"));
             }
         }
@@ -106,15 +119,18 @@ fn default_parts(event: &Value) -> Option<Vec<String>> {
             return Some(parts);
         }
     }
-    let message = [
-        "/logentry/message",
-        "/logentry/formatted",
-        "/message/formatted",
-        "/message/message",
-        "/message",
-    ]
-    .iter()
-    .find_map(|p| event.pointer(p).and_then(Value::as_str))?;
+    let logentry = event.logentry.0.as_ref();
+    let (message_object, message_text) = match &event.message {
+        MessageField::Object(m) => (Some(m), None),
+        MessageField::Text(t) => (None, Some(&**t)),
+        MessageField::None => (None, None),
+    };
+    let message = logentry
+        .and_then(|l| l.message.as_str())
+        .or_else(|| logentry.and_then(|l| l.formatted.as_str()))
+        .or_else(|| message_object.and_then(|m| m.formatted.as_str()))
+        .or_else(|| message_object.and_then(|m| m.message.as_str()))
+        .or(message_text)?;
     Some(vec![format!("message:{}", normalize(message))])
 }
 

@@ -40,7 +40,8 @@
 //!
 //! - [`config`]: the TOML file, its validation into typed values.
 //! - [`outcome`]: the one enum of drop reasons, and what each one means.
-//! - [`auth`], [`decompress`], [`envelope`]: the pure stages above.
+//! - [`auth`], [`decompress`], [`envelope`]: the pure stages above;
+//!   [`event`]: what the later stages read of an event, read without a tree.
 //! - [`pipeline`]: the single function that calls the stages in order.
 //! - [`quota`], [`sample`], [`scrub`], [`fingerprint`]: the pure stages after parsing.
 //! - [`deliver`]: the ack modes, the replay of the spool, the in-flight bound.
@@ -56,6 +57,7 @@ pub mod config;
 pub mod decompress;
 pub mod deliver;
 pub mod envelope;
+pub mod event;
 pub mod fingerprint;
 pub mod metrics;
 pub mod outcome;

@@ -16,13 +16,15 @@ use crate::auth::{self, AuthError};
 use crate::config::{Config, ConfigError, Limits, Project, Projects};
 use crate::decompress::{self, DecodeError, Encoding};
 use crate::deliver::{DeliverError, Delivery};
-use crate::envelope::{self, DataCategory, Envelope, EnvelopeError, EventError, Item, ItemType};
-use crate::fingerprint;
+use crate::envelope::{
+    self, DataCategory, Envelope, EnvelopeError, Event, EventError, Item, ItemType,
+};
 use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY};
 use crate::outcome::{DropReason, Outcome};
 use crate::produce::{ProduceError, Record, RecordHeaders};
 use crate::quota::{self, Demand, Limited};
 use crate::sample;
+use crate::scrub::Fallback;
 
 /// Which ingest endpoint a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,12 +246,12 @@ impl Inflaters {
     }
 }
 
-/// An item that passed its checks; events come parsed.
-struct Checked {
+/// An item that passed its checks; events come read.
+struct Checked<'a> {
     /// The event's own id.
     own_id: Option<String>,
-    /// The parsed event, for events and transactions.
-    tree: Option<serde_json::Value>,
+    /// The event, for events and transactions.
+    event: Option<Event<'a>>,
 }
 
 /// An envelope's sampling fate.
@@ -369,7 +371,7 @@ impl Pipeline {
                     result: Err(reason),
                 })
             };
-            let Checked { own_id, tree } = match check {
+            let Checked { own_id, event } = match check {
                 Ok(checked) => checked,
                 Err(reason) => {
                     drop(&mut fates, reason);
@@ -377,8 +379,8 @@ impl Pipeline {
                 }
             };
             // Stage: fingerprint (needed now: quotas may be scoped by it).
-            let fingerprint = match (item.ty, &tree) {
-                (ItemType::Event, Some(tree)) => fingerprint::fingerprint(tree),
+            let fingerprint = match (item.ty, &event) {
+                (ItemType::Event, Some(event)) => event.fingerprint(),
                 _ => None,
             };
 
@@ -434,7 +436,7 @@ impl Pipeline {
             };
 
             // Stage: scrub PII.
-            let payload = match self.scrub(item, &project, tree) {
+            let payload = match self.scrub(item, &project, event) {
                 Ok(payload) => payload,
                 Err(reason) => {
                     drop(&mut fates, reason);
@@ -572,21 +574,42 @@ impl Pipeline {
         Ok((envelope, key))
     }
 
-    /// Scrubs one item: JSON items as a tree (recording what was redacted in
-    /// `_meta`), text attachments as text, binary payloads untouched. An item
+    /// Scrubs one item: JSON items over their text, or as a tree when the
+    /// text pass declines (recording what was redacted in `_meta` either
+    /// way), text attachments as text, binary payloads untouched. An item
     /// that should be JSON and is not is refused rather than forwarded unscrubbed.
     fn scrub(
         &self,
         item: &Item,
         project: &Project,
-        parsed: Option<serde_json::Value>,
+        event: Option<Event<'_>>,
     ) -> Result<Bytes, DropReason> {
         let started = std::time::Instant::now();
         let scrubber = &project.scrubber;
         let redactions = match scrub_kind(item) {
             ScrubKind::Binary => return Ok(item.payload.clone()),
             ScrubKind::Json { required } => {
-                let parsed = parsed
+                let tree = match event {
+                    Some(Event::View(_)) => {
+                        let text = std::str::from_utf8(&item.payload)
+                            .expect("read_event checked the event's UTF-8");
+                        match scrubber.scrub_event_text(text) {
+                            Ok(None) => {
+                                self.observe_scrub(started);
+                                return Ok(item.payload.clone());
+                            }
+                            Ok(Some((out, redactions))) => {
+                                self.count_redactions(&project.label, &redactions);
+                                self.observe_scrub(started);
+                                return Ok(Bytes::from(out));
+                            }
+                            Err(Fallback) => None,
+                        }
+                    }
+                    Some(Event::Tree(tree)) => Some(tree),
+                    None => None,
+                };
+                let parsed = tree
                     .map(Ok)
                     .unwrap_or_else(|| serde_json::from_slice(&item.payload));
                 let mut tree: serde_json::Value = match parsed {
@@ -653,7 +676,7 @@ impl Pipeline {
     }
 
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
-    fn check_item(&self, item: &Item, limits: &Limits) -> Result<Checked, DropReason> {
+    fn check_item<'a>(&self, item: &'a Item, limits: &Limits) -> Result<Checked<'a>, DropReason> {
         let max = if item.ty.is_event() {
             limits.max_event_size
         } else {
@@ -663,19 +686,19 @@ impl Pipeline {
             return Err(DropReason::TooLarge);
         }
         if item.ty.is_event() {
-            let (tree, own_id) = envelope::parse_event(&item.payload, limits.max_json_depth)
+            let (event, own_id) = envelope::read_event(&item.payload, limits.max_json_depth)
                 .map_err(|e| {
                     tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
                     DropReason::Invalid
                 })?;
             return Ok(Checked {
                 own_id,
-                tree: Some(tree),
+                event: Some(event),
             });
         }
         Ok(Checked {
             own_id: None,
-            tree: None,
+            event: None,
         })
     }
 
@@ -687,13 +710,13 @@ impl Pipeline {
         project: &Project,
         checked: &[(&Item, DataCategory, Result<Checked, DropReason>)],
     ) -> Option<SampleFate> {
-        let (item, tree) = checked.iter().find_map(|(item, _, c)| match (item.ty, c) {
+        let (item, event) = checked.iter().find_map(|(item, _, c)| match (item.ty, c) {
             (
                 ItemType::Event | ItemType::Transaction,
                 Ok(Checked {
-                    tree: Some(tree), ..
+                    event: Some(event), ..
                 }),
-            ) => Some((item, tree)),
+            ) => Some((item, event)),
             _ => None,
         })?;
         let kind = if item.ty == ItemType::Transaction {
@@ -702,7 +725,6 @@ impl Pipeline {
             sample::Kind::Error
         };
         let trace = envelope.header.trace.as_ref();
-        let str_at = |pointer: &str| tree.pointer(pointer).and_then(serde_json::Value::as_str);
         let sdk_rate = trace
             .and_then(|t| t.sample_rate.as_ref())
             .and_then(|r| match r {
@@ -710,16 +732,28 @@ impl Pipeline {
                 serde_json::Value::String(s) => s.parse().ok(),
                 _ => None,
             });
-        let cx = sample::Context {
-            environment: str_at("/environment").or(trace.and_then(|t| t.environment.as_deref())),
-            release: str_at("/release").or(trace.and_then(|t| t.release.as_deref())),
-            transaction: str_at("/transaction").or(trace.and_then(|t| t.transaction.as_deref())),
-            trace_id: trace
-                .and_then(|t| t.trace_id.as_deref())
-                .or_else(|| str_at("/contexts/trace/trace_id")),
-            sdk_rate,
-        };
-        Some(match project.sampling.decide(kind, cx, (self.random)()) {
+        let decision = event.with_view(|view| {
+            let cx = sample::Context {
+                environment: view
+                    .environment
+                    .as_str()
+                    .or(trace.and_then(|t| t.environment.as_deref())),
+                release: view
+                    .release
+                    .as_str()
+                    .or(trace.and_then(|t| t.release.as_deref())),
+                transaction: view
+                    .transaction
+                    .as_str()
+                    .or(trace.and_then(|t| t.transaction.as_deref())),
+                trace_id: trace
+                    .and_then(|t| t.trace_id.as_deref())
+                    .or_else(|| view.trace_id()),
+                sdk_rate,
+            };
+            project.sampling.decide(kind, cx, (self.random)())
+        });
+        Some(match decision {
             sample::Decision::Keep { rate } => SampleFate::Keep(rate),
             sample::Decision::Drop => SampleFate::Drop,
         })

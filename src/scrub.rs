@@ -25,10 +25,12 @@ use serde_json::{Map, Value};
 pub mod method;
 pub mod path;
 pub mod rules;
+mod text;
 
 pub use method::Method;
 use path::{Seg, Selector};
 use rules::{value_after, KeyMatcher, Validator};
+pub use text::Fallback;
 
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
@@ -520,7 +522,12 @@ impl<'s> Walk<'s> {
             path: segments.join("."),
             method,
         };
-        if !self.found.iter().any(|(_, r)| *r == redaction) {
+        // The same by segments: `a.b` > `token` and `a` > `b` > `token` are
+        // two places, though their dotted paths read alike.
+        let seen = self.found.iter().any(|(at, r)| {
+            *at == segments && r.rule == redaction.rule && r.method == redaction.method
+        });
+        if !seen {
             self.found.push((segments, redaction));
         }
     }
@@ -691,6 +698,87 @@ fn record_meta(meta: &mut Value, segments: &[String], redaction: &Redaction) {
             list.push(entry);
         }
     }
+}
+
+/// Writes the `_meta` object [`record_meta`] would build for what one pass
+/// redacted, straight as JSON: the same bytes serde_json writes for that
+/// tree (keys sorted, `""` first), without building it. Returns `false`,
+/// having written nothing, when a path has an empty key, which would meet
+/// `_meta`'s own `""` key; the caller then builds the tree.
+fn write_meta(out: &mut Vec<u8>, found: &[(Vec<String>, Redaction)]) -> bool {
+    if found
+        .iter()
+        .any(|(path, _)| path.iter().any(String::is_empty))
+    {
+        return false;
+    }
+    let quoted = |out: &mut Vec<u8>, text: &str| {
+        serde_json::to_writer(&mut *out, text).expect("a string always serializes")
+    };
+    // Sorted by path, stably: a path's redactions keep their order, and a
+    // path comes right before the paths below it.
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_by(|&a, &b| found[a].0.cmp(&found[b].0));
+    // The keys of the objects open now, and whether each has a member yet.
+    let mut open: Vec<&str> = Vec::new();
+    let mut has_member = vec![false];
+    let member = |out: &mut Vec<u8>, has_member: &mut Vec<bool>| {
+        let last = has_member.last_mut().expect("the root object is open");
+        if *last {
+            out.push(b',');
+        }
+        *last = true;
+    };
+    out.push(b'{');
+    let mut next = 0;
+    while let Some(&first) = order.get(next) {
+        let path = &found[first].0;
+        let shared = open
+            .iter()
+            .zip(path)
+            .take_while(|(open, key)| **open == key.as_str())
+            .count();
+        while open.len() > shared {
+            open.pop();
+            has_member.pop();
+            out.push(b'}');
+        }
+        for key in &path[shared..] {
+            member(out, &mut has_member);
+            quoted(out, key);
+            out.extend_from_slice(b":{");
+            open.push(key);
+            has_member.push(false);
+        }
+        member(out, &mut has_member);
+        out.extend_from_slice(b"\"\":{\"rem\":[");
+        let mut written: Vec<(&str, &str)> = Vec::new();
+        while let Some((_, redaction)) = order
+            .get(next)
+            .map(|&i| &found[i])
+            .filter(|(p, _)| p == path)
+        {
+            let entry = (&*redaction.rule, redaction.method.meta_code());
+            if !written.contains(&entry) {
+                if !written.is_empty() {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                quoted(out, entry.0);
+                out.push(b',');
+                quoted(out, entry.1);
+                out.push(b']');
+                written.push(entry);
+            }
+            next += 1;
+        }
+        out.extend_from_slice(b"]}");
+    }
+    for _ in open {
+        out.push(b'}');
+    }
+    out.push(b'}');
+    true
 }
 
 /// The paths an existing `_meta` records as scrubbed.

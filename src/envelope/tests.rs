@@ -302,3 +302,14 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn depth_counts_brackets_outside_strings_only() {
+    assert!(!json_depth_exceeds(br#"{"a":"[[[\"[[[{{","b":[1]}"#, 2));
+    assert!(json_depth_exceeds(br#"{"a":"\\","b":[[1]]}"#, 2));
+    assert!(
+        !json_depth_exceeds(br#"{"a":"\"#, 1),
+        "an unterminated string ends the scan"
+    );
+    assert!(json_depth_exceeds(b"[[[", 2));
+}

@@ -298,6 +298,117 @@ fn strings_that_match_nothing_are_left_alone() {
     assert_eq!(e, before, "no _meta either");
 }
 
+/// Scrubs `text` both ways; the text pass's result as a tree, or `None`
+/// when it fell back. Asserts that both ways agree.
+fn both_ways(scrubber: &Scrubber, text: &str) -> Option<Value> {
+    let mut tree: Value = serde_json::from_str(text).unwrap();
+    let mut by_tree = scrubber.scrub_event(&mut tree);
+    let by_text = match scrubber.scrub_event_text(text) {
+        Err(Fallback) => return None,
+        Ok(None) => {
+            assert!(
+                by_tree.is_empty(),
+                "only the tree pass redacted {by_tree:?}"
+            );
+            assert_eq!(tree, serde_json::from_str::<Value>(text).unwrap());
+            return Some(tree);
+        }
+        Ok(Some((out, mut redactions))) => {
+            let out: Value = serde_json::from_slice(&out).expect("the text pass writes JSON");
+            assert_eq!(out, tree, "the two passes scrubbed differently");
+            redactions.sort_by(|a, b| (&a.path, &a.rule).cmp(&(&b.path, &b.rule)));
+            redactions
+        }
+    };
+    by_tree.sort_by(|a, b| (&a.path, &a.rule).cmp(&(&b.path, &b.rule)));
+    assert_eq!(by_text, by_tree);
+    Some(tree)
+}
+
+#[test]
+fn the_text_pass_scrubs_as_the_tree_pass() {
+    let s = scrubber();
+    let events = [
+        json!({"message": "card 4111 1111 1111 1111", "user": {"ip_address": "1.2.3.4", "email": "a@b.co"}}),
+        json!({"request": {"headers": [["Authorization", "Bearer abc"], ["X-Token", "t"]],
+            "cookies": [["session", "s3cret"]], "query_string": "token=abc&x=1",
+            "data": {"password": {"nested": [1, true, null, "x"]}}}}),
+        json!({"extra": {"order_id": "alice@example.com", "order_secret": 5, "note": "TCK-123456"},
+            "sdk": {"name": "alice@example.com"}, "event_id": "4111111111111111"}),
+        json!({"breadcrumbs": {"values": [{"message": "line\nwith \"quotes\" and é, mail bob@example.org"}]}}),
+        json!({"nothing": ["to", "see", 1.5, -2, {"here": null}], "empty": {}, "list": []}),
+        json!({"pairs": [["password", "x"], ["ok", "203.0.113.9"]], "not_pairs": [["a", "b", "c"]]}),
+    ];
+    for event in events {
+        for text in [
+            serde_json::to_string(&event).unwrap(),
+            serde_json::to_string_pretty(&event).unwrap(),
+        ] {
+            assert!(both_ways(&s, &text).is_some(), "fell back on {text}");
+        }
+    }
+    // Escapes are read; untouched text keeps its own spelling.
+    let text = r#"{"m": "caf\u00e9 \u0061lice@example.com", "k": "\u00e9"}"#;
+    let (out, _) = s.scrub_event_text(text).unwrap().unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.starts_with(r#"{"m": "café [email]", "k": "\u00e9","_meta":"#),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_text_pass_leaves_the_rare_shapes_to_the_tree() {
+    let s = scrubber();
+    for text in [
+        r#"{"_meta": {}, "m": "x"}"#,
+        r#"{"k\u0065y": "x"}"#,
+        r#"{"n": 1e309}"#,
+        r#"{"a": {"n": [1, 2e400]}}"#,
+        r#"{"m": "\ud800"}"#,
+    ] {
+        assert_eq!(s.scrub_event_text(text), Err(Fallback), "{text}");
+    }
+    // A `_meta` below the top is an ordinary key.
+    assert!(both_ways(&s, r#"{"extra": {"_meta": "a@b.co"}}"#).is_some());
+}
+
+#[test]
+fn meta_written_directly_is_the_trees_bytes() {
+    let r = |rule: &str, path: &[&str], method| {
+        (
+            path.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            Redaction {
+                rule: rule.into(),
+                path: path.join("."),
+                method,
+            },
+        )
+    };
+    let found = vec![
+        r("email", &["user", "email"], Method::Replace),
+        r("password", &["extra", "b\"q"], Method::Mask),
+        r("card", &["user", "email"], Method::Replace),
+        r("ip", &["user"], Method::Remove),
+        r("email", &["user", "email"], Method::Replace),
+        r("email", &["a", "0", "1"], Method::Hash),
+    ];
+    let mut meta = Value::Object(Map::new());
+    for (segments, redaction) in &found {
+        record_meta(&mut meta, segments, redaction);
+    }
+    let mut out = Vec::new();
+    assert!(write_meta(&mut out, &found));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        serde_json::to_string(&meta).unwrap()
+    );
+    assert!(!write_meta(
+        &mut Vec::new(),
+        &[r("email", &["a", ""], Method::Replace)]
+    ));
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -362,6 +473,18 @@ mod properties {
             let again = s.scrub_event(&mut twice);
             prop_assert!(again.is_empty(), "second pass redacted {:?}", again);
             prop_assert_eq!(twice, once);
+        }
+
+        /// The text pass and the tree pass scrub alike, compact or pretty.
+        #[test]
+        fn text_pass_equals_tree_pass(v in json_value(), pretty in any::<bool>()) {
+            let event = json!({"extra": v, "request": {"headers": [["Cookie", "a=b"]]}});
+            let text = if pretty {
+                serde_json::to_string_pretty(&event).unwrap()
+            } else {
+                serde_json::to_string(&event).unwrap()
+            };
+            prop_assert!(both_ways(&scrubber(), &text).is_some());
         }
 
         /// Arbitrary text never panics, and what comes out is never longer than a bound.

@@ -49,12 +49,16 @@ use edge_relay::auth::{self, AuthError};
 use edge_relay::config::{Config, Limits};
 use edge_relay::decompress::{self, DecodeError, Encoding};
 use edge_relay::envelope::{self, EnvelopeError, ItemType};
-use edge_relay::scrub::Scrubber;
+use edge_relay::scrub::{Fallback, Scrubber};
 use serde_json::{json, Value};
 
 use crate::support::{KEY, OTHER_KEY, OTHER_PROJECT, PROJECT};
 
 mod seeds;
+
+/// The default configuration, compiled once.
+static DEFAULTS: std::sync::LazyLock<Config> =
+    std::sync::LazyLock::new(|| Config::from_toml("").expect("the empty config is valid"));
 
 /// Mutants per target when `RELAY_FUZZ_ITERATIONS` is not set.
 const DEFAULT_ITERATIONS: u64 = 10_000;
@@ -752,11 +756,44 @@ fn check_envelope(body: &Bytes, parsed: &envelope::Envelope, limits: &Limits) {
 /// not failed: `probe_event` skips what it does not read, so it lets through
 /// numbers out of range, and it refuses a non-string `type` or a repeated
 /// `event_id` that `parse_event` takes.
+///
+/// `read_event` (what the relay runs on event items) agrees with
+/// `parse_event` exactly: the same error, or the same id and fingerprint.
+/// The one event it takes that `parse_event` refuses, one with a number out
+/// of range, the text scrubber must hand back to the tree (which refuses it).
 fn check_events(parsed: &envelope::Envelope, max_depth: usize) -> Option<&'static str> {
     let mut differ = None;
     for item in &parsed.items {
         let probed = envelope::probe_event(&item.payload, max_depth);
         let tree = envelope::parse_event(&item.payload, max_depth);
+        let read = envelope::read_event(&item.payload, max_depth);
+        match (&read, &tree) {
+            (Ok((event, read_id)), Ok((tree, tree_id))) => {
+                assert_eq!(
+                    read_id, tree_id,
+                    "read_event and parse_event read different ids"
+                );
+                assert_eq!(
+                    event.fingerprint(),
+                    edge_relay::fingerprint::fingerprint(tree),
+                    "read_event and parse_event give different fingerprints"
+                );
+            }
+            (Err(read), Err(tree)) => assert_eq!(read.to_string(), tree.to_string()),
+            (Err(e), Ok(_)) => panic!("read_event refused an event parse_event accepts: {e}"),
+            (Ok((event, _)), Err(e)) => {
+                assert!(
+                    matches!(event, envelope::Event::View(_)),
+                    "a tree read of an event parse_event refuses ({e})"
+                );
+                let text = std::str::from_utf8(&item.payload).expect("read_event checked UTF-8");
+                assert_eq!(
+                    DEFAULTS.scrubber.scrub_event_text(text),
+                    Err(Fallback),
+                    "the text scrubber took an event parse_event refuses ({e})"
+                );
+            }
+        }
         match (&probed, &tree) {
             (Ok((probe_id, _)), Ok((tree, tree_id))) => {
                 assert!(tree.is_object());
@@ -1468,7 +1505,10 @@ fn scrub_one(case: &Case<'_>, scrubber: &Scrubber, text: &str, planted: &str) ->
     match serde_json::from_slice::<Value>(&case.input) {
         Ok(event) => {
             check_scrubbed_twice(scrubber, event);
-            "json".into()
+            format!(
+                "json, text pass: {}",
+                check_text_pass(scrubber, &case.input)
+            )
         }
         Err(e) => {
             assert!(
@@ -1523,6 +1563,97 @@ fn check_scrubbed_twice(scrubber: &Scrubber, mut event: Value) -> Value {
         );
     }
     event
+}
+
+/// The text pass (what the relay runs on events) and the tree pass agree:
+/// the same redactions and, read back, the same event. Where the text pass
+/// declines, the tree pass does the work; events with a repeated key are
+/// not compared (a tree keeps the last, the text pass scrubs each).
+fn check_text_pass(scrubber: &Scrubber, input: &[u8]) -> &'static str {
+    let Ok((envelope::Event::View(_), _)) = envelope::read_event(input, 128) else {
+        return "not an event the text pass gets";
+    };
+    let text = std::str::from_utf8(input).expect("read_event checked UTF-8");
+    let by_text = scrubber.scrub_event_text(text);
+    let Ok(mut tree) = serde_json::from_str::<Value>(text) else {
+        assert_eq!(
+            by_text,
+            Err(Fallback),
+            "the text pass took what the tree refuses"
+        );
+        return "declined, not a tree";
+    };
+    if serde_json::from_str::<NoRepeatedKey>(text).is_err() {
+        return "a repeated key";
+    }
+    let mut by_tree = scrubber.scrub_event(&mut tree);
+    let (out, mut by_text) = match by_text {
+        Err(Fallback) => return "declined",
+        Ok(None) => {
+            assert!(
+                by_tree.is_empty(),
+                "only the tree pass redacted {by_tree:?}"
+            );
+            return "unchanged";
+        }
+        Ok(Some(scrubbed)) => scrubbed,
+    };
+    let out: Value = serde_json::from_slice(&out).expect("the text pass writes JSON");
+    assert_eq!(out, tree, "the text and tree passes scrubbed differently");
+    let order = |r: &edge_relay::scrub::Redaction| (r.path.clone(), r.rule.clone());
+    by_text.sort_by_key(order);
+    by_tree.sort_by_key(order);
+    assert_eq!(by_text, by_tree);
+    "scrubbed alike"
+}
+
+/// Deserializes only JSON in which no object repeats a key.
+struct NoRepeatedKey;
+
+impl<'de> serde::Deserialize<'de> for NoRepeatedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoRepeatedKey)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatedKey {
+    type Value = NoRepeatedKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON without repeated keys")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(serde::de::Error::custom("a repeated key"));
+            }
+            map.next_value::<NoRepeatedKey>()?;
+        }
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoRepeatedKey>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
 }
 
 /// Every string in a JSON value.

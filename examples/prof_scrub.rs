@@ -1,0 +1,40 @@
+//! Profiling aid (`valgrind --tool=callgrind`, `perf`): runs the CPU path
+//! of one event N times, as the relay does (`text`: read, fingerprint,
+//! scrub over the text) or through a tree (`tree`: parse, fingerprint,
+//! scrub, serialize).
+//!
+//! `cargo run --release --example prof_scrub -- EVENT.json [N] [text|tree]`
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .expect("usage: prof_scrub EVENT.json [N] [text|tree]");
+    let n: usize = args
+        .next()
+        .map_or(2000, |s| s.parse().expect("N is a number"));
+    let mode = args.next().unwrap_or_else(|| "text".into());
+    let event = std::fs::read(path).expect("the event file is readable");
+    let config = edge_relay::Config::from_toml("").expect("the default config is valid");
+    let scrubber = config.scrubber.clone();
+    let mut total = 0;
+    for _ in 0..n {
+        if mode == "tree" {
+            let (mut tree, _) = edge_relay::envelope::parse_event(&event, 128).expect("valid");
+            total += edge_relay::fingerprint::fingerprint(&tree).map_or(0, |f| f.len());
+            total += scrubber.scrub_event(&mut tree).len();
+            total += serde_json::to_vec(&tree).expect("serializes").len();
+        } else {
+            let (read, _) = edge_relay::envelope::read_event(&event, 128).expect("valid");
+            total += read.fingerprint().map_or(0, |f| f.len());
+            let text = std::str::from_utf8(&event).expect("UTF-8");
+            match scrubber
+                .scrub_event_text(text)
+                .expect("the text pass takes it")
+            {
+                Some((out, redactions)) => total += out.len() + redactions.len(),
+                None => total += 1,
+            }
+        }
+    }
+    println!("{total}");
+}

@@ -1,0 +1,467 @@
+//! What the stages after parsing read from an event (its id, the sampling
+//! fields, the fingerprint's inputs), read in the one pass that validates it,
+//! without building a tree.
+//!
+//! Events are read leniently, as a tree would be looked up: a field of the
+//! wrong type reads as absent rather than failing the event. Anything this
+//! view cannot read (a duplicate known key, say) makes
+//! [`crate::envelope::read_event`] fall back to a tree, so both paths see the
+//! same event the same way. The same view is also read from a tree, so the
+//! fingerprint and sampling code exist once.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize as DeriveDeserialize;
+
+/// Any JSON value, kept only when it is a scalar the relay reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Field<'a> {
+    /// The key is not there.
+    #[default]
+    Absent,
+    /// `null`.
+    Null,
+    /// A string.
+    Str(Cow<'a, str>),
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as serde_json reads it.
+    Num(serde_json::Number),
+    /// An object or an array (skipped).
+    Other,
+}
+
+impl Field<'_> {
+    /// The string, when it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct FieldVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
+    type Value = Field<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'a>, E> {
+        Ok(Field::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field<'a>, E> {
+        Ok(Field::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Field<'a>, E> {
+        Ok(Field::Str(Cow::Owned(v)))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Field<'a>, E> {
+        Ok(Field::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field<'a>, E> {
+        Ok(Field::Num(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field<'a>, E> {
+        Ok(Field::Num(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Field<'a>, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Field::Other, Field::Num))
+    }
+    fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field<'a>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Field<'a>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'a>, A::Error> {
+        drain_seq(seq).map(|()| Field::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'a>, A::Error> {
+        drain_map(map).map(|()| Field::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor(PhantomData))
+    }
+}
+
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// `T` read from an object; anything else reads as `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Obj<T>(pub Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+/// `T` read from an array; anything else reads as `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct List<T>(pub Option<Vec<T>>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(None)
+    }
+}
+
+/// Reads `T` from the shape `Shape` names, skips every other value.
+struct ShapeVisitor<T, const OBJECT: bool>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>, const OBJECT: bool> Visitor<'de> for ShapeVisitor<T, OBJECT> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        if OBJECT {
+            T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        } else {
+            drain_map(map).map(|()| None)
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        if OBJECT {
+            drain_seq(seq).map(|()| None)
+        } else {
+            T::deserialize(SeqAccessDeserializer::new(seq)).map(Some)
+        }
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_none<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ShapeVisitor::<T, true>(PhantomData))
+            .map(Obj)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ShapeVisitor::<Vec<T>, false>(PhantomData))
+            .map(List)
+    }
+}
+
+/// What the relay reads of an event.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct EventView<'a> {
+    /// The event's own id.
+    #[serde(borrow)]
+    pub event_id: Field<'a>,
+    /// Sampling rules match on it.
+    #[serde(borrow)]
+    pub environment: Field<'a>,
+    /// Sampling rules match on it.
+    #[serde(borrow)]
+    pub release: Field<'a>,
+    /// Sampling rules match on it.
+    #[serde(borrow)]
+    pub transaction: Field<'a>,
+    /// The SDK's own fingerprint.
+    #[serde(borrow)]
+    pub fingerprint: List<Field<'a>>,
+    /// Exceptions, for the default fingerprint.
+    #[serde(borrow)]
+    pub exception: Obj<Exceptions<'a>>,
+    /// A log message, for the default fingerprint.
+    #[serde(borrow)]
+    pub logentry: Obj<Message<'a>>,
+    /// A message (a string or an object), for the default fingerprint.
+    #[serde(borrow)]
+    pub message: MessageField<'a>,
+    /// The trace context, whose id sampling can key on.
+    #[serde(borrow)]
+    pub contexts: Obj<Contexts<'a>>,
+}
+
+/// `exception`.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Exceptions<'a> {
+    /// The chained exceptions.
+    #[serde(borrow)]
+    pub values: List<Obj<Exception<'a>>>,
+}
+
+/// One exception.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Exception<'a> {
+    /// Its type.
+    #[serde(borrow, rename = "type")]
+    pub ty: Field<'a>,
+    /// Its stack trace.
+    #[serde(borrow)]
+    pub stacktrace: Obj<Stacktrace<'a>>,
+}
+
+/// A stack trace.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Stacktrace<'a> {
+    /// Its frames.
+    #[serde(borrow)]
+    pub frames: List<Obj<Frame<'a>>>,
+}
+
+/// One stack frame.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Frame<'a> {
+    /// Whether it is the application's own code.
+    #[serde(borrow)]
+    pub in_app: Field<'a>,
+    /// Its module.
+    #[serde(borrow)]
+    pub module: Field<'a>,
+    /// Its file.
+    #[serde(borrow)]
+    pub filename: Field<'a>,
+    /// Its function.
+    #[serde(borrow)]
+    pub function: Field<'a>,
+}
+
+/// `logentry`, or `message` as an object.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Message<'a> {
+    /// The message template.
+    #[serde(borrow)]
+    pub message: Field<'a>,
+    /// The formatted message.
+    #[serde(borrow)]
+    pub formatted: Field<'a>,
+}
+
+/// `message`: a string or an object.
+#[derive(Debug, Default)]
+pub enum MessageField<'a> {
+    /// Absent, or neither a string nor an object.
+    #[default]
+    None,
+    /// A plain string.
+    Text(Cow<'a, str>),
+    /// An object.
+    Object(Message<'a>),
+}
+
+struct MessageVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for MessageVisitor<'a> {
+    type Value = MessageField<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MessageField<'a>, A::Error> {
+        Message::deserialize(MapAccessDeserializer::new(map)).map(MessageField::Object)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::Text(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MessageField<'a>, A::Error> {
+        drain_seq(seq).map(|()| MessageField::None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<MessageField<'a>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_none<E>(self) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+    fn visit_unit<E>(self) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<MessageField<'a>, E> {
+        Ok(MessageField::None)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MessageField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MessageVisitor(PhantomData))
+    }
+}
+
+/// `contexts`.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct Contexts<'a> {
+    /// The trace context.
+    #[serde(borrow)]
+    pub trace: Obj<TraceContext<'a>>,
+}
+
+/// `contexts.trace`.
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(default)]
+pub struct TraceContext<'a> {
+    /// The trace id.
+    #[serde(borrow)]
+    pub trace_id: Field<'a>,
+}
+
+impl<'a> EventView<'a> {
+    /// Reads the view from a parsed tree (the slow path's events).
+    pub fn from_tree(tree: &'a serde_json::Value) -> EventView<'a> {
+        // Every field is lenient, so reading a tree cannot fail; a tree that
+        // is not an object reads as an empty view.
+        EventView::deserialize(tree).unwrap_or_default()
+    }
+
+    /// `contexts.trace.trace_id`, when a string.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.contexts
+            .0
+            .as_ref()
+            .and_then(|c| c.trace.0.as_ref())
+            .and_then(|t| t.trace_id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn fields_of_the_wrong_type_read_as_absent() {
+        let text = r#"{"release": 5, "environment": {"a": 1}, "transaction": "t",
+            "exception": "boom", "contexts": {"trace": [1, 2]}, "logentry": null,
+            "fingerprint": {"a": "b"}, "message": 7, "unknown": [{"deep": [1]}]}"#;
+        let view: EventView<'_> = serde_json::from_str(text).expect("lenient");
+        assert_eq!(view.release, Field::Num(5.into()));
+        assert_eq!(view.release.as_str(), None);
+        assert_eq!(view.environment, Field::Other);
+        assert_eq!(view.transaction.as_str(), Some("t"));
+        assert!(view.exception.0.is_none());
+        assert_eq!(view.trace_id(), None);
+        assert!(view.logentry.0.is_none());
+        assert!(view.fingerprint.0.is_none());
+        assert!(matches!(view.message, MessageField::None));
+        assert_eq!(view.event_id, Field::Absent);
+    }
+
+    #[test]
+    fn strings_borrow_from_the_text_and_the_tree() {
+        let text = r#"{"event_id": null, "message": "hi", "contexts": {"trace": {"trace_id": "ab"}},
+            "exception": {"values": [{"type": "E", "stacktrace": {"frames": [1, {"in_app": true}]}}]}}"#;
+        let view: EventView<'_> = serde_json::from_str(text).expect("valid");
+        assert_eq!(view.event_id, Field::Null);
+        assert!(matches!(
+            view.message,
+            MessageField::Text(Cow::Borrowed("hi"))
+        ));
+        assert_eq!(view.trace_id(), Some("ab"));
+        let values = view
+            .exception
+            .0
+            .expect("an object")
+            .values
+            .0
+            .expect("a list");
+        let frames = values[0]
+            .0
+            .as_ref()
+            .expect("an object")
+            .stacktrace
+            .0
+            .as_ref();
+        let frames = frames
+            .expect("an object")
+            .frames
+            .0
+            .as_ref()
+            .expect("a list");
+        assert!(
+            frames[0].0.is_none(),
+            "a frame that is not an object reads as none"
+        );
+        assert_eq!(
+            frames[1].0.as_ref().expect("an object").in_app,
+            Field::Bool(true)
+        );
+
+        let tree: serde_json::Value = serde_json::from_str(text).expect("valid");
+        let view = EventView::from_tree(&tree);
+        assert!(matches!(
+            view.message,
+            MessageField::Text(Cow::Borrowed("hi"))
+        ));
+        assert_eq!(view.trace_id(), Some("ab"));
+        assert!(EventView::from_tree(&json!([1])).exception.0.is_none());
+    }
+
+    #[test]
+    fn a_duplicate_known_key_is_refused_so_the_tree_decides() {
+        assert!(
+            serde_json::from_str::<EventView<'_>>(r#"{"release": "a", "release": "b"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<EventView<'_>>(r#"{"x": 1, "x": 2}"#).is_ok());
+    }
+}

@@ -1,0 +1,411 @@
+//! Scrubbing an event over its JSON text, without building a tree: the same
+//! walk, rules and `_meta` as [`Scrubber::scrub_event`], with the untouched
+//! parts of the text copied through as they came.
+//!
+//! Building a tree and writing it back out cost more than the scrubbing
+//! itself (an allocation per string, key and node, then a serializer that
+//! re-escapes every string). Here a string is only looked at: one without
+//! escapes is scanned where it lies, and only a redacted one is written anew.
+//! The cursor is hand-written because it is a few small loops over bytes
+//! that serde_json has already validated; no JSON crate offers a walk that
+//! keeps the spans of the values it passes.
+//!
+//! The few shapes this pass does not handle are handed back to the tree
+//! pass with [`Fallback`]: an incoming `_meta` (whose paths a `hash` must
+//! not hash twice), an object key with escapes, a number out of `f64`'s
+//! range, a string the tree would refuse (a lone surrogate escape).
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::path::Seg;
+use super::rules::KeyMatcher;
+use super::{record_meta, redact_all, write_meta, Method, Redaction, Scrubber, Walk};
+
+/// The text pass declined the event; scrub it as a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback;
+
+/// A scrubbed event: its new text, and what was redacted.
+pub type Scrubbed = (Vec<u8>, Vec<Redaction>);
+
+impl Scrubber {
+    /// Scrubs a JSON event given as text that has passed
+    /// [`crate::envelope::read_event`] (UTF-8, JSON, an object, bounded
+    /// depth). `Ok(None)` when nothing was redacted (the text goes on as it
+    /// came); else the new text and what was redacted, as
+    /// [`Scrubber::scrub_event`] would give them (keys keep their order
+    /// here, and `_meta` is added last).
+    pub fn scrub_event_text(&self, json: &str) -> Result<Option<Scrubbed>, Fallback> {
+        let mut pass = Pass {
+            walk: Walk {
+                scrubber: self,
+                done: Default::default(),
+                found: Vec::new(),
+            },
+            text: json,
+            bytes: json.as_bytes(),
+            pos: 0,
+            out: Vec::new(),
+            copied: 0,
+        };
+        pass.ws();
+        if pass.peek()? != b'{' {
+            return Err(Fallback);
+        }
+        let mut path = Vec::new();
+        pass.object(&mut path)?;
+        let close = pass.pos - 1;
+        pass.ws();
+        if pass.pos != json.len() {
+            return Err(Fallback);
+        }
+        if pass.walk.found.is_empty() {
+            return Ok(None);
+        }
+        let mut out = pass.out;
+        out.extend_from_slice(&json.as_bytes()[pass.copied..close]);
+        out.extend_from_slice(b",\"_meta\":");
+        if !write_meta(&mut out, &pass.walk.found) {
+            let mut meta = Value::Object(Map::new());
+            for (segments, redaction) in &pass.walk.found {
+                record_meta(&mut meta, segments, redaction);
+            }
+            serde_json::to_writer(&mut out, &meta).expect("a JSON tree always serializes");
+        }
+        out.extend_from_slice(&json.as_bytes()[close..]);
+        let redactions = pass.walk.found.into_iter().map(|(_, r)| r).collect();
+        Ok(Some((out, redactions)))
+    }
+}
+
+/// A cursor over the event's text and the output being written.
+struct Pass<'s, 'j> {
+    /// The walk's state: the scrubber and what it redacted.
+    walk: Walk<'s>,
+    /// The event.
+    text: &'j str,
+    /// The event, as bytes.
+    bytes: &'j [u8],
+    /// Where the cursor is.
+    pos: usize,
+    /// The output so far: the text up to `copied`, with replacements.
+    out: Vec<u8>,
+    /// How much of the text is in `out`.
+    copied: usize,
+}
+
+impl<'j> Pass<'_, 'j> {
+    fn peek(&self) -> Result<u8, Fallback> {
+        self.bytes.get(self.pos).copied().ok_or(Fallback)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), Fallback> {
+        if self.peek()? != byte {
+            return Err(Fallback);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Writes `with` in place of the text from `start` to `end`.
+    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        if self.out.is_empty() {
+            self.out.reserve(self.bytes.len() + 256);
+        }
+        self.out.extend_from_slice(&self.bytes[self.copied..start]);
+        self.out.extend_from_slice(with);
+        self.copied = end;
+    }
+
+    /// Passes a string; returns the span of its contents (quotes excluded)
+    /// and its value: borrowed when it has no escapes. Escapes are decoded
+    /// even in strings only passed over: serde_json's skipping lets a lone
+    /// surrogate through, which a tree refuses.
+    fn string(&mut self) -> Result<(usize, usize, Cow<'j, str>), Fallback> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.pos..).ok_or(Fallback)?;
+            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Fallback)?;
+            self.pos += at;
+            if self.bytes[self.pos] == b'"' {
+                self.pos += 1;
+                break;
+            }
+            escaped = true;
+            self.pos += 2;
+        }
+        let end = self.pos - 1;
+        let text: &'j str = self.text;
+        if !escaped {
+            return Ok((start, end, Cow::Borrowed(&text[start..end])));
+        }
+        let value =
+            serde_json::from_str::<String>(&text[start - 1..end + 1]).map_err(|_| Fallback)?;
+        Ok((start, end, Cow::Owned(value)))
+    }
+
+    /// Passes a number; one the tree would refuse (out of `f64`'s range) falls back.
+    fn number(&mut self) -> Result<(), Fallback> {
+        let start = self.pos;
+        while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+        let token = &self.text[start..self.pos];
+        if token.is_empty() {
+            return Err(Fallback);
+        }
+        if token.len() > 18 || token.contains(['.', 'e', 'E']) {
+            match token.parse::<f64>() {
+                Ok(f) if f.is_finite() => {}
+                _ => return Err(Fallback),
+            }
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self) -> Result<(), Fallback> {
+        let rest = &self.bytes[self.pos..];
+        let len = if rest.starts_with(b"true") || rest.starts_with(b"null") {
+            4
+        } else if rest.starts_with(b"false") {
+            5
+        } else {
+            return Err(Fallback);
+        };
+        self.pos += len;
+        Ok(())
+    }
+
+    /// Passes any value without looking into its strings.
+    fn skip_value(&mut self) -> Result<(), Fallback> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'-' | b'0'..=b'9' => {
+                            self.number()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.pos += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.pos += 1;
+                }
+            }
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => self.literal(),
+        }
+    }
+
+    /// Walks a value whose path was already checked against the safe paths.
+    fn value(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        match self.peek()? {
+            b'{' => self.object(path),
+            b'[' => self.array(path),
+            b'"' => {
+                let (start, end, text) = self.string()?;
+                let mut found = Vec::new();
+                if let Some(new) = self.walk.scrubber.scrub_str(&text, path, &mut found) {
+                    let mut quoted = Vec::with_capacity(new.len() + 2);
+                    serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
+                    self.replace(start - 1, end + 1, &quoted);
+                    for (rule, method) in found {
+                        self.walk.record(path, rule, method);
+                    }
+                }
+                Ok(())
+            }
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => self.literal(),
+        }
+    }
+
+    fn object(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let (_, _, key) = self.string()?;
+            // A key is part of the path, which borrows from the text.
+            let Cow::Borrowed(key) = key else {
+                return Err(Fallback);
+            };
+            if path.is_empty() && key == "_meta" {
+                return Err(Fallback);
+            }
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            path.push(Seg::Key(key));
+            self.entry(key, path)?;
+            path.pop();
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    fn array(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        let pairs = self.is_pairs()?;
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            self.ws();
+            path.push(Seg::Index(index));
+            if pairs {
+                // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
+                self.expect(b'[')?;
+                self.ws();
+                let (_, _, key) = self.string()?;
+                self.ws();
+                self.expect(b',')?;
+                self.ws();
+                path.push(Seg::Index(1));
+                self.entry(&key, path)?;
+                path.pop();
+                self.ws();
+                self.expect(b']')?;
+            } else if self.walk.skip(path) {
+                self.skip_value()?;
+            } else {
+                self.value(path)?;
+            }
+            path.pop();
+            index += 1;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    /// Whether the array at the cursor is non-empty and all `[string, value]`
+    /// pairs (a look ahead; the cursor stays).
+    fn is_pairs(&mut self) -> Result<bool, Fallback> {
+        let saved = self.pos;
+        let pairs = self.pairs_ahead();
+        self.pos = saved;
+        pairs
+    }
+
+    fn pairs_ahead(&mut self) -> Result<bool, Fallback> {
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            return Ok(false);
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'[' {
+                return Ok(false);
+            }
+            self.pos += 1;
+            self.ws();
+            if self.peek()? != b'"' {
+                return Ok(false);
+            }
+            self.string()?;
+            self.ws();
+            if self.peek()? != b',' {
+                return Ok(false);
+            }
+            self.pos += 1;
+            self.ws();
+            self.skip_value()?;
+            self.ws();
+            if self.peek()? != b']' {
+                return Ok(false);
+            }
+            self.pos += 1;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => return Ok(true),
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    /// A value under a key: the key decides whether all of it is a secret.
+    fn entry(&mut self, key: &str, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        if self.walk.skip(path) {
+            return self.skip_value();
+        }
+        let scrubber = self.walk.scrubber;
+        let start = self.pos;
+        if let (Some(ip_rule), true) = (&scrubber.ip_rule, KeyMatcher::is_ip_field(key)) {
+            let null = self.bytes[start..].starts_with(b"null");
+            self.skip_value()?;
+            if !null {
+                self.replace(start, self.pos, b"null");
+                self.walk.record(path, ip_rule.clone(), Method::Remove);
+            }
+            return Ok(());
+        }
+        if scrubber.keys.is_sensitive(key) {
+            // The tree pass keeps a value an incoming `_meta` says was hashed;
+            // events with a `_meta` go to the tree pass, so none is kept here.
+            self.skip_value()?;
+            let mut value: Value =
+                serde_json::from_str(&self.text[start..self.pos]).map_err(|_| Fallback)?;
+            if redact_all(
+                &mut value,
+                scrubber.password_method,
+                scrubber.hash_key.as_deref(),
+            ) {
+                let new = serde_json::to_vec(&value).expect("a JSON tree always serializes");
+                self.replace(start, self.pos, &new);
+                self.walk.record(
+                    path,
+                    scrubber.password_rule.clone(),
+                    scrubber.password_method,
+                );
+            }
+            return Ok(());
+        }
+        self.value(path)
+    }
+}
