@@ -466,7 +466,19 @@ impl Delivery {
                     }
                 }
             }
-            let results = kafka.send(&records).await;
+            // Handed to librdkafka a slice at a time: enqueueing a whole batch
+            // (up to `replay_batch` records, megabytes copied) in one poll
+            // would hold this runtime thread, and the requests queued on it,
+            // for milliseconds.
+            let mut pending = Vec::with_capacity(records.len().div_ceil(REPLAY_SLICE));
+            for slice in records.chunks(REPLAY_SLICE) {
+                pending.push(kafka.enqueue(slice));
+                tokio::task::yield_now().await;
+            }
+            let mut results = Vec::with_capacity(records.len());
+            for slice in pending {
+                results.extend(kafka.acknowledged(slice).await);
+            }
             let mut failures = 0;
             let mut undeliverable = 0;
             for (seq, result) in seqs.into_iter().zip(results) {
@@ -511,6 +523,9 @@ impl Delivery {
         }
     }
 }
+
+/// Records the replay enqueues between two yields to the runtime.
+const REPLAY_SLICE: usize = 32;
 
 /// A failed delivery while the brokers still answer makes the state `degraded`.
 fn note_failure(degraded: &AtomicBool, metrics: &Metrics, error: &ProduceError) {

@@ -49,6 +49,8 @@ impl Scrubber {
             pos: 0,
             out: Vec::new(),
             copied: 0,
+            // Python-SDK events have some 60 distinct keys.
+            classes: rustc_hash::FxHashMap::with_capacity_and_hasher(64, Default::default()),
         };
         pass.ws();
         if pass.peek()? != b'{' {
@@ -94,6 +96,30 @@ struct Pass<'s, 'j> {
     out: Vec<u8>,
     /// How much of the text is in `out`.
     copied: usize,
+    /// What each key seen so far says (events repeat their keys: every
+    /// frame has a `function`, every breadcrumb a `category`).
+    classes: rustc_hash::FxHashMap<&'j str, KeyClass>,
+}
+
+/// What a key says about the values under it.
+#[derive(Debug, Clone, Copy)]
+struct KeyClass {
+    /// A safe path ends in this key (the whole path still decides).
+    safe_key: bool,
+    /// Values under it are client IPs.
+    ip: bool,
+    /// Values under it are secrets.
+    sensitive: bool,
+}
+
+impl KeyClass {
+    fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
+        KeyClass {
+            safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key),
+            ip: KeyMatcher::is_ip_field(key),
+            sensitive: scrubber.keys.is_sensitive(key),
+        }
+    }
 }
 
 impl<'j> Pass<'_, 'j> {
@@ -264,7 +290,15 @@ impl<'j> Pass<'_, 'j> {
             self.expect(b':')?;
             self.ws();
             path.push(Seg::Key(key));
-            self.entry(key, path)?;
+            let class = match self.classes.get(key) {
+                Some(class) => *class,
+                None => {
+                    let class = KeyClass::of(self.walk.scrubber, key);
+                    self.classes.insert(key, class);
+                    class
+                }
+            };
+            self.entry(class, path)?;
             path.pop();
             self.ws();
             match self.peek()? {
@@ -299,7 +333,8 @@ impl<'j> Pass<'_, 'j> {
                 self.expect(b',')?;
                 self.ws();
                 path.push(Seg::Index(1));
-                self.entry(&key, path)?;
+                let class = KeyClass::of(self.walk.scrubber, &key);
+                self.entry(class, path)?;
                 path.pop();
                 self.ws();
                 self.expect(b']')?;
@@ -370,13 +405,14 @@ impl<'j> Pass<'_, 'j> {
     }
 
     /// A value under a key: the key decides whether all of it is a secret.
-    fn entry(&mut self, key: &str, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
-        if self.walk.skip(path) {
+    fn entry(&mut self, class: KeyClass, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        let maybe_safe = class.safe_key || !self.walk.scrubber.safe_other.is_empty();
+        if maybe_safe && self.walk.skip(path) {
             return self.skip_value();
         }
         let scrubber = self.walk.scrubber;
         let start = self.pos;
-        if let (Some(ip_rule), true) = (&scrubber.ip_rule, KeyMatcher::is_ip_field(key)) {
+        if let (Some(ip_rule), true) = (&scrubber.ip_rule, class.ip) {
             let null = self.bytes[start..].starts_with(b"null");
             self.skip_value()?;
             if !null {
@@ -385,7 +421,7 @@ impl<'j> Pass<'_, 'j> {
             }
             return Ok(());
         }
-        if scrubber.keys.is_sensitive(key) {
+        if class.sensitive {
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
             self.skip_value()?;
