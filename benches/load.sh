@@ -157,7 +157,8 @@ peak_rss_mib() { # PID
     awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# wrk's summary as "req/s p50_ms p99_ms non2xx".
+# wrk's summary as "req/s p50_ms p99_ms non2xx"; req/s counts 2xx answers only
+# (a 503 that sheds load is not a request served).
 run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
     local threads=1 script=${3:-$OUT/post.lua} out
     [ "$2" -ge 256 ] && threads=2
@@ -166,11 +167,13 @@ run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
     echo "$out" >>"$OUT/wrk.log"
     echo "$out" | awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /requests in/ { total = $1 }
         /Requests\/sec/ { rps = $2 }
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
         /Non-2xx/ { bad = $5 }
-        END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }'
+        END { if (total > 0) rps = rps * (total - bad) / total
+              printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -181,8 +184,8 @@ part() { [[ " $PARTS " == *" $1 "* ]]; }
 declare -A BEST
 if part throughput; then
 echo
-echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS |"
-echo "|---|---|---|---|---|---|"
+echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx |"
+echo "|---|---|---|---|---|---|---|"
 for mode in $MODES; do
     no_kafka=0
     [ "$mode" = kafka ] || no_kafka=1
@@ -190,6 +193,7 @@ for mode in $MODES; do
         : >"$OUT/floor.rps"
         : >"$OUT/relay.rps"
         rss=0
+        bad=0
         for round in $(seq 1 "$ROUNDS"); do
             port=$(free_port)
             start_floor "$no_kafka" "$port"
@@ -197,7 +201,9 @@ for mode in $MODES; do
             stop_server
             port=$(free_port)
             start_relay "$mode" "$port"
-            run_wrk "$port" "$c" | awk '{ print $1 }' >>"$OUT/relay.rps"
+            run_wrk "$port" "$c" >"$OUT/relay.last"
+            awk '{ print $1 }' "$OUT/relay.last" >>"$OUT/relay.rps"
+            bad=$(( bad + $(awk '{ print $4 }' "$OUT/relay.last") ))
             r=$(peak_rss_mib "$SERVER_PID")
             [ "$r" -gt "$rss" ] && rss=$r
             stop_server
@@ -206,7 +212,7 @@ for mode in $MODES; do
         f=$(median <"$OUT/floor.rps")
         r=$(median <"$OUT/relay.rps")
         BEST[$mode]=$(( r > ${BEST[$mode]:-0} ? r : ${BEST[$mode]:-0} ))
-        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB |"
+        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad |"
     done
 done
 fi
@@ -238,7 +244,7 @@ fi
 # --- 10x overload ---------------------------------------------------------------------
 if part overload; then
 echo
-echo "| ack mode | connections | answered req/s | non-2xx (503 shed) | relay peak RSS |"
+echo "| ack mode | connections | 2xx req/s | non-2xx (503 shed) | relay peak RSS |"
 echo "|---|---|---|---|---|"
 for mode in $MODES; do
     max_c=0

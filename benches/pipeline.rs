@@ -1,8 +1,9 @@
 //! Criterion benches per stage on a realistic corpus (Python-SDK error events
 //! of about 2, 8 and 20 KB, in `benches/corpus/`): decompression for each
 //! encoding, envelope parsing with event validation, and PII scrubbing with
-//! the default rules against the cost of parsing and serializing the event,
-//! and the quota and sampling decision with 10 000 projects and 100 000
+//! the default rules (over the text, as the relay does, and over a tree)
+//! against the cost of parsing and serializing the event, the grouping
+//! fingerprint, and the quota and sampling decision with 10 000 projects and 100 000
 //! fingerprints. The `growth` group shows how the cost of one event grows
 //! with the event's size, the number of projects, of custom scrub rules and
 //! of distinct fingerprints.
@@ -140,6 +141,22 @@ fn bench_scrub(c: &mut Criterion) {
                 })
             },
         );
+        // What the relay does now: read the event (one serde pass, no
+        // tree) and scrub over its text.
+        group.bench_with_input(
+            BenchmarkId::new("read+scrub-text", size),
+            event,
+            |b, event| {
+                b.iter(|| {
+                    let (read, _) = envelope::read_event(event, 128).unwrap();
+                    assert!(matches!(read, envelope::Event::View(_)));
+                    let text = std::str::from_utf8(event).unwrap();
+                    let (out, redactions) = scrubber.scrub_event_text(text).unwrap().unwrap();
+                    assert!(!redactions.is_empty());
+                    out
+                })
+            },
+        );
         // The scrubbing pass alone, on an already parsed tree.
         let parsed: serde_json::Value = serde_json::from_slice(event).unwrap();
         group.bench_with_input(
@@ -261,7 +278,8 @@ fn event_of_size(size: usize) -> Vec<u8> {
 }
 
 /// How the cost of one event grows: with its size (the whole CPU path of an
-/// event: gunzip, envelope and event parse, scrub, fingerprint, serialize),
+/// event as the relay runs it: gunzip, envelope parse, event read,
+/// fingerprint, scrub over the text),
 /// with the number of projects and of distinct fingerprints (the project
 /// lookup and quota check), and with the number of custom scrub rules.
 fn bench_growth(c: &mut Criterion) {
@@ -285,11 +303,11 @@ fn bench_growth(c: &mut Criterion) {
                     let raw = decompress::decode(Encoding::Gzip, body.clone(), 50 << 20).unwrap();
                     let env = envelope::parse(raw, &limits).unwrap();
                     let item = &env.items[0];
-                    let (mut tree, _) =
-                        envelope::parse_event(&item.payload, limits.max_json_depth).unwrap();
-                    scrubber.scrub_event(&mut tree);
-                    let fingerprint = edge_relay::fingerprint::fingerprint(&tree);
-                    (serde_json::to_vec(&tree).unwrap(), fingerprint)
+                    let (event, _) =
+                        envelope::read_event(&item.payload, limits.max_json_depth).unwrap();
+                    let fingerprint = event.fingerprint();
+                    let text = std::str::from_utf8(&item.payload).unwrap();
+                    (scrubber.scrub_event_text(text).unwrap(), fingerprint)
                 })
             },
         );
@@ -384,12 +402,27 @@ fn bench_growth(c: &mut Criterion) {
             event,
             |b, event| {
                 b.iter(|| {
-                    let mut v: serde_json::Value = serde_json::from_slice(event).unwrap();
-                    scrubber.scrub_event(&mut v);
-                    serde_json::to_vec(&v).unwrap()
+                    let text = std::str::from_utf8(event).unwrap();
+                    envelope::read_event(event, 128).unwrap();
+                    scrubber.scrub_event_text(text).unwrap()
                 })
             },
         );
+    }
+    group.finish();
+}
+
+/// The grouping fingerprint of an event already read: exception types and
+/// in-app frames for the corpus events, the normalized text for a message.
+fn bench_fingerprint(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fingerprint");
+    let message = br#"{"message": "user 1234 not found at 10.0.0.1 (order 9ec79c33-ec99-42ab-8353-589fcb2e04dc, took 1.5s)"}"#;
+    for (name, event) in CORPUS.iter().copied().chain([("message", &message[..])]) {
+        let (read, _) = envelope::read_event(event, 128).unwrap();
+        assert!(read.fingerprint().is_some());
+        group.bench_with_input(BenchmarkId::new("of", name), &read, |b, read| {
+            b.iter(|| read.fingerprint())
+        });
     }
     group.finish();
 }
@@ -399,6 +432,7 @@ criterion_group!(
     bench_decompress,
     bench_parse,
     bench_scrub,
+    bench_fingerprint,
     bench_quota_sample,
     bench_growth
 );

@@ -1,7 +1,10 @@
 //! PII scrubbing: event JSON and compiled rules in, scrubbed JSON and the
 //! list of what was redacted (rule and path, never the value) out.
 //!
-//! One pass over the JSON tree. At each object key, the key-based rules
+//! One pass over the event: over its JSON text for events (`scrub/text.rs`: no
+//! tree is built, untouched text is copied as it came), or over a JSON tree
+//! for the shapes the text pass leaves to it; both walks apply the same
+//! rules in the same way. At each object key, the key-based rules
 //! (`password` and `sensitive_fields`; client IP fields) decide whether the
 //! whole value is a secret. Each string is checked once against a `RegexSet`
 //! of every pattern rule; only strings that match anything are scanned again
