@@ -476,8 +476,8 @@ impl Delivery {
                 tokio::task::yield_now().await;
             }
             let mut results = Vec::with_capacity(records.len());
-            for slice in pending {
-                results.extend(kafka.acknowledged(slice).await);
+            for enqueued in pending {
+                results.extend(kafka.acknowledged(enqueued).await);
             }
             let mut failures = 0;
             let mut undeliverable = 0;

@@ -385,8 +385,8 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
                 payload
             }
             None => {
-                let end =
-                    memchr(b'\n', &body[after_header..]).map_or(body.len(), |i| after_header + i);
+                let end = memchr::memchr(b'\n', &body[after_header..])
+                    .map_or(body.len(), |i| after_header + i);
                 pos = (end + 1).min(body.len());
                 let end = if end > after_header && body[end - 1] == b'\r' {
                     end - 1
@@ -421,7 +421,7 @@ fn next_line(
     max: usize,
 ) -> Result<(std::ops::Range<usize>, usize), EnvelopeError> {
     let window = &body[start..body.len().min(start.saturating_add(max).saturating_add(2))];
-    let (end, next) = match memchr(b'\n', window) {
+    let (end, next) = match memchr::memchr(b'\n', window) {
         Some(i) => (start + i, start + i + 1),
         None if body.len() - start <= max => (body.len(), body.len()),
         None => return Err(EnvelopeError::HeaderTooLong { limit: max }),
@@ -440,10 +440,6 @@ fn next_line(
 /// serde's derived structs also accept arrays; a header must be an object.
 fn starts_object(line: &[u8]) -> bool {
     line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|b| *b == needle)
 }
 
 /// An event id as 32 lowercase hex digits, from a UUID with or without dashes.
@@ -611,12 +607,14 @@ pub fn read_event(
 }
 
 /// The view's pass: the same checks as [`parse_event`] (UTF-8, depth, JSON,
-/// an object, an id that is a UUID); `None` on anything else. Numbers are
-/// not read here: one out of `f64`'s range (`1e309`) is found by the text
-/// scrubber, which then hands the event to the tree.
+/// an object, an id that is a UUID); `None` on anything else. Two things
+/// serde_json does not check in what it skips are left to the text
+/// scrubber, which hands such an event to the tree (which refuses it): a
+/// number out of `f64`'s range (`1e309`) and a lone surrogate escape.
 fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<String>)> {
     let text = std::str::from_utf8(payload).ok()?;
-    if !starts_object(payload) || json_depth_exceeds(payload, max_depth.min(SERDE_DEPTH)) {
+    // serde_json's tree refuses its 128th level: the deepest it takes is 127.
+    if !starts_object(payload) || json_depth_exceeds(payload, max_depth.min(SERDE_DEPTH - 1)) {
         return None;
     }
     let view: EventView<'_> = serde_json::from_str(text).ok()?;

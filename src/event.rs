@@ -368,8 +368,12 @@ pub struct TraceContext<'a> {
 impl<'a> EventView<'a> {
     /// Reads the view from a parsed tree (the slow path's events).
     pub fn from_tree(tree: &'a serde_json::Value) -> EventView<'a> {
-        // Every field is lenient, so reading a tree cannot fail; a tree that
-        // is not an object reads as an empty view.
+        // Every field is lenient, so reading an object cannot fail. Anything
+        // else reads as an empty view (a derived struct would read an array
+        // by position).
+        if !tree.is_object() {
+            return EventView::default();
+        }
         EventView::deserialize(tree).unwrap_or_default()
     }
 
@@ -454,7 +458,8 @@ mod tests {
             MessageField::Text(Cow::Borrowed("hi"))
         ));
         assert_eq!(view.trace_id(), Some("ab"));
-        assert!(EventView::from_tree(&json!([1])).exception.0.is_none());
+        let not_an_object = json!([null, null, null, null, ["g"]]);
+        assert!(EventView::from_tree(&not_an_object).fingerprint.0.is_none());
     }
 
     #[test]

@@ -316,6 +316,7 @@ impl Scrubber {
             scrubber: self,
             done,
             found: Vec::new(),
+            seen: HashSet::new(),
         };
         let mut path = Vec::new();
         walk.value(event, &mut path);
@@ -360,6 +361,12 @@ impl Scrubber {
             _ => false,
         };
         by_key || self.safe_other.iter().any(|s| s.matches(path))
+    }
+
+    /// Whether a value under a key can be on a safe path at all, given
+    /// whether a safe path ends in that key ([`Self::is_safe`] then decides).
+    fn may_be_safe(&self, safe_key: bool) -> bool {
+        safe_key || !self.safe_other.is_empty()
     }
 
     /// Finds and redacts the secrets in one string. `None` when there are none
@@ -509,6 +516,9 @@ struct Walk<'s> {
     done: HashSet<String>,
     /// What this pass redacted, with the path as segments (for `_meta`).
     found: Vec<(Vec<String>, Redaction)>,
+    /// `found` as a set, so that recording stays linear in the redactions
+    /// (an event can hold tens of thousands of client-IP fields).
+    seen: HashSet<(Vec<String>, Arc<str>, Method)>,
 }
 
 impl<'s> Walk<'s> {
@@ -527,11 +537,10 @@ impl<'s> Walk<'s> {
         };
         // The same by segments: `a.b` > `token` and `a` > `b` > `token` are
         // two places, though their dotted paths read alike.
-        let seen = self.found.iter().any(|(at, r)| {
-            *at == segments && r.rule == redaction.rule && r.method == redaction.method
-        });
-        if !seen {
-            self.found.push((segments, redaction));
+        let key = (segments, redaction.rule.clone(), method);
+        if !self.seen.contains(&key) {
+            self.found.push((key.0.clone(), redaction));
+            self.seen.insert(key);
         }
     }
 

@@ -313,3 +313,23 @@ fn depth_counts_brackets_outside_strings_only() {
     );
     assert!(json_depth_exceeds(b"[[[", 2));
 }
+
+#[test]
+fn read_event_and_parse_event_agree_on_depth() {
+    let nested =
+        |depth: usize| "{\"a\":".to_owned() + &"[".repeat(depth - 1) + &"]".repeat(depth - 1) + "}";
+    for (max, depths) in [(128, [126, 127, 128, 129]), (5, [4, 5, 6, 7])] {
+        for depth in depths {
+            let text = nested(depth);
+            let read = read_event(text.as_bytes(), max)
+                .map(|(_, id)| id)
+                .map_err(|e| e.to_string());
+            let tree = parse_event(text.as_bytes(), max)
+                .map(|(_, id)| id)
+                .map_err(|e| e.to_string());
+            assert_eq!(read, tree, "depth {depth}, max {max}");
+        }
+    }
+    assert!(read_event(nested(127).as_bytes(), 128).is_ok());
+    assert!(read_event(nested(128).as_bytes(), 128).is_err());
+}

@@ -374,6 +374,62 @@ fn the_text_pass_leaves_the_rare_shapes_to_the_tree() {
 }
 
 #[test]
+fn the_text_pass_refuses_exactly_the_numbers_the_tree_refuses() {
+    let s = scrubber();
+    for number in [
+        "1.7976931348623157e308",
+        "1.7976931348623158e308",
+        "1.7976931348623159e308",
+        "1e309",
+        "-1e309",
+        "1e-400",
+        "123456789012345678901234567890",
+        &"9".repeat(400),
+        "-0",
+        "1E5",
+        "1e-7",
+    ] {
+        let text = format!(r#"{{"n": {number}, "m": "a@b.co"}}"#);
+        let tree_takes = serde_json::from_str::<Value>(&text).is_ok();
+        let text_takes = s.scrub_event_text(&text).is_ok();
+        assert_eq!(text_takes, tree_takes, "{number}");
+    }
+}
+
+#[test]
+fn pairs_nested_deeper_than_four_go_to_the_tree() {
+    let s = scrubber();
+    let nested = |levels: usize| {
+        let mut v = json!([["password", "x"]]);
+        for _ in 1..levels {
+            v = json!([["k", v]]);
+        }
+        serde_json::to_string(&json!({ "extra": v })).unwrap()
+    };
+    assert!(both_ways(&s, &nested(4)).is_some());
+    assert_eq!(s.scrub_event_text(&nested(5)), Err(Fallback));
+    // Which still scrubs it.
+    let mut tree: Value = serde_json::from_str(&nested(5)).unwrap();
+    assert_eq!(s.scrub_event(&mut tree).len(), 1);
+}
+
+#[test]
+fn many_redactions_are_all_recorded_once() {
+    let items: Vec<Value> = (0..20_000)
+        .map(|_| json!({"ip_address": "203.0.113.7"}))
+        .collect();
+    let text = serde_json::to_string(&json!({ "list": items })).unwrap();
+    let s = scrubber();
+    let event = both_ways(&s, &text).expect("the text pass takes it");
+    assert_eq!(event["_meta"]["list"].as_object().unwrap().len(), 20_000);
+    assert!(event["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["ip_address"].is_null()));
+}
+
+#[test]
 fn meta_written_directly_is_the_trees_bytes() {
     let r = |rule: &str, path: &[&str], method| {
         (

@@ -23,6 +23,9 @@ use super::path::Seg;
 use super::rules::KeyMatcher;
 use super::{record_meta, redact_all, write_meta, Method, Redaction, Scrubber, Walk};
 
+/// Arrays of pairs nested deeper than this go to the tree pass.
+const MAX_PAIRS_DEPTH: usize = 4;
+
 /// The text pass declined the event; scrub it as a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fallback;
@@ -43,12 +46,14 @@ impl Scrubber {
                 scrubber: self,
                 done: Default::default(),
                 found: Vec::new(),
+                seen: Default::default(),
             },
             text: json,
             bytes: json.as_bytes(),
             pos: 0,
             out: Vec::new(),
             copied: 0,
+            pairs_depth: 0,
             // Python-SDK events have some 60 distinct keys.
             classes: rustc_hash::FxHashMap::with_capacity_and_hasher(64, Default::default()),
         };
@@ -96,6 +101,8 @@ struct Pass<'s, 'j> {
     out: Vec<u8>,
     /// How much of the text is in `out`.
     copied: usize,
+    /// How many arrays of pairs enclose the cursor.
+    pairs_depth: usize,
     /// What each key seen so far says (events repeat their keys: every
     /// frame has a `function`, every breadcrumb a `category`).
     classes: rustc_hash::FxHashMap<&'j str, KeyClass>,
@@ -180,7 +187,9 @@ impl<'j> Pass<'_, 'j> {
         Ok((start, end, Cow::Owned(value)))
     }
 
-    /// Passes a number; one the tree would refuse (out of `f64`'s range) falls back.
+    /// Passes a number; one the tree would refuse (out of `f64`'s range, as
+    /// serde_json reads it: its rounding differs from Rust's near the limit)
+    /// falls back.
     fn number(&mut self) -> Result<(), Fallback> {
         let start = self.pos;
         while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.bytes.get(self.pos) {
@@ -190,11 +199,10 @@ impl<'j> Pass<'_, 'j> {
         if token.is_empty() {
             return Err(Fallback);
         }
-        if token.len() > 18 || token.contains(['.', 'e', 'E']) {
-            match token.parse::<f64>() {
-                Ok(f) if f.is_finite() => {}
-                _ => return Err(Fallback),
-            }
+        if (token.len() > 18 || token.contains(['.', 'e', 'E']))
+            && serde_json::from_str::<serde_json::Number>(token).is_err()
+        {
+            return Err(Fallback);
         }
         Ok(())
     }
@@ -212,7 +220,8 @@ impl<'j> Pass<'_, 'j> {
         Ok(())
     }
 
-    /// Passes any value without looking into its strings.
+    /// Passes any value without scanning its strings (escapes are still
+    /// decoded, to refuse what the tree would).
     fn skip_value(&mut self) -> Result<(), Fallback> {
         match self.peek()? {
             b'"' => self.string().map(drop),
@@ -314,6 +323,15 @@ impl<'j> Pass<'_, 'j> {
 
     fn array(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
         let pairs = self.is_pairs()?;
+        if pairs {
+            // The look ahead scans the whole array, so pairs inside pairs
+            // inside pairs would be scanned once per level. Real events
+            // nest them once or twice; deeper goes to the tree, which is linear.
+            if self.pairs_depth == MAX_PAIRS_DEPTH {
+                return Err(Fallback);
+            }
+            self.pairs_depth += 1;
+        }
         self.expect(b'[')?;
         self.ws();
         if self.peek()? == b']' {
@@ -350,6 +368,9 @@ impl<'j> Pass<'_, 'j> {
                 b',' => self.pos += 1,
                 b']' => {
                     self.pos += 1;
+                    if pairs {
+                        self.pairs_depth -= 1;
+                    }
                     return Ok(());
                 }
                 _ => return Err(Fallback),
@@ -406,8 +427,7 @@ impl<'j> Pass<'_, 'j> {
 
     /// A value under a key: the key decides whether all of it is a secret.
     fn entry(&mut self, class: KeyClass, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
-        let maybe_safe = class.safe_key || !self.walk.scrubber.safe_other.is_empty();
-        if maybe_safe && self.walk.skip(path) {
+        if self.walk.scrubber.may_be_safe(class.safe_key) && self.walk.skip(path) {
             return self.skip_value();
         }
         let scrubber = self.walk.scrubber;
