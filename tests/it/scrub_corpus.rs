@@ -195,14 +195,13 @@ const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 
     2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
     2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
 
-fn envelope(event: &Value, id: &str) -> Vec<u8> {
-    let event = serde_json::to_vec(event).unwrap();
+fn envelope(event: &[u8], id: &str) -> Vec<u8> {
     let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
     let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
     body.extend_from_slice(
         format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes(),
     );
-    body.extend_from_slice(&event);
+    body.extend_from_slice(event);
     body.extend_from_slice(
         format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"app.log\",\"content_type\":\"text/plain\"}}\n", LOG.len())
             .as_bytes(),
@@ -236,17 +235,43 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
         ("dotnet", dotnet),
         ("php", php),
     ];
+    // Two more that the relay scrubs as a tree, not over the text: one with
+    // the `_meta` the Python SDK sends for trimmed values, one with an
+    // escaped key.
+    let with_meta = |id: &str| {
+        let mut event = python(id);
+        event["_meta"] = json!({"request": {"data": {"": {"len": 5000}}}});
+        serde_json::to_string(&event).unwrap()
+    };
+    let escaped_key = |id: &str| {
+        let text = serde_json::to_string(&javascript(id)).unwrap();
+        format!(
+            r#"{{"esc\u0061ped":"mail alice@example.com",{}"#,
+            &text[1..]
+        )
+    };
+    let mut events: Vec<(String, String, String)> = Vec::new();
     for (name, shape) in shapes {
         let id = new_event_id();
-        let event = shape(&id);
+        events.push((
+            name.into(),
+            id.clone(),
+            serde_json::to_string(&shape(&id)).unwrap(),
+        ));
+    }
+    let id = new_event_id();
+    events.push(("python with _meta".into(), id.clone(), with_meta(&id)));
+    let id = new_event_id();
+    events.push(("escaped key".into(), id.clone(), escaped_key(&id)));
+    for (name, id, raw) in &events {
+        serde_json::from_str::<Value>(raw).expect("each event is JSON");
         // The corpus really carries its secrets before scrubbing.
-        let raw = serde_json::to_string(&event).unwrap();
         let seeded = SECRETS.iter().filter(|s| raw.contains(**s)).count();
         assert!(seeded >= 15, "{name} carries {seeded} secrets");
         let r = client
             .post(relay.envelope_url())
             .header("x-sentry-auth", auth_header(KEY))
-            .body(envelope(&event, &id))
+            .body(envelope(raw.as_bytes(), id))
             .send()
             .await
             .unwrap();
@@ -256,10 +281,11 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     let got = consume_async(
         kafka.bootstrap_servers(),
         &["ingest-events", "ingest-attachments"],
-        18,
+        3 * events.len(),
     )
     .await;
-    assert_eq!(got.len(), 18);
+    assert_eq!(got.len(), 3 * events.len());
+    let mut saw_incoming_meta = false;
     for m in &got {
         let payload = String::from_utf8_lossy(&m.payload);
         if payload.contains("BINARY-MARKER") {
@@ -296,8 +322,18 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
                 "the event records what was redacted"
             );
             assert!(!event["_meta"].to_string().contains("hunter2"));
+            if event.get("escaped").is_some() {
+                assert_eq!(event["escaped"], "mail [email]");
+            }
+            if event["_meta"]["request"]["data"][""]["len"] == 5000 {
+                saw_incoming_meta = true;
+            }
         }
     }
+    assert!(
+        saw_incoming_meta,
+        "an incoming _meta is kept beside the new redactions"
+    );
     for rule in edge_relay::scrub::rules::BUILTIN_NAMES {
         assert!(
             relay.metric(
