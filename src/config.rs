@@ -284,7 +284,9 @@ pub mod file {
         pub ack: String,
         /// Bytes of accepted items waiting at once for Kafka's ack or the
         /// spool's write. Past it, new requests are refused with 503 and counted
-        /// as `overloaded` before their body is read. Defaults to "64MiB".
+        /// as `overloaded` before their body is read. The relay holds up to
+        /// about twice this in memory: its own copy of each item (to spool it
+        /// should the delivery fail) and librdkafka's. Defaults to "32MiB".
         pub max_in_flight: ByteSize,
     }
 
@@ -292,7 +294,7 @@ pub mod file {
         fn default() -> Self {
             Delivery {
                 ack: "kafka".into(),
-                max_in_flight: ByteSize::mib(64),
+                max_in_flight: ByteSize::mib(32),
             }
         }
     }

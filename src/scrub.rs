@@ -316,11 +316,10 @@ impl Scrubber {
             scrubber: self,
             done,
             found: Vec::new(),
-            seen: HashSet::new(),
         };
         let mut path = Vec::new();
         walk.value(event, &mut path);
-        let found = walk.found;
+        let found = walk.into_found();
         if !found.is_empty() {
             let meta = meta.get_or_insert_with(|| Value::Object(Map::new()));
             for (segments, redaction) in &found {
@@ -516,9 +515,6 @@ struct Walk<'s> {
     done: HashSet<String>,
     /// What this pass redacted, with the path as segments (for `_meta`).
     found: Vec<(Vec<String>, Redaction)>,
-    /// `found` as a set, so that recording stays linear in the redactions
-    /// (an event can hold tens of thousands of client-IP fields).
-    seen: HashSet<(Vec<String>, Arc<str>, Method)>,
 }
 
 impl<'s> Walk<'s> {
@@ -535,13 +531,40 @@ impl<'s> Walk<'s> {
             path: segments.join("."),
             method,
         };
-        // The same by segments: `a.b` > `token` and `a` > `b` > `token` are
-        // two places, though their dotted paths read alike.
-        let key = (segments, redaction.rule.clone(), method);
-        if !self.seen.contains(&key) {
-            self.found.push((key.0.clone(), redaction));
-            self.seen.insert(key);
+        // Repeats (a key the text pass meets twice) are removed at the end,
+        // by `into_found`: checking each one here would be quadratic.
+        self.found.push((segments, redaction));
+    }
+
+    /// What this pass redacted, each (path, rule, method) once (the first
+    /// of repeats kept). Paths compare by segments: `a.b` > `token` and `a` > `b` >
+    /// `token` are two places, though their dotted paths read alike. Sorting
+    /// by path puts repeats side by side, so this is not quadratic in the
+    /// redactions (an event can hold tens of thousands of client-IP fields).
+    fn into_found(self) -> Vec<(Vec<String>, Redaction)> {
+        let mut found = self.found;
+        let mut order: Vec<usize> = (0..found.len()).collect();
+        order.sort_by(|&a, &b| found[a].0.cmp(&found[b].0).then(a.cmp(&b)));
+        let mut keep = vec![true; found.len()];
+        for same_path in order.chunk_by(|&a, &b| found[a].0 == found[b].0) {
+            // A path has a few distinct (rule, method) at most, however
+            // often it repeats.
+            let mut seen: Vec<(&str, Method)> = Vec::new();
+            for &i in same_path {
+                let r = &found[i].1;
+                if seen.contains(&(&*r.rule, r.method)) {
+                    keep[i] = false;
+                } else {
+                    seen.push((&r.rule, r.method));
+                }
+            }
         }
+        let mut index = 0;
+        found.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+        found
     }
 
     /// Walks a value whose path was already checked against safe and done paths.

@@ -430,6 +430,26 @@ fn many_redactions_are_all_recorded_once() {
 }
 
 #[test]
+fn a_key_repeated_in_the_text_is_recorded_once() {
+    let members = vec![r#""ip_address": "203.0.113.7""#; 10_000].join(", ");
+    let text = format!(r#"{{"user": {{{members}, "email": "a@b.co"}}}}"#);
+    let (out, redactions) = scrubber().scrub_event_text(&text).unwrap().unwrap();
+    let paths: Vec<&str> = redactions.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["user.ip_address", "user.email"]);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        out.matches(r#""ip_address": null"#).count(),
+        10_000,
+        "every copy is scrubbed"
+    );
+    let event: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        event["_meta"]["user"]["ip_address"][""]["rem"],
+        json!([["ip", "x"]])
+    );
+}
+
+#[test]
 fn meta_written_directly_is_the_trees_bytes() {
     let r = |rule: &str, path: &[&str], method| {
         (

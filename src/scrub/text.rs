@@ -46,7 +46,6 @@ impl Scrubber {
                 scrubber: self,
                 done: Default::default(),
                 found: Vec::new(),
-                seen: Default::default(),
             },
             text: json,
             bytes: json.as_bytes(),
@@ -68,21 +67,22 @@ impl Scrubber {
         if pass.pos != json.len() {
             return Err(Fallback);
         }
-        if pass.walk.found.is_empty() {
+        let found = pass.walk.into_found();
+        if found.is_empty() {
             return Ok(None);
         }
         let mut out = pass.out;
         out.extend_from_slice(&json.as_bytes()[pass.copied..close]);
         out.extend_from_slice(b",\"_meta\":");
-        if !write_meta(&mut out, &pass.walk.found) {
+        if !write_meta(&mut out, &found) {
             let mut meta = Value::Object(Map::new());
-            for (segments, redaction) in &pass.walk.found {
+            for (segments, redaction) in &found {
                 record_meta(&mut meta, segments, redaction);
             }
             serde_json::to_writer(&mut out, &meta).expect("a JSON tree always serializes");
         }
         out.extend_from_slice(&json.as_bytes()[close..]);
-        let redactions = pass.walk.found.into_iter().map(|(_, r)| r).collect();
+        let redactions = found.into_iter().map(|(_, r)| r).collect();
         Ok(Some((out, redactions)))
     }
 }
