@@ -12,7 +12,9 @@
 # SHARED (../shared/tools), OUT (a temp dir).
 #
 # Per mode and connection count: requests/s of the floor and of the relay
-# (median of the rounds) and their ratio. `kafka` is compared with
+# (median of the rounds) and their ratio, and the CPU each server used per
+# 2xx answer (from /proc/PID/stat: steadier than requests/s on a shared
+# machine, where other tenants move the absolute figures). `kafka` is compared with
 # `floor pipeline` producing to the broker; `spool` and `memory` with
 # `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
 # latency of both at half the relay's own best rate, the relay's peak RSS,
@@ -153,12 +155,23 @@ stop_server() {
     wait "$SERVER_PID" 2>/dev/null || true
 }
 
+# CPU time a process has used, in clock ticks (user + system).
+cpu_ticks() { # PID
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# CPU µs per 2xx request between two cpu_ticks readings.
+cpu_per_request() { # TICKS_BEFORE TICKS_AFTER REQUESTS
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (n > 0) printf "%.0f\n", (b - a) / hz * 1e6 / n; else print "-" }'
+}
+
 peak_rss_mib() { # PID
     awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# wrk's summary as "req/s p50_ms p99_ms non2xx"; req/s counts 2xx answers only
-# (a 503 that sheds load is not a request served).
+# wrk's summary as "req/s p50_ms p99_ms non2xx ok": req/s counts 2xx answers
+# only (a 503 that sheds load is not a request served); ok is their number.
 run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
     local threads=1 script=${3:-$OUT/post.lua} out
     [ "$2" -ge 256 ] && threads=2
@@ -173,7 +186,7 @@ run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
         /^ +99%/ { p99 = ms($2) }
         /Non-2xx/ { bad = $5 }
         END { if (total > 0) rps = rps * (total - bad) / total
-              printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }'
+              printf "%.0f %.2f %.2f %d %d\n", rps, p50, p99, bad, total - bad }'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -184,35 +197,46 @@ part() { [[ " $PARTS " == *" $1 "* ]]; }
 declare -A BEST
 if part throughput; then
 echo
-echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx |"
-echo "|---|---|---|---|---|---|---|"
+echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx | CPU µs/request floor / relay |"
+echo "|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
     no_kafka=0
     [ "$mode" = kafka ] || no_kafka=1
     for c in $CONNS; do
         : >"$OUT/floor.rps"
         : >"$OUT/relay.rps"
+        : >"$OUT/floor.cpu"
+        : >"$OUT/relay.cpu"
         rss=0
         bad=0
         for round in $(seq 1 "$ROUNDS"); do
             port=$(free_port)
             start_floor "$no_kafka" "$port"
-            run_wrk "$port" "$c" | awk '{ print $1 }' >>"$OUT/floor.rps"
+            t0=$(cpu_ticks "$SERVER_PID")
+            run_wrk "$port" "$c" >"$OUT/floor.last"
+            t1=$(cpu_ticks "$SERVER_PID")
+            awk '{ print $1 }' "$OUT/floor.last" >>"$OUT/floor.rps"
+            cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/floor.last")" >>"$OUT/floor.cpu"
             stop_server
             port=$(free_port)
             start_relay "$mode" "$port"
+            t0=$(cpu_ticks "$SERVER_PID")
             run_wrk "$port" "$c" >"$OUT/relay.last"
+            t1=$(cpu_ticks "$SERVER_PID")
+            cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/relay.last")" >>"$OUT/relay.cpu"
             awk '{ print $1 }' "$OUT/relay.last" >>"$OUT/relay.rps"
             bad=$(( bad + $(awk '{ print $4 }' "$OUT/relay.last") ))
             r=$(peak_rss_mib "$SERVER_PID")
             [ "$r" -gt "$rss" ] && rss=$r
             stop_server
-            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps")"
+            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps") req/s; CPU µs/request floor $(tail -1 "$OUT/floor.cpu"), relay $(tail -1 "$OUT/relay.cpu")"
         done
         f=$(median <"$OUT/floor.rps")
         r=$(median <"$OUT/relay.rps")
+        fc=$(median <"$OUT/floor.cpu")
+        rc=$(median <"$OUT/relay.cpu")
         BEST[$mode]=$(( r > ${BEST[$mode]:-0} ? r : ${BEST[$mode]:-0} ))
-        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad |"
+        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad | $fc / $rc |"
     done
 done
 fi
