@@ -276,7 +276,7 @@ for mode in $MODES; do
     c=$(( max_c * 10 ))
     port=$(free_port)
     start_relay "$mode" "$port"
-    read -r rps _ _ bad < <(run_wrk "$port" "$c")
+    read -r rps _ _ bad _ < <(run_wrk "$port" "$c")
     rss=$(peak_rss_mib "$SERVER_PID")
     stop_server
     echo "| $mode | $c | $rps | $bad | $rss MiB |"
