@@ -22,10 +22,11 @@
 //!    pool of one thread per core, which bounds how many inflate at once.
 //! 4. [`envelope`] parses the envelope into a header and items, each item
 //!    typed and given its data category; events are checked to be JSON
-//!    objects of bounded depth.
+//!    objects of bounded depth, in one pass that also reads ([`event`]) what
+//!    the later stages need, without building a tree.
 //! 5. [`quota`] checks the token buckets of the project, key and
 //!    fingerprint; [`sample`] keeps or drops whole traces; [`scrub`] redacts
-//!    PII; [`fingerprint`] computes the grouping hash.
+//!    PII over the event's text; [`fingerprint`] computes the grouping hash.
 //! 6. Every accepted item becomes one [`produce::Record`] (key: the event
 //!    id; headers: `project_id`, `event_id`, `item_type`, `received_at`,
 //!    `fingerprint`, `sample_rate`), and [`deliver`] hands it on as
