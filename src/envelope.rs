@@ -607,14 +607,12 @@ pub fn read_event(
 }
 
 /// The view's pass: the same checks as [`parse_event`] (UTF-8, depth, JSON,
-/// an object, an id that is a UUID); `None` on anything else. Two things
-/// serde_json does not check in what it skips are left to the text
-/// scrubber, which hands such an event to the tree (which refuses it): a
-/// number out of `f64`'s range (`1e309`) and a lone surrogate escape.
+/// an object, an id that is a UUID); `None` on anything else, which
+/// [`parse_event`] then refuses with its reason.
 fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<String>)> {
     let text = std::str::from_utf8(payload).ok()?;
     // serde_json's tree refuses its 128th level: the deepest it takes is 127.
-    if !starts_object(payload) || json_depth_exceeds(payload, max_depth.min(SERDE_DEPTH - 1)) {
+    if !starts_object(payload) || needs_tree(payload, max_depth.min(SERDE_DEPTH - 1)) {
         return None;
     }
     let view: EventView<'_> = serde_json::from_str(text).ok()?;
@@ -624,6 +622,85 @@ fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<Str
         _ => return None,
     };
     Some((Event::View(view), event_id))
+}
+
+/// Whether `json` needs the tree's pass to be judged: it nests deeper than
+/// `max`, or it holds what serde_json checks when it builds a tree but not
+/// when it skips a value (all the view does with most of an event): a lone
+/// surrogate escape, or a number out of `f64`'s range as serde_json reads it.
+/// One loop like [`json_depth_exceeds`], which looks at escapes and numbers
+/// too; they are few, so this costs little more.
+fn needs_tree(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
+        match b {
+            b'"' => loop {
+                at += 1;
+                match json
+                    .get(at..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                {
+                    None => return false,
+                    Some(n) if json[at + n] == b'"' => {
+                        at += n;
+                        break;
+                    }
+                    Some(n) => {
+                        at += n + 1;
+                        if json.get(at) == Some(&b'u') {
+                            match surrogates_paired(json, at + 1) {
+                                Some(len) => at += len,
+                                None => return true,
+                            }
+                        }
+                    }
+                }
+            },
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = json.get(at + 1) {
+                    at += 1;
+                }
+                let token = &json[start..=at];
+                if (token.len() > 18 || token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')))
+                    && serde_json::from_slice::<serde_json::Number>(token).is_err()
+                {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    false
+}
+
+/// A `\u` escape, `at` its first hex digit: the offset from the `u` to the
+/// escape's last byte (4, or 10 with the low surrogate that must follow a
+/// high one); `None` when the digits are not hex or a surrogate is alone.
+fn surrogates_paired(json: &[u8], at: usize) -> Option<usize> {
+    let hex = |from: usize| {
+        let digits = std::str::from_utf8(json.get(from..from + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    match hex(at)? {
+        0xD800..=0xDBFF => {
+            if json.get(at + 4..at + 6) != Some(b"\\u") {
+                return None;
+            }
+            matches!(hex(at + 6)?, 0xDC00..=0xDFFF).then_some(10)
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some(4),
+    }
 }
 
 /// Whether objects and arrays in `json` nest deeper than `max`.

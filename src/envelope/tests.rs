@@ -333,3 +333,29 @@ fn read_event_and_parse_event_agree_on_depth() {
     assert!(read_event(nested(127).as_bytes(), 128).is_ok());
     assert!(read_event(nested(128).as_bytes(), 128).is_err());
 }
+
+#[test]
+fn read_event_refuses_what_only_a_tree_checks_as_parse_event_does() {
+    for (text, takes) in [
+        (r#"{"x": {"y": "\ud800"}}"#, false),
+        (r#"{"x": ["\udc00 alone"]}"#, false),
+        (r#"{"x": "\ud83d\u0041"}"#, false),
+        (r#"{"x": "\ud83d"}"#, false),
+        (r#"{"x": "\u12"}"#, false),
+        (r#"{"x": [1e309]}"#, false),
+        (r#"{"x": {"n": 1.7976931348623158e308}}"#, false),
+        (r#"{"x": "\ud83d\ude00 \u00e9 \\u \\ud800 \" \n"}"#, true),
+        (
+            r#"{"x": [1.5, -0, 1E5, 1e-7, 123456789012345678901234567890]}"#,
+            true,
+        ),
+    ] {
+        let read = read_event(text.as_bytes(), 128);
+        let tree = parse_event(text.as_bytes(), 128);
+        assert_eq!(read.is_ok(), takes, "{text}");
+        assert_eq!(tree.is_ok(), takes, "{text}");
+        if let Ok((event, _)) = read {
+            assert!(matches!(event, Event::View(_)), "{text}");
+        }
+    }
+}

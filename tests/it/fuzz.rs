@@ -759,8 +759,8 @@ fn check_envelope(body: &Bytes, parsed: &envelope::Envelope, limits: &Limits) {
 ///
 /// `read_event` (what the relay runs on event items) agrees with
 /// `parse_event` exactly: the same error, or the same id and fingerprint.
-/// The one event it takes that `parse_event` refuses, one with a number out
-/// of range, the text scrubber must hand back to the tree (which refuses it).
+/// Should it ever take an event `parse_event` refuses, the text scrubber
+/// must hand that event back to the tree (which refuses it).
 fn check_events(parsed: &envelope::Envelope, max_depth: usize) -> Option<&'static str> {
     let mut differ = None;
     for item in &parsed.items {
