@@ -628,59 +628,8 @@ fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<Str
 /// `max`, or it holds what serde_json checks when it builds a tree but not
 /// when it skips a value (all the view does with most of an event): a lone
 /// surrogate escape, or a number out of `f64`'s range as serde_json reads it.
-/// One loop like [`json_depth_exceeds`], which looks at escapes and numbers
-/// too; they are few, so this costs little more.
 fn needs_tree(json: &[u8], max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut at = 0;
-    while let Some(&b) = json.get(at) {
-        match b {
-            b'"' => loop {
-                at += 1;
-                match json
-                    .get(at..)
-                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-                {
-                    None => return false,
-                    Some(n) if json[at + n] == b'"' => {
-                        at += n;
-                        break;
-                    }
-                    Some(n) => {
-                        at += n + 1;
-                        if json.get(at) == Some(&b'u') {
-                            match surrogates_paired(json, at + 1) {
-                                Some(len) => at += len,
-                                None => return true,
-                            }
-                        }
-                    }
-                }
-            },
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'-' | b'0'..=b'9' => {
-                let start = at;
-                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = json.get(at + 1) {
-                    at += 1;
-                }
-                let token = &json[start..=at];
-                if (token.len() > 18 || token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')))
-                    && serde_json::from_slice::<serde_json::Number>(token).is_err()
-                {
-                    return true;
-                }
-            }
-            _ => {}
-        }
-        at += 1;
-    }
-    false
+    scan(json, max, true) != Scan::Fine
 }
 
 /// A `\u` escape, `at` its first hex digit: the offset from the `u` to the
@@ -706,9 +655,28 @@ fn surrogates_paired(json: &[u8], at: usize) -> Option<usize> {
 /// Whether objects and arrays in `json` nest deeper than `max`.
 ///
 /// serde_json skips unknown values without a depth limit, and consumers
-/// downstream may recurse, so depth is checked on its own. Written by hand
-/// because it is one byte loop: brackets inside strings do not count.
+/// downstream may recurse, so depth is checked on its own.
 fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
+    scan(json, max, false) == Scan::TooDeep
+}
+
+/// What [`scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// Nothing (which is not to say the JSON is valid: the parser decides).
+    Fine,
+    /// Objects and arrays nest deeper than the limit.
+    TooDeep,
+    /// A lone surrogate escape or a number out of range.
+    Unchecked,
+}
+
+/// One byte loop over JSON text: the nesting depth outside strings and,
+/// with `values`, each `\u` escape and each number that is not a short
+/// integer (they are few, so that costs little more). Written by hand
+/// because no parser offers a depth-limited skip; brackets inside strings
+/// do not count.
+fn scan(json: &[u8], max: usize, values: bool) -> Scan {
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&b) = json.get(at) {
@@ -720,26 +688,46 @@ fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
                     .get(at..)
                     .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
                 {
-                    None => return false,
+                    None => return Scan::Fine,
                     Some(n) if json[at + n] == b'"' => {
                         at += n;
                         break;
                     }
-                    Some(n) => at += n + 1,
+                    Some(n) => {
+                        at += n + 1;
+                        if values && json.get(at) == Some(&b'u') {
+                            match surrogates_paired(json, at + 1) {
+                                Some(len) => at += len,
+                                None => return Scan::Unchecked,
+                            }
+                        }
+                    }
                 }
             },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
-                    return true;
+                    return Scan::TooDeep;
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' if values => {
+                let start = at;
+                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = json.get(at + 1) {
+                    at += 1;
+                }
+                let token = &json[start..=at];
+                if (token.len() > 18 || token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')))
+                    && serde_json::from_slice::<serde_json::Number>(token).is_err()
+                {
+                    return Scan::Unchecked;
+                }
+            }
             _ => {}
         }
         at += 1;
     }
-    false
+    Scan::Fine
 }
 
 #[cfg(test)]

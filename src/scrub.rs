@@ -536,6 +536,17 @@ impl<'s> Walk<'s> {
         self.found.push((segments, redaction));
     }
 
+    /// Scrubs one string at `path` and records what it redacted; `None`
+    /// when there was nothing to redact.
+    fn string(&mut self, s: &str, path: &[Seg<'_>]) -> Option<String> {
+        let mut found = Vec::new();
+        let new = self.scrubber.scrub_str(s, path, &mut found)?;
+        for (rule, method) in found {
+            self.record(path, rule, method);
+        }
+        Some(new)
+    }
+
     /// What this pass redacted, each (path, rule, method) once (the first
     /// of repeats kept). Paths compare by segments: `a.b` > `token` and `a` > `b` >
     /// `token` are two places, though their dotted paths read alike. Sorting
@@ -597,12 +608,8 @@ impl<'s> Walk<'s> {
                 }
             }
             Value::String(s) => {
-                let mut found = Vec::new();
-                if let Some(new) = self.scrubber.scrub_str(s, path, &mut found) {
+                if let Some(new) = self.string(s, path) {
                     *s = new;
-                    for (rule, method) in found {
-                        self.record(path, rule, method);
-                    }
                 }
             }
             _ => {}

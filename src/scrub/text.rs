@@ -148,6 +148,16 @@ impl<'j> Pass<'_, 'j> {
         Ok(())
     }
 
+    /// Passes `byte` and the whitespace after it, if `byte` is next.
+    fn eat(&mut self, byte: u8) -> Result<bool, Fallback> {
+        if self.peek()? != byte {
+            return Ok(false);
+        }
+        self.pos += 1;
+        self.ws();
+        Ok(true)
+    }
+
     /// Writes `with` in place of the text from `start` to `end`.
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
         if self.out.is_empty() {
@@ -262,14 +272,10 @@ impl<'j> Pass<'_, 'j> {
             b'[' => self.array(path),
             b'"' => {
                 let (start, end, text) = self.string()?;
-                let mut found = Vec::new();
-                if let Some(new) = self.walk.scrubber.scrub_str(&text, path, &mut found) {
+                if let Some(new) = self.walk.string(&text, path) {
                     let mut quoted = Vec::with_capacity(new.len() + 2);
                     serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
                     self.replace(start - 1, end + 1, &quoted);
-                    for (rule, method) in found {
-                        self.walk.record(path, rule, method);
-                    }
                 }
                 Ok(())
             }
@@ -395,28 +401,19 @@ impl<'j> Pass<'_, 'j> {
         }
         loop {
             self.ws();
-            if self.peek()? != b'[' {
-                return Ok(false);
-            }
-            self.pos += 1;
-            self.ws();
-            if self.peek()? != b'"' {
+            if !self.eat(b'[')? || self.peek()? != b'"' {
                 return Ok(false);
             }
             self.string()?;
             self.ws();
-            if self.peek()? != b',' {
+            if !self.eat(b',')? {
                 return Ok(false);
             }
-            self.pos += 1;
-            self.ws();
             self.skip_value()?;
             self.ws();
-            if self.peek()? != b']' {
+            if !self.eat(b']')? {
                 return Ok(false);
             }
-            self.pos += 1;
-            self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
                 b']' => return Ok(true),
