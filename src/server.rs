@@ -491,10 +491,22 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
         return json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
     };
     let project = project.to_owned();
+    let http1 = req.version() < hyper::Version::HTTP_2;
     let mut response = match *req.method() {
         Method::OPTIONS => preflight(),
         Method::POST => {
-            answer_response(&ingest(state.clone(), req, endpoint, &project, received_at).await)
+            let (answer, body_read) =
+                ingest(state.clone(), req, endpoint, &project, received_at).await;
+            let mut response = answer_response(&answer);
+            if !body_read && http1 {
+                // Refused before its body was read: hyper will not read the
+                // rest either, so the connection ends. Saying so keeps the
+                // client from sending its next request down a closing one.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
         _ => {
             let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST");
@@ -519,17 +531,21 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
 
 /// Authenticates from the headers, reads the body under its limits, and runs
 /// the pipeline on a task of its own, so that a client that hangs up cannot
-/// cancel it half way: every item still gets its outcome.
+/// cancel it half way: every item still gets its outcome. Also says whether
+/// the whole body was read.
 async fn ingest(
     state: Arc<State>,
     req: hyper::Request<Incoming>,
     endpoint: Endpoint,
     project: &str,
     received_at: SystemTime,
-) -> Answer {
+) -> (Answer, bool) {
     let pipeline = &state.pipeline;
     let Ok(project_id) = project.parse::<u64>() else {
-        return pipeline.reject(metrics::UNKNOWN_PROJECT, &RequestError::BadProjectId);
+        return (
+            pipeline.reject(metrics::UNKNOWN_PROJECT, &RequestError::BadProjectId),
+            false,
+        );
     };
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -550,19 +566,22 @@ async fn ingest(
                 .projects
                 .get(project_id)
                 .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
-            return pipeline.reject(label, &e);
+            return (pipeline.reject(label, &e), false);
         }
     };
     // Shed load before reading anything more when accepted work is piling up.
     if pipeline.delivery.overloaded() {
-        return pipeline.reject(&project.label, &RequestError::Overloaded);
+        return (
+            pipeline.reject(&project.label, &RequestError::Overloaded),
+            false,
+        );
     }
     let config = pipeline.config.load_full();
     let limits = &config.limits;
     let timeout = config.server.body_read_timeout;
     let body = match read_body(body, &parts.headers, limits.max_body_size, timeout).await {
         Ok(body) => body,
-        Err(e) => return pipeline.reject(&project.label, &e),
+        Err(e) => return (pipeline.reject(&project.label, &e), false),
     };
     let request = Request {
         endpoint,
@@ -574,7 +593,8 @@ async fn ingest(
         received_at,
     };
     let task_state = state.clone();
-    match tokio::spawn(async move { task_state.pipeline.handle(request).await }).await {
+    let answer = match tokio::spawn(async move { task_state.pipeline.handle(request).await }).await
+    {
         Ok(answer) => answer,
         Err(e) => {
             tracing::error!(error = %e, "pipeline task failed");
@@ -586,7 +606,8 @@ async fn ingest(
                 rate_limits: None,
             }
         }
-    }
+    };
+    (answer, true)
 }
 
 /// The body, refused past `limit` bytes or after `timeout`.

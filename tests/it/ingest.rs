@@ -405,6 +405,14 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         );
         let r = post(&client, &url, encoding, body, key).await;
         assert_eq!(r.status().as_u16(), status, "{name}");
+        if ["unknown key", "oversized on the wire"].contains(&name) {
+            // Refused unread: the client is told the connection ends.
+            assert_eq!(
+                r.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "{name}"
+            );
+        }
         let detail = r.json::<serde_json::Value>().await.unwrap();
         assert!(
             detail["detail"].as_str().is_some_and(|d| !d.is_empty()),
