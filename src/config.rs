@@ -303,16 +303,25 @@ pub mod file {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Spool {
-        /// Directory of the spool (one file, `spool.redb`); relative paths are
-        /// from the working directory. One relay per directory. Defaults to "/var/lib/edge-relay/spool".
+        /// Directory of the spool (segment files `*.seg` and a lock file);
+        /// relative paths are from the working directory. One relay per
+        /// directory. Defaults to "/var/lib/edge-relay/spool".
         pub path: String,
-        /// Most bytes of items held; past it new items are refused with 503 and
-        /// counted as `spool_full`. Held items are never evicted. Defaults to "1GiB".
+        /// Most bytes of segment files on disk; past it new items are refused
+        /// with 503 and counted as `spool_full`. Held items are never evicted.
+        /// Defaults to "1GiB".
         pub max_size: ByteSize,
         /// Most items replayed to Kafka in one batch. Defaults to 1000.
         pub replay_batch: usize,
-        /// Memory for the store's page cache. Defaults to "16MiB".
-        pub cache_size: ByteSize,
+        /// While appends arrive together, how long the spool's writer waits
+        /// before each flush so that more of them share it ("0s": never).
+        /// Defaults to "1ms".
+        #[serde(with = "humantime_serde")]
+        pub commit_delay: Duration,
+        /// No longer used (the spool's store had a page cache of its own
+        /// before it became a log); still accepted so that older config files
+        /// load. Defaults to unset.
+        pub cache_size: Option<ByteSize>,
     }
 
     impl Default for Spool {
@@ -321,7 +330,8 @@ pub mod file {
                 path: "/var/lib/edge-relay/spool".into(),
                 max_size: ByteSize::gib(1),
                 replay_batch: 1000,
-                cache_size: ByteSize::mib(16),
+                commit_delay: Duration::from_millis(1),
+                cache_size: None,
             }
         }
     }
@@ -585,8 +595,8 @@ pub struct DeliveryConfig {
     pub spool_max_size: u64,
     /// Most items per replay batch.
     pub replay_batch: NonZeroUsize,
-    /// The spool's page cache, in bytes.
-    pub spool_cache: usize,
+    /// `spool.commit_delay`.
+    pub spool_commit_delay: Duration,
 }
 
 /// The SDK-facing listener.
@@ -1141,15 +1151,13 @@ fn validate_delivery(
     }
     let replay_batch = NonZeroUsize::new(spool.replay_batch)
         .ok_or_else(|| ConfigError::new("spool.replay_batch", "must be at least 1"))?;
-    let spool_cache = usize::try_from(spool.cache_size.as_u64())
-        .map_err(|_| ConfigError::new("spool.cache_size", "is too large"))?;
     Ok(DeliveryConfig {
         ack,
         max_in_flight,
         spool_path: PathBuf::from(&spool.path),
         spool_max_size: spool.max_size.as_u64(),
         replay_batch,
-        spool_cache,
+        spool_commit_delay: spool.commit_delay,
     })
 }
 

@@ -89,6 +89,10 @@ pub struct Delivery {
     degraded: Arc<AtomicBool>,
     /// Bytes of accepted items waiting for an ack or a spool write.
     in_flight: Arc<AtomicUsize>,
+    /// Spool mode: bytes of spooled items being delivered straight from
+    /// memory, bounded by `max_in_flight` on their own (past it, the replay
+    /// delivers new items from the disk instead).
+    direct: Arc<AtomicUsize>,
     /// `delivery.max_in_flight`.
     max_in_flight: usize,
     /// `spool.max_size`, for readiness.
@@ -100,6 +104,28 @@ pub struct Delivery {
     background: Arc<(AtomicUsize, Notify)>,
     /// Spool and state gauges, and the spool counters.
     metrics: Metrics,
+}
+
+/// Bytes held against a bound until dropped.
+struct Held {
+    counter: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(counter: &Arc<AtomicUsize>, bytes: usize) -> Held {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            counter: counter.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Holds bytes against `delivery.max_in_flight` until dropped.
@@ -144,7 +170,7 @@ impl Delivery {
             Output::Kafka(_) => Some(Spool::open(
                 &config.spool_path,
                 config.spool_max_size,
-                config.spool_cache,
+                config.spool_commit_delay,
             )?),
             Output::File(_) => None,
         };
@@ -154,12 +180,16 @@ impl Delivery {
         for cause in ["ack_spool", "kafka_unavailable", "delivery_failed"] {
             metrics.spool_written.with_label_values(&[cause]);
         }
+        if let Some(spool) = &spool {
+            metrics.spool_corrupt.inc_by(spool.damaged_at_open());
+        }
         let delivery = Delivery {
             mode: config.ack,
             producer: Arc::new(producer),
             spool,
             degraded: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            direct: Arc::new(AtomicUsize::new(0)),
             max_in_flight: config.max_in_flight,
             spool_max_size: config.spool_max_size,
             replay_batch: config.replay_batch.get(),
@@ -249,7 +279,9 @@ impl Delivery {
                 .collect();
         };
         if self.mode == AckMode::Spool {
-            return self.spool_all(spool, &records, "ack_spool").await;
+            return self
+                .spool_then_deliver(kafka, spool, records, in_flight)
+                .await;
         }
         if self.kafka_state() != KafkaState::Up {
             return self.spool_all(spool, &records, "kafka_unavailable").await;
@@ -297,7 +329,87 @@ impl Delivery {
         records: &[Record],
         cause: &str,
     ) -> Vec<Result<(), DeliverError>> {
-        spool_records(spool, records, cause, &self.metrics).await
+        per_record(
+            spool_records(spool, records, cause, &self.metrics, false).await,
+            records.len(),
+        )
+    }
+
+    /// Spool mode: writes the records to the spool and, with Kafka up and
+    /// room under the bound, hands them to Kafka from memory at once, so that
+    /// the replay need not read them back. They stay in the spool, owned by
+    /// this delivery, until acknowledged; what fails is left to the replay.
+    async fn spool_then_deliver(
+        &self,
+        kafka: &crate::produce::kafka::KafkaSink,
+        spool: &Spool,
+        records: Vec<Record>,
+        in_flight: InFlight,
+    ) -> Vec<Result<(), DeliverError>> {
+        let bytes = in_flight.bytes;
+        let direct = self.kafka_state() == KafkaState::Up
+            && self.direct.load(Ordering::Relaxed) < self.max_in_flight;
+        let n = records.len();
+        let written = spool_records(spool, &records, "ack_spool", &self.metrics, direct).await;
+        // What the SDK was promised is on disk: the request's bytes are no longer in flight.
+        drop(in_flight);
+        if let (Ok(seqs), true) = (&written, direct) {
+            let pending = kafka.enqueue(&records);
+            drop(records);
+            let direct = Held::new(&self.direct, bytes);
+            self.deliver_spooled(seqs.clone(), pending, direct);
+        }
+        per_record(written, n)
+    }
+
+    /// Spool mode: waits for the acks of items delivered from memory on a
+    /// task of its own, removes what Kafka took, and releases the rest to
+    /// the replay.
+    fn deliver_spooled(
+        &self,
+        seqs: std::ops::Range<u64>,
+        pending: crate::produce::kafka::Pending,
+        direct: Held,
+    ) {
+        let (producer, degraded, metrics) = (
+            self.producer.clone(),
+            self.degraded.clone(),
+            self.metrics.clone(),
+        );
+        let spool = self.spool.clone().expect("spool mode has a spool");
+        let background = self.background.clone();
+        background.0.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _direct = direct;
+            let Producer::Kafka(kafka) = &*producer else {
+                unreachable!("spool mode runs on Kafka only")
+            };
+            let results = kafka.acknowledged(pending).await;
+            let (mut done, mut failed) = (Vec::new(), Vec::new());
+            let mut undeliverable = 0;
+            for (seq, result) in seqs.zip(results) {
+                match result {
+                    Ok(()) => done.push(seq),
+                    Err(e) if e.is_too_large() => {
+                        undeliverable += 1;
+                        tracing::error!(seq, error = %e, "a spooled item is larger than Kafka takes; removed");
+                        done.push(seq);
+                    }
+                    Err(e) => {
+                        note_failure(&degraded, &metrics, &e);
+                        failed.push(seq);
+                    }
+                }
+            }
+            spool.release(&failed);
+            let acked = done.len() - undeliverable;
+            metrics.spool_undeliverable.inc_by(undeliverable as u64);
+            spool.remove(&done);
+            metrics.spool_replayed.inc_by(acked as u64);
+            if background.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                background.1.notify_waiters();
+            }
+        });
     }
 
     /// Memory mode: waits for the acks on a task of its own; what fails goes to the spool.
@@ -344,10 +456,12 @@ impl Delivery {
             }
             if !failed.is_empty() {
                 let spooled = match &spool {
-                    Some(spool) => spool_records(spool, &failed, "delivery_failed", &metrics).await,
-                    None => Vec::new(),
+                    Some(spool) => {
+                        spool_records(spool, &failed, "delivery_failed", &metrics, false).await
+                    }
+                    None => Err(SpoolError::Closed),
                 };
-                let lost = failed.len() - spooled.iter().filter(|r| r.is_ok()).count();
+                let lost = if spooled.is_ok() { 0 } else { failed.len() };
                 if lost > 0 {
                     metrics.delivery_lost.inc_by(lost as u64);
                     tracing::error!(
@@ -374,12 +488,14 @@ impl Delivery {
         if self.spool.is_none() {
             return left;
         }
-        if self.mode == AckMode::Memory {
-            // Even with the queue empty, waiters may still be spooling failed items.
+        if matches!(self.mode, AckMode::Memory | AckMode::Spool) {
+            // Even with the queue empty, waiters may still be spooling failed
+            // items (memory mode) or recording removals (spool mode, whose
+            // items are all on disk already).
             if left > 0 {
                 kafka.purge();
             }
-            // The purged deliveries fail at once; their waiters spool them.
+            // The purged deliveries fail at once; their waiters spool or release them.
             let (count, notify) = &*self.background;
             loop {
                 let notified = notify.notified();
@@ -390,12 +506,15 @@ impl Delivery {
                     .await
                     .is_err()
                 {
-                    return count.load(Ordering::Acquire);
+                    return match self.mode {
+                        AckMode::Spool => 0,
+                        _ => count.load(Ordering::Acquire),
+                    };
                 }
             }
         }
-        // In the other modes every message still queued belongs to a request
-        // or a replay batch that is waiting for it and spools it on failure.
+        // In `kafka` mode every message still queued belongs to a request or
+        // a replay batch that is waiting for it and spools it on failure.
         left
     }
 
@@ -411,7 +530,7 @@ impl Delivery {
                 return;
             }
             self.refresh_gauges();
-            let wait = if spool.usage().items == 0 {
+            let wait = if spool.replayable() == 0 {
                 Some(Duration::from_secs(1))
             } else if !kafka.is_up() {
                 Some(Duration::from_millis(200))
@@ -421,7 +540,7 @@ impl Delivery {
             if let Some(wait) = wait {
                 tokio::select! {
                     _ = stop.changed() => {}
-                    _ = spool.written(wait) => {}
+                    _ = spool.wait_replayable(wait) => {}
                 }
                 continue;
             }
@@ -502,13 +621,8 @@ impl Delivery {
             self.metrics
                 .spool_undeliverable
                 .inc_by(undeliverable as u64);
-            if let Err(e) = spool.remove(done).await {
-                // Not removed: they would be sent again at once. Back off instead.
-                tracing::error!(error = %e, "cannot remove replayed items from the spool");
-                failures += 1;
-            } else {
-                self.metrics.spool_replayed.inc_by(acked as u64);
-            }
+            spool.remove(&done);
+            self.metrics.spool_replayed.inc_by(acked as u64);
             if failures == 0 {
                 // Only a batch the broker acknowledged says Kafka is back.
                 if acked > 0 && self.degraded.swap(false, Ordering::Relaxed) {
@@ -538,33 +652,36 @@ fn note_failure(degraded: &AtomicBool, metrics: &Metrics, error: &ProduceError) 
     }
 }
 
-/// Writes the records to the spool, all or none, and counts them by cause.
+/// Writes the records to the spool, all or none, and counts them by cause;
+/// their sequence numbers. With `owned`, the caller delivers them itself.
 async fn spool_records(
     spool: &Spool,
     records: &[Record],
     cause: &str,
     metrics: &Metrics,
+    owned: bool,
+) -> Result<std::ops::Range<u64>, SpoolError> {
+    let seqs = spool.append(records, owned).await?;
+    metrics
+        .spool_written
+        .with_label_values(&[cause])
+        .inc_by(records.len() as u64);
+    Ok(seqs)
+}
+
+/// One answer per record for a spool write of `n` records.
+fn per_record(
+    written: Result<std::ops::Range<u64>, SpoolError>,
+    n: usize,
 ) -> Vec<Result<(), DeliverError>> {
-    match spool.append(records).await {
-        Ok(()) => {
-            metrics
-                .spool_written
-                .with_label_values(&[cause])
-                .inc_by(records.len() as u64);
-            records.iter().map(|_| Ok(())).collect()
-        }
-        Err(SpoolError::Full) => records
-            .iter()
-            .map(|_| Err(DeliverError::SpoolFull))
-            .collect(),
-        Err(e) => {
-            let message = e.to_string();
-            records
-                .iter()
-                .map(|_| Err(DeliverError::Spool(SpoolError::Storage(message.clone()))))
-                .collect()
-        }
-    }
+    (0..n)
+        .map(|_| match &written {
+            Ok(_) => Ok(()),
+            Err(SpoolError::Full) => Err(DeliverError::SpoolFull),
+            Err(SpoolError::Storage(e)) => Err(DeliverError::Spool(SpoolError::Storage(e.clone()))),
+            Err(SpoolError::Closed) => Err(DeliverError::Spool(SpoolError::Closed)),
+        })
+        .collect()
 }
 
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {

@@ -46,7 +46,8 @@
 //! - [`pipeline`]: the single function that calls the stages in order.
 //! - [`quota`], [`sample`], [`scrub`], [`fingerprint`]: the pure stages after parsing.
 //! - [`deliver`]: the ack modes, the replay of the spool, the in-flight bound.
-//! - [`spool`]: the on-disk spool (redb), with a checksum per record.
+//! - [`spool`]: the on-disk spool, an append-only log of segment files with a
+//!   checksum per record.
 //! - [`produce`]: the Kafka producer and the file sink.
 //! - [`metrics`]: the Prometheus metrics, registered on a passed-in registry.
 //! - [`server`]: the SDK listener, the admin listener (`/metrics`,

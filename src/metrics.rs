@@ -50,7 +50,7 @@ pub struct Metrics {
     pub spool_oldest_age: prometheus::Gauge,
     /// Items written to the spool, by cause.
     pub spool_written: IntCounterVec,
-    /// Items replayed from the spool and acknowledged by Kafka.
+    /// Spooled items acknowledged by Kafka and removed from the spool.
     pub spool_replayed: IntCounter,
     /// Spooled records that failed their checksum or format check: skipped, and lost.
     pub spool_corrupt: IntCounter,
@@ -181,7 +181,8 @@ impl Metrics {
             )?,
             spool_replayed: IntCounter::new(
                 "edge_relay_spool_replayed_total",
-                "Items replayed from the spool and acknowledged by Kafka.",
+                "Spooled items acknowledged by Kafka and removed from the spool: \
+                 replayed from the disk, or (spool mode) delivered from memory once on disk.",
             )?,
             spool_corrupt: IntCounter::new(
                 "edge_relay_spool_corrupt_total",

@@ -62,10 +62,10 @@ fn every_flipped_bit_is_caught() {
 #[tokio::test]
 async fn items_come_back_in_order_and_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, 1 << 20).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
     for i in 0..5 {
         spool
-            .append(&[record(i * 2), record(i * 2 + 1)])
+            .append(&[record(i * 2), record(i * 2 + 1)], false)
             .await
             .expect("append");
     }
@@ -76,23 +76,14 @@ async fn items_come_back_in_order_and_survive_a_reopen() {
         (0..4).map(|i| record(i).key).collect::<Vec<_>>()
     );
     assert!(first.iter().all(|s| s.spooled_at_ms > 0));
-    spool
-        .remove(first.iter().map(|s| s.seq).collect())
-        .await
-        .expect("remove");
+    spool.remove(&first.iter().map(|s| s.seq).collect::<Vec<_>>());
     // A removal reaches the disk with the next append.
-    spool.append(&[record(10)]).await.expect("append");
+    spool.append(&[record(10)], false).await.expect("append");
     let before = spool.usage();
     drop(spool);
 
-    // The writer thread lets go of the file once the spool is dropped.
-    let spool = loop {
-        match Spool::open(dir.path(), 1 << 20, 1 << 20) {
-            Ok(s) => break s,
-            Err(e) if e.message.contains("another process") => std::thread::yield_now(),
-            Err(e) => panic!("reopen: {e}"),
-        }
-    };
+    // The writer thread lets go of the directory once the spool is dropped.
+    let spool = reopen(dir.path(), 1 << 20);
     assert_eq!(spool.usage(), before);
     let rest = spool.oldest(100, u64::MAX).expect("read");
     assert_eq!(
@@ -100,7 +91,7 @@ async fn items_come_back_in_order_and_survive_a_reopen() {
         (4..11).map(|i| record(i).key).collect::<Vec<_>>()
     );
     // Numbering resumes after the last item: new items sort after the old ones.
-    spool.append(&[record(11)]).await.expect("append");
+    spool.append(&[record(11)], false).await.expect("append");
     let all = spool.oldest(100, u64::MAX).expect("read");
     assert_eq!(
         all.last().map(|s| keys(std::slice::from_ref(s))),
@@ -108,45 +99,300 @@ async fn items_come_back_in_order_and_survive_a_reopen() {
     );
 }
 
+/// Bytes a record takes in a segment file.
+fn on_disk(i: usize) -> u64 {
+    (HEADER + encode(&record(i), 0).len()) as u64
+}
+
+/// A record of the same size whatever `i` is.
+fn plain(i: usize) -> Record {
+    let mut r = record(i);
+    r.payload = Bytes::from(format!("{{\"n\":{i:08}}}"));
+    r.headers.fingerprint = None;
+    r.headers.sample_rate = None;
+    r
+}
+
+/// A spool size whose segments are the smallest (64 KiB), and how many
+/// [`plain`] records a segment then takes.
+const SMALL_SEGMENTS: u64 = 512 << 10;
+fn per_segment() -> usize {
+    let size = (HEADER + encode(&plain(0), 0).len()) as u64;
+    (64u64 << 10).div_ceil(size) as usize
+}
+
 #[tokio::test]
 async fn a_full_spool_refuses_whole_requests_and_keeps_what_it_has() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let one = encode(&record(0), 0).len() as u64;
-    let spool = Spool::open(dir.path(), one * 3, 1 << 20).expect("open");
+    let three = on_disk(0) + on_disk(2) + on_disk(8);
+    let spool = Spool::open(dir.path(), three, Duration::ZERO).expect("open");
     spool
-        .append(&[record(0), record(2)])
+        .append(&[record(0), record(2)], false)
         .await
         .expect("two fit");
     // Two more would pass the limit: neither is taken.
     assert!(matches!(
-        spool.append(&[record(4), record(6)]).await,
+        spool.append(&[record(4), record(6)], false).await,
         Err(SpoolError::Full)
     ));
     assert_eq!(spool.usage().items, 2);
-    spool.append(&[record(8)]).await.expect("one fits");
+    spool.append(&[record(8)], false).await.expect("one fits");
+    assert_eq!(spool.usage().bytes, three);
     assert!(matches!(
-        spool.append(&[record(10)]).await,
+        spool.append(&[record(10)], false).await,
         Err(SpoolError::Full)
     ));
-    // Removing makes room again.
-    let oldest = spool.oldest(1, u64::MAX).expect("read");
-    spool.remove(vec![oldest[0].seq]).await.expect("remove");
-    spool.append(&[record(10)]).await.expect("room again");
-    assert_eq!(spool.usage().items, 3);
+    // Removing makes room again once the segment holding them goes.
+    let oldest = spool.oldest(10, u64::MAX).expect("read");
+    spool.remove(&oldest.iter().map(|s| s.seq).collect::<Vec<_>>());
+    spool.sync().await.expect("sync");
+    // The segment is written over from its start again.
+    assert_eq!(spool.usage(), Usage::default());
+    spool
+        .append(&[record(10)], false)
+        .await
+        .expect("room again");
+    assert_eq!(spool.usage().items, 1);
+}
+
+fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == SEGMENT_EXT))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Opens the spool again once the dropped one's writer has let go of it.
+fn reopen(dir: &std::path::Path, max_size: u64) -> Spool {
+    loop {
+        match Spool::open(dir, max_size, Duration::ZERO) {
+            Ok(s) => break s,
+            Err(e) if e.message.contains("another process") => std::thread::yield_now(),
+            Err(e) => panic!("reopen: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn drained_segments_are_deleted_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let n = per_segment();
+    let mut seqs = Vec::new();
+    for i in 0..n * 3 {
+        seqs.push(
+            spool
+                .append(&[plain(i)], false)
+                .await
+                .expect("append")
+                .start,
+        );
+    }
+    assert_eq!(segments(dir.path()).len(), 3);
+    let full = spool.usage();
+    // Removing from the second segment frees nothing: the first still holds
+    // items. (The removal record starts a fourth segment.)
+    spool.remove(&seqs[n..2 * n]);
+    spool.sync().await.expect("sync");
+    assert_eq!(segments(dir.path()).len(), 4);
+    assert_eq!(spool.usage().items, full.items - n as u64);
+    assert!(spool.usage().bytes > full.bytes);
+    // Once the first drains too, both go.
+    spool.remove(&seqs[..n]);
+    spool.sync().await.expect("sync");
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert!(spool.usage().bytes < full.bytes / 2);
+    // They are kept for reuse, and the next segments are written over them.
+    assert_eq!(spares(dir.path()), 2);
+    for i in 0..n * 2 {
+        seqs.push(
+            spool
+                .append(&[plain(i)], false)
+                .await
+                .expect("append")
+                .start,
+        );
+    }
+    assert_eq!(spares(dir.path()), 0);
+    drop(spool);
+    // Reading them stops at each one's end: nothing stale comes back, nothing reads as damaged.
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    assert_eq!(spool.damaged_at_open(), 0);
+    let rest = spool.oldest(usize::MAX, u64::MAX).expect("read");
+    assert_eq!(
+        rest.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        seqs[2 * n..].to_vec()
+    );
+}
+
+fn spares(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|e| e == SPARE_EXT)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_drained_spool_is_written_over_and_nothing_stale_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let old = spool
+        .append(&(0..5).map(plain).collect::<Vec<_>>(), false)
+        .await
+        .expect("append");
+    spool.remove(&old.collect::<Vec<_>>());
+    spool.sync().await.expect("sync");
+    assert_eq!(spool.usage(), Usage::default());
+    spool.append(&[record(7)], false).await.expect("append");
+    drop(spool);
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(spool.damaged_at_open(), 0);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(7).key]
+    );
+    // Numbering went on past the old items.
+    let next = spool.append(&[record(8)], false).await.expect("append");
+    assert!(next.start > 5, "{next:?}");
+}
+
+#[tokio::test]
+async fn owned_items_wait_for_their_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let owned = spool
+        .append(&[record(0), record(1), record(2)], true)
+        .await
+        .expect("append");
+    spool.append(&[record(3)], false).await.expect("append");
+    assert_eq!(spool.replayable(), 1);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(3).key]
+    );
+    // One delivered, one failed: the failed one goes to the replay.
+    let owned: Vec<u64> = owned.collect();
+    spool.remove(&[owned[0]]);
+    spool.release(&[owned[1]]);
+    assert_eq!(spool.replayable(), 2);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(1).key, record(3).key]
+    );
+    // After a restart nothing is owned: what was not removed is replayed.
+    spool.append(&[record(4)], false).await.expect("append");
+    drop(spool);
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(spool.replayable(), 4);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(1).key, record(2).key, record(3).key, record(4).key]
+    );
+}
+
+#[tokio::test]
+async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    spool
+        .append(&[record(0), record(1)], false)
+        .await
+        .expect("append");
+    drop(spool);
+    let segment = segments(dir.path()).pop().expect("a segment");
+    let intact = std::fs::metadata(&segment).expect("stat").len();
+    // A crash in the middle of the next write: half a record, then every cut of one.
+    let mut torn = Vec::new();
+    put_record(&mut torn, KIND_ITEM, 2, &encode(&record(2), 0));
+    for cut in [1, HEADER - 1, HEADER, HEADER + 10, torn.len() - 1] {
+        let mut bytes = std::fs::read(&segment).expect("read");
+        bytes.truncate(intact as usize);
+        bytes.extend_from_slice(&torn[..cut]);
+        std::fs::write(&segment, &bytes).expect("write");
+        let spool = reopen(dir.path(), 1 << 20);
+        assert_eq!(spool.damaged_at_open(), 0);
+        assert_eq!(
+            std::fs::metadata(&segment).expect("stat").len(),
+            intact,
+            "cut {cut}"
+        );
+        assert_eq!(
+            keys(&spool.oldest(10, u64::MAX).expect("read")),
+            vec![record(0).key, record(1).key],
+            "cut {cut}"
+        );
+    }
+    // Writing goes on in a new segment, and everything reads back after another restart.
+    let spool = reopen(dir.path(), 1 << 20);
+    spool.append(&[record(5)], false).await.expect("append");
+    drop(spool);
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(spool.damaged_at_open(), 0);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(0).key, record(1).key, record(5).key]
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_header_loses_the_rest_of_its_segment_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let n = per_segment();
+    for i in 0..n + 2 {
+        spool.append(&[plain(i)], false).await.expect("append");
+    }
+    drop(spool);
+    let found = segments(dir.path());
+    assert_eq!(found.len(), 2);
+    let mut bytes = std::fs::read(&found[0]).expect("read");
+    // The third record's header.
+    let size = HEADER + encode(&plain(0), 0).len();
+    bytes[2 * size + 9] ^= 0x40;
+    std::fs::write(&found[0], &bytes).expect("write");
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    assert_eq!(spool.damaged_at_open(), 1);
+    let keys = keys(&spool.oldest(usize::MAX, u64::MAX).expect("read"));
+    let want: Vec<String> = [0, 1]
+        .into_iter()
+        .chain(n..n + 2)
+        .map(|i| plain(i).key)
+        .collect();
+    assert_eq!(keys, want);
+}
+
+#[test]
+fn an_earlier_versions_store_is_not_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("spool.redb"), b"old").expect("write");
+    let e = Spool::open(dir.path(), 1 << 20, Duration::ZERO)
+        .err()
+        .expect("refused");
+    assert!(e.message.contains("earlier edge-relay version"), "{e}");
 }
 
 #[tokio::test]
 async fn a_damaged_record_is_reported_and_the_rest_still_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, 1 << 20).expect("open");
-    spool.append(&[record(0), record(1)]).await.expect("append");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    spool
+        .append(&[record(0), record(1)], false)
+        .await
+        .expect("append");
     let mut damaged = encode(&record(2), 5);
     damaged[20] ^= 0xff;
-    // Beyond the writer's numbering, so that its next append does not overwrite them.
-    spool.insert_raw(100, &damaged);
-    spool.insert_raw(101, b"");
+    spool.append_raw(vec![damaged, Vec::new()]).await;
     spool
-        .append(&[record(4)])
+        .append(&[record(4)], false)
         .await
         .expect("append after the damage");
     let items = spool.oldest(100, u64::MAX).expect("read");
@@ -159,9 +405,9 @@ async fn a_damaged_record_is_reported_and_the_rest_still_read() {
         vec![
             None,
             None,
-            None,
             Some("checksum mismatch"),
-            Some("truncated record")
+            Some("truncated record"),
+            None
         ]
     );
 }
@@ -169,9 +415,9 @@ async fn a_damaged_record_is_reported_and_the_rest_still_read() {
 #[tokio::test]
 async fn reads_stop_at_the_byte_budget_but_always_return_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, 1 << 20).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
     spool
-        .append(&[record(0), record(1), record(2)])
+        .append(&[record(0), record(1), record(2)], false)
         .await
         .expect("append");
     assert_eq!(spool.oldest(10, 1).expect("read").len(), 1);
@@ -182,8 +428,8 @@ async fn reads_stop_at_the_byte_budget_but_always_return_one() {
 #[test]
 fn a_second_relay_cannot_share_a_spool() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let _first = Spool::open(dir.path(), 1 << 20, 1 << 20).expect("open");
-    let second = Spool::open(dir.path(), 1 << 20, 1 << 20)
+    let _first = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let second = Spool::open(dir.path(), 1 << 20, Duration::ZERO)
         .err()
         .expect("refused");
     assert!(second.message.contains("spool of its own"), "{second}");
