@@ -144,6 +144,9 @@ struct Shared {
     replayable: Notify,
     /// Drained segment files ready for reuse, their first header wiped.
     spares: Mutex<Vec<PathBuf>>,
+    /// Tests: the writer stops as a crash would, without writing what waits.
+    #[cfg(test)]
+    crash: std::sync::atomic::AtomicBool,
 }
 
 /// Where every held item is, in memory; rebuilt from the segments at open.
@@ -232,13 +235,20 @@ impl Spool {
             index: Mutex::new(recovered.index),
             replayable: Notify::new(),
             spares: Mutex::new(recovered.spares),
+            #[cfg(test)]
+            crash: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let (retirer, retired) = mpsc::channel::<Vec<PathBuf>>();
         let retiring = shared.clone();
         std::thread::Builder::new()
             .name("spool-retire".into())
-            .spawn(move || retired.iter().for_each(|files| retire(&files, &retiring)))
+            .spawn(move || {
+                // Ends after the writer, which holds the other end; so the
+                // directory stays locked until both are done with it.
+                let _lock = lock;
+                retired.iter().for_each(|files| retire(&files, &retiring));
+            })
             .map_err(|e| err(format!("cannot start the retiring thread: {e}")))?;
         let writer = Writer {
             dir: dir.to_owned(),
@@ -252,7 +262,6 @@ impl Spool {
             commit_delay,
             concurrent: false,
             last_sync: Instant::now(),
-            _lock: lock,
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -719,8 +728,6 @@ struct Writer {
     /// The last group held more than one append: requests are concurrent.
     concurrent: bool,
     last_sync: Instant,
-    /// Released when the thread ends.
-    _lock: File,
 }
 
 impl Writer {
@@ -747,6 +754,10 @@ impl Writer {
                 }
             }
             self.commit(group);
+        }
+        #[cfg(test)]
+        if self.shared.crash.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
         // Stopping: the last removals reach the disk, so they are not replayed again.
         self.commit(Vec::new());
@@ -1084,6 +1095,15 @@ fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], &'static str> {
 
 #[cfg(test)]
 impl Spool {
+    /// Drops the spool as a crash would: what waits for the writer (removals
+    /// not written yet) is not written.
+    pub(crate) fn crash(self) {
+        self.inner
+            .shared
+            .crash
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Appends raw bytes as items, as a damaged disk might hold them.
     pub(crate) async fn append_raw(&self, values: Vec<Vec<u8>>) -> Range<u64> {
         self.append_values(values, false).await.expect("append")
