@@ -260,7 +260,8 @@ impl Delivery {
             self.metrics
                 .spool_items
                 .set(i64::try_from(usage.items).unwrap_or(i64::MAX));
-            if usage.items == 0 {
+            // Owned items are being delivered from memory: young, and not waiting.
+            if spool.replayable() == 0 {
                 self.metrics.spool_oldest_age.set(0.0);
             }
         }
@@ -477,9 +478,21 @@ impl Delivery {
     }
 
     /// The stop sequence: waits up to `timeout` for in-flight messages, then
-    /// gives up on the rest, whose memory-mode waiters move them to the spool.
-    /// Returns how many items were neither delivered nor spooled.
+    /// gives up on the rest, whose memory-mode waiters move them to the spool;
+    /// then writes the spool's last removals. Returns how many items were
+    /// neither delivered nor spooled.
     pub async fn flush(&self, timeout: Duration) -> usize {
+        let left = self.flush_producer(timeout).await;
+        if let Some(spool) = &self.spool {
+            // Removals not written yet would be replayed after the restart.
+            if let Err(e) = spool.sync().await {
+                tracing::warn!(error = %e, "cannot write the spool's last removals");
+            }
+        }
+        left
+    }
+
+    async fn flush_producer(&self, timeout: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         let left = self.producer.flush(timeout).await;
         let Producer::Kafka(kafka) = &*self.producer else {

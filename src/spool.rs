@@ -4,16 +4,15 @@
 //! The store is an append-only log of segment files (`NNN.seg` in the spool
 //! directory), written by one thread that appends whatever is waiting as one
 //! write and one `fdatasync` (group commit): one flush answers many requests,
-//! and each item is written once, contiguously. A removal is a small record
-//! appended to the log as well; a segment file is deleted once every item in
-//! it and in every older segment has been removed, so a removal record is
-//! never deleted before the items it removes.
+//! and each item is written once, contiguously. A removal takes effect in
+//! memory at once, and is written to the log as a small record with the next
+//! group, or within a second.
 //!
 //! Written by hand rather than kept in an embedded database (the spool used
 //! redb before): a B-tree store rewrites pages, and then the item itself, on
-//! every commit, and it cost about 45 µs of CPU per item at load against
-//! about 5 µs for this log (`BENCHMARKS.md`). What a log must get right
-//! itself, and how it does:
+//! every commit; its writer cost about 45 µs of CPU per item at load, this
+//! one about 10 (`BENCHMARKS.md`). What a log must get right itself, and how
+//! this one does:
 //! - **Torn writes.** Each record has a header with its own CRC-32, and each
 //!   item a CRC-32 over its bytes. Reading a segment stops at the first header
 //!   that does not check out; in the newest segment that is a write a crash
@@ -23,12 +22,23 @@
 //!   that fails in an older segment loses the rest of that segment: logged and
 //!   counted at open.
 //! - **Ordering.** A new segment's directory entry is flushed before anything
-//!   in it is acknowledged; an old segment is flushed before a new one is
-//!   started; sequence numbers only grow, so reading the segments in order
-//!   replays in arrival order.
-//! - **Space.** Segments are deleted oldest first, once they hold no item.
-//!   `spool.max_size` bounds the bytes of the segment files, removed items
-//!   included until their segment goes.
+//!   in it is acknowledged; a segment ends with a flushed end record before
+//!   the next one starts. Sequence numbers only grow, over the directory's
+//!   whole life (they are reserved a block at a time in `spool.seq`), so
+//!   reading the segments in order replays in arrival order, and a removal
+//!   record can only ever name the item it was written for.
+//! - **Space.** Segments are deleted oldest first, once they hold no item
+//!   (one thread retires them, in order, so that a segment never goes before
+//!   the older ones whose removals it records). Up to two are kept as spares
+//!   and written over, which costs about half as much as growing a file; a
+//!   drained active segment is written over from its start. Reading such a
+//!   file stops at the first stale record: its number is smaller than the one
+//!   before it. `spool.max_size` bounds the bytes written to the segments,
+//!   removed items included until their segment goes.
+//! - **What a crash can do** besides cutting a torn tail: replay items whose
+//!   removal had not reached the disk, or whose segment's deletion had not
+//!   (duplicates, with the same event id). It cannot lose an item whose
+//!   append was answered.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -67,6 +77,10 @@ const KIND_REMOVED: u8 = 2;
 const KIND_END: u8 = 3;
 /// The extension of drained segment files kept for reuse.
 const SPARE_EXT: &str = "spare";
+/// The numbers reserved so far (u64 and its CRC-32, little-endian).
+const SEQ_FILE: &str = "spool.seq";
+/// Numbers reserved at a time: one small flushed write per this many items.
+const SEQ_BLOCK: u64 = 1 << 20;
 /// Most drained segment files kept for reuse. Writing over a file's existing
 /// blocks costs about half as much as growing a new file (`BENCHMARKS.md`).
 const MAX_SPARES: usize = 2;
@@ -239,15 +253,22 @@ impl Spool {
             crash: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
-        let (retirer, retired) = mpsc::channel::<Vec<PathBuf>>();
+        let (retirer, retired) = mpsc::channel::<Retire>();
         let retiring = shared.clone();
         std::thread::Builder::new()
             .name("spool-retire".into())
             .spawn(move || {
                 // Ends after the writer, which holds the other end; so the
-                // directory stays locked until both are done with it.
+                // directory stays locked until both are done with it. One
+                // thread retires, oldest first, so that a segment is never
+                // gone before the older ones whose removals it records.
                 let _lock = lock;
-                retired.iter().for_each(|files| retire(&files, &retiring));
+                for (files, done) in retired {
+                    retire(&files, &retiring);
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
             })
             .map_err(|e| err(format!("cannot start the retiring thread: {e}")))?;
         let writer = Writer {
@@ -255,13 +276,13 @@ impl Spool {
             shared: shared.clone(),
             segment_max,
             next_seq: recovered.next_seq,
+            reserved_seq: recovered.next_seq,
             next_segment: recovered.next_segment,
             active: None,
-            unsynced: false,
             retirer,
             commit_delay,
             concurrent: false,
-            last_sync: Instant::now(),
+            last_write: Instant::now(),
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -494,7 +515,13 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
             &mut removed,
         )?;
         let newest = i + 1 == numbers.len();
-        if end < len && !at_end_record {
+        // A file retired as a spare whose rename a crash undid: nothing in it.
+        let wiped = end == 0 && len >= HEADER as u64 && {
+            let mut head = [1u8; HEADER];
+            file.read_exact_at(&mut head, 0)?;
+            head == [0; HEADER]
+        };
+        if end < len && !at_end_record && !wiped {
             if newest {
                 tracing::warn!(segment = %path.display(), at = end, "cutting off a write a crash interrupted");
                 file.set_len(end)?;
@@ -509,7 +536,11 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
                 );
             }
         }
-        let len = if newest || at_end_record { end } else { len };
+        let len = if newest || at_end_record || wiped {
+            end
+        } else {
+            len
+        };
         index.disk_bytes += len;
         index.segments.insert(
             number,
@@ -531,7 +562,9 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
             .live += 1;
     }
     index.replayable = index.items.len() as u64;
-    let next_seq = floor;
+    // Never below what was reserved: a reused file may hold records numbered
+    // above everything the segments show.
+    let next_seq = floor.max(read_reserved(dir).unwrap_or(0));
     let next_segment = numbers.iter().chain(&spares).max().map_or(0, |n| n + 1);
     let spares = spares
         .into_iter()
@@ -715,27 +748,32 @@ struct Writer {
     /// A segment past this size is followed by a new one.
     segment_max: u64,
     next_seq: u64,
+    /// Numbers below this are reserved in [`SEQ_FILE`]; see [`reserve`].
+    reserved_seq: u64,
     next_segment: u64,
     /// The segment written to, and its length; `None` until the first write,
-    /// and after a failed one (the next write starts a new segment).
+    /// and after a failed write that could not be cut off (the next write
+    /// starts a new segment, so nothing is written after a torn record).
     active: Option<(u64, Arc<File>, u64)>,
-    /// Bytes written to the active segment and not flushed.
-    unsynced: bool,
     /// Drained segment files, to the thread that keeps or deletes them.
-    retirer: mpsc::Sender<Vec<PathBuf>>,
+    retirer: mpsc::Sender<Retire>,
     /// `spool.commit_delay`.
     commit_delay: Duration,
     /// The last group held more than one append: requests are concurrent.
     concurrent: bool,
-    last_sync: Instant,
+    /// When removals were last written.
+    last_write: Instant,
 }
+
+/// Segment files for the retiring thread, and whom to tell when they are done.
+type Retire = (Vec<PathBuf>, Option<mpsc::Sender<()>>);
 
 impl Writer {
     /// Takes every waiting operation, writes them as one, then answers each.
     fn run(mut self, rx: &mpsc::Receiver<Op>) {
         loop {
             // Woken by work, or once a second to write the removals made meanwhile.
-            let wait = FLUSH_REMOVALS_EVERY.saturating_sub(self.last_sync.elapsed());
+            let wait = FLUSH_REMOVALS_EVERY.saturating_sub(self.last_write.elapsed());
             let first = match rx.recv_timeout(wait) {
                 Ok(op) => Some(op),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -764,40 +802,39 @@ impl Writer {
     }
 
     /// Writes a group of operations and the removals made since the last
-    /// write; an empty group is the once-a-second tick.
+    /// write, as one write and one flush; an empty group is the
+    /// once-a-second tick, which writes only removals.
     fn commit(&mut self, group: Vec<Op>) {
         let appends = group
             .iter()
             .filter(|op| matches!(op, Op::Append { .. }))
             .count();
         self.concurrent = appends > 1;
-        let has_sync = group.iter().any(|op| matches!(op, Op::Sync { .. }));
+        let waiter = group.iter().any(|op| matches!(op, Op::Sync { .. }));
+        let removals =
+            std::mem::take(&mut self.shared.index.lock().expect("spool index lock").removed);
         let mut buf = Vec::new();
         // Each item to be written: its sequence number, where its bytes start
         // in `buf`, their length, and whether a delivery owns it.
         let mut placed = Vec::new();
-        let removals =
-            std::mem::take(&mut self.shared.index.lock().expect("spool index lock").removed);
         let mut reserved = 0;
-        let mut flush = group.is_empty() || self.last_sync.elapsed() >= FLUSH_REMOVALS_EVERY;
+        let mut numbered = Ok(());
         for op in &group {
-            match op {
-                Op::Append {
-                    values,
-                    size,
-                    owned,
-                    ..
-                } => {
-                    flush = true;
-                    reserved += size;
-                    for value in values {
-                        let len = u32::try_from(value.len()).expect("items are far below 4 GiB");
-                        placed.push((self.next_seq, buf.len() + HEADER, len, *owned));
-                        put_record(&mut buf, KIND_ITEM, self.next_seq, value);
-                        self.next_seq += 1;
-                    }
+            if let Op::Append {
+                values,
+                size,
+                owned,
+                ..
+            } = op
+            {
+                reserved += size;
+                numbered = numbered.and_then(|()| self.reserve(values.len() as u64));
+                for value in values {
+                    let len = u32::try_from(value.len()).expect("items are far below 4 GiB");
+                    placed.push((self.next_seq, buf.len() + HEADER, len, *owned));
+                    put_record(&mut buf, KIND_ITEM, self.next_seq, value);
+                    self.next_seq += 1;
                 }
-                Op::Sync { .. } => flush = true,
             }
         }
         if !removals.is_empty() {
@@ -811,47 +848,58 @@ impl Writer {
         }
         // Numbers are not reused even after a failed write: part of it may be
         // on disk, and reading the log needs them to grow.
-        let written = self.write(&buf, flush);
+        let written = numbered.and_then(|()| self.write(&buf));
+        if !buf.is_empty() {
+            self.last_write = Instant::now();
+        }
 
         let shared = self.shared.clone();
-        let mut index = shared.index.lock().expect("spool index lock");
+        let mut guard = shared.index.lock().expect("spool index lock");
+        let index = &mut *guard;
         index.reserved -= reserved;
         if let Some((number, _, len)) = &self.active {
             if let Some(s) = index.segments.get_mut(number) {
-                let grown = *len - s.len;
+                index.disk_bytes = index.disk_bytes - s.len + *len;
                 s.len = *len;
-                index.disk_bytes += grown;
             }
         }
         let mut replayable = 0;
-        if let Ok(Some((segment, base))) = written {
-            for &(seq, at, len, owned) in &placed {
-                let slot = Slot {
-                    segment,
-                    offset: base + at as u64,
-                    len,
-                    owned,
-                };
-                index.items.insert(seq, slot);
-                replayable += u64::from(!owned);
+        match &written {
+            Ok(Some((segment, base))) => {
+                for &(seq, at, len, owned) in &placed {
+                    let slot = Slot {
+                        segment: *segment,
+                        offset: base + at as u64,
+                        len,
+                        owned,
+                    };
+                    index.items.insert(seq, slot);
+                    replayable += u64::from(!owned);
+                }
+                if let Some(s) = index.segments.get_mut(segment) {
+                    s.live += placed.len() as u64;
+                }
             }
-            if let Some(s) = index.segments.get_mut(&segment) {
-                s.live += placed.len() as u64;
-            }
+            Ok(None) => {}
+            // Written again with the next group.
+            Err(_) => index.removed.extend_from_slice(&removals),
         }
         index.replayable += replayable;
         let active = self.active.as_ref().map(|(n, _, _)| *n);
-        let files = drained(&self.dir, &mut index, active);
+        let files = drained(&self.dir, index, active);
         if index.items.is_empty() {
-            self.rewind(&mut index);
+            self.rewind(index);
         }
-        drop(index);
-        if has_sync || group.is_empty() {
-            retire(&files, &self.shared);
+        drop(guard);
+        if waiter {
+            // A sync returns once drained segments are gone too.
+            let (done, wait) = mpsc::channel();
+            let _ = self.retirer.send((files, Some(done)));
+            let _ = wait.recv();
         } else if !files.is_empty() {
             // Wiping and flushing, or freeing a large file's blocks, takes
             // milliseconds: not on the writer's path.
-            let _ = self.retirer.send(files);
+            let _ = self.retirer.send((files, None));
         }
         if replayable > 0 {
             // A permit is stored if the replay task is not waiting right now.
@@ -879,14 +927,24 @@ impl Writer {
         }
     }
 
+    /// Makes sure `n` more numbers are reserved on disk before they are used:
+    /// numbers must never repeat, even after a restart that finds no segment
+    /// (a reused file still holds records of its earlier use).
+    fn reserve(&mut self, n: u64) -> io::Result<()> {
+        if self.next_seq + n <= self.reserved_seq {
+            return Ok(());
+        }
+        let upto = self.next_seq + n + SEQ_BLOCK;
+        write_reserved(&self.dir, upto)?;
+        self.reserved_seq = upto;
+        Ok(())
+    }
+
     /// Writes `buf` at the end of the active segment (starting a new one if
-    /// needed) and, with `flush`, makes it durable. Returns the segment and
-    /// where `buf` starts in it (`None` if `buf` is empty).
-    fn write(&mut self, buf: &[u8], flush: bool) -> io::Result<Option<(u64, u64)>> {
+    /// needed) and flushes it. Returns the segment and where `buf` starts in
+    /// it (`None` if `buf` is empty).
+    fn write(&mut self, buf: &[u8]) -> io::Result<Option<(u64, u64)>> {
         if buf.is_empty() {
-            if flush {
-                self.sync()?;
-            }
             return Ok(None);
         }
         if self
@@ -898,25 +956,18 @@ impl Writer {
         }
         let (number, file, len) = self.active.as_mut().expect("an active segment");
         let base = *len;
-        let result =
-            file.write_all_at(buf, base)
-                .and_then(|()| if flush { file.sync_data() } else { Ok(()) });
-        match result {
+        match file.write_all_at(buf, base).and_then(|()| file.sync_data()) {
             Ok(()) => {
                 *len += buf.len() as u64;
-                let number = *number;
-                self.unsynced = !flush;
-                if flush {
-                    self.last_sync = Instant::now();
-                }
-                Ok(Some((number, base)))
+                Ok(Some((*number, base)))
             }
             Err(e) => {
-                // What reached the file is cut off, and the next write starts
-                // a new segment: nothing is ever written after a torn record.
-                let _ = file.set_len(base);
-                self.active = None;
-                self.unsynced = false;
+                // What reached the file is cut off, so that the next write
+                // follows the last whole record; if that fails too, the next
+                // write starts a new segment.
+                if file.set_len(base).is_err() {
+                    self.active = None;
+                }
                 Err(e)
             }
         }
@@ -924,9 +975,7 @@ impl Writer {
 
     /// With no item held, the active segment holds nothing needed: it is
     /// written over from its start, so that a drained spool takes no room.
-    /// Reading stops at the first stale record (its number is smaller). Should
-    /// a crash come before the segments retired with it are gone, their items
-    /// are replayed again: duplicates, never losses.
+    /// Reading stops at the first stale record (its number is smaller).
     fn rewind(&mut self, index: &mut Index) {
         let Some((number, _, len)) = &mut self.active else {
             return;
@@ -939,7 +988,7 @@ impl Writer {
     }
 
     /// Starts a new segment (a spare file if there is one), after ending
-    /// and flushing the one it follows.
+    /// the one it follows with an end record.
     fn rotate(&mut self) -> io::Result<()> {
         if let Some((_, file, len)) = &self.active {
             // What follows the end record is stale bytes of a reused file.
@@ -947,23 +996,20 @@ impl Writer {
             put_record(&mut end, KIND_END, self.next_seq, &[]);
             file.write_all_at(&end, *len)?;
             file.sync_data()?;
-            self.unsynced = false;
         }
         let number = self.next_segment;
+        self.next_segment += 1;
         let path = segment_path(&self.dir, number);
         let spare = self.shared.spares.lock().expect("spares lock").pop();
         let file = match spare {
-            Some(spare) => {
-                std::fs::rename(&spare, &path)?;
-                OpenOptions::new().read(true).write(true).open(&path)?
-            }
+            Some(spare) => std::fs::rename(&spare, &path)
+                .and_then(|()| OpenOptions::new().read(true).write(true).open(&path)),
             None => OpenOptions::new()
                 .create_new(true)
                 .read(true)
                 .write(true)
-                .open(&path)?,
-        };
-        self.next_segment += 1;
+                .open(&path),
+        }?;
         // The file's new name reaches the disk before anything in it is acknowledged.
         File::open(&self.dir)?.sync_all()?;
         let file = Arc::new(file);
@@ -983,18 +1029,27 @@ impl Writer {
         self.active = Some((number, file, 0));
         Ok(())
     }
+}
 
-    /// Flushes the active segment's unflushed removals.
-    fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            if let Some((_, file, _)) = &self.active {
-                file.sync_data()?;
-            }
-            self.unsynced = false;
-        }
-        self.last_sync = Instant::now();
-        Ok(())
-    }
+/// Where the numbers reserved so far end, if the file says so.
+fn read_reserved(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(SEQ_FILE)).ok()?;
+    let (value, crc) = bytes.split_at_checked(8)?;
+    (crc32fast::hash(value).to_le_bytes() == crc)
+        .then(|| u64::from_le_bytes(value.try_into().expect("8 bytes")))
+}
+
+/// Records durably that numbers below `upto` are reserved: a new file,
+/// flushed, renamed over the old, and the directory flushed.
+fn write_reserved(dir: &Path, upto: u64) -> io::Result<()> {
+    let tmp = dir.join(format!("{SEQ_FILE}.tmp"));
+    let mut bytes = upto.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    let file = File::create(&tmp)?;
+    file.write_all_at(&bytes, 0)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SEQ_FILE))?;
+    File::open(dir)?.sync_all()
 }
 
 fn now_ms() -> u64 {

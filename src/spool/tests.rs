@@ -270,6 +270,65 @@ async fn a_reused_segments_stale_tail_is_not_damage() {
     assert_eq!(back, held);
 }
 
+#[tokio::test]
+async fn numbers_never_repeat_even_after_a_restart_finds_no_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let n = per_segment();
+    let mut old = Vec::new();
+    for i in 0..n * 2 + 1 {
+        old.push(
+            spool
+                .append(&[plain(i)], false)
+                .await
+                .expect("append")
+                .start,
+        );
+    }
+    spool.remove(&old);
+    spool.sync().await.expect("sync");
+    // Two spares, full of whole records of their first use.
+    assert_eq!(spares(dir.path()), 2);
+    drop(spool);
+    // A restart that finds nothing held (and deletes every segment), then another.
+    drop(reopen(dir.path(), SMALL_SEGMENTS));
+    assert_eq!(segments(dir.path()).len(), 0);
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    // Written over a spare's first records, record for record.
+    let new = spool
+        .append(&[plain(1000), plain(1001)], false)
+        .await
+        .expect("append");
+    assert!(
+        new.start > *old.last().expect("old"),
+        "{new:?} after {old:?}"
+    );
+    drop(spool);
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    assert_eq!(spool.damaged_at_open(), 0);
+    assert_eq!(
+        keys(&spool.oldest(usize::MAX, u64::MAX).expect("read")),
+        vec![plain(1000).key, plain(1001).key]
+    );
+}
+
+#[tokio::test]
+async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    spool.append(&[record(0)], false).await.expect("append");
+    drop(spool);
+    // An older segment, wiped as retiring leaves a file, its rename undone.
+    std::fs::rename(segment_path(dir.path(), 0), segment_path(dir.path(), 5)).expect("rename");
+    std::fs::write(segment_path(dir.path(), 2), [0u8; 4096]).expect("write");
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(spool.damaged_at_open(), 0);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(0).key]
+    );
+}
+
 fn spares(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .expect("list")
