@@ -566,8 +566,9 @@ pub fn parse_event(
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// Read in one pass without a tree (the common case); scrubbed as text.
-    View(EventView<'a>),
+    /// Read in one pass without a tree (the common case), with the event's
+    /// text (its UTF-8 checked); scrubbed as text.
+    View(EventView<'a>, &'a str),
     /// Parsed into a tree: an event the view could not read (a duplicate
     /// known key, say), which the tree then decides about.
     Tree(serde_json::Value),
@@ -577,7 +578,7 @@ impl Event<'_> {
     /// The grouping fingerprint.
     pub fn fingerprint(&self) -> Option<String> {
         match self {
-            Event::View(view) => crate::fingerprint::of(view),
+            Event::View(view, _) => crate::fingerprint::of(view),
             Event::Tree(tree) => crate::fingerprint::fingerprint(tree),
         }
     }
@@ -585,7 +586,7 @@ impl Event<'_> {
     /// Calls `f` with the event's view.
     pub fn with_view<R>(&self, f: impl FnOnce(&EventView<'_>) -> R) -> R {
         match self {
-            Event::View(view) => f(view),
+            Event::View(view, _) => f(view),
             Event::Tree(tree) => f(&EventView::from_tree(tree)),
         }
     }
@@ -621,7 +622,7 @@ fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<Str
         Field::Str(id) => Some(normalize_event_id(id)?),
         _ => return None,
     };
-    Some((Event::View(view), event_id))
+    Some((Event::View(view, text), event_id))
 }
 
 /// Whether `json` needs the tree's pass to be judged: it nests deeper than

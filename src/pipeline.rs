@@ -590,22 +590,18 @@ impl Pipeline {
             ScrubKind::Binary => return Ok(item.payload.clone()),
             ScrubKind::Json { required } => {
                 let tree = match event {
-                    Some(Event::View(_)) => {
-                        let text = std::str::from_utf8(&item.payload)
-                            .expect("read_event checked the event's UTF-8");
-                        match scrubber.scrub_event_text(text) {
-                            Ok(None) => {
-                                self.observe_scrub(started);
-                                return Ok(item.payload.clone());
-                            }
-                            Ok(Some((out, redactions))) => {
-                                self.count_redactions(&project.label, &redactions);
-                                self.observe_scrub(started);
-                                return Ok(Bytes::from(out));
-                            }
-                            Err(Fallback) => None,
+                    Some(Event::View(_, text)) => match scrubber.scrub_event_text(text) {
+                        Ok(None) => {
+                            self.observe_scrub(started);
+                            return Ok(item.payload.clone());
                         }
-                    }
+                        Ok(Some((out, redactions))) => {
+                            self.count_redactions(&project.label, &redactions);
+                            self.observe_scrub(started);
+                            return Ok(Bytes::from(out));
+                        }
+                        Err(Fallback) => None,
+                    },
                     Some(Event::Tree(tree)) => Some(tree),
                     None => None,
                 };

@@ -412,7 +412,7 @@ impl Scrubber {
         }
         // Values of sensitive keys inside text: `token=...`, `"password": "..."`.
         // Found without captures; the key and value are split by hand.
-        if s.contains(['=', ':']) && self.keys.mentions(s) {
+        if memchr::memchr2(b'=', b':', s.as_bytes()).is_some() && self.keys.mentions(s) {
             for m in self.key_values.find_iter(s) {
                 let Some(key) = rules::key_in(m.as_str()) else {
                     continue;
@@ -525,10 +525,26 @@ impl<'s> Walk<'s> {
     }
 
     fn record(&mut self, path: &[Seg<'_>], rule: Arc<str>, method: Method) {
-        let segments: Vec<String> = path.iter().map(Seg::to_string).collect();
+        // Not through `Display`: formatting each segment cost more than the
+        // rest of recording (a few redactions per event, each path a handful
+        // of segments).
+        let segments: Vec<String> = path
+            .iter()
+            .map(|seg| match seg {
+                Seg::Key(k) => (*k).to_owned(),
+                Seg::Index(i) => i.to_string(),
+            })
+            .collect();
+        let mut dotted = String::with_capacity(segments.iter().map(|s| s.len() + 1).sum());
+        for (i, seg) in segments.iter().enumerate() {
+            if i > 0 {
+                dotted.push('.');
+            }
+            dotted.push_str(seg);
+        }
         let redaction = Redaction {
             rule,
-            path: segments.join("."),
+            path: dotted,
             method,
         };
         // Repeats (a key the text pass meets twice) are removed at the end,
