@@ -32,6 +32,7 @@ fn run(dir: &std::path::Path, over: bool, group: usize, groups: usize, pause: Du
     let _ = std::fs::remove_file(&path);
     let file = std::fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(&path)
