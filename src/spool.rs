@@ -161,6 +161,9 @@ struct Shared {
     /// Tests: the writer stops as a crash would, without writing what waits.
     #[cfg(test)]
     crash: std::sync::atomic::AtomicBool,
+    /// Tests: the writer's commits, ticks included.
+    #[cfg(test)]
+    commits: std::sync::atomic::AtomicU64,
 }
 
 /// Where every held item is, in memory; rebuilt from the segments at open.
@@ -251,6 +254,8 @@ impl Spool {
             spares: Mutex::new(recovered.spares),
             #[cfg(test)]
             crash: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            commits: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let (retirer, retired) = mpsc::channel::<Retire>();
@@ -282,7 +287,7 @@ impl Spool {
             retirer,
             commit_delay,
             concurrent: false,
-            last_write: Instant::now(),
+            last_commit: Instant::now(),
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -761,8 +766,8 @@ struct Writer {
     commit_delay: Duration,
     /// The last group held more than one append: requests are concurrent.
     concurrent: bool,
-    /// When removals were last written.
-    last_write: Instant,
+    /// When the last group or tick was written.
+    last_commit: Instant,
 }
 
 /// Segment files for the retiring thread, and whom to tell when they are done.
@@ -773,7 +778,7 @@ impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Op>) {
         loop {
             // Woken by work, or once a second to write the removals made meanwhile.
-            let wait = FLUSH_REMOVALS_EVERY.saturating_sub(self.last_write.elapsed());
+            let wait = FLUSH_REMOVALS_EVERY.saturating_sub(self.last_commit.elapsed());
             let first = match rx.recv_timeout(wait) {
                 Ok(op) => Some(op),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -849,9 +854,13 @@ impl Writer {
         // Numbers are not reused even after a failed write: part of it may be
         // on disk, and reading the log needs them to grow.
         let written = numbered.and_then(|()| self.write(&buf));
-        if !buf.is_empty() {
-            self.last_write = Instant::now();
-        }
+        // Counted from every commit, ticks included: counted from the last
+        // write, an idle spool's writer would tick without pause.
+        self.last_commit = Instant::now();
+        #[cfg(test)]
+        self.shared
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         let shared = self.shared.clone();
         let mut guard = shared.index.lock().expect("spool index lock");
@@ -1150,6 +1159,14 @@ fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], &'static str> {
 
 #[cfg(test)]
 impl Spool {
+    /// The writer's commits so far, ticks included.
+    pub(crate) fn commits(&self) -> u64 {
+        self.inner
+            .shared
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drops the spool as a crash would: what waits for the writer (removals
     /// not written yet) is not written.
     pub(crate) fn crash(self) {

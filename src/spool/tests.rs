@@ -528,6 +528,18 @@ async fn reads_stop_at_the_byte_budget_but_always_return_one() {
     assert_eq!(spool.oldest(10, one * 2).expect("read").len(), 2);
 }
 
+/// An idle writer wakes about once a second (to write removals), not in a
+/// loop: it once counted its pause from the last write, which an idle spool
+/// never makes, and spun a core.
+#[test]
+fn an_idle_writer_does_not_spin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    std::thread::sleep(Duration::from_millis(2500));
+    let commits = spool.commits();
+    assert!(commits <= 5, "{commits} commits in 2.5 s of idleness");
+}
+
 #[test]
 fn a_second_relay_cannot_share_a_spool() {
     let dir = tempfile::tempdir().expect("tempdir");
