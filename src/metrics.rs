@@ -186,7 +186,8 @@ impl Metrics {
             )?,
             spool_corrupt: IntCounter::new(
                 "edge_relay_spool_corrupt_total",
-                "Spooled records that failed their checksum: skipped and lost.",
+                "Spooled records that failed their checksum (skipped and lost), and \
+                 segments found damaged at start (the rest of the segment lost).",
             )?,
             spool_undeliverable: IntCounter::new(
                 "edge_relay_spool_undeliverable_total",
