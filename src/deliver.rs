@@ -372,20 +372,10 @@ impl Delivery {
         pending: crate::produce::kafka::Pending,
         direct: Held,
     ) {
-        let (producer, degraded, metrics) = (
-            self.producer.clone(),
-            self.degraded.clone(),
-            self.metrics.clone(),
-        );
+        let (degraded, metrics) = (self.degraded.clone(), self.metrics.clone());
         let spool = self.spool.clone().expect("spool mode has a spool");
-        let background = self.background.clone();
-        background.0.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
+        self.await_acks(pending, move |results| async move {
             let _direct = direct;
-            let Producer::Kafka(kafka) = &*producer else {
-                unreachable!("spool mode runs on Kafka only")
-            };
-            let results = kafka.acknowledged(pending).await;
             let (mut done, mut failed) = (Vec::new(), Vec::new());
             let mut undeliverable = 0;
             for (seq, result) in seqs.zip(results) {
@@ -407,6 +397,24 @@ impl Delivery {
             metrics.spool_undeliverable.inc_by(undeliverable as u64);
             spool.remove(&done);
             metrics.spool_replayed.inc_by(acked as u64);
+        });
+    }
+
+    /// Waits for the acks of `pending` on a task of its own, then hands them
+    /// to `then`; counted, so that the stop sequence can wait for it.
+    fn await_acks<F, Fut>(&self, pending: crate::produce::kafka::Pending, then: F)
+    where
+        F: FnOnce(Vec<Result<(), ProduceError>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let producer = self.producer.clone();
+        let background = self.background.clone();
+        background.0.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let Producer::Kafka(kafka) = &*producer else {
+                unreachable!("only a Kafka producer hands out pending deliveries")
+            };
+            then(kafka.acknowledged(pending).await).await;
             if background.0.fetch_sub(1, Ordering::AcqRel) == 1 {
                 background.1.notify_waiters();
             }
@@ -420,18 +428,11 @@ impl Delivery {
         pending: crate::produce::kafka::Pending,
         in_flight: InFlight,
     ) {
-        let producer = self.producer.clone();
         let spool = self.spool.clone();
         let degraded = self.degraded.clone();
         let metrics = self.metrics.clone();
-        let background = self.background.clone();
-        background.0.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
+        self.await_acks(pending, move |results| async move {
             let _in_flight = in_flight;
-            let Producer::Kafka(kafka) = &*producer else {
-                unreachable!("memory mode runs on Kafka only")
-            };
-            let results = kafka.acknowledged(pending).await;
             let mut too_large = 0;
             let failed: Vec<Record> = records
                 .into_iter()
@@ -470,9 +471,6 @@ impl Delivery {
                         "items answered 200 (ack = memory) were neither delivered nor spooled"
                     );
                 }
-            }
-            if background.0.fetch_sub(1, Ordering::AcqRel) == 1 {
-                background.1.notify_waiters();
             }
         });
     }
