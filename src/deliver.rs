@@ -376,27 +376,11 @@ impl Delivery {
         let spool = self.spool.clone().expect("spool mode has a spool");
         self.await_acks(pending, move |results| async move {
             let _direct = direct;
-            let (mut done, mut failed) = (Vec::new(), Vec::new());
-            let mut undeliverable = 0;
-            for (seq, result) in seqs.zip(results) {
-                match result {
-                    Ok(()) => done.push(seq),
-                    Err(e) if e.is_too_large() => {
-                        undeliverable += 1;
-                        tracing::error!(seq, error = %e, "a spooled item is larger than Kafka takes; removed");
-                        done.push(seq);
-                    }
-                    Err(e) => {
-                        note_failure(&degraded, &metrics, &e);
-                        failed.push(seq);
-                    }
-                }
+            let (_, failed) = settle(&spool, &metrics, seqs, results, Vec::new());
+            for (_, e) in &failed {
+                note_failure(&degraded, &metrics, e);
             }
-            spool.release(&failed);
-            let acked = done.len() - undeliverable;
-            metrics.spool_undeliverable.inc_by(undeliverable as u64);
-            spool.remove(&done);
-            metrics.spool_replayed.inc_by(acked as u64);
+            spool.release(&failed.iter().map(|(seq, _)| *seq).collect::<Vec<_>>());
         });
     }
 
@@ -575,7 +559,6 @@ impl Delivery {
                 self.metrics.spool_oldest_age.set(age);
             }
             let mut done = Vec::with_capacity(items.len());
-            let mut corrupt = 0;
             let mut seqs = Vec::with_capacity(items.len());
             let mut records = Vec::with_capacity(items.len());
             for item in items {
@@ -586,7 +569,6 @@ impl Delivery {
                     }
                     Err(why) => {
                         self.metrics.spool_corrupt.inc();
-                        corrupt += 1;
                         tracing::error!(
                             seq = item.seq,
                             why,
@@ -609,32 +591,11 @@ impl Delivery {
             for enqueued in pending {
                 results.extend(kafka.acknowledged(enqueued).await);
             }
-            let mut failures = 0;
-            let mut undeliverable = 0;
-            for (seq, result) in seqs.into_iter().zip(results) {
-                match result {
-                    Ok(()) => done.push(seq),
-                    Err(e) if e.is_too_large() => {
-                        // Kafka refuses it for good: retrying would block the spool forever.
-                        undeliverable += 1;
-                        tracing::error!(seq, error = %e, "a spooled item is larger than Kafka takes; removed");
-                        done.push(seq);
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        if failures == 1 {
-                            tracing::warn!(error = %e, "replay from the spool failed; will retry");
-                        }
-                    }
-                }
+            let (acked, failed) = settle(&spool, &self.metrics, seqs.into_iter(), results, done);
+            if let Some((_, e)) = failed.first() {
+                tracing::warn!(error = %e, "replay from the spool failed; will retry");
             }
-            let acked = done.len() - corrupt - undeliverable;
-            self.metrics
-                .spool_undeliverable
-                .inc_by(undeliverable as u64);
-            spool.remove(&done);
-            self.metrics.spool_replayed.inc_by(acked as u64);
-            if failures == 0 {
+            if failed.is_empty() {
                 // Only a batch the broker acknowledged says Kafka is back.
                 if acked > 0 && self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("kafka acknowledged a replay batch; delivering directly again");
@@ -647,6 +608,38 @@ impl Delivery {
             }
         }
     }
+}
+
+/// Settles spooled items by their delivery results: what Kafka took, and
+/// what it refuses for good (larger than it takes: retrying would block the
+/// spool forever), is removed from the spool with `done` and counted; what
+/// failed is returned with why. Returns how many Kafka took, too.
+fn settle(
+    spool: &Spool,
+    metrics: &Metrics,
+    seqs: impl Iterator<Item = u64>,
+    results: Vec<Result<(), ProduceError>>,
+    mut done: Vec<u64>,
+) -> (usize, Vec<(u64, ProduceError)>) {
+    let already = done.len();
+    let mut failed = Vec::new();
+    let mut undeliverable = 0;
+    for (seq, result) in seqs.zip(results) {
+        match result {
+            Ok(()) => done.push(seq),
+            Err(e) if e.is_too_large() => {
+                undeliverable += 1;
+                tracing::error!(seq, error = %e, "a spooled item is larger than Kafka takes; removed");
+                done.push(seq);
+            }
+            Err(e) => failed.push((seq, e)),
+        }
+    }
+    let acked = done.len() - already - undeliverable;
+    metrics.spool_undeliverable.inc_by(undeliverable as u64);
+    spool.remove(&done);
+    metrics.spool_replayed.inc_by(acked as u64);
+    (acked, failed)
 }
 
 /// Records the replay enqueues between two yields to the runtime.
