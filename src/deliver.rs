@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus::IntGauge;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{AckMode, DeliveryConfig, Output};
@@ -106,55 +107,35 @@ pub struct Delivery {
     metrics: Metrics,
 }
 
-/// Bytes held against a bound until dropped.
+/// Bytes held against a bound until dropped: `delivery.max_in_flight`'s
+/// (with its gauge), or spool mode's bound on direct deliveries.
 struct Held {
     counter: Arc<AtomicUsize>,
     bytes: usize,
+    /// Shows the counter, for the in-flight bound.
+    gauge: Option<IntGauge>,
 }
 
 impl Held {
-    fn new(counter: &Arc<AtomicUsize>, bytes: usize) -> Held {
-        counter.fetch_add(bytes, Ordering::Relaxed);
+    fn new(counter: &Arc<AtomicUsize>, bytes: usize, gauge: Option<&IntGauge>) -> Held {
+        let now = counter.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if let Some(gauge) = gauge {
+            gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
         Held {
             counter: counter.clone(),
             bytes,
+            gauge: gauge.cloned(),
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
-/// Holds bytes against `delivery.max_in_flight` until dropped.
-struct InFlight {
-    counter: Arc<AtomicUsize>,
-    bytes: usize,
-    metrics: Metrics,
-}
-
-impl InFlight {
-    fn new(counter: &Arc<AtomicUsize>, bytes: usize, metrics: &Metrics) -> InFlight {
-        let now = counter.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        metrics
-            .in_flight_bytes
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
-        InFlight {
-            counter: counter.clone(),
-            bytes,
-            metrics: metrics.clone(),
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
         let now = self.counter.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
-        self.metrics
-            .in_flight_bytes
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        if let Some(gauge) = &self.gauge {
+            gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -271,7 +252,7 @@ impl Delivery {
     /// in order. `Ok` means the SDK may be told 200.
     pub async fn deliver(&self, records: Vec<Record>) -> Vec<Result<(), DeliverError>> {
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
-        let in_flight = InFlight::new(&self.in_flight, bytes, &self.metrics);
+        let in_flight = Held::new(&self.in_flight, bytes, Some(&self.metrics.in_flight_bytes));
         let (Producer::Kafka(kafka), Some(spool)) = (&*self.producer, &self.spool) else {
             let results = self.producer.send(&records).await;
             return results
@@ -345,7 +326,7 @@ impl Delivery {
         kafka: &crate::produce::kafka::KafkaSink,
         spool: &Spool,
         records: Vec<Record>,
-        in_flight: InFlight,
+        in_flight: Held,
     ) -> Vec<Result<(), DeliverError>> {
         let bytes = in_flight.bytes;
         let direct = self.kafka_state() == KafkaState::Up
@@ -357,7 +338,7 @@ impl Delivery {
         if let (Ok(seqs), true) = (&written, direct) {
             let pending = kafka.enqueue(&records);
             drop(records);
-            let direct = Held::new(&self.direct, bytes);
+            let direct = Held::new(&self.direct, bytes, None);
             self.deliver_spooled(seqs.clone(), pending, direct);
         }
         per_record(written, n)
@@ -410,7 +391,7 @@ impl Delivery {
         &self,
         records: Vec<Record>,
         pending: crate::produce::kafka::Pending,
-        in_flight: InFlight,
+        in_flight: Held,
     ) {
         let spool = self.spool.clone();
         let degraded = self.degraded.clone();

@@ -535,16 +535,9 @@ impl<'s> Walk<'s> {
                 Seg::Index(i) => i.to_string(),
             })
             .collect();
-        let mut dotted = String::with_capacity(segments.iter().map(|s| s.len() + 1).sum());
-        for (i, seg) in segments.iter().enumerate() {
-            if i > 0 {
-                dotted.push('.');
-            }
-            dotted.push_str(seg);
-        }
         let redaction = Redaction {
             rule,
-            path: dotted,
+            path: segments.join("."),
             method,
         };
         // Repeats (a key the text pass meets twice) are removed at the end,

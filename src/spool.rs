@@ -573,7 +573,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
     let next_segment = numbers.iter().chain(&spares).max().map_or(0, |n| n + 1);
     let spares = spares
         .into_iter()
-        .map(|n| dir.join(format!("{n:020}.{SPARE_EXT}")))
+        .map(|n| segment_path(dir, n).with_extension(SPARE_EXT))
         .collect();
     // What holds no item is not needed: oldest first, or all of it.
     delete(&drained(dir, &mut index, None));
@@ -753,7 +753,7 @@ struct Writer {
     /// A segment past this size is followed by a new one.
     segment_max: u64,
     next_seq: u64,
-    /// Numbers below this are reserved in [`SEQ_FILE`]; see [`reserve`].
+    /// Numbers below this are reserved in [`SEQ_FILE`]; see [`Writer::reserve`].
     reserved_seq: u64,
     next_segment: u64,
     /// The segment written to, and its length; `None` until the first write,

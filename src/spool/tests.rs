@@ -17,6 +17,28 @@ fn record(i: usize) -> Record {
     }
 }
 
+/// A spool in `dir` (1 MiB) that holds `records`, for the replay.
+async fn holding(dir: &std::path::Path, records: &[Record]) -> Spool {
+    let spool = Spool::open(dir, 1 << 20, Duration::ZERO).expect("open");
+    spool.append(records, false).await.expect("append");
+    spool
+}
+
+/// Appends [`plain`] records one request at a time; their sequence numbers.
+async fn append_each(spool: &Spool, records: std::ops::Range<usize>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in records {
+        seqs.push(
+            spool
+                .append(&[plain(i)], false)
+                .await
+                .expect("append")
+                .start,
+        );
+    }
+    seqs
+}
+
 fn keys(items: &[Spooled]) -> Vec<String> {
     items
         .iter()
@@ -181,16 +203,7 @@ async fn drained_segments_are_deleted_oldest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
     let n = per_segment();
-    let mut seqs = Vec::new();
-    for i in 0..n * 3 {
-        seqs.push(
-            spool
-                .append(&[plain(i)], false)
-                .await
-                .expect("append")
-                .start,
-        );
-    }
+    let mut seqs = append_each(&spool, 0..n * 3).await;
     assert_eq!(segments(dir.path()).len(), 3);
     let full = spool.usage();
     // Removing from the second segment frees nothing: the first still holds
@@ -207,15 +220,7 @@ async fn drained_segments_are_deleted_oldest_first() {
     assert!(spool.usage().bytes < full.bytes / 2);
     // They are kept for reuse, and the next segments are written over them.
     assert_eq!(spares(dir.path()), 2);
-    for i in 0..n * 2 {
-        seqs.push(
-            spool
-                .append(&[plain(i)], false)
-                .await
-                .expect("append")
-                .start,
-        );
-    }
+    seqs.extend(append_each(&spool, 0..n * 2).await);
     assert_eq!(spares(dir.path()), 0);
     drop(spool);
     // Reading them stops at each one's end: nothing stale comes back, nothing reads as damaged.
@@ -275,16 +280,7 @@ async fn numbers_never_repeat_even_after_a_restart_finds_no_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
     let n = per_segment();
-    let mut old = Vec::new();
-    for i in 0..n * 2 + 1 {
-        old.push(
-            spool
-                .append(&[plain(i)], false)
-                .await
-                .expect("append")
-                .start,
-        );
-    }
+    let old = append_each(&spool, 0..n * 2 + 1).await;
     spool.remove(&old);
     spool.sync().await.expect("sync");
     // Two spares, full of whole records of their first use.
@@ -405,11 +401,7 @@ async fn owned_items_wait_for_their_release() {
 #[tokio::test]
 async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
-    spool
-        .append(&[record(0), record(1)], false)
-        .await
-        .expect("append");
+    let spool = holding(dir.path(), &[record(0), record(1)]).await;
     drop(spool);
     let segment = segments(dir.path()).pop().expect("a segment");
     let intact = std::fs::metadata(&segment).expect("stat").len();
@@ -451,9 +443,7 @@ async fn a_damaged_header_loses_the_rest_of_its_segment_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
     let n = per_segment();
-    for i in 0..n + 2 {
-        spool.append(&[plain(i)], false).await.expect("append");
-    }
+    append_each(&spool, 0..n + 2).await;
     drop(spool);
     let found = segments(dir.path());
     assert_eq!(found.len(), 2);
@@ -486,11 +476,7 @@ fn an_earlier_versions_store_is_not_ignored() {
 #[tokio::test]
 async fn a_damaged_record_is_reported_and_the_rest_still_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
-    spool
-        .append(&[record(0), record(1)], false)
-        .await
-        .expect("append");
+    let spool = holding(dir.path(), &[record(0), record(1)]).await;
     let mut damaged = encode(&record(2), 5);
     damaged[20] ^= 0xff;
     spool.append_raw(vec![damaged, Vec::new()]).await;
@@ -518,11 +504,7 @@ async fn a_damaged_record_is_reported_and_the_rest_still_read() {
 #[tokio::test]
 async fn reads_stop_at_the_byte_budget_but_always_return_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
-    spool
-        .append(&[record(0), record(1), record(2)], false)
-        .await
-        .expect("append");
+    let spool = holding(dir.path(), &[record(0), record(1), record(2)]).await;
     assert_eq!(spool.oldest(10, 1).expect("read").len(), 1);
     let one = encode(&record(0), 0).len() as u64;
     assert_eq!(spool.oldest(10, one * 2).expect("read").len(), 2);
