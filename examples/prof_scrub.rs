@@ -4,6 +4,10 @@
 //! scrub, serialize).
 //!
 //! `cargo run --release --example prof_scrub -- EVENT.json [N] [text|tree]`
+// The relay's allocator, so that allocation costs count as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args

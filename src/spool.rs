@@ -65,6 +65,8 @@ const OLD_STORE: &str = "spool.redb";
 const VERSION: u8 = 1;
 /// Most operations written in one group.
 const MAX_GROUP: usize = 1024;
+/// The writer keeps its buffer between commits up to this size.
+const KEEP_BUFFER: usize = 4 << 20;
 /// Bytes of a record header: kind, three zero bytes, body length (u32),
 /// sequence number (u64), CRC-32 of the first 16 bytes, four zero bytes.
 const HEADER: usize = 24;
@@ -202,7 +204,7 @@ struct Segment {
 
 enum Op {
     Append {
-        values: Vec<Vec<u8>>,
+        values: Vec<Encoded>,
         size: u64,
         owned: bool,
         done: oneshot::Sender<Result<Range<u64>, SpoolError>>,
@@ -288,6 +290,7 @@ impl Spool {
             commit_delay,
             concurrent: false,
             last_commit: Instant::now(),
+            buf: Vec::new(),
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -340,13 +343,16 @@ impl Spool {
     /// each; the replay leaves them alone until then.
     pub async fn append(&self, records: &[Record], owned: bool) -> Result<Range<u64>, SpoolError> {
         let now = now_ms();
-        self.append_values(records.iter().map(|r| encode(r, now)).collect(), owned)
-            .await
+        self.append_values(
+            records.iter().map(|r| encode_parts(r, now)).collect(),
+            owned,
+        )
+        .await
     }
 
     async fn append_values(
         &self,
-        values: Vec<Vec<u8>>,
+        values: Vec<Encoded>,
         owned: bool,
     ) -> Result<Range<u64>, SpoolError> {
         let size: u64 = values.iter().map(|v| (HEADER + v.len()) as u64).sum();
@@ -652,15 +658,23 @@ fn parse_header(header: &[u8; HEADER]) -> Option<(u8, u32, u64)> {
 
 /// Appends a record: its header, then its body.
 fn put_record(out: &mut Vec<u8>, kind: u8, seq: u64, body: &[u8]) {
+    put_record_parts(out, kind, seq, &[body]);
+}
+
+/// Appends a record whose body is in parts.
+fn put_record_parts(out: &mut Vec<u8>, kind: u8, seq: u64, body: &[&[u8]]) {
     let mut header = [0u8; HEADER];
     header[0] = kind;
-    let len = u32::try_from(body.len()).expect("records are far below 4 GiB");
+    let len = body.iter().map(|part| part.len()).sum::<usize>();
+    let len = u32::try_from(len).expect("records are far below 4 GiB");
     header[4..8].copy_from_slice(&len.to_le_bytes());
     header[8..16].copy_from_slice(&seq.to_le_bytes());
     let crc = crc32fast::hash(&header[..16]);
     header[16..20].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&header);
-    out.extend_from_slice(body);
+    for part in body {
+        out.extend_from_slice(part);
+    }
 }
 
 /// A removal record's body: a CRC-32 of the rest, then the sequence numbers.
@@ -768,6 +782,8 @@ struct Writer {
     concurrent: bool,
     /// When the last group or tick was written.
     last_commit: Instant,
+    /// The last commit's buffer, reused.
+    buf: Vec<u8>,
 }
 
 /// Segment files for the retiring thread, and whom to tell when they are done.
@@ -818,7 +834,10 @@ impl Writer {
         let waiter = group.iter().any(|op| matches!(op, Op::Sync { .. }));
         let removals =
             std::mem::take(&mut self.shared.index.lock().expect("spool index lock").removed);
-        let mut buf = Vec::new();
+        // Kept between commits: a fresh buffer of a group's size costs page
+        // faults each time.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         // Each item to be written: its sequence number, where its bytes start
         // in `buf`, their length, and whether a delivery owns it.
         let mut placed = Vec::new();
@@ -837,7 +856,7 @@ impl Writer {
                 for value in values {
                     let len = u32::try_from(value.len()).expect("items are far below 4 GiB");
                     placed.push((self.next_seq, buf.len() + HEADER, len, *owned));
-                    put_record(&mut buf, KIND_ITEM, self.next_seq, value);
+                    put_record_parts(&mut buf, KIND_ITEM, self.next_seq, &value.parts());
                     self.next_seq += 1;
                 }
             }
@@ -854,6 +873,9 @@ impl Writer {
         // Numbers are not reused even after a failed write: part of it may be
         // on disk, and reading the log needs them to grow.
         let written = numbered.and_then(|()| self.write(&buf));
+        if buf.capacity() <= KEEP_BUFFER {
+            self.buf = buf;
+        }
         // Counted from every commit, ticks included: counted from the last
         // write, an idle spool's writer would tick without pause.
         self.last_commit = Instant::now();
@@ -1071,6 +1093,28 @@ fn now_ms() -> u64 {
 /// headers | payload`, strings length-prefixed (u32, little-endian). The
 /// CRC covers everything after it.
 pub fn encode(record: &Record, spooled_at_ms: u64) -> Vec<u8> {
+    encode_parts(record, spooled_at_ms).parts().concat()
+}
+
+/// An encoded record in two parts: all but the payload, and the payload,
+/// shared with the record rather than copied (the writer copies it once).
+struct Encoded {
+    head: Vec<u8>,
+    payload: Bytes,
+}
+
+impl Encoded {
+    fn len(&self) -> usize {
+        self.head.len() + self.payload.len()
+    }
+
+    fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, &self.payload]
+    }
+}
+
+/// [`encode`], in parts.
+fn encode_parts(record: &Record, spooled_at_ms: u64) -> Encoded {
     let h = &record.headers;
     let fields: [&[u8]; 8] = [
         record.topic.as_bytes(),
@@ -1083,20 +1127,28 @@ pub fn encode(record: &Record, spooled_at_ms: u64) -> Vec<u8> {
         h.sample_rate.as_deref().unwrap_or("").as_bytes(),
     ];
     let len = 4 + 1 + 8 + 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>() + 4;
-    let mut out = Vec::with_capacity(len + record.payload.len());
-    out.extend_from_slice(&[0; 4]);
-    out.push(VERSION);
-    out.extend_from_slice(&spooled_at_ms.to_le_bytes());
+    let mut head = Vec::with_capacity(len);
+    head.extend_from_slice(&[0; 4]);
+    head.push(VERSION);
+    head.extend_from_slice(&spooled_at_ms.to_le_bytes());
     // Which optional headers are present (an empty value is a value).
-    out.push(u8::from(h.fingerprint.is_some()) | (u8::from(h.sample_rate.is_some()) << 1));
-    for field in fields.iter().chain([&&record.payload[..]]) {
+    head.push(u8::from(h.fingerprint.is_some()) | (u8::from(h.sample_rate.is_some()) << 1));
+    for field in fields {
         let n = u32::try_from(field.len()).expect("items are far below 4 GiB");
-        out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(field);
+        head.extend_from_slice(&n.to_le_bytes());
+        head.extend_from_slice(field);
     }
-    let crc = crc32fast::hash(&out[4..]);
-    out[..4].copy_from_slice(&crc.to_le_bytes());
-    out
+    // The payload's length ends the head; the payload follows it.
+    let n = u32::try_from(record.payload.len()).expect("items are far below 4 GiB");
+    head.extend_from_slice(&n.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head[4..]);
+    crc.update(&record.payload);
+    head[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    Encoded {
+        head,
+        payload: record.payload.clone(),
+    }
 }
 
 /// The record and when it was spooled, or why the bytes are not a record.
@@ -1178,6 +1230,13 @@ impl Spool {
 
     /// Appends raw bytes as items, as a damaged disk might hold them.
     pub(crate) async fn append_raw(&self, values: Vec<Vec<u8>>) -> Range<u64> {
+        let values = values
+            .into_iter()
+            .map(|head| Encoded {
+                head,
+                payload: Bytes::new(),
+            })
+            .collect();
         self.append_values(values, false).await.expect("append")
     }
 }

@@ -161,7 +161,10 @@ impl<'j> Pass<'_, 'j> {
     /// Writes `with` in place of the text from `start` to `end`.
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
         if self.out.is_empty() {
-            self.out.reserve(self.bytes.len() + 256);
+            // Room for `_meta` too (some 70 bytes a redaction), so that
+            // it does not copy the whole event again to grow.
+            self.out
+                .reserve(self.bytes.len() + self.bytes.len() / 8 + 1024);
         }
         self.out.extend_from_slice(&self.bytes[self.copied..start]);
         self.out.extend_from_slice(with);
