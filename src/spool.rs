@@ -143,7 +143,7 @@ pub struct Spool {
 
 struct Inner {
     /// Operations for the writer thread.
-    ops: Mutex<mpsc::Sender<Op>>,
+    ops: mpsc::Sender<Op>,
     /// The index and the wake-up for the replay task, shared with the writer.
     shared: Arc<Shared>,
     /// `spool.max_size`.
@@ -298,7 +298,7 @@ impl Spool {
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         Ok(Spool {
             inner: Arc::new(Inner {
-                ops: Mutex::new(tx),
+                ops: tx,
                 shared,
                 max_size,
                 path: dir.to_owned(),
@@ -422,7 +422,7 @@ impl Spool {
 
     fn send(&self, op: Op) {
         // A send fails only when the writer is gone; the dropped `done` then says `Closed`.
-        let _ = self.inner.ops.lock().expect("ops lock").send(op);
+        let _ = self.inner.ops.send(op);
     }
 
     /// Reads the oldest replayable items, up to `max_items` and about
