@@ -1015,13 +1015,18 @@ async fn hostile_clients_against_the_binary_are_refused_counted_and_bounded() {
     // max_body_size) and an inflate buffer stopped one byte past
     // max_inflated_size. Large bodies are inflated under a semaphore of one
     // permit per CPU, so at most that many at once; the rest of the bombs
-    // wait with their compressed bodies only. On top: 64 MiB for connection
+    // wait with their compressed bodies only. On top: 128 MiB for connection
     // buffers (1024 idle ones measured at a few MiB), allocator slack and
     // the runtime. Measured: one bomb adds about 57 MiB, two inflating at
-    // once about 115 MiB.
+    // once about 115 MiB. The slack is the allocator's: it keeps freed
+    // pages for reuse, and how much of a bomb's memory comes from pages an
+    // earlier one left varies from run to run. Sixteen bombs at once
+    // peaked anywhere from 184 to 240 MiB over eight runs of the same
+    // build on one machine (baseline 29 MiB), which a 64 MiB allowance
+    // failed twice; unbounded, they would take over a GiB.
     let workers: u64 = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let per_decode = (MAX_INFLATED + MAX_BODY) >> 10;
-    let allowance = (64 << 20) >> 10;
+    let allowance = (128 << 20) >> 10;
     let bound = |decodes: u64| baseline.hwm + decodes * per_decode + allowance;
     let at_once = workers.min(CONCURRENT_BOMBS as u64);
     println!(
@@ -1066,11 +1071,13 @@ async fn hostile_clients_against_the_binary_are_refused_counted_and_bounded() {
             mib(limit)
         );
     }
-    // What the bombs took is given back, not kept.
+    // What the bombs took is given back, not kept: within 64 MiB of the
+    // baseline once everything is over (measured: 62 MiB resident).
+    let settled = baseline.hwm + ((64 << 20) >> 10);
     assert!(
-        after_idle.rss <= bound(0),
+        after_idle.rss <= settled,
         "the relay keeps {:.1} MiB resident after everything, over {:.1} MiB",
         mib(after_idle.rss),
-        mib(bound(0))
+        mib(settled)
     );
 }
