@@ -6,10 +6,20 @@
 #
 #   benches/load.sh                      # everything (about 15 minutes)
 #   MODES=kafka CONNS=32 ROUNDS=2 benches/load.sh
+#   PARTS=pair MODES=spool ROUNDS=5 DURATION=6s \
+#     PAIR_A="EDGE_RELAY_KAFKA__LINGER=2ms" PAIR_B="EDGE_RELAY_KAFKA__LINGER=20ms" benches/load.sh
 #
 # Settings (environment): MODES (kafka spool memory), CONNS (32 256),
-# ROUNDS (3), DURATION (10s), PARTS (throughput latency overload),
-# SHARED (../shared/tools), OUT (a temp dir).
+# ROUNDS (3), DURATION (10s), PARTS (throughput latency overload; and
+# pair, not run by default), PAIR_A and PAIR_B (settings for the relay, as
+# VAR=value words), SHARED (../shared/tools), OUT (a temp dir).
+#
+# `pair` compares two settings of the relay: each round runs the floor, the
+# relay with PAIR_A and the relay with PAIR_B back to back, and the table
+# gives the mean of the rounds' differences in relay / floor. On a shared
+# machine the relay's figure moves by some 10% from round to round, but two
+# runs in the same round move together: a difference of a few percent shows
+# this way and is lost between unpaired runs.
 #
 # Per mode and connection count: requests/s of the floor and of the relay
 # (median of the rounds) and their ratio, and the CPU each server used per
@@ -126,7 +136,9 @@ window_secs = 60
 [projects.sampling]
 error_rate = 1.0
 EOF
-    "$RELAY" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
+    # RELAY_ENV: settings for this relay only (the pair part's).
+    # shellcheck disable=SC2086
+    env ${RELAY_ENV:-} "$RELAY" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     RELAY_ADMIN=$admin
@@ -262,6 +274,42 @@ for mode in $MODES; do
     rss=$(peak_rss_mib "$SERVER_PID")
     stop_server
     echo "| $mode | $rate (relay $rrps, floor $frps) | $fp50 / $fp99 | $rp50 / $rp99 | $(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%+.2f ms", a - b }') | $rss MiB |"
+done
+fi
+
+# --- two settings of the relay, paired ------------------------------------------------
+if part pair; then
+echo
+echo "| ack mode | connections | rounds | relay / floor with PAIR_A (median) | with PAIR_B (median) | B - A (mean of the rounds) | rounds B ahead |"
+echo "|---|---|---|---|---|---|---|"
+log "pair: A is '${PAIR_A:-}', B is '${PAIR_B:-}'"
+for mode in $MODES; do
+    no_kafka=0
+    [ "$mode" = kafka ] || no_kafka=1
+    for c in $CONNS; do
+        : >"$OUT/pair.ratios"
+        for round in $(seq 1 "$ROUNDS"); do
+            port=$(free_port)
+            start_floor "$no_kafka" "$port"
+            f=$(run_wrk "$port" "$c" | awk '{ print $1 }')
+            stop_server
+            ratios=""
+            for side in "${PAIR_A:-}" "${PAIR_B:-}"; do
+                port=$(free_port)
+                RELAY_ENV=$side start_relay "$mode" "$port"
+                r=$(run_wrk "$port" "$c" | awk '{ print $1 }')
+                stop_server
+                ratios="$ratios $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.3f", r / f }')"
+            done
+            echo "$ratios" >>"$OUT/pair.ratios"
+            log "pair $mode c=$c round $round: floor $f req/s; relay / floor A, B:$ratios"
+        done
+        a=$(awk '{ print $1 }' "$OUT/pair.ratios" | median)
+        b=$(awk '{ print $2 }' "$OUT/pair.ratios" | median)
+        read -r diff ahead < <(awk '{ d += $2 - $1; n++; if ($2 > $1) k++ }
+            END { printf "%+.3f %d\n", d / n, k }' "$OUT/pair.ratios")
+        echo "| $mode | $c | $ROUNDS | $a | $b | $diff | $ahead of $ROUNDS |"
+    done
 done
 fi
 
