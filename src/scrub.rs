@@ -302,7 +302,7 @@ impl Scrubber {
     }
 
     /// Scrubs an event in place, records what it redacted in `_meta`, and
-    /// returns the list.
+    /// returns the list, sorted by path.
     pub fn scrub_event(&self, event: &mut Value) -> Vec<Redaction> {
         let mut meta = match event.as_object_mut() {
             Some(map) => map.remove("_meta"),
@@ -322,8 +322,8 @@ impl Scrubber {
         let found = walk.into_found();
         if !found.is_empty() {
             let meta = meta.get_or_insert_with(|| Value::Object(Map::new()));
-            for (segments, redaction) in &found {
-                record_meta(meta, segments, redaction);
+            for (ends, redaction) in &found {
+                record_meta(meta, segments(ends, &redaction.path), redaction);
             }
         }
         if let (Some(meta), Some(map)) = (meta, event.as_object_mut()) {
@@ -513,8 +513,71 @@ struct Walk<'s> {
     scrubber: &'s Scrubber,
     /// Paths an incoming `_meta` says were redacted (only used not to hash a hash).
     done: HashSet<String>,
-    /// What this pass redacted, with the path as segments (for `_meta`).
-    found: Vec<(Vec<String>, Redaction)>,
+    /// What this pass redacted (for `_meta`).
+    found: Vec<Placed>,
+}
+
+/// A redaction, and where each segment of its dotted path ends in that path
+/// (keys may hold dots, so the dots alone cannot tell). One string and one
+/// list per redaction: a list of owned segments cost an allocation each.
+type Placed = (Vec<usize>, Redaction);
+
+/// The segments of a dotted path, from where each ends.
+fn segments<'a>(ends: &'a [usize], dotted: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    ends.iter().scan(0, move |start, &end| {
+        let segment = &dotted[*start..end];
+        *start = end + 1;
+        Some(segment)
+    })
+}
+
+/// How two redactions' paths compare, segment by segment (as bytes, which
+/// for UTF-8 is the order of the text; a path before the paths below it).
+/// A loop over the segments' bounds: the same through [`segments`]'
+/// iterators cost twice as much, and sorting is most of settling.
+fn path_order(a: &Placed, b: &Placed) -> std::cmp::Ordering {
+    let (a_path, b_path) = (a.1.path.as_bytes(), b.1.path.as_bytes());
+    let (mut a_start, mut b_start) = (0, 0);
+    for (&a_end, &b_end) in a.0.iter().zip(&b.0) {
+        let order = a_path[a_start..a_end].cmp(&b_path[b_start..b_end]);
+        if order.is_ne() {
+            return order;
+        }
+        (a_start, b_start) = (a_end + 1, b_end + 1);
+    }
+    a.0.len().cmp(&b.0.len())
+}
+
+/// Sorts redactions by path, stably, and drops the repeats of a (path, rule,
+/// method), keeping the first. Paths compare by segments: `a.b` > `token`
+/// and `a` > `b` > `token` are two places, though their dotted paths read
+/// alike. A path comes right before the paths below it, as keys sort in
+/// `_meta`. Sorting puts repeats side by side, so this is not quadratic in
+/// the redactions (an event can hold tens of thousands of client-IP fields).
+fn settle(mut found: Vec<Placed>) -> Vec<Placed> {
+    let same = |a: &Placed, b: &Placed| a.1.path == b.1.path && a.0 == b.0;
+    found.sort_by(path_order);
+    let mut settled: Vec<Placed> = Vec::with_capacity(found.len());
+    // Where the redactions of the last path start in `settled`.
+    let mut path_start = 0;
+    for item in found {
+        match settled.last() {
+            Some(last) if same(last, &item) => {
+                // A path has a few distinct (rule, method) at most, however
+                // often it repeats.
+                let (rule, method) = (&item.1.rule, item.1.method);
+                if settled[path_start..]
+                    .iter()
+                    .any(|(_, r)| r.rule == *rule && r.method == method)
+                {
+                    continue;
+                }
+            }
+            _ => path_start = settled.len(),
+        }
+        settled.push(item);
+    }
+    settled
 }
 
 impl<'s> Walk<'s> {
@@ -528,21 +591,27 @@ impl<'s> Walk<'s> {
         // Not through `Display`: formatting each segment cost more than the
         // rest of recording (a few redactions per event, each path a handful
         // of segments).
-        let segments: Vec<String> = path
-            .iter()
-            .map(|seg| match seg {
-                Seg::Key(k) => (*k).to_owned(),
-                Seg::Index(i) => i.to_string(),
-            })
-            .collect();
+        let mut dotted = String::with_capacity(path.len() * 12);
+        let mut ends = Vec::with_capacity(path.len());
+        let mut digits = itoa::Buffer::new();
+        for seg in path {
+            if !ends.is_empty() {
+                dotted.push('.');
+            }
+            dotted.push_str(match seg {
+                Seg::Key(k) => k,
+                Seg::Index(i) => digits.format(*i),
+            });
+            ends.push(dotted.len());
+        }
         let redaction = Redaction {
             rule,
-            path: segments.join("."),
+            path: dotted,
             method,
         };
         // Repeats (a key the text pass meets twice) are removed at the end,
         // by `into_found`: checking each one here would be quadratic.
-        self.found.push((segments, redaction));
+        self.found.push((ends, redaction));
     }
 
     /// Scrubs one string at `path` and records what it redacted; `None`
@@ -556,35 +625,10 @@ impl<'s> Walk<'s> {
         Some(new)
     }
 
-    /// What this pass redacted, each (path, rule, method) once (the first
-    /// of repeats kept). Paths compare by segments: `a.b` > `token` and `a` > `b` >
-    /// `token` are two places, though their dotted paths read alike. Sorting
-    /// by path puts repeats side by side, so this is not quadratic in the
-    /// redactions (an event can hold tens of thousands of client-IP fields).
-    fn into_found(self) -> Vec<(Vec<String>, Redaction)> {
-        let mut found = self.found;
-        let mut order: Vec<usize> = (0..found.len()).collect();
-        order.sort_by(|&a, &b| found[a].0.cmp(&found[b].0).then(a.cmp(&b)));
-        let mut keep = vec![true; found.len()];
-        for same_path in order.chunk_by(|&a, &b| found[a].0 == found[b].0) {
-            // A path has a few distinct (rule, method) at most, however
-            // often it repeats.
-            let mut seen: Vec<(&str, Method)> = Vec::new();
-            for &i in same_path {
-                let r = &found[i].1;
-                if seen.contains(&(&*r.rule, r.method)) {
-                    keep[i] = false;
-                } else {
-                    seen.push((&r.rule, r.method));
-                }
-            }
-        }
-        let mut index = 0;
-        found.retain(|_| {
-            index += 1;
-            keep[index - 1]
-        });
-        found
+    /// What this pass redacted, each (path, rule, method) once, sorted by
+    /// path (see [`settle`]).
+    fn into_found(self) -> Vec<Placed> {
+        settle(self.found)
     }
 
     /// Walks a value whose path was already checked against safe and done paths.
@@ -715,7 +759,11 @@ fn is_pairs(items: &[Value]) -> bool {
 }
 
 /// Adds `{"": {"rem": [[rule, code]]}}` at the path in `_meta`.
-fn record_meta(meta: &mut Value, segments: &[String], redaction: &Redaction) {
+fn record_meta<'a>(
+    meta: &mut Value,
+    segments: impl Iterator<Item = &'a str>,
+    redaction: &Redaction,
+) {
     let mut node = meta;
     for seg in segments {
         if !node.is_object() {
@@ -724,7 +772,7 @@ fn record_meta(meta: &mut Value, segments: &[String], redaction: &Redaction) {
         node = node
             .as_object_mut()
             .expect("made an object above")
-            .entry(seg.clone())
+            .entry(seg)
             .or_insert_with(|| Value::Object(Map::new()));
     }
     if !node.is_object() {
@@ -752,24 +800,20 @@ fn record_meta(meta: &mut Value, segments: &[String], redaction: &Redaction) {
 }
 
 /// Writes the `_meta` object [`record_meta`] would build for what one pass
-/// redacted, straight as JSON: the same bytes serde_json writes for that
-/// tree (keys sorted, `""` first), without building it. Returns `false`,
-/// having written nothing, when a path has an empty key, which would meet
-/// `_meta`'s own `""` key; the caller then builds the tree.
-fn write_meta(out: &mut Vec<u8>, found: &[(Vec<String>, Redaction)]) -> bool {
+/// redacted, given as [`settle`] leaves it: the same bytes serde_json writes
+/// for that tree (keys sorted, `""` first), without building it. Returns
+/// `false`, having written nothing, when a path has an empty key, which would
+/// meet `_meta`'s own `""` key; the caller then builds the tree.
+fn write_meta(out: &mut Vec<u8>, found: &[Placed]) -> bool {
     if found
         .iter()
-        .any(|(path, _)| path.iter().any(String::is_empty))
+        .any(|(ends, r)| segments(ends, &r.path).any(str::is_empty))
     {
         return false;
     }
     let quoted = |out: &mut Vec<u8>, text: &str| {
         serde_json::to_writer(&mut *out, text).expect("a string always serializes")
     };
-    // Sorted by path, stably: a path's redactions keep their order, and a
-    // path comes right before the paths below it.
-    let mut order: Vec<usize> = (0..found.len()).collect();
-    order.sort_by(|&a, &b| found[a].0.cmp(&found[b].0));
     // The keys of the objects open now, and whether each has a member yet.
     let mut open: Vec<&str> = Vec::new();
     let mut has_member = vec![false];
@@ -781,20 +825,21 @@ fn write_meta(out: &mut Vec<u8>, found: &[(Vec<String>, Redaction)]) -> bool {
         *last = true;
     };
     out.push(b'{');
-    let mut next = 0;
-    while let Some(&first) = order.get(next) {
-        let path = &found[first].0;
+    // Sorted by path: a path's redactions are side by side, and a path comes
+    // right before the paths below it.
+    for same_path in found.chunk_by(|a, b| a.1.path == b.1.path && a.0 == b.0) {
+        let (ends, first) = &same_path[0];
         let shared = open
             .iter()
-            .zip(path)
-            .take_while(|(open, key)| **open == key.as_str())
+            .zip(segments(ends, &first.path))
+            .take_while(|(open, key)| *open == key)
             .count();
         while open.len() > shared {
             open.pop();
             has_member.pop();
             out.push(b'}');
         }
-        for key in &path[shared..] {
+        for key in segments(ends, &first.path).skip(shared) {
             member(out, &mut has_member);
             quoted(out, key);
             out.extend_from_slice(b":{");
@@ -804,11 +849,7 @@ fn write_meta(out: &mut Vec<u8>, found: &[(Vec<String>, Redaction)]) -> bool {
         member(out, &mut has_member);
         out.extend_from_slice(b"\"\":{\"rem\":[");
         let mut written: Vec<(&str, &str)> = Vec::new();
-        while let Some((_, redaction)) = order
-            .get(next)
-            .map(|&i| &found[i])
-            .filter(|(p, _)| p == path)
-        {
+        for (_, redaction) in same_path {
             let entry = (&*redaction.rule, redaction.method.meta_code());
             if !written.contains(&entry) {
                 if !written.is_empty() {
@@ -821,7 +862,6 @@ fn write_meta(out: &mut Vec<u8>, found: &[(Vec<String>, Redaction)]) -> bool {
                 out.push(b']');
                 written.push(entry);
             }
-            next += 1;
         }
         out.extend_from_slice(b"]}");
     }
