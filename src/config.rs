@@ -320,6 +320,12 @@ pub mod file {
         /// Defaults to "1ms".
         #[serde(with = "humantime_serde")]
         pub commit_delay: Duration,
+        /// Write and read the segment files around the page cache
+        /// (`O_DIRECT`), where the filesystem allows it (not tmpfs: there the
+        /// spool goes through the cache, and logs so). Costs the writer about
+        /// a quarter less CPU per item, and keeps the spool out of the page
+        /// cache. Defaults to true.
+        pub direct_io: bool,
         /// No longer used (the spool's store had a page cache of its own
         /// before it became a log); still accepted so that older config files
         /// load. Defaults to unset.
@@ -333,6 +339,7 @@ pub mod file {
                 max_size: ByteSize::gib(1),
                 replay_batch: 1000,
                 commit_delay: Duration::from_millis(1),
+                direct_io: true,
                 cache_size: None,
             }
         }
@@ -599,6 +606,8 @@ pub struct DeliveryConfig {
     pub replay_batch: NonZeroUsize,
     /// `spool.commit_delay`.
     pub spool_commit_delay: Duration,
+    /// `spool.direct_io`.
+    pub spool_direct_io: bool,
 }
 
 /// The SDK-facing listener.
@@ -1168,6 +1177,7 @@ fn validate_delivery(
         spool_max_size: spool.max_size.as_u64(),
         replay_batch,
         spool_commit_delay: spool.commit_delay,
+        spool_direct_io: spool.direct_io,
     })
 }
 
@@ -1567,6 +1577,18 @@ mod tests {
             Duration::from_millis(5)
         );
         assert_eq!(linger("linger = \"0s\""), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_spool_goes_around_the_page_cache_unless_told_not_to() {
+        let direct = |extra: &str| {
+            parse(&format!("[spool]\npath = \"/tmp/x\"\n{extra}"))
+                .expect("valid")
+                .delivery
+                .spool_direct_io
+        };
+        assert!(direct(""));
+        assert!(!direct("direct_io = false"));
     }
 
     #[test]

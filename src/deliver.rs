@@ -152,6 +152,7 @@ impl Delivery {
                 &config.spool_path,
                 config.spool_max_size,
                 config.spool_commit_delay,
+                config.spool_direct_io,
             )?),
             Output::File(_) => None,
         };

@@ -19,7 +19,7 @@ fn record(i: usize) -> Record {
 
 /// A spool in `dir` (1 MiB) that holds `records`, for the replay.
 async fn holding(dir: &std::path::Path, records: &[Record]) -> Spool {
-    let spool = Spool::open(dir, 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir, 1 << 20, Duration::ZERO, true).expect("open");
     spool.append(records, false).await.expect("append");
     spool
 }
@@ -84,7 +84,7 @@ fn every_flipped_bit_is_caught() {
 #[tokio::test]
 async fn items_come_back_in_order_and_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     for i in 0..5 {
         spool
             .append(&[record(i * 2), record(i * 2 + 1)], false)
@@ -147,7 +147,7 @@ fn per_segment() -> usize {
 async fn a_full_spool_refuses_whole_requests_and_keeps_what_it_has() {
     let dir = tempfile::tempdir().expect("tempdir");
     let three = on_disk(0) + on_disk(2) + on_disk(8);
-    let spool = Spool::open(dir.path(), three, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), three, Duration::ZERO, true).expect("open");
     spool
         .append(&[record(0), record(2)], false)
         .await
@@ -189,8 +189,13 @@ fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
 
 /// Opens the spool again once the dropped one's writer has let go of it.
 fn reopen(dir: &std::path::Path, max_size: u64) -> Spool {
+    reopen_with(dir, max_size, true)
+}
+
+/// [`reopen`], with the segments' I/O around the page cache or through it.
+fn reopen_with(dir: &std::path::Path, max_size: u64, direct: bool) -> Spool {
     loop {
-        match Spool::open(dir, max_size, Duration::ZERO) {
+        match Spool::open(dir, max_size, Duration::ZERO, direct) {
             Ok(s) => break s,
             Err(e) if e.message.contains("another process") => std::thread::yield_now(),
             Err(e) => panic!("reopen: {e}"),
@@ -201,7 +206,7 @@ fn reopen(dir: &std::path::Path, max_size: u64) -> Spool {
 #[tokio::test]
 async fn drained_segments_are_deleted_oldest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
     let n = per_segment();
     let mut seqs = append_each(&spool, 0..n * 3).await;
     assert_eq!(segments(dir.path()).len(), 3);
@@ -236,7 +241,7 @@ async fn drained_segments_are_deleted_oldest_first() {
 #[tokio::test]
 async fn a_reused_segments_stale_tail_is_not_damage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
     let n = per_segment();
     // One group of two segments' worth: written as one, into one file.
     let big = spool
@@ -278,7 +283,7 @@ async fn a_reused_segments_stale_tail_is_not_damage() {
 #[tokio::test]
 async fn numbers_never_repeat_even_after_a_restart_finds_no_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
     let n = per_segment();
     let old = append_each(&spool, 0..n * 2 + 1).await;
     spool.remove(&old);
@@ -311,7 +316,7 @@ async fn numbers_never_repeat_even_after_a_restart_finds_no_segment() {
 #[tokio::test]
 async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     spool.append(&[record(0)], false).await.expect("append");
     drop(spool);
     // An older segment, wiped as retiring leaves a file, its rename undone.
@@ -341,7 +346,7 @@ fn spares(dir: &std::path::Path) -> usize {
 #[tokio::test]
 async fn a_drained_spool_is_written_over_and_nothing_stale_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     let old = spool
         .append(&(0..5).map(plain).collect::<Vec<_>>(), false)
         .await
@@ -367,7 +372,7 @@ async fn a_drained_spool_is_written_over_and_nothing_stale_comes_back() {
 #[tokio::test]
 async fn owned_items_wait_for_their_release() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     let owned = spool
         .append(&[record(0), record(1), record(2)], true)
         .await
@@ -399,12 +404,76 @@ async fn owned_items_wait_for_their_release() {
 }
 
 #[tokio::test]
+async fn long_runs_of_items_read_back_in_pieces_intact() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = reopen_with(dir.path(), 64 << 20, direct);
+        // About 3 MiB in one segment, in groups of odd sizes, with removal
+        // records between some of them.
+        let records: Vec<Record> = (0..300)
+            .map(|i| {
+                let mut r = plain(i);
+                r.payload = Bytes::from(vec![b'a' + (i % 26) as u8; 10_000 + i * 7]);
+                r
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for group in records.chunks(37) {
+            seqs.extend(spool.append(group, false).await.expect("append"));
+            spool.remove(&seqs[seqs.len() - 1..]);
+        }
+        spool.sync().await.expect("sync");
+        let removed: HashSet<u64> = records
+            .chunks(37)
+            .scan(0, |end, g| {
+                *end += g.len();
+                Some(seqs[*end - 1])
+            })
+            .collect();
+        let want: Vec<(u64, &Record)> = seqs
+            .iter()
+            .zip(&records)
+            .filter(|(seq, _)| !removed.contains(seq))
+            .map(|(seq, r)| (*seq, r))
+            .collect();
+        let check = |spool: &Spool| {
+            let back = spool.oldest(usize::MAX, u64::MAX).expect("read");
+            assert_eq!(back.len(), want.len(), "direct {direct}");
+            for (got, (seq, record)) in back.iter().zip(&want) {
+                assert_eq!(got.seq, *seq);
+                let got = got.record.as_ref().expect("intact");
+                assert_eq!((&got.key, &got.payload), (&record.key, &record.payload));
+            }
+        };
+        check(&spool);
+        drop(spool);
+        check(&reopen_with(dir.path(), 64 << 20, direct));
+    }
+}
+
+#[tokio::test]
 async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
+    for direct in [true, false] {
+        torn_write(direct).await;
+    }
+}
+
+async fn torn_write(direct: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = holding(dir.path(), &[record(0), record(1)]).await;
+    let spool = reopen_with(dir.path(), 1 << 20, direct);
+    spool
+        .append(&[record(0), record(1)], false)
+        .await
+        .expect("append");
     drop(spool);
     let segment = segments(dir.path()).pop().expect("a segment");
+    // The write filled its last block with zeros, which read as the log's
+    // end: a reopen cuts them off, and nothing is amiss.
+    let written = std::fs::metadata(&segment).expect("stat").len();
+    drop(reopen_with(dir.path(), 1 << 20, direct));
     let intact = std::fs::metadata(&segment).expect("stat").len();
+    assert!(intact < written && written.is_multiple_of(BLOCK as u64));
+    assert_eq!(intact, on_disk(0) + on_disk(1));
     // A crash in the middle of the next write: half a record, then every cut of one.
     let mut torn = Vec::new();
     put_record(&mut torn, KIND_ITEM, 2, &encode(&record(2), 0));
@@ -413,24 +482,24 @@ async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
         bytes.truncate(intact as usize);
         bytes.extend_from_slice(&torn[..cut]);
         std::fs::write(&segment, &bytes).expect("write");
-        let spool = reopen(dir.path(), 1 << 20);
+        let spool = reopen_with(dir.path(), 1 << 20, direct);
         assert_eq!(spool.damaged_at_open(), 0);
         assert_eq!(
             std::fs::metadata(&segment).expect("stat").len(),
             intact,
-            "cut {cut}"
+            "cut {cut}, direct {direct}"
         );
         assert_eq!(
             keys(&spool.oldest(10, u64::MAX).expect("read")),
             vec![record(0).key, record(1).key],
-            "cut {cut}"
+            "cut {cut}, direct {direct}"
         );
     }
     // Writing goes on in a new segment, and everything reads back after another restart.
-    let spool = reopen(dir.path(), 1 << 20);
+    let spool = reopen_with(dir.path(), 1 << 20, direct);
     spool.append(&[record(5)], false).await.expect("append");
     drop(spool);
-    let spool = reopen(dir.path(), 1 << 20);
+    let spool = reopen_with(dir.path(), 1 << 20, direct);
     assert_eq!(spool.damaged_at_open(), 0);
     assert_eq!(
         keys(&spool.oldest(10, u64::MAX).expect("read")),
@@ -441,7 +510,7 @@ async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
 #[tokio::test]
 async fn a_damaged_header_loses_the_rest_of_its_segment_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
     let n = per_segment();
     append_each(&spool, 0..n + 2).await;
     drop(spool);
@@ -467,7 +536,7 @@ async fn a_damaged_header_loses_the_rest_of_its_segment_only() {
 fn an_earlier_versions_store_is_not_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("spool.redb"), b"old").expect("write");
-    let e = Spool::open(dir.path(), 1 << 20, Duration::ZERO)
+    let e = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true)
         .err()
         .expect("refused");
     assert!(e.message.contains("earlier edge-relay version"), "{e}");
@@ -516,7 +585,7 @@ async fn reads_stop_at_the_byte_budget_but_always_return_one() {
 #[test]
 fn an_idle_writer_does_not_spin() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     std::thread::sleep(Duration::from_millis(2500));
     let commits = spool.commits();
     assert!(commits <= 5, "{commits} commits in 2.5 s of idleness");
@@ -525,8 +594,8 @@ fn an_idle_writer_does_not_spin() {
 #[test]
 fn a_second_relay_cannot_share_a_spool() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let _first = Spool::open(dir.path(), 1 << 20, Duration::ZERO).expect("open");
-    let second = Spool::open(dir.path(), 1 << 20, Duration::ZERO)
+    let _first = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
+    let second = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true)
         .err()
         .expect("refused");
     assert!(second.message.contains("spool of its own"), "{second}");
@@ -569,11 +638,14 @@ proptest! {
     /// item comes back only after a crash (its removal had not been written);
     /// nothing else ever appears, and nothing reads as damaged.
     #[test]
-    fn the_log_keeps_what_it_acknowledged(steps in proptest::collection::vec(step(), 1..60)) {
+    fn the_log_keeps_what_it_acknowledged(
+        direct in any::<bool>(),
+        steps in proptest::collection::vec(step(), 1..60),
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO).expect("open");
+            let mut spool = reopen_with(dir.path(), SMALL_SEGMENTS, direct);
             // Held items by sequence number, with their record's number.
             let mut held = std::collections::BTreeMap::new();
             // Removed, but a crash may bring them back.
@@ -610,14 +682,14 @@ proptest! {
                     }
                     Step::Crash(torn) => {
                         spool.crash();
-                        spool = reopen(dir.path(), SMALL_SEGMENTS);
+                        spool = reopen_with(dir.path(), SMALL_SEGMENTS, direct);
                         drop(spool);
                         if let Some(newest) = segments(dir.path()).pop() {
                             let mut bytes = std::fs::read(&newest).expect("read");
                             bytes.extend_from_slice(&torn);
                             std::fs::write(&newest, bytes).expect("write");
                         }
-                        spool = reopen(dir.path(), SMALL_SEGMENTS);
+                        spool = reopen_with(dir.path(), SMALL_SEGMENTS, direct);
                         let back: Vec<(u64, String)> = spool
                             .oldest(usize::MAX, u64::MAX)
                             .expect("read")
@@ -638,7 +710,7 @@ proptest! {
                     }
                     Step::Reopen => {
                         drop(spool);
-                        spool = reopen(dir.path(), SMALL_SEGMENTS);
+                        spool = reopen_with(dir.path(), SMALL_SEGMENTS, direct);
                         may_return.clear();
                     }
                 }
