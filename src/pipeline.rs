@@ -398,7 +398,7 @@ impl Pipeline {
             };
             let started = std::time::Instant::now();
             let quota = self.buckets.check(&project.quotas, demand, now);
-            self.observe_stage("quota", started);
+            observe(&self.metrics.hot.quota, started);
             if let Err(limited) = quota {
                 self.metrics
                     .quota_decisions
@@ -512,10 +512,7 @@ impl Pipeline {
     /// Stage: body limit and decompression; large bodies on the inflater threads.
     async fn inflate(&self, req: &Request) -> Result<Bytes, RequestError> {
         let limit = self.config.load().limits.max_inflated_size;
-        self.metrics
-            .body_bytes
-            .with_label_values(&["wire"])
-            .inc_by(req.body.len() as u64);
+        self.metrics.hot.wire_bytes.inc_by(req.body.len() as u64);
         let encoding = Encoding::from_header(req.content_encoding.as_deref())?;
         self.metrics
             .request_encodings
@@ -541,11 +538,8 @@ impl Pipeline {
                 other => other?,
             }
         };
-        self.observe_stage("decompress", started);
-        self.metrics
-            .body_bytes
-            .with_label_values(&["inflated"])
-            .inc_by(body.len() as u64);
+        observe(&self.metrics.hot.decompress, started);
+        self.metrics.hot.inflated_bytes.inc_by(body.len() as u64);
         Ok(body)
     }
 
@@ -559,7 +553,7 @@ impl Pipeline {
             Endpoint::Envelope => envelope::parse(body, limits)?,
             Endpoint::Store => store_envelope(body, limits)?,
         };
-        self.observe_stage("parse", started);
+        observe(&self.metrics.hot.parse, started);
 
         // Stage: auth, from the envelope's DSN when the request carried no key.
         let mut key = req.key.clone();
@@ -650,19 +644,21 @@ impl Pipeline {
     }
 
     fn count_redactions(&self, project: &str, redactions: &[crate::scrub::Redaction]) {
+        // Counted once per rule: an event has a few rules' redactions, often
+        // many of each, and each labelled lookup hashes and locks.
+        let mut by_rule: Vec<(&str, u64)> = Vec::new();
         for r in redactions {
+            match by_rule.iter_mut().find(|(rule, _)| *rule == &*r.rule) {
+                Some((_, n)) => *n += 1,
+                None => by_rule.push((&r.rule, 1)),
+            }
+        }
+        for (rule, n) in by_rule {
             self.metrics
                 .scrub_redactions
-                .with_label_values(&[project, &r.rule])
-                .inc();
+                .with_label_values(&[project, rule])
+                .inc_by(n);
         }
-    }
-
-    fn observe_stage(&self, stage: &str, started: std::time::Instant) {
-        self.metrics
-            .stage_duration
-            .with_label_values(&[stage])
-            .observe(started.elapsed().as_secs_f64());
     }
 
     fn observe_scrub(&self, started: std::time::Instant) {
@@ -1120,6 +1116,11 @@ fn legacy_store_body(body: &[u8], limit: usize) -> Option<Bytes> {
         .read_to_end(&mut out)
         .ok()?;
     (out.len() <= limit).then(|| Bytes::from(out))
+}
+
+/// Records the time since `started` in a stage's histogram.
+fn observe(stage: &prometheus::Histogram, started: std::time::Instant) {
+    stage.observe(started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]
