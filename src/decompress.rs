@@ -6,9 +6,11 @@
 //! installed) and zstd. Each is read through `Read::take(cap + 1)`: reading
 //! one byte past the cap proves the body too large without inflating more.
 
-use std::io::Read;
+use std::cell::RefCell;
+use std::io::{Cursor, Read};
 
 use bytes::Bytes;
+use flate2::bufread::GzDecoder;
 
 /// A `Content-Encoding` the relay can decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +76,14 @@ impl Encoding {
     }
 }
 
+thread_local! {
+    /// This thread's gzip decoder (the SDKs' usual encoding), reset for each
+    /// body: a new one allocated and zeroed some 43 KB of inflate state (the
+    /// window and the tables) and copied it into place, which was most of
+    /// inflating a small body (`BENCHMARKS.md`). It holds no output.
+    static GZIP: RefCell<Option<GzDecoder<Cursor<Bytes>>>> = const { RefCell::new(None) };
+}
+
 /// Largest zstd window a body may use: 2^24 bytes.
 const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
@@ -87,12 +97,19 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             }
             Ok(body)
         }
-        Encoding::Gzip => inflate(
-            flate2::bufread::GzDecoder::new(input),
-            encoding,
-            input.len(),
-            limit,
-        ),
+        Encoding::Gzip => GZIP.with_borrow_mut(|kept| {
+            let decoder = match kept {
+                Some(decoder) => {
+                    decoder.reset(Cursor::new(body.clone()));
+                    decoder
+                }
+                None => kept.insert(GzDecoder::new(Cursor::new(body.clone()))),
+            };
+            let out = inflate(&mut *decoder, encoding, input.len(), limit);
+            // The body is not kept alive by the decoder.
+            decoder.reset(Cursor::new(Bytes::new()));
+            out
+        }),
         Encoding::Deflate if looks_like_zlib(input) => inflate(
             flate2::bufread::ZlibDecoder::new(input),
             encoding,

@@ -146,6 +146,31 @@ fn truncated_streams_are_corrupt() {
 }
 
 #[test]
+fn one_threads_gzip_decoder_starts_afresh_after_every_body() {
+    // The decoder is kept per thread: whatever the last body left it in
+    // (a bomb stopped at the cap, a stream cut short, garbage, a wrong CRC),
+    // the next body reads as it would on a fresh thread.
+    let other = br#"{"message":"a second, different event"}"#;
+    let mut wrong_crc = gzip(EVENT);
+    let at = wrong_crc.len() - 8;
+    wrong_crc[at] ^= 1;
+    let bomb = gzip(&vec![b'a'; 1 << 20]);
+    let whole = gzip(EVENT);
+    for bad in [
+        bomb,
+        whole[..whole.len() / 2].to_vec(),
+        b"not gzip at all".to_vec(),
+        wrong_crc,
+    ] {
+        assert!(decode(Encoding::Gzip, Bytes::from(bad), 1024).is_err());
+        for body in [EVENT, other.as_slice()] {
+            let out = decode(Encoding::Gzip, Bytes::from(gzip(body)), 1024).unwrap();
+            assert_eq!(&out[..], body);
+        }
+    }
+}
+
+#[test]
 fn garbage_is_corrupt_not_a_panic() {
     let garbage = Bytes::from_static(b"this is not compressed at all, just text");
     for encoding in [
