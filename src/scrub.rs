@@ -548,6 +548,11 @@ fn path_order(a: &Placed, b: &Placed) -> std::cmp::Ordering {
     a.0.len().cmp(&b.0.len())
 }
 
+/// Whether two redactions are at the same place.
+fn same_path(a: &Placed, b: &Placed) -> bool {
+    a.1.path == b.1.path && a.0 == b.0
+}
+
 /// Sorts redactions by path, stably, and drops the repeats of a (path, rule,
 /// method), keeping the first. Paths compare by segments: `a.b` > `token`
 /// and `a` > `b` > `token` are two places, though their dotted paths read
@@ -555,14 +560,13 @@ fn path_order(a: &Placed, b: &Placed) -> std::cmp::Ordering {
 /// `_meta`. Sorting puts repeats side by side, so this is not quadratic in
 /// the redactions (an event can hold tens of thousands of client-IP fields).
 fn settle(mut found: Vec<Placed>) -> Vec<Placed> {
-    let same = |a: &Placed, b: &Placed| a.1.path == b.1.path && a.0 == b.0;
     found.sort_by(path_order);
     let mut settled: Vec<Placed> = Vec::with_capacity(found.len());
     // Where the redactions of the last path start in `settled`.
     let mut path_start = 0;
     for item in found {
         match settled.last() {
-            Some(last) if same(last, &item) => {
+            Some(last) if same_path(last, &item) => {
                 // A path has a few distinct (rule, method) at most, however
                 // often it repeats.
                 let (rule, method) = (&item.1.rule, item.1.method);
@@ -827,8 +831,8 @@ fn write_meta(out: &mut Vec<u8>, found: &[Placed]) -> bool {
     out.push(b'{');
     // Sorted by path: a path's redactions are side by side, and a path comes
     // right before the paths below it.
-    for same_path in found.chunk_by(|a, b| a.1.path == b.1.path && a.0 == b.0) {
-        let (ends, first) = &same_path[0];
+    for at_one_path in found.chunk_by(same_path) {
+        let (ends, first) = &at_one_path[0];
         let shared = open
             .iter()
             .zip(segments(ends, &first.path))
@@ -849,7 +853,7 @@ fn write_meta(out: &mut Vec<u8>, found: &[Placed]) -> bool {
         member(out, &mut has_member);
         out.extend_from_slice(b"\"\":{\"rem\":[");
         let mut written: Vec<(&str, &str)> = Vec::new();
-        for (_, redaction) in same_path {
+        for (_, redaction) in at_one_path {
             let entry = (&*redaction.rule, redaction.method.meta_code());
             if !written.contains(&entry) {
                 if !written.is_empty() {
