@@ -11,7 +11,8 @@
 //! Written by hand rather than kept in an embedded database (the spool used
 //! redb before): a B-tree store rewrites pages, and then the item itself, on
 //! every commit; its writer cost about 45 µs of CPU per item at load, this
-//! one about 10 (`BENCHMARKS.md`). What a log must get right itself, and how
+//! one about 10, and about 7 since it writes around the page cache
+//! (`BENCHMARKS.md`). What a log must get right itself, and how
 //! this one does:
 //! - **Torn writes.** Each record has a header with its own CRC-32, and each
 //!   item a CRC-32 over its bytes. Reading a segment stops at the first header
