@@ -459,7 +459,21 @@ impl Spool {
     /// `max_bytes`, in order. Blocks on disk reads: call it from a blocking
     /// context.
     pub fn oldest(&self, max_items: usize, max_bytes: u64) -> Result<Vec<Spooled>, SpoolError> {
-        let picked: Vec<(u64, Arc<File>, bool, u64, u32)> = {
+        /// An item to read: where it is.
+        struct Pick {
+            seq: u64,
+            file: Arc<File>,
+            direct: bool,
+            offset: u64,
+            len: u32,
+        }
+        impl Pick {
+            /// Where the next record after this item starts.
+            fn next(&self) -> u64 {
+                self.offset + u64::from(self.len)
+            }
+        }
+        let picked: Vec<Pick> = {
             let index = self.index();
             let mut picked = Vec::new();
             let mut bytes = 0u64;
@@ -473,13 +487,13 @@ impl Spool {
                 }
                 bytes += len;
                 let segment = &index.segments[&slot.segment];
-                picked.push((
+                picked.push(Pick {
                     seq,
-                    segment.file.clone(),
-                    segment.direct,
-                    slot.offset,
-                    slot.len,
-                ));
+                    file: segment.file.clone(),
+                    direct: segment.direct,
+                    offset: slot.offset,
+                    len: slot.len,
+                });
             }
             picked
         };
@@ -490,9 +504,9 @@ impl Spool {
         let mut buf = Vec::new();
         let mut run_bytes = 0;
         for run in picked.chunk_by(|a, b| {
-            run_bytes += u64::from(a.4) + HEADER as u64;
-            let joined = Arc::ptr_eq(&a.1, &b.1)
-                && a.3 + u64::from(a.4) + HEADER as u64 == b.3
+            run_bytes += u64::from(a.len) + HEADER as u64;
+            let joined = Arc::ptr_eq(&a.file, &b.file)
+                && a.next() + HEADER as u64 == b.offset
                 && run_bytes < READ_RUN;
             if !joined {
                 run_bytes = 0;
@@ -500,18 +514,23 @@ impl Spool {
             joined
         }) {
             let (first, last) = (&run[0], &run[run.len() - 1]);
-            let (file, direct, from) = (&first.1, first.2, first.3);
-            let len = (last.3 + u64::from(last.4) - from) as usize;
-            let at = read_span(file, direct, from, len, &mut buf)
-                .map_err(|e| SpoolError::Storage(format!("cannot read item {}: {e}", first.0)))?;
-            for (seq, _, _, offset, len) in run {
-                let start = at + (offset - from) as usize;
-                let (record, spooled_at_ms) = match decode(&buf[start..start + *len as usize]) {
+            let from = first.offset;
+            let at = read_span(
+                &first.file,
+                first.direct,
+                from,
+                (last.next() - from) as usize,
+                &mut buf,
+            )
+            .map_err(|e| SpoolError::Storage(format!("cannot read item {}: {e}", first.seq)))?;
+            for item in run {
+                let start = at + (item.offset - from) as usize;
+                let (record, spooled_at_ms) = match decode(&buf[start..start + item.len as usize]) {
                     Ok((record, at)) => (Ok(record), at),
                     Err(why) => (Err(why), 0),
                 };
                 out.push(Spooled {
-                    seq: *seq,
+                    seq: item.seq,
                     record,
                     spooled_at_ms,
                 });
@@ -1005,36 +1024,27 @@ impl Writer {
         let removals =
             std::mem::take(&mut self.shared.index.lock().expect("spool index lock").removed);
         let removed = (!removals.is_empty()).then(|| removed_body(&removals));
-        let new = group
+        // The appends' bytes, as reserved in the index when they were sent.
+        let reserved: u64 = group
             .iter()
             .map(|op| match op {
-                Op::Append { size, .. } => *size as usize,
+                Op::Append { size, .. } => *size,
                 Op::Sync { .. } => 0,
             })
-            .sum::<usize>()
-            + removed.as_ref().map_or(0, |body| HEADER + body.len());
+            .sum();
+        let new = reserved as usize + removed.as_ref().map_or(0, |body| HEADER + body.len());
         // The segment is chosen before the buffer, which starts with its tail.
         let ready = if new > 0 { self.make_room() } else { Ok(()) };
         // Kept between commits: a fresh buffer of a group's size costs page
         // faults each time.
         let mut buf = std::mem::take(&mut self.buf);
-        let start = align(&mut buf, self.tail.len() + new);
-        buf.extend_from_slice(&self.tail);
-        let first = buf.len();
+        let (start, first) = self.begin(&mut buf, new);
         // Each item to be written: its sequence number, where its bytes start
         // after the tail, their length, and whether a delivery owns it.
         let mut placed = Vec::new();
-        let mut reserved = 0;
         let mut numbered = Ok(());
         for op in &group {
-            if let Op::Append {
-                values,
-                size,
-                owned,
-                ..
-            } = op
-            {
-                reserved += size;
+            if let Op::Append { values, owned, .. } = op {
                 numbered = numbered.and_then(|()| self.reserve(values.len() as u64));
                 for value in values {
                     let len = u32::try_from(value.len()).expect("items are far below 4 GiB");
@@ -1151,6 +1161,15 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts `buf` for a write of `new` bytes to the active segment, with
+    /// its tail first; returns where the tail and the new bytes start in it
+    /// (see [`Writer::write`]).
+    fn begin(&self, buf: &mut Vec<u8>, new: usize) -> (usize, usize) {
+        let start = align(buf, self.tail.len() + new);
+        buf.extend_from_slice(&self.tail);
+        (start, buf.len())
+    }
+
     /// Makes sure there is an active segment with room (starting a new one
     /// if needed).
     fn make_room(&mut self) -> io::Result<()> {
@@ -1178,7 +1197,7 @@ impl Writer {
         if end == first {
             return Ok(None);
         }
-        let (number, file, len) = self.active.as_mut().expect("make_room chose a segment");
+        let (number, file, len) = self.active.as_mut().expect("an active segment");
         let base = *len;
         let at = base - (first - start) as u64;
         debug_assert!(
@@ -1226,17 +1245,12 @@ impl Writer {
     /// Starts a new segment (a spare file if there is one), after ending
     /// the one it follows with an end record.
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some((_, file, len)) = &self.active {
+        if self.active.is_some() {
             // What follows the end record is stale bytes of a reused file.
-            // Written as every write is: the tail, then the record, in a block.
             let mut end = Vec::new();
-            let start = align(&mut end, self.tail.len() + HEADER);
-            end.extend_from_slice(&self.tail);
+            let (start, first) = self.begin(&mut end, HEADER);
             put_record(&mut end, KIND_END, self.next_seq, &[]);
-            fill_block(&mut end, start);
-            debug_assert!(end[start..].as_ptr().addr().is_multiple_of(BLOCK));
-            file.write_all_at(&end[start..], *len - self.tail.len() as u64)?;
-            file.sync_data()?;
+            self.write(&mut end, start, first)?;
         }
         let number = self.next_segment;
         self.next_segment += 1;
