@@ -321,10 +321,10 @@ impl Scrubber {
         walk.value(event, &mut path);
         let found = walk.into_found();
         if !found.is_empty() {
-            let meta = meta.get_or_insert_with(|| Value::Object(Map::new()));
-            for (ends, redaction) in &found {
-                record_meta(meta, segments(ends, &redaction.path), redaction);
-            }
+            record_all(
+                meta.get_or_insert_with(|| Value::Object(Map::new())),
+                &found,
+            );
         }
         if let (Some(meta), Some(map)) = (meta, event.as_object_mut()) {
             map.insert("_meta".into(), meta);
@@ -760,6 +760,13 @@ fn is_pairs(items: &[Value]) -> bool {
         && items
             .iter()
             .all(|i| matches!(i, Value::Array(p) if p.len() == 2 && p[0].is_string()))
+}
+
+/// Adds what one pass redacted to `_meta`, as a tree.
+fn record_all(meta: &mut Value, found: &[Placed]) {
+    for (ends, redaction) in found {
+        record_meta(meta, segments(ends, &redaction.path), redaction);
+    }
 }
 
 /// Adds `{"": {"rem": [[rule, code]]}}` at the path in `_meta`.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::path::Seg;
 use super::rules::KeyMatcher;
-use super::{record_meta, redact_all, segments, write_meta, Method, Redaction, Scrubber, Walk};
+use super::{record_all, redact_all, write_meta, Method, Redaction, Scrubber, Walk};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
 const MAX_PAIRS_DEPTH: usize = 4;
@@ -76,9 +76,7 @@ impl Scrubber {
         out.extend_from_slice(b",\"_meta\":");
         if !write_meta(&mut out, &found) {
             let mut meta = Value::Object(Map::new());
-            for (ends, redaction) in &found {
-                record_meta(&mut meta, segments(ends, &redaction.path), redaction);
-            }
+            record_all(&mut meta, &found);
             serde_json::to_writer(&mut out, &meta).expect("a JSON tree always serializes");
         }
         out.extend_from_slice(&json.as_bytes()[close..]);
