@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntGauge;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{AckMode, DeliveryConfig, Output};
+use crate::held::Held;
 use crate::metrics::Metrics;
 use crate::produce::{ProduceError, Producer, Record, StartError};
 use crate::spool::{OpenError, Spool, SpoolError};
@@ -105,38 +105,6 @@ pub struct Delivery {
     background: Arc<(AtomicUsize, Notify)>,
     /// Spool and state gauges, and the spool counters.
     metrics: Metrics,
-}
-
-/// Bytes held against a bound until dropped: `delivery.max_in_flight`'s
-/// (with its gauge), or spool mode's bound on direct deliveries.
-struct Held {
-    counter: Arc<AtomicUsize>,
-    bytes: usize,
-    /// Shows the counter, for the in-flight bound.
-    gauge: Option<IntGauge>,
-}
-
-impl Held {
-    fn new(counter: &Arc<AtomicUsize>, bytes: usize, gauge: Option<&IntGauge>) -> Held {
-        let now = counter.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if let Some(gauge) = gauge {
-            gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
-        }
-        Held {
-            counter: counter.clone(),
-            bytes,
-            gauge: gauge.cloned(),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let now = self.counter.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
-        if let Some(gauge) = &self.gauge {
-            gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
-        }
-    }
 }
 
 impl Delivery {
@@ -329,17 +297,23 @@ impl Delivery {
         records: Vec<Record>,
         in_flight: Held,
     ) -> Vec<Result<(), DeliverError>> {
-        let bytes = in_flight.bytes;
-        let direct = self.kafka_state() == KafkaState::Up
-            && self.direct.load(Ordering::Relaxed) < self.max_in_flight;
+        let direct = (self.kafka_state() == KafkaState::Up)
+            .then(|| Held::within(&self.direct, in_flight.bytes(), self.max_in_flight, None))
+            .flatten();
         let n = records.len();
-        let written = spool_records(spool, &records, "ack_spool", &self.metrics, direct).await;
+        let written = spool_records(
+            spool,
+            &records,
+            "ack_spool",
+            &self.metrics,
+            direct.is_some(),
+        )
+        .await;
         // What the SDK was promised is on disk: the request's bytes are no longer in flight.
         drop(in_flight);
-        if let (Ok(seqs), true) = (&written, direct) {
+        if let (Ok(seqs), Some(direct)) = (&written, direct) {
             let pending = kafka.enqueue(&records);
             drop(records);
-            let direct = Held::new(&self.direct, bytes, None);
             self.deliver_spooled(seqs.clone(), pending, direct);
         }
         per_record(written, n)
