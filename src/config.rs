@@ -96,6 +96,10 @@ pub mod file {
         /// every connection slot. Defaults to "60s".
         #[serde(with = "humantime_serde")]
         pub idle_timeout: Duration,
+        /// Bytes of request bodies held in memory at once, as they came
+        /// (compressed), from their read until their answer; past it, new
+        /// requests get 503. Defaults to "64MiB".
+        pub max_body_memory: ByteSize,
     }
 
     impl Default for Server {
@@ -106,6 +110,7 @@ pub mod file {
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
+                max_body_memory: ByteSize::mib(64),
             }
         }
     }
@@ -623,6 +628,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How long a connection may sit with no request in flight.
     pub idle_timeout: Duration,
+    /// Bytes of request bodies held in memory at once.
+    pub max_body_memory: usize,
 }
 
 /// Size and count limits, in bytes and items.
@@ -871,6 +878,15 @@ impl Config {
             }
         }
         let limits = validate_limits(&raw.limits)?;
+        let max_body_memory = usize::try_from(raw.server.max_body_memory.as_u64())
+            .ok()
+            .filter(|n| *n >= limits.max_body_size)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "server.max_body_memory",
+                    "must be at least limits.max_body_size (the largest body must fit)",
+                )
+            })?;
 
         let output = match (raw.kafka, raw.file_sink) {
             (Some(_), Some(_)) => {
@@ -932,6 +948,7 @@ impl Config {
                 header_read_timeout: raw.server.header_read_timeout,
                 body_read_timeout: raw.server.body_read_timeout,
                 idle_timeout: raw.server.idle_timeout,
+                max_body_memory,
             },
             admin_listen,
             limits,
@@ -1589,6 +1606,22 @@ mod tests {
         };
         assert!(direct(""));
         assert!(!direct("direct_io = false"));
+    }
+
+    #[test]
+    fn body_memory_has_a_default_and_must_hold_the_largest_body() {
+        let memory = |text: &str| parse(text).map(|c| c.server.max_body_memory);
+        assert_eq!(memory("").expect("valid"), 64 << 20);
+        assert_eq!(
+            memory("[server]\nmax_body_memory = \"20MiB\"\n").expect("valid"),
+            20 << 20
+        );
+        let e = memory("[server]\nmax_body_memory = \"19MiB\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.max_body_memory"), "{e}");
+        let e =
+            memory("[server]\nmax_body_memory = \"1MiB\"\n[limits]\nmax_body_size = \"2MiB\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("limits.max_body_size"), "{e}");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub delivery_lost: IntCounter,
     /// Bytes of accepted items waiting for an ack or a spool write.
     pub in_flight_bytes: IntGauge,
+    /// Bytes of request bodies held in memory, from their read until their answer.
+    pub body_memory_bytes: IntGauge,
     /// Connections closed before a request was read, by reason.
     pub connections_refused: IntCounterVec,
     /// 1 while the relay serves, 0 once it is draining or not ready.
@@ -244,6 +246,11 @@ impl Metrics {
                 "edge_relay_in_flight_bytes",
                 "Bytes of accepted items waiting for Kafka's ack or a spool write.",
             )?,
+            body_memory_bytes: IntGauge::new(
+                "edge_relay_body_memory_bytes",
+                "Bytes of request bodies held in memory (as received), from their read until \
+                 their answer.",
+            )?,
             connections_refused: IntCounterVec::new(
                 Opts::new(
                     "edge_relay_connections_refused_total",
@@ -355,6 +362,7 @@ impl Metrics {
             Box::new(self.spool_possible_duplicates.clone()),
             Box::new(self.delivery_lost.clone()),
             Box::new(self.in_flight_bytes.clone()),
+            Box::new(self.body_memory_bytes.clone()),
             Box::new(self.connections_refused.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.client_discarded.clone()),

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +30,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::deliver::{Delivery, DeliveryStartError, KafkaState};
+use crate::held::Held;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{
     Answer, Authenticated, Credentials, Endpoint, Pipeline, Request, RequestError,
@@ -54,6 +55,8 @@ struct State {
     registry: Registry,
     /// Set when the shutdown sequence starts: `/readyz` answers 503 from then on.
     draining: AtomicBool,
+    /// Bytes of request bodies in memory, held against `server.max_body_memory`.
+    bodies: Arc<AtomicUsize>,
 }
 
 /// A handle to a running relay: applies reloaded configurations (what
@@ -159,6 +162,7 @@ impl Relay {
                 },
                 registry,
                 draining: AtomicBool::new(false),
+                bodies: Arc::new(AtomicUsize::new(0)),
             }),
         })
     }
@@ -577,9 +581,28 @@ async fn ingest(
         );
     }
     let config = pipeline.config.load_full();
-    let limits = &config.limits;
+    let limit = config.limits.max_body_size;
+    let declared = header(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let e = RequestError::BodyTooLarge { limit };
+        return (pipeline.reject(&project.label, &e), false);
+    }
+    // The declared length is held before the body is read; a body of
+    // unknown length is held as it arrives.
+    let max_memory = config.server.max_body_memory;
+    let Some(mut held) = Held::within(
+        &state.bodies,
+        declared.map_or(0, |n| n as usize),
+        max_memory,
+        Some(&pipeline.metrics.body_memory_bytes),
+    ) else {
+        return (
+            pipeline.reject(&project.label, &RequestError::Overloaded),
+            false,
+        );
+    };
     let timeout = config.server.body_read_timeout;
-    let body = match read_body(body, &parts.headers, limits.max_body_size, timeout).await {
+    let body = match read_body(body, limit, timeout, &mut held, max_memory).await {
         Ok(body) => body,
         Err(e) => return (pipeline.reject(&project.label, &e), false),
     };
@@ -593,7 +616,14 @@ async fn ingest(
         received_at,
     };
     let task_state = state.clone();
-    let answer = match tokio::spawn(async move { task_state.pipeline.handle(request).await }).await
+    // Held until the pipeline is done with the body, even if the client
+    // hangs up before its answer.
+    let answer = match tokio::spawn(async move {
+        let answer = task_state.pipeline.handle(request).await;
+        drop(held);
+        answer
+    })
+    .await
     {
         Ok(answer) => answer,
         Err(e) => {
@@ -610,26 +640,42 @@ async fn ingest(
     (answer, true)
 }
 
-/// The body, refused past `limit` bytes or after `timeout`.
+/// The body, refused past `limit` bytes or after `timeout`, and when it
+/// would take the bodies in memory past `max_memory` (`held` holds this
+/// body's share).
 async fn read_body(
     body: Incoming,
-    headers: &HeaderMap,
     limit: usize,
     timeout: Duration,
+    held: &mut Held,
+    max_memory: usize,
 ) -> Result<Bytes, RequestError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(RequestError::BodyTooLarge { limit });
-    }
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(RequestError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(RequestError::BodyTooLarge { limit }),
-        Ok(Err(e)) => Err(RequestError::BodyRead(e.to_string())),
-    }
+    let read = async {
+        let mut body = Limited::new(body, limit);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| match e.is::<LengthLimitError>() {
+                true => RequestError::BodyTooLarge { limit },
+                false => RequestError::BodyRead(e.to_string()),
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            len += data.len();
+            if len > held.bytes() && !held.grow(len - held.bytes(), max_memory) {
+                return Err(RequestError::Overloaded);
+            }
+            chunks.push(data);
+        }
+        Ok(match chunks.len() {
+            1 => chunks.pop().expect("one chunk"),
+            _ => chunks.concat().into(),
+        })
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(RequestError::BodyTimeout))
 }
 
 fn answer_response(answer: &Answer) -> Response<Full<Bytes>> {

@@ -436,6 +436,127 @@ async fn idle_connections_release_their_slots() {
     assert_eq!(r.status(), 200);
 }
 
+/// Starts a request on a socket of its own: the headers, then `body`
+/// (which may be only the start of the body the headers announce).
+async fn raw_request(relay: &TestRelay, headers: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let head = format!(
+        "POST /api/{PROJECT}/envelope/ HTTP/1.1\r\nhost: relay\r\n\
+         x-sentry-auth: {}\r\n{headers}\r\n",
+        auth_header(KEY)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+/// The status of the answer on this socket.
+async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "the relay closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line")
+}
+
+/// Request bodies in memory are bounded by `server.max_body_memory`, from
+/// their read until their answer. While a slow upload holds most of it, a
+/// request that declares a length past the rest is refused with 503 before
+/// its body is read, and a chunked one (no length) once its body passes the
+/// bound; both count as `overloaded`. Small requests still fit. When the
+/// slow upload ends, it is accepted and the memory is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_memory_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let text = config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n[limits]\nmax_body_size = \"600KiB\"\n",
+        sink.display()
+    ))
+    .replacen("[server]\n", "[server]\nmax_body_memory = \"1MiB\"\n", 1);
+    let relay = TestRelay::start(&text).await;
+    let held = || relay.metric("edge_relay_body_memory_bytes", &[]);
+    let overloaded = || {
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", "overloaded"),
+            ],
+        )
+    };
+
+    // A slow upload: its length is declared, half its body sent.
+    let slow_id = new_event_id();
+    let slow_body = envelope_with_attachment(&slow_id, &vec![b'x'; 580_000]);
+    let (first, rest) = slow_body.split_at(slow_body.len() / 2);
+    let mut slow = raw_request(
+        &relay,
+        &format!("content-length: {}\r\n", slow_body.len()),
+        first,
+    )
+    .await;
+    let until = std::time::Instant::now() + PATIENCE;
+    while held() < slow_body.len() as f64 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the slow upload was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        held(),
+        slow_body.len() as f64,
+        "its declared length, at once"
+    );
+    let room = (1 << 20) - slow_body.len();
+
+    // Declared past the room left: refused before the body is read.
+    let mut declared = raw_request(&relay, &format!("content-length: {}\r\n", room + 1), b"").await;
+    assert_eq!(status_of(&mut declared).await, 503);
+    // Of unknown length: refused once what arrived passes the room.
+    let mut chunk = format!("{:x}\r\n", room + 4096).into_bytes();
+    chunk.extend(std::iter::repeat_n(b'x', room + 1));
+    let mut chunked = raw_request(&relay, "transfer-encoding: chunked\r\n", &chunk).await;
+    assert_eq!(status_of(&mut chunked).await, 503);
+    assert_eq!(overloaded(), 2.0);
+    assert_eq!(held(), slow_body.len() as f64, "the refused hold nothing");
+
+    // A small event fits beside the slow upload.
+    let client = reqwest::Client::new();
+    let small = post_attachment(client.clone(), relay.envelope_url(), b"a".to_vec()).await;
+    assert_eq!(small.0, 200);
+
+    // The slow upload ends: accepted, and everything is given back.
+    slow.write_all(rest).await.unwrap();
+    assert_eq!(status_of(&mut slow).await, 200);
+    assert_eq!(held(), 0.0);
+    assert_eq!(overloaded(), 2.0);
+    let large = post_attachment(client, relay.envelope_url(), vec![b'y'; room + 1]).await;
+    assert_eq!(large.0, 200, "the room is back");
+    let items = std::fs::read_to_string(&sink).unwrap();
+    for id in [&slow_id, &small.1, &large.1] {
+        assert!(
+            items.contains(id.as_str()),
+            "{id} accepted but not in the sink"
+        );
+    }
+}
+
 /// A reload swaps projects, quotas and scrub rules at once; buckets of
 /// unchanged quotas keep their state; an invalid configuration is refused,
 /// counted, and the running one keeps serving.
