@@ -181,16 +181,35 @@ impl Delivery {
         self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight
     }
 
-    /// Whether the relay can take work: Kafka is up, or the spool has room.
-    pub fn accepting(&self) -> bool {
+    /// Why the relay cannot take work now, for `/readyz`; `None` when it
+    /// can. It can when its output's writes are not failing and, with
+    /// Kafka, when Kafka is up or the spool takes what Kafka cannot (in
+    /// `spool` mode, the spool takes everything, Kafka up or not).
+    pub fn refusal(&self) -> Option<String> {
         if self.producer.is_failed() {
-            return false;
+            return Some("kafka producer failed".into());
         }
-        match (&self.spool, self.kafka_state()) {
-            (_, KafkaState::Up) => true,
-            (Some(spool), _) => spool.usage().bytes < self.spool_max_size,
-            (None, _) => false,
+        if let Producer::File(sink) = &*self.producer {
+            return sink
+                .failing()
+                .map(|e| format!("file sink writes failing: {e}"));
         }
+        let kafka_up = self.kafka_state() == KafkaState::Up;
+        if kafka_up && self.mode != AckMode::Spool {
+            return None;
+        }
+        let Some(spool) = &self.spool else {
+            return Some("kafka unavailable".into());
+        };
+        let and = if kafka_up {
+            ""
+        } else {
+            "kafka unavailable and "
+        };
+        if let Some(e) = spool.failing() {
+            return Some(format!("{and}spool writes failing: {e}"));
+        }
+        (spool.usage().bytes >= self.spool_max_size).then(|| format!("{and}the spool is full"))
     }
 
     /// Updates the spool and state gauges.

@@ -61,6 +61,7 @@ pub mod deliver;
 pub mod envelope;
 pub mod event;
 pub mod fingerprint;
+pub mod health;
 pub mod held;
 pub mod metrics;
 pub mod outcome;

@@ -849,7 +849,11 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
     let pipeline = &state.pipeline;
     let delivery = &pipeline.delivery;
     let draining = state.draining.load(Ordering::Relaxed);
-    let ready = !draining && delivery.accepting();
+    let refusal = match draining {
+        true => Some("draining".to_string()),
+        false => delivery.refusal(),
+    };
+    let ready = refusal.is_none();
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -879,21 +883,10 @@ fn handle_admin(state: &State, path: &str) -> Response<Full<Bytes>> {
             "kafka producer failed fatally: restart\n".into(),
         ),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            let (status, verdict) = match () {
-                _ if ready => (StatusCode::OK, "ready"),
-                _ if draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                _ if delivery.producer().is_failed() => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "kafka producer failed")
-                }
-                _ if delivery.spool().is_some() => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "kafka unavailable and the spool is full",
-                ),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "kafka unavailable"),
-            };
-            text(status, readiness(delivery, verdict))
-        }
+        "/readyz" => match &refusal {
+            None => text(StatusCode::OK, readiness(delivery, "ready")),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, readiness(delivery, why)),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

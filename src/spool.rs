@@ -63,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
+use crate::health::WriteHealth;
 use crate::produce::{Record, RecordHeaders};
 
 /// The extension of segment files; their names are their numbers, zero-padded.
@@ -179,6 +180,8 @@ struct Shared {
     replayable: Notify,
     /// Drained segment files ready for reuse, their first header wiped.
     spares: Mutex<Vec<PathBuf>>,
+    /// Whether the writer's writes are failing.
+    health: WriteHealth,
     /// Tests: the writer stops as a crash would, without writing what waits.
     #[cfg(test)]
     crash: std::sync::atomic::AtomicBool,
@@ -282,6 +285,7 @@ impl Spool {
             index: Mutex::new(recovered.index),
             replayable: Notify::new(),
             spares: Mutex::new(recovered.spares),
+            health: WriteHealth::default(),
             #[cfg(test)]
             crash: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -346,6 +350,12 @@ impl Spool {
     /// of its segment file).
     pub fn damaged_at_open(&self) -> u64 {
         self.inner.damaged_at_open
+    }
+
+    /// Why the spool's writes are failing, if the last one failed lately
+    /// (see [`WriteHealth::failing`]).
+    pub fn failing(&self) -> Option<String> {
+        self.inner.shared.health.failing()
     }
 
     /// What the spool holds now (written items only).
@@ -1126,8 +1136,13 @@ impl Writer {
             // A permit is stored if the replay task is not waiting right now.
             shared.replayable.notify_one();
         }
-        if let Err(e) = &written {
-            tracing::error!(error = %e, "spool write failed");
+        match &written {
+            Ok(Some(_)) => shared.health.ok(),
+            Ok(None) => {}
+            Err(e) => {
+                shared.health.failed(e);
+                tracing::error!(error = %e, "spool write failed");
+            }
         }
 
         let mut seq = placed.first().map_or(self.next_seq, |p| p.0);

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::{ProduceError, Record, StartError};
 use crate::config::Topics;
+use crate::health::WriteHealth;
 
 /// An append-only JSON-lines file.
 pub struct FileSink {
@@ -20,6 +21,8 @@ pub struct FileSink {
     file: Mutex<File>,
     /// The default topic names, written as each line's `topic`.
     topics: Topics,
+    /// Whether writes are failing.
+    health: WriteHealth,
 }
 
 /// One line of the file.
@@ -57,12 +60,19 @@ impl FileSink {
         Ok(FileSink {
             file: Mutex::new(file),
             topics: Topics::default(),
+            health: WriteHealth::default(),
         })
     }
 
     /// Topic names written into each line.
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// Why writes are failing, if the last one failed lately (see
+    /// [`WriteHealth::failing`]).
+    pub fn failing(&self) -> Option<String> {
+        self.health.failing()
     }
 
     /// Appends one line per record, all in one write.
@@ -94,8 +104,12 @@ impl FileSink {
             .map_err(|_| std::io::Error::other("file sink lock poisoned"))
             .and_then(|mut f| f.write_all(&buf));
         match written {
-            Ok(()) => records.iter().map(|_| Ok(())).collect(),
+            Ok(()) => {
+                self.health.ok();
+                records.iter().map(|_| Ok(())).collect()
+            }
             Err(e) => {
+                self.health.failed(&e);
                 let e = Arc::new(e);
                 records
                     .iter()

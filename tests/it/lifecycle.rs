@@ -395,6 +395,66 @@ async fn a_fatal_producer_error_fails_health() {
     );
 }
 
+/// `/readyz`'s status and body.
+async fn readyz(client: &reqwest::Client, relay: &TestRelay) -> (u16, String) {
+    let r = client.get(relay.admin_url("/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A spool whose writes fail (a directory stands where its first segment
+/// file goes: a real error from the OS) answers 500 and makes the relay
+/// unready, with the error in `/readyz`; the relay is ready again once a
+/// write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_spool_writes_make_the_relay_unready() {
+    let kafka = mock_kafka();
+    let dir = spool_dir();
+    let relay = TestRelay::start(&config_text(&format!(
+        "[kafka]\nbrokers = \"{}\"\nhealth_interval = \"200ms\"\n\
+         [spool]\npath = \"{}\"\n[delivery]\nack = \"spool\"\n",
+        kafka.bootstrap_servers(),
+        dir.display()
+    )))
+    .await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    // The spool opened on an empty directory: its first segment is number 0.
+    let first = dir.join(format!("{:020}.seg", 0));
+    assert!(!first.exists(), "nothing written yet");
+    std::fs::create_dir(&first).unwrap();
+    assert_eq!(send_one(&client, &relay).await.0, 500);
+    let (status, body) = readyz(&client, &relay).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("spool writes failing: ") && body.contains("File exists"),
+        "{body}"
+    );
+    assert_eq!(relay.metric("edge_relay_ready", &[]), 0.0);
+    std::fs::remove_dir(&first).unwrap();
+    // The next write goes to a file that takes it.
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    let (status, body) = readyz(&client, &relay).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready\n"), "{body}");
+}
+
+/// The file sink's writes fail (it is `/dev/full`): each request gets 500
+/// and `/readyz` says why with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_file_sink_writes_make_the_relay_unready() {
+    let relay = TestRelay::start(&config_text("[file_sink]\npath = \"/dev/full\"\n")).await;
+    let client = reqwest::Client::new();
+    let (status, body) = readyz(&client, &relay).await;
+    assert_eq!((status, body.as_str()), (200, "ready\noutput: file\n"));
+    assert_eq!(send_one(&client, &relay).await.0, 500);
+    let (status, body) = readyz(&client, &relay).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("file sink writes failing: ") && body.contains("No space left"),
+        "{body}"
+    );
+}
+
 /// Connections that send nothing are closed after `header_read_timeout`, so
 /// idle clients cannot hold every connection slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
