@@ -253,8 +253,7 @@ impl Spool {
             path: dir.to_owned(),
             message,
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("cannot create the directory: {e}")))?;
+        create_dir_durably(dir).map_err(|e| err(format!("cannot create the directory: {e}")))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -1296,6 +1295,26 @@ impl Writer {
         self.active = Some((number, file, 0));
         self.tail.clear();
         Ok(())
+    }
+}
+
+/// Creates `dir` and its missing parents, and flushes each new one's entry
+/// in its parent: else a power loss soon after the first start could take
+/// the directory away, and with it what was acknowledged in it.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_durably(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => File::open(parent)?.sync_all(),
+        // Another process made it meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

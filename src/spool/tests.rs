@@ -583,6 +583,18 @@ async fn reads_stop_at_the_byte_budget_but_always_return_one() {
 /// loop: it once counted its pause from the last write, which an idle spool
 /// never makes, and spun a core.
 #[test]
+fn the_directory_is_made_with_its_parents() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a/b/spool");
+    super::create_dir_durably(&dir).unwrap();
+    assert!(dir.is_dir());
+    super::create_dir_durably(&dir).unwrap();
+    let file = root.path().join("a/file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(super::create_dir_durably(&file.join("spool")).is_err());
+}
+
+#[test]
 fn an_idle_writer_does_not_spin() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
