@@ -625,7 +625,7 @@ fn note_failure(degraded: &AtomicBool, metrics: &Metrics, error: &ProduceError) 
     if !matches!(error, ProduceError::Unavailable) && !degraded.swap(true, Ordering::Relaxed) {
         tracing::warn!(%error, "a delivery failed; new items go to the spool until a replay succeeds");
     }
-    if matches!(error, ProduceError::Kafka(_) | ProduceError::Canceled) {
+    if !error.never_sent() {
         // It may have reached the broker before the failure was reported.
         metrics.spool_possible_duplicates.inc();
     }

@@ -93,6 +93,37 @@ impl ProduceError {
             )
         )
     }
+
+    /// Whether the message certainly never left the relay: librdkafka
+    /// purged it from its queue (at shutdown, or with a replaced producer)
+    /// before sending it. A failure after sending may have been stored.
+    pub fn never_sent(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            ProduceError::Kafka(e) => e.rdkafka_error_code() == Some(C::PurgeQueue),
+            ProduceError::Unavailable | ProduceError::QueueFull => true,
+            ProduceError::Canceled | ProduceError::File(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn only_what_was_queued_and_purged_was_never_sent() {
+        let kafka = |code| ProduceError::Kafka(KafkaError::MessageProduction(code));
+        assert!(kafka(C::PurgeQueue).never_sent());
+        assert!(ProduceError::Unavailable.never_sent());
+        assert!(ProduceError::QueueFull.never_sent());
+        for sent in [C::PurgeInflight, C::MessageTimedOut, C::RequestTimedOut] {
+            assert!(!kafka(sent).never_sent(), "{sent:?}");
+        }
+        assert!(!ProduceError::Canceled.never_sent());
+    }
 }
 
 /// The destination of accepted items.
