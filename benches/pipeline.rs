@@ -103,7 +103,9 @@ fn bench_parse(c: &mut Criterion) {
             |b, body| {
                 b.iter(|| {
                     let env = envelope::parse(body.clone(), &limits).unwrap();
-                    envelope::probe_event(&env.items[0].payload, limits.max_json_depth).unwrap()
+                    let (event, _) =
+                        envelope::read_event(&env.items[0].payload, limits.max_json_depth).unwrap();
+                    matches!(event, envelope::Event::View(..))
                 })
             },
         );

@@ -460,17 +460,6 @@ pub fn normalize_event_id(id: &str) -> Option<String> {
         .then(|| hex.to_ascii_lowercase())
 }
 
-/// What the relay reads from a JSON event payload while validating it.
-#[derive(Debug, Deserialize)]
-pub struct EventProbe<'a> {
-    /// The event's own id.
-    #[serde(default, borrow)]
-    pub event_id: Option<Cow<'a, str>>,
-    /// `"transaction"` for transactions sent to `/store/`.
-    #[serde(default, rename = "type", borrow)]
-    pub ty: Option<Cow<'a, str>>,
-}
-
 /// Why an event payload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -491,42 +480,12 @@ pub enum EventError {
     TooDeep(usize),
 }
 
-/// Validates a JSON event payload (UTF-8, depth, syntax, object shape)
-/// without building a tree, and returns its normalized `event_id` and `type`.
-pub fn probe_event(
-    payload: &[u8],
-    max_depth: usize,
-) -> Result<(Option<String>, Option<String>), EventError> {
-    let text = event_text(payload, max_depth)?;
-    if !text.trim_start().starts_with('{') {
-        // Still report a syntax error as such.
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(EventError::NotJson)?;
-        return Err(EventError::NotObject);
-    }
-    let probe: EventProbe<'_> = serde_json::from_str(text).map_err(EventError::NotJson)?;
-    let event_id = match probe.event_id {
-        Some(id) => Some(normalize_event_id(&id).ok_or(EventError::BadEventId)?),
-        None => None,
-    };
-    Ok((event_id, probe.ty.map(Cow::into_owned)))
-}
-
-/// The checks every event payload gets before any JSON parser sees it:
-/// UTF-8 (serde_json does not check the strings it skips) and nesting depth
-/// (it skips values without a depth limit).
-fn event_text(payload: &[u8], max_depth: usize) -> Result<&str, EventError> {
-    let text = std::str::from_utf8(payload).map_err(EventError::NotUtf8)?;
-    if json_depth_exceeds(payload, max_depth) {
-        return Err(EventError::TooDeep(max_depth));
-    }
-    Ok(text)
-}
-
 /// How deep serde_json lets a tree nest while it builds one.
 const SERDE_DEPTH: usize = 128;
 
-/// Validates a JSON event payload like [`probe_event`] and parses it into a
-/// tree (for the stages that need one), with its normalized `event_id`.
+/// Validates a JSON event payload (UTF-8, depth, syntax, an object, an id
+/// that is a UUID) and parses it into a tree (for the stages that need
+/// one), with its normalized `event_id`.
 ///
 /// One pass where it can: building a tree, serde_json checks every string's
 /// UTF-8 and refuses nesting past [`SERDE_DEPTH`], so the separate UTF-8

@@ -197,6 +197,9 @@ pub struct EventView<'a> {
     /// The event's own id.
     #[serde(borrow)]
     pub event_id: Field<'a>,
+    /// `"transaction"` for transactions sent to `/store/`.
+    #[serde(borrow, rename = "type")]
+    pub ty: Field<'a>,
     /// Sampling rules match on it.
     #[serde(borrow)]
     pub environment: Field<'a>,

@@ -1072,8 +1072,12 @@ fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError
     } else {
         legacy_store_body(&body, limits.max_inflated_size).ok_or(EventError::NotObject)?
     };
-    let (_, ty) = envelope::probe_event(&body, limits.max_json_depth)?;
-    let ty = if ty.as_deref() == Some("transaction") {
+    // Read as every event item is (and again as the item): `/store/` and
+    // envelopes take and refuse the same events.
+    let (event, _) = envelope::read_event(&body, limits.max_json_depth)?;
+    let transaction = event.with_view(|v| v.ty.as_str() == Some("transaction"));
+    drop(event);
+    let ty = if transaction {
         ItemType::Transaction
     } else {
         ItemType::Event

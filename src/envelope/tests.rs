@@ -195,53 +195,54 @@ fn event_ids_normalize() {
 }
 
 #[test]
-fn probing_events() {
-    let (id, ty) = probe_event(
-        format!(r#"{{"event_id":"{ID}","type":"transaction","x":[1,{{}}]}}"#).as_bytes(),
-        128,
-    )
-    .unwrap();
+fn reading_events() {
+    let payload =
+        format!(r#"{{"event_id":"{ID}","type":"transaction","x":[1,{{}}]}}"#).into_bytes();
+    let (event, id) = read_event(&payload, 128).unwrap();
     assert_eq!(id.as_deref(), Some(ID));
-    assert_eq!(ty.as_deref(), Some("transaction"));
-    assert_eq!(probe_event(b"{}", 128).unwrap(), (None, None));
+    assert_eq!(
+        event
+            .with_view(|v| v.ty.as_str().map(str::to_owned))
+            .as_deref(),
+        Some("transaction")
+    );
+    let (event, id) = read_event(b"{}", 128).unwrap();
+    assert_eq!(
+        (id, event.with_view(|v| v.ty.as_str().is_none())),
+        (None, true)
+    );
+    assert!(matches!(read_event(b"[]", 128), Err(EventError::NotObject)));
     assert!(matches!(
-        probe_event(b"[]", 128),
+        read_event(b"\"text\"", 128),
         Err(EventError::NotObject)
     ));
     assert!(matches!(
-        probe_event(b"\"text\"", 128),
-        Err(EventError::NotObject)
-    ));
-    assert!(matches!(
-        probe_event(b"{\"a\":", 128),
+        read_event(b"{\"a\":", 128),
         Err(EventError::NotJson(_))
     ));
     assert!(matches!(
-        probe_event(b"{\"a\":\"\xc3\x28\"}", 128),
+        read_event(b"{\"a\":\"\xc3\x28\"}", 128),
         Err(EventError::NotUtf8(_))
     ));
     assert!(matches!(
-        probe_event(br#"{"event_id":"x"}"#, 128),
+        read_event(br#"{"event_id":"x"}"#, 128),
         Err(EventError::BadEventId)
     ));
     let deep = "{\"a\":".repeat(100_000) + "1" + &"}".repeat(100_000);
     assert!(matches!(
-        probe_event(deep.as_bytes(), 128),
+        read_event(deep.as_bytes(), 128),
         Err(EventError::TooDeep(128))
     ));
     let arrays = "[".repeat(200) + &"]".repeat(200);
     assert!(matches!(
-        probe_event(format!("{{\"a\":{arrays}}}").as_bytes(), 128),
+        read_event(format!("{{\"a\":{arrays}}}").as_bytes(), 128),
         Err(EventError::TooDeep(128))
     ));
     // Brackets inside strings, escaped quotes included, do not count.
     let in_string = format!("{{\"a\":\"\\\"{}\"}}", "[{".repeat(500));
-    assert!(
-        probe_event(in_string.as_bytes(), 128).is_ok(),
-        "{in_string}"
-    );
+    assert!(read_event(in_string.as_bytes(), 128).is_ok(), "{in_string}");
     let ok_depth = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
-    assert!(probe_event(ok_depth.as_bytes(), 128).is_ok());
+    assert!(read_event(ok_depth.as_bytes(), 128).is_ok());
 }
 
 mod properties {

@@ -198,6 +198,71 @@ async fn cors_preflight_and_exposed_headers() {
 }
 
 /// (name, url, content encoding, body, key, expected status, project label, drop reason)
+/// `/store/` and envelopes take and refuse the same events: an odd `type`
+/// or a repeated `event_id` is taken by both, a lone surrogate escape or a
+/// number out of range refused by both (400, counted as `invalid`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_envelopes_judge_events_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let relay = TestRelay::start(&config_text(&format!(
+        "[file_sink]\npath = \"{}\"\n",
+        sink.display()
+    )))
+    .await;
+    let client = reqwest::Client::new();
+    let id = new_event_id();
+    let cases = [
+        (r#"{"message":"fine"}"#.to_string(), 200),
+        (r#"{"type":5,"message":"an odd type"}"#.to_string(), 200),
+        (format!(r#"{{"event_id":"{id}","event_id":"{id}"}}"#), 200),
+        (r#"{"message":"\ud800 alone"}"#.to_string(), 400),
+        (r#"{"extra":{"n":1e999}}"#.to_string(), 400),
+    ];
+    let invalid = || {
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "invalid"),
+            ],
+        ) + relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", "invalid"),
+            ],
+        )
+    };
+    for (event, want) in cases {
+        let before = invalid();
+        let store = client
+            .post(relay.url(&format!("/api/{PROJECT}/store/")))
+            .header("x-sentry-auth", auth_header(KEY))
+            .body(event.clone())
+            .send()
+            .await
+            .unwrap();
+        let envelope = post(
+            &client,
+            &relay.envelope_url(),
+            "none",
+            format!("{{}}\n{{\"type\":\"event\"}}\n{event}\n").into_bytes(),
+            Some(KEY),
+        )
+        .await;
+        assert_eq!(
+            (store.status().as_u16(), envelope.status().as_u16()),
+            (want, want),
+            "{event}"
+        );
+        let refused = if want == 200 { 0.0 } else { 2.0 };
+        assert_eq!(invalid() - before, refused, "{event}");
+    }
+}
+
 type BadCase<'a> = (
     &'a str,
     String,
