@@ -105,11 +105,12 @@ async fn scrape(admin: SocketAddr, series: &str) -> f64 {
 
 /// Waits (bounded) until a series reaches `at_least`.
 async fn wait_metric(admin: SocketAddr, series: &str, at_least: f64) {
-    let until = Instant::now() + PATIENCE;
-    while scrape(admin, series).await < at_least {
-        assert!(Instant::now() < until, "{series} never reached {at_least}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        &format!("{series} never reached {at_least}"),
+        Duration::from_millis(100),
+        async || scrape(admin, series).await >= at_least,
+    )
+    .await
 }
 
 /// The relay's log lines so far, but librdkafka's connection noise.
@@ -125,26 +126,20 @@ fn relay_log(relay: &RelayProcess) -> String {
 /// Waits (bounded) until the spool is empty and Kafka is up again.
 async fn wait_drained(relay: &RelayProcess) {
     let admin = relay.admin;
-    let until = Instant::now() + PATIENCE * 2;
-    loop {
-        let ready = reqwest::get(format!("http://{admin}/readyz"))
-            .await
-            .ok()
-            .map(|r| async { r.text().await.unwrap_or_default() });
-        let body = match ready {
-            Some(body) => body.await,
-            None => String::new(),
+    eventually(PATIENCE * 2, Duration::from_millis(200), async || {
+        let body = match reqwest::get(format!("http://{admin}/readyz")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
         };
-        if body.contains("kafka: up") && body.contains("spool: 0 items") {
-            return;
+        match body.contains("kafka: up") && body.contains("spool: 0 items") {
+            true => Ok(()),
+            false => Err(format!(
+                "the spool never drained: {body}\n{}",
+                relay_log(relay)
+            )),
         }
-        assert!(
-            Instant::now() < until,
-            "the spool never drained: {body}\n{}",
-            relay_log(relay)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// The relay's peak resident memory, from the kernel.

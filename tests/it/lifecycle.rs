@@ -121,23 +121,20 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
     }
     // Let the requests reach the producer before asking the relay to stop
     // (a scrape of /metrics refreshes the queue-depth gauge).
-    let until = std::time::Instant::now() + PATIENCE;
-    loop {
-        client
-            .get(relay.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
-        // All 8 requests (16 items) are waiting for the broker's ack.
-        if relay.metric("edge_relay_producer_queue_depth", &[]) >= 16.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "requests never reached the producer"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        "requests never reached the producer",
+        Duration::from_millis(5),
+        async || {
+            client
+                .get(relay.admin_url("/metrics"))
+                .send()
+                .await
+                .unwrap();
+            // All 8 requests (16 items) are waiting for the broker's ack.
+            relay.metric("edge_relay_producer_queue_depth", &[]) >= 16.0
+        },
+    )
+    .await;
     let admin = relay.admin_url("/readyz");
     let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
     // While draining, readiness is withdrawn (the admin port stays up until the end).
@@ -345,8 +342,7 @@ async fn a_fatal_producer_error_fails_health() {
     );
     let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
     let client = reqwest::Client::new();
-    let until = std::time::Instant::now() + PATIENCE;
-    loop {
+    let health = eventually(PATIENCE, Duration::from_millis(100), async || {
         // Producing is what makes librdkafka ask for a producer id.
         let _ = send_one(&client, &relay).await;
         let health = client
@@ -354,16 +350,13 @@ async fn a_fatal_producer_error_fails_health() {
             .send()
             .await
             .unwrap();
-        if health.status() == 503 {
-            assert!(health.text().await.unwrap().contains("fatal"));
-            break;
+        match health.status() {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => Ok(health.text().await.unwrap()),
+            _ => Err("the fatal error was never reported".to_owned()),
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "the fatal error was never reported"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(health.contains("fatal"), "{health}");
     assert_eq!(
         client
             .get(relay.admin_url("/readyz"))
@@ -570,14 +563,12 @@ async fn bodies_in_memory_are_bounded() {
         first,
     )
     .await;
-    let until = std::time::Instant::now() + PATIENCE;
-    while held() < slow_body.len() as f64 {
-        assert!(
-            std::time::Instant::now() < until,
-            "the slow upload was never held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the slow upload was never held",
+        Duration::from_millis(20),
+        async || held() >= slow_body.len() as f64,
+    )
+    .await;
     assert_eq!(
         held(),
         slow_body.len() as f64,
@@ -730,14 +721,12 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     let admin = relay.admin_url("/readyz");
     let url = relay.envelope_url();
     let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
-    let until = std::time::Instant::now() + PATIENCE;
-    while client.get(&admin).send().await.unwrap().status() != 503 {
-        assert!(
-            std::time::Instant::now() < until,
-            "readiness was never withdrawn"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "readiness was never withdrawn",
+        Duration::from_millis(10),
+        async || client.get(&admin).send().await.unwrap().status() == 503,
+    )
+    .await;
     // Not ready, yet still accepting: a late client gets its answer.
     let r = client
         .post(&url)
@@ -850,14 +839,12 @@ async fn overload_is_shed_early_with_503() {
     };
     // Ten requests wait for the slow broker: 1.25 MiB in flight.
     let waiting: Vec<_> = (0..10).map(|_| post(attachment.clone())).collect();
-    let until = std::time::Instant::now() + PATIENCE;
-    while relay.metric("edge_relay_in_flight_bytes", &[]) < (1 << 20) as f64 {
-        assert!(
-            std::time::Instant::now() < until,
-            "the backlog never built up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the backlog never built up",
+        Duration::from_millis(20),
+        async || relay.metric("edge_relay_in_flight_bytes", &[]) >= (1 << 20) as f64,
+    )
+    .await;
     // Now new work is shed at once, whatever its size.
     let overloaded = || {
         relay.metric(
@@ -952,18 +939,17 @@ async fn spool_and_memory_ack_modes_deliver() {
     let (status, late) = send_one(&client, &memory).await;
     assert_eq!(status, 200);
     want.push(late);
-    let until = std::time::Instant::now() + PATIENCE;
-    while memory.metric(
-        "edge_relay_spool_written_total",
-        &[("cause", "delivery_failed")],
-    ) < 2.0
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "the failed delivery was not spooled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the failed delivery was not spooled",
+        Duration::from_millis(50),
+        async || {
+            memory.metric(
+                "edge_relay_spool_written_total",
+                &[("cause", "delivery_failed")],
+            ) >= 2.0
+        },
+    )
+    .await;
     kafka
         .broker_round_trip_time(1, Duration::ZERO)
         .expect("mock rtt");
@@ -1064,14 +1050,12 @@ async fn items_kafka_refuses_for_good_do_not_block_the_spool() {
     // The replay delivers the event and removes the attachment it cannot deliver.
     let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
     assert_eq!(got[0].key, spooled);
-    let until = std::time::Instant::now() + PATIENCE;
-    while relay.metric("edge_relay_spool_undeliverable_total", &[]) < 1.0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "the big item blocks the spool"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the big item blocks the spool",
+        Duration::from_millis(50),
+        async || relay.metric("edge_relay_spool_undeliverable_total", &[]) >= 1.0,
+    )
+    .await;
     // Directly: the attachment is refused with 413, the event still goes through.
     let (status, direct) = post(big).await;
     assert_eq!(status, 200, "the event was accepted, so the answer is 200");

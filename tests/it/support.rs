@@ -16,6 +16,34 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+/// Runs `check` every `every` until it is done (`Ok`) and returns what it
+/// gave; fails the test with its last `Err` once `patience` has passed.
+/// Tests wait on progress the relay shows this way, never on the clock.
+pub async fn eventually<T>(
+    patience: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let until = Instant::now() + patience;
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(why) => assert!(Instant::now() < until, "{why}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// [`eventually`] for a condition, within [`PATIENCE`]; `what` says what
+/// never happened.
+pub async fn wait_until(what: &str, every: Duration, mut done: impl AsyncFnMut() -> bool) {
+    eventually(PATIENCE, every, async || match done().await {
+        true => Ok(()),
+        false => Err(what.to_owned()),
+    })
+    .await
+}
+
 /// The project every test sends to.
 pub const PROJECT: u64 = 42;
 /// Its public key.
@@ -159,18 +187,19 @@ impl TestRelay {
     /// Waits until `/readyz` answers 200 and, with Kafka, reports it up.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
-        let until = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
+        wait_until(
+            "relay did not become ready",
+            Duration::from_millis(50),
+            async || {
+                let Ok(r) = client.get(self.admin_url("/readyz")).send().await else {
+                    return false;
+                };
                 let ok = r.status() == 200;
                 let body = r.text().await.unwrap_or_default();
-                if ok && (body.contains("kafka: up") || body.contains("output: file")) {
-                    return;
-                }
-            }
-            assert!(Instant::now() < until, "relay did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                ok && (body.contains("kafka: up") || body.contains("output: file"))
+            },
+        )
+        .await
     }
 
     /// Stops the relay with this grace period and returns its report.
