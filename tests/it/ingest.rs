@@ -197,19 +197,13 @@ async fn cors_preflight_and_exposed_headers() {
     assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
 }
 
-/// (name, url, content encoding, body, key, expected status, project label, drop reason)
 /// `/store/` and envelopes take and refuse the same events: an odd `type`
 /// or a repeated `event_id` is taken by both, a lone surrogate escape or a
 /// number out of range refused by both (400, counted as `invalid`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_and_envelopes_judge_events_alike() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
-    let relay = TestRelay::start(&config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n",
-        sink.display()
-    )))
-    .await;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
     let client = reqwest::Client::new();
     let id = new_event_id();
     let cases = [
@@ -263,6 +257,7 @@ async fn store_and_envelopes_judge_events_alike() {
     }
 }
 
+/// (name, url, content encoding, body, key, expected status, project label, drop reason)
 type BadCase<'a> = (
     &'a str,
     String,
@@ -619,13 +614,8 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reports_are_counted_not_forwarded() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
-    let relay = TestRelay::start(&config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n",
-        sink.display()
-    )))
-    .await;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
     let report = br#"{"timestamp":1795200000,"discarded_events":[{"reason":"queue_overflow","category":"error","quantity":3},{"reason":"made_up","category":"nonsense","quantity":2}]}"#;
     let mut body = b"{}\n{\"type\":\"client_report\"}\n".to_vec();
     body.extend_from_slice(report);
@@ -663,7 +653,7 @@ async fn client_reports_are_counted_not_forwarded() {
     );
     relay.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(
-        std::fs::read_to_string(&sink).unwrap_or_default(),
+        std::fs::read_to_string(&sink.path).unwrap_or_default(),
         "",
         "nothing forwarded"
     );

@@ -172,13 +172,8 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
 /// With no `[kafka]` section the relay writes JSON lines with the headers as fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sink_writes_json_lines_with_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("items.jsonl");
-    let relay = TestRelay::start(&config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n",
-        path.display()
-    )))
-    .await;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
     assert_eq!(
         reqwest::get(relay.admin_url("/readyz"))
             .await
@@ -191,7 +186,7 @@ async fn file_sink_writes_json_lines_with_headers() {
     let (status, id) = send_one(&client, &relay).await;
     assert_eq!(status, 200);
     relay.stop(Duration::from_secs(1)).await;
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(&sink.path).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -453,14 +448,17 @@ async fn failing_file_sink_writes_make_the_relay_unready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_release_their_slots() {
     use tokio::io::AsyncReadExt;
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
+    let sink = sink_file();
     let text = config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n[server]\nmax_connections = 2\nheader_read_timeout = \"500ms\"\n",
-        sink.display()
+        "{}[server]\nmax_connections = 2\nheader_read_timeout = \"500ms\"\n",
+        sink.section
     ))
     .replacen("[server]\nlisten = \"127.0.0.1:0\"\n", "", 1)
-    .replacen("max_connections = 2\n", "listen = \"127.0.0.1:0\"\nmax_connections = 2\n", 1);
+    .replacen(
+        "max_connections = 2\n",
+        "listen = \"127.0.0.1:0\"\nmax_connections = 2\n",
+        1,
+    );
     let relay = TestRelay::start(&text).await;
     // Two silent clients, one sending half an HTTP/2 preface: both slots taken.
     let mut silent = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
@@ -533,11 +531,10 @@ async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_memory_are_bounded() {
     use tokio::io::AsyncWriteExt;
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
+    let sink = sink_file();
     let text = config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n[limits]\nmax_body_size = \"600KiB\"\n",
-        sink.display()
+        "{}[limits]\nmax_body_size = \"600KiB\"\n",
+        sink.section
     ))
     .replacen("[server]\n", "[server]\nmax_body_memory = \"1MiB\"\n", 1);
     let relay = TestRelay::start(&text).await;
@@ -599,7 +596,7 @@ async fn bodies_in_memory_are_bounded() {
     assert_eq!(overloaded(), 2.0);
     let large = post_attachment(client, relay.envelope_url(), vec![b'y'; room + 1]).await;
     assert_eq!(large.0, 200, "the room is back");
-    let items = std::fs::read_to_string(&sink).unwrap();
+    let items = std::fs::read_to_string(&sink.path).unwrap();
     for id in [&slow_id, &small.1, &large.1] {
         assert!(
             items.contains(id.as_str()),
@@ -613,9 +610,8 @@ async fn bodies_in_memory_are_bounded() {
 /// counted, and the running one keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
-    let base = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())).replacen(
+    let sink = sink_file();
+    let base = config_text(&sink.section).replacen(
         &format!("public_keys = [\"{KEY}\"]\n"),
         &format!("public_keys = [\"{KEY}\"]\n[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 3600\n"),
         1,
@@ -702,7 +698,7 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
         200
     );
     relay.stop(Duration::from_secs(2)).await;
-    let lines = std::fs::read_to_string(&sink).unwrap();
+    let lines = std::fs::read_to_string(&sink.path).unwrap();
     assert!(!lines.contains("R-1"), "the new rule applied");
 }
 
@@ -710,11 +706,10 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
 /// accepting for the drain delay: a client that has not noticed yet is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
+    let sink = sink_file();
     let text = config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n[shutdown]\ngrace_period = \"30s\"\ndrain_delay = \"5s\"\n",
-        sink.display()
+        "{}[shutdown]\ngrace_period = \"30s\"\ndrain_delay = \"5s\"\n",
+        sink.section
     ));
     let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
@@ -738,7 +733,10 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     assert_eq!(r.status(), 200);
     let report = stopping.await.unwrap();
     assert!(report.requests_finished);
-    assert_eq!(std::fs::read_to_string(&sink).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&sink.path).unwrap().lines().count(),
+        2
+    );
 }
 
 /// Slow clients: headers dribbled past `header_read_timeout` get the
@@ -747,9 +745,8 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_and_bodies_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("items.jsonl");
-    let text = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display())).replacen(
+    let sink = sink_file();
+    let text = config_text(&sink.section).replacen(
         "[server]\nlisten = \"127.0.0.1:0\"\n",
         "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n",
         1,
@@ -972,12 +969,8 @@ async fn spool_and_memory_ack_modes_deliver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&format!(
-        "[file_sink]\npath = \"{}\"\n",
-        dir.path().join("items.jsonl").display()
-    ))
-    .replacen(
+    let sink = sink_file();
+    let text = config_text(&sink.section).replacen(
         "[server]\nlisten = \"127.0.0.1:0\"\n",
         "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n",
         1,

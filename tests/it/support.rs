@@ -92,6 +92,28 @@ pub fn config_text(output: &str) -> String {
     )
 }
 
+/// A sink file in a directory of its own, removed with it.
+pub struct SinkFile {
+    /// The directory: dropping it removes the file.
+    _dir: tempfile::TempDir,
+    /// The file the relay writes.
+    pub path: std::path::PathBuf,
+    /// The `[file_sink]` section that names it.
+    pub section: String,
+}
+
+/// A fresh [`SinkFile`].
+pub fn sink_file() -> SinkFile {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("items.jsonl");
+    let section = format!("[file_sink]\npath = \"{}\"\n", path.display());
+    SinkFile {
+        _dir: dir,
+        path,
+        section,
+    }
+}
+
 /// The `[kafka]` section for these brokers, with a short health interval,
 /// and a `[spool]` in a directory of its own.
 pub fn kafka_section(brokers: &str) -> String {
