@@ -213,23 +213,7 @@ async fn store_and_envelopes_judge_events_alike() {
         (r#"{"message":"\ud800 alone"}"#.to_string(), 400),
         (r#"{"extra":{"n":1e999}}"#.to_string(), 400),
     ];
-    let invalid = || {
-        relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "error"),
-                ("reason", "invalid"),
-            ],
-        ) + relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "envelope"),
-                ("reason", "invalid"),
-            ],
-        )
-    };
+    let invalid = || relay.dropped("error", "invalid") + relay.dropped("envelope", "invalid");
     for (event, want) in cases {
         let before = invalid();
         let store = client

@@ -389,6 +389,13 @@ async fn readyz(client: &reqwest::Client, relay: &TestRelay) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// Asserts that `/readyz` answers 503 and says `why` first, with `error`.
+async fn assert_unready(client: &reqwest::Client, relay: &TestRelay, why: &str, error: &str) {
+    let (status, body) = readyz(client, relay).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with(why) && body.contains(error), "{body}");
+}
+
 /// A spool whose writes fail (a directory stands where its first segment
 /// file goes: a real error from the OS) answers 500 and makes the relay
 /// unready, with the error in `/readyz`; the relay is ready again once a
@@ -411,12 +418,7 @@ async fn failing_spool_writes_make_the_relay_unready() {
     assert!(!first.exists(), "nothing written yet");
     std::fs::create_dir(&first).unwrap();
     assert_eq!(send_one(&client, &relay).await.0, 500);
-    let (status, body) = readyz(&client, &relay).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.starts_with("spool writes failing: ") && body.contains("File exists"),
-        "{body}"
-    );
+    assert_unready(&client, &relay, "spool writes failing: ", "File exists").await;
     assert_eq!(relay.metric("edge_relay_ready", &[]), 0.0);
     std::fs::remove_dir(&first).unwrap();
     // The next write goes to a file that takes it.
@@ -435,12 +437,13 @@ async fn failing_file_sink_writes_make_the_relay_unready() {
     let (status, body) = readyz(&client, &relay).await;
     assert_eq!((status, body.as_str()), (200, "ready\noutput: file\n"));
     assert_eq!(send_one(&client, &relay).await.0, 500);
-    let (status, body) = readyz(&client, &relay).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.starts_with("file sink writes failing: ") && body.contains("No space left"),
-        "{body}"
-    );
+    assert_unready(
+        &client,
+        &relay,
+        "file sink writes failing: ",
+        "No space left",
+    )
+    .await;
 }
 
 /// Connections that send nothing are closed after `header_read_timeout`, so
@@ -449,15 +452,9 @@ async fn failing_file_sink_writes_make_the_relay_unready() {
 async fn idle_connections_release_their_slots() {
     use tokio::io::AsyncReadExt;
     let sink = sink_file();
-    let text = config_text(&format!(
-        "{}[server]\nmax_connections = 2\nheader_read_timeout = \"500ms\"\n",
-        sink.section
-    ))
-    .replacen("[server]\nlisten = \"127.0.0.1:0\"\n", "", 1)
-    .replacen(
-        "max_connections = 2\n",
-        "listen = \"127.0.0.1:0\"\nmax_connections = 2\n",
-        1,
+    let text = config_text_with_server(
+        "max_connections = 2\nheader_read_timeout = \"500ms\"\n",
+        &sink.section,
     );
     let relay = TestRelay::start(&text).await;
     // Two silent clients, one sending half an HTTP/2 preface: both slots taken.
@@ -532,23 +529,13 @@ async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
 async fn bodies_in_memory_are_bounded() {
     use tokio::io::AsyncWriteExt;
     let sink = sink_file();
-    let text = config_text(&format!(
-        "{}[limits]\nmax_body_size = \"600KiB\"\n",
-        sink.section
-    ))
-    .replacen("[server]\n", "[server]\nmax_body_memory = \"1MiB\"\n", 1);
+    let text = config_text_with_server(
+        "max_body_memory = \"1MiB\"\n",
+        &format!("{}[limits]\nmax_body_size = \"600KiB\"\n", sink.section),
+    );
     let relay = TestRelay::start(&text).await;
     let held = || relay.metric("edge_relay_body_memory_bytes", &[]);
-    let overloaded = || {
-        relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "envelope"),
-                ("reason", "overloaded"),
-            ],
-        )
-    };
+    let overloaded = || relay.dropped("envelope", "overloaded");
 
     // A slow upload: its length is declared, half its body sent.
     let slow_id = new_event_id();
@@ -746,10 +733,9 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
 async fn slowloris_headers_and_bodies_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sink = sink_file();
-    let text = config_text(&sink.section).replacen(
-        "[server]\nlisten = \"127.0.0.1:0\"\n",
-        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n",
-        1,
+    let text = config_text_with_server(
+        "header_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n",
+        &sink.section,
     );
     let relay = TestRelay::start(&text).await;
 
@@ -843,16 +829,7 @@ async fn overload_is_shed_early_with_503() {
     )
     .await;
     // Now new work is shed at once, whatever its size.
-    let overloaded = || {
-        relay.metric(
-            "edge_relay_items_dropped_total",
-            &[
-                ("project", "42"),
-                ("category", "envelope"),
-                ("reason", "overloaded"),
-            ],
-        )
-    };
+    let overloaded = || relay.dropped("envelope", "overloaded");
     let before = overloaded();
     for _ in 0..5 {
         let (status, _) = post(b"small".to_vec()).await.unwrap();
@@ -970,11 +947,7 @@ async fn spool_and_memory_ack_modes_deliver() {
 async fn idle_connections_are_closed_after_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sink = sink_file();
-    let text = config_text(&sink.section).replacen(
-        "[server]\nlisten = \"127.0.0.1:0\"\n",
-        "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n",
-        1,
-    );
+    let text = config_text_with_server("idle_timeout = \"1s\"\n", &sink.section);
     let relay = TestRelay::start(&text).await;
 
     // HTTP/2: the preface and an empty SETTINGS frame, then silence.

@@ -114,6 +114,11 @@ pub fn sink_file() -> SinkFile {
     }
 }
 
+/// [`config_text`] with these keys in its `[server]` section.
+pub fn config_text_with_server(server: &str, output: &str) -> String {
+    config_text(output).replacen("[server]\n", &format!("[server]\n{server}"), 1)
+}
+
 /// The `[kafka]` section for these brokers, with a short health interval,
 /// and a `[spool]` in a directory of its own.
 pub fn kafka_section(brokers: &str) -> String {
@@ -233,6 +238,19 @@ impl TestRelay {
     /// The value of a counter or gauge with exactly these labels (0 if absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric(&self.registry, name, labels)
+    }
+
+    /// Items of [`PROJECT`] dropped in this category for this reason.
+    pub fn dropped(&self, category: &str, reason: &str) -> f64 {
+        let project = PROJECT.to_string();
+        self.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", &project),
+                ("category", category),
+                ("reason", reason),
+            ],
+        )
     }
 }
 
