@@ -8,11 +8,13 @@
 #   MODES=kafka CONNS=32 ROUNDS=2 benches/load.sh
 #   PARTS=pair MODES=spool ROUNDS=5 DURATION=6s \
 #     PAIR_A="EDGE_RELAY_KAFKA__LINGER=2ms" PAIR_B="EDGE_RELAY_KAFKA__LINGER=20ms" benches/load.sh
+#   PARTS=pair MODES=spool CONNS=256 PAIR_A="RELAY_BIN=/tmp/old/edge-relay" PAIR_B="" benches/load.sh
 #
 # Settings (environment): MODES (kafka spool memory), CONNS (32 256),
 # ROUNDS (3), DURATION (10s), PARTS (throughput latency overload; and
 # pair, not run by default), PAIR_A and PAIR_B (settings for the relay, as
-# VAR=value words), SHARED (../shared/tools), OUT (a temp dir).
+# VAR=value words; RELAY_BIN=PATH runs another build, to compare two
+# commits), SHARED (../shared/tools), OUT (a temp dir).
 #
 # `pair` compares two settings of the relay: each round runs the floor, the
 # relay with PAIR_A and the relay with PAIR_B back to back, and the table
@@ -136,9 +138,17 @@ window_secs = 60
 [projects.sampling]
 error_rate = 1.0
 EOF
-    # RELAY_ENV: settings for this relay only (the pair part's).
-    # shellcheck disable=SC2086
-    env ${RELAY_ENV:-} "$RELAY" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
+    # RELAY_ENV: settings for this relay only (the pair part's); a word
+    # RELAY_BIN=PATH runs that build instead of this checkout's.
+    local bin=$RELAY word
+    local settings=()
+    for word in ${RELAY_ENV:-}; do
+        case $word in
+            RELAY_BIN=*) bin=${word#RELAY_BIN=} ;;
+            *) settings+=("$word") ;;
+        esac
+    done
+    env "${settings[@]}" "$bin" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     RELAY_ADMIN=$admin
