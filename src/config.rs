@@ -320,11 +320,17 @@ pub mod file {
         pub max_size: ByteSize,
         /// Most items replayed to Kafka in one batch. Defaults to 1000.
         pub replay_batch: usize,
-        /// While appends arrive together, how long the spool's writer waits
-        /// before each flush so that more of them share it ("0s": never).
-        /// Defaults to "1ms".
+        /// While appends arrive together and the relay is at its CPU limit
+        /// (its request threads busy nearly all the time), how long the
+        /// spool's writer waits before each flush so that more of them share
+        /// it ("0s": never). Defaults to "1ms".
         #[serde(with = "humantime_serde")]
         pub commit_delay: Duration,
+        /// The same wait while the relay has CPU to spare: shorter, since
+        /// then fewer flushes save nothing that requests need, and the wait
+        /// only adds to every answer. Defaults to "250us".
+        #[serde(with = "humantime_serde")]
+        pub commit_delay_light: Duration,
         /// Write and read the segment files around the page cache
         /// (`O_DIRECT`), where the filesystem allows it (not tmpfs: there the
         /// spool goes through the cache, and logs so). Costs the writer about
@@ -344,6 +350,7 @@ pub mod file {
                 max_size: ByteSize::gib(1),
                 replay_batch: 1000,
                 commit_delay: Duration::from_millis(1),
+                commit_delay_light: Duration::from_micros(250),
                 direct_io: true,
                 cache_size: None,
             }
@@ -609,8 +616,8 @@ pub struct DeliveryConfig {
     pub spool_max_size: u64,
     /// Most items per replay batch.
     pub replay_batch: NonZeroUsize,
-    /// `spool.commit_delay`.
-    pub spool_commit_delay: Duration,
+    /// `spool.commit_delay` and `spool.commit_delay_light`.
+    pub spool_commit_delay: crate::spool::CommitDelays,
     /// `spool.direct_io`.
     pub spool_direct_io: bool,
 }
@@ -1193,7 +1200,10 @@ fn validate_delivery(
         spool_path: PathBuf::from(&spool.path),
         spool_max_size: spool.max_size.as_u64(),
         replay_batch,
-        spool_commit_delay: spool.commit_delay,
+        spool_commit_delay: crate::spool::CommitDelays {
+            pressed: spool.commit_delay,
+            light: spool.commit_delay_light,
+        },
         spool_direct_io: spool.direct_io,
     })
 }
@@ -1594,6 +1604,22 @@ mod tests {
             Duration::from_millis(5)
         );
         assert_eq!(linger("linger = \"0s\""), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_spool_waits_longer_for_a_flush_only_at_the_cpu_limit() {
+        let delays = |extra: &str| {
+            parse(&format!("[spool]\npath = \"/tmp/x\"\n{extra}"))
+                .expect("valid")
+                .delivery
+                .spool_commit_delay
+        };
+        let defaults = delays("");
+        assert_eq!(defaults.pressed, Duration::from_millis(1));
+        assert_eq!(defaults.light, Duration::from_micros(250));
+        let set = delays("commit_delay = \"3ms\"\ncommit_delay_light = \"0s\"");
+        assert_eq!(set.pressed, Duration::from_millis(3));
+        assert_eq!(set.light, Duration::ZERO);
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Metrics {
     pub in_flight_bytes: IntGauge,
     /// Bytes of request bodies held in memory, from their read until their answer.
     pub body_memory_bytes: IntGauge,
+    /// The share of the last sampling interval the runtime's worker threads
+    /// spent working (0 to 1): how close the relay is to its CPU limit.
+    pub runtime_busy: prometheus::Gauge,
+    /// The spool writer's commit delay in use, which that share picks.
+    pub spool_commit_delay: prometheus::Gauge,
     /// Connections closed before a request was read, by reason.
     pub connections_refused: IntCounterVec,
     /// 1 while the relay serves, 0 once it is draining or not ready.
@@ -251,6 +256,17 @@ impl Metrics {
                 "Bytes of request bodies held in memory (as received), from their read until \
                  their answer.",
             )?,
+            runtime_busy: prometheus::Gauge::new(
+                "edge_relay_runtime_busy_ratio",
+                "Share of the last 50 ms the request threads spent working (0 to 1); near 1, \
+                 the relay is at its CPU limit and the spool batches flushes harder.",
+            )?,
+            spool_commit_delay: prometheus::Gauge::new(
+                "edge_relay_spool_commit_delay_seconds",
+                "The spool writer's wait for more appends before a flush, now: \
+                 spool.commit_delay while the relay is at its CPU limit, else \
+                 spool.commit_delay_light.",
+            )?,
             connections_refused: IntCounterVec::new(
                 Opts::new(
                     "edge_relay_connections_refused_total",
@@ -363,6 +379,8 @@ impl Metrics {
             Box::new(self.delivery_lost.clone()),
             Box::new(self.in_flight_bytes.clone()),
             Box::new(self.body_memory_bytes.clone()),
+            Box::new(self.runtime_busy.clone()),
+            Box::new(self.spool_commit_delay.clone()),
             Box::new(self.connections_refused.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.client_discarded.clone()),

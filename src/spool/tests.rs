@@ -603,6 +603,46 @@ fn an_idle_writer_does_not_spin() {
     assert!(commits <= 5, "{commits} commits in 2.5 s of idleness");
 }
 
+/// The pressure the relay reports picks the writer's delay: with CPU to
+/// spare it is the light one. Here the pressed delay is an hour, so a writer
+/// that waited it between the groups of concurrent appends below would
+/// never answer them (the minute's guard turns that into a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_s_pressure_picks_the_writer_s_commit_delay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let delays = CommitDelays {
+        pressed: Duration::from_secs(3600),
+        light: Duration::ZERO,
+    };
+    let spool = Spool::open(dir.path(), 1 << 20, delays, true).expect("open");
+    assert_eq!(
+        spool.commit_delay(),
+        delays.pressed,
+        "untold, it is pressed"
+    );
+    spool.set_pressure(false);
+    assert_eq!(spool.commit_delay(), delays.light);
+    let rounds = async {
+        for round in 0..5 {
+            let appends: Vec<_> = (0..8)
+                .map(|i| {
+                    let spool = spool.clone();
+                    tokio::spawn(async move { spool.append(&[plain(round * 8 + i)], false).await })
+                })
+                .collect();
+            for append in appends {
+                append.await.expect("no panic").expect("appended");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), rounds)
+        .await
+        .expect("the writer waited the pressed delay while told there was CPU to spare");
+    assert_eq!(spool.usage().items, 40);
+    spool.set_pressure(true);
+    assert_eq!(spool.commit_delay(), delays.pressed);
+}
+
 #[test]
 fn a_second_relay_cannot_share_a_spool() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -428,6 +428,33 @@ async fn failing_spool_writes_make_the_relay_unready() {
     assert!(body.starts_with("ready\n"), "{body}");
 }
 
+/// An idle relay has CPU to spare: its runtime gauge says so, and its
+/// spool's writer uses the light commit delay, which the gauge shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_flushes_its_spool_with_the_light_delay() {
+    let kafka = mock_kafka();
+    let dir = spool_dir();
+    let relay = TestRelay::start(&config_text(&format!(
+        "[kafka]\nbrokers = \"{}\"\n\
+         [spool]\npath = \"{}\"\ncommit_delay = \"7ms\"\ncommit_delay_light = \"300us\"\n\
+         [delivery]\nack = \"spool\"\n",
+        kafka.bootstrap_servers(),
+        dir.display()
+    )))
+    .await;
+    relay.wait_ready().await;
+    wait_until(
+        "the light commit delay in the gauge",
+        Duration::from_millis(20),
+        async || relay.metric("edge_relay_spool_commit_delay_seconds", &[]) == 0.0003,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    let busy = relay.metric("edge_relay_runtime_busy_ratio", &[]);
+    assert!((0.0..=1.0).contains(&busy), "busy ratio {busy}");
+}
+
 /// The file sink's writes fail (it is `/dev/full`): each request gets 500
 /// and `/readyz` says why with 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
