@@ -145,8 +145,9 @@ const BUILTIN_SAFE_FIELDS: [&str; 10] = [
 pub struct Scrubber {
     /// Pattern rules, in `set` order.
     patterns: Vec<PatternRule>,
-    /// All patterns at once: the one scan most strings get.
-    set: RegexSet,
+    /// All patterns at once: the one scan most strings get. One copy per
+    /// thread slot (see [`Scrubber::set`]).
+    sets: Box<[RegexSet]>,
     /// `key=value` / `key: value` pairs inside text.
     key_values: Regex,
     /// Sensitive key words.
@@ -281,9 +282,12 @@ impl Scrubber {
                 None => safe_other.push(selector),
             }
         }
+        // A copy has a cache pool of its own, whose first user takes its
+        // cache without a lock; the others would share a locked stack.
+        let copies = std::thread::available_parallelism().map_or(8, |n| 2 * n.get().clamp(2, 64));
         Ok(Scrubber {
             patterns,
-            set,
+            sets: vec![set; copies].into_boxed_slice(),
             key_values: Regex::new(rules::KEY_PATTERN).expect("the key-value pattern compiles"),
             keys: KeyMatcher::new(&settings.sensitive_fields, settings.defaults),
             password_method,
@@ -294,6 +298,23 @@ impl Scrubber {
             hash_key: settings.hash_key.as_ref().map(|k| k.as_bytes().to_vec()),
             rule_names: names,
         })
+    }
+
+    /// This thread's copy of the pattern set. A `RegexSet` searches with a
+    /// cache from its pool: the thread that used it first takes its own
+    /// cache with one atomic check, every other thread through a mutex
+    /// (about 3% of a request thread's time under load, `BENCHMARKS.md`).
+    /// Each thread that scrubs gets a slot, and each slot a copy of the set
+    /// (a copy shares the compiled set and has a pool of its own), so that
+    /// each of the request threads owns its copy's pool; past the copies
+    /// (two per core: a thread that scrubbed once, such as a blocking one,
+    /// keeps its slot), threads share them as they shared the one before.
+    fn set(&self) -> &RegexSet {
+        static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: usize = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        &self.sets[SLOT.with(|slot| *slot) % self.sets.len()]
     }
 
     /// Every rule name this scrubber may report.
@@ -377,8 +398,9 @@ impl Scrubber {
         found: &mut Vec<(Arc<str>, Method)>,
     ) -> Option<String> {
         let mut spans: Vec<Span> = Vec::new();
-        if self.set.is_match(s) {
-            for index in self.set.matches(s).iter() {
+        let set = self.set();
+        if set.is_match(s) {
+            for index in set.matches(s).iter() {
                 let rule = &self.patterns[index];
                 if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(path)) {
                     continue;
