@@ -1606,14 +1606,16 @@ mod tests {
         assert_eq!(linger("linger = \"0s\""), Duration::ZERO);
     }
 
+    /// The delivery settings of a valid file with these `[spool]` keys.
+    fn with_spool(keys: &str) -> DeliveryConfig {
+        parse(&format!("[spool]\npath = \"/tmp/x\"\n{keys}"))
+            .expect("valid")
+            .delivery
+    }
+
     #[test]
     fn the_spool_waits_longer_for_a_flush_only_at_the_cpu_limit() {
-        let delays = |extra: &str| {
-            parse(&format!("[spool]\npath = \"/tmp/x\"\n{extra}"))
-                .expect("valid")
-                .delivery
-                .spool_commit_delay
-        };
+        let delays = |keys: &str| with_spool(keys).spool_commit_delay;
         let defaults = delays("");
         assert_eq!(defaults.pressed, Duration::from_millis(1));
         assert_eq!(defaults.light, Duration::from_micros(250));
@@ -1624,12 +1626,7 @@ mod tests {
 
     #[test]
     fn the_spool_goes_around_the_page_cache_unless_told_not_to() {
-        let direct = |extra: &str| {
-            parse(&format!("[spool]\npath = \"/tmp/x\"\n{extra}"))
-                .expect("valid")
-                .delivery
-                .spool_direct_io
-        };
+        let direct = |keys: &str| with_spool(keys).spool_direct_io;
         assert!(direct(""));
         assert!(!direct("direct_io = false"));
     }
