@@ -172,8 +172,6 @@ struct Inner {
     path: PathBuf,
     /// Records found damaged when the spool was opened.
     damaged_at_open: u64,
-    /// The writer's commit delays, for [`Spool::commit_delay`].
-    commit_delay: CommitDelays,
 }
 
 struct Shared {
@@ -187,12 +185,24 @@ struct Shared {
     /// Whether the relay is short of CPU (see [`Spool::set_pressure`]): it
     /// picks the writer's commit delay.
     pressure: std::sync::atomic::AtomicBool,
+    /// `spool.commit_delay` and `spool.commit_delay_light`.
+    commit_delays: CommitDelays,
     /// Tests: the writer stops as a crash would, without writing what waits.
     #[cfg(test)]
     crash: std::sync::atomic::AtomicBool,
     /// Tests: the writer's commits, ticks included.
     #[cfg(test)]
     commits: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// The commit delay the pressure picks now.
+    fn commit_delay(&self) -> Duration {
+        match self.pressure.load(std::sync::atomic::Ordering::Relaxed) {
+            true => self.commit_delays.pressed,
+            false => self.commit_delays.light,
+        }
+    }
 }
 
 /// Where every held item is, in memory; rebuilt from the segments at open.
@@ -270,7 +280,8 @@ impl From<Duration> for CommitDelays {
 impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `max_size`
     /// bytes of segment files. Under concurrent appends the writer waits
-    /// `commit_delay` before each flush, so that more appends share it.
+    /// one of `commit_delay` (which [`Spool::set_pressure`] picks) before
+    /// each flush, so that more appends share it.
     /// With `direct`, the segments' I/O goes around the page cache where the
     /// filesystem allows it (see [`open_segment`]).
     pub fn open(
@@ -279,7 +290,6 @@ impl Spool {
         commit_delay: impl Into<CommitDelays>,
         direct: bool,
     ) -> Result<Spool, OpenError> {
-        let commit_delay = commit_delay.into();
         let err = |message: String| OpenError {
             path: dir.to_owned(),
             message,
@@ -317,6 +327,7 @@ impl Spool {
             spares: Mutex::new(recovered.spares),
             health: WriteHealth::default(),
             pressure: std::sync::atomic::AtomicBool::new(true),
+            commit_delays: commit_delay.into(),
             #[cfg(test)]
             crash: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -350,7 +361,6 @@ impl Spool {
             next_segment: recovered.next_segment,
             active: None,
             retirer,
-            commit_delay,
             concurrent: false,
             last_commit: Instant::now(),
             buf: Vec::new(),
@@ -368,7 +378,6 @@ impl Spool {
                 max_size,
                 path: dir.to_owned(),
                 damaged_at_open: recovered.damaged,
-                commit_delay,
             }),
         })
     }
@@ -484,15 +493,7 @@ impl Spool {
 
     /// The commit delay the writer uses now.
     pub fn commit_delay(&self) -> Duration {
-        match self
-            .inner
-            .shared
-            .pressure
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            true => self.inner.commit_delay.pressed,
-            false => self.inner.commit_delay.light,
-        }
+        self.inner.shared.commit_delay()
     }
 
     /// Hands owned items whose direct delivery failed to the replay.
@@ -1024,8 +1025,6 @@ struct Writer {
     active: Option<(u64, Arc<File>, u64)>,
     /// Drained segment files, to the thread that keeps or deletes them.
     retirer: mpsc::Sender<Retire>,
-    /// `spool.commit_delay` and `spool.commit_delay_light`.
-    commit_delay: CommitDelays,
     /// The last group held more than one append: requests are concurrent.
     concurrent: bool,
     /// When the last group or tick was written.
@@ -1055,14 +1054,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group: Vec<Op> = first.into_iter().collect();
-            let delay = match self
-                .shared
-                .pressure
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                true => self.commit_delay.pressed,
-                false => self.commit_delay.light,
-            };
+            let delay = self.shared.commit_delay();
             if !group.is_empty() && self.concurrent && !delay.is_zero() {
                 // Requests are arriving together: let more of them join this
                 // flush. Flushes cost far more CPU than the bytes they carry;
