@@ -11,7 +11,9 @@
 #   PARTS=pair MODES=spool CONNS=256 PAIR_A="RELAY_BIN=/tmp/old/edge-relay" PAIR_B="" benches/load.sh
 #
 # Settings (environment): MODES (kafka spool memory), CONNS (32 256),
-# ROUNDS (3), DURATION (10s), PARTS (throughput latency overload; and
+# ROUNDS (3), DURATION (10s), LAT_ROUNDS (3), WARMUP (2s), RATE (the
+# latency part's rate is half of it when the throughput part does not run),
+# PARTS (throughput latency overload; and
 # pair, not run by default), PAIR_A and PAIR_B (settings for the relay, as
 # VAR=value words; RELAY_BIN=PATH runs another build, to compare two
 # commits), SHARED (../shared/tools), OUT (a temp dir).
@@ -31,6 +33,12 @@
 # `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
 # latency of both at half the relay's own best rate, the relay's peak RSS,
 # and a 10x overload (ten times the connections) with its 503s and RSS.
+#
+# The latency runs LAT_ROUNDS alternating rounds, each server fresh, and
+# measures after WARMUP at the same rate (`loadgen --warmup`): the servers
+# warm, as they are after running a while. The warm-up's own p99 is printed
+# too: a fresh relay's first burst (every connection's first request at once,
+# cold caches) costs it tens of milliseconds that the floor does not pay.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +47,8 @@ MODES=${MODES:-"kafka spool memory"}
 CONNS=${CONNS:-"32 256"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+WARMUP=${WARMUP:-2s}
 PARTS=${PARTS:-"throughput latency overload"}
 OUT=${OUT:-$(mktemp -d /tmp/edge-relay-load.XXXXXX)}
 mkdir -p "$OUT"
@@ -98,14 +108,17 @@ log "mock broker at $BROKERS"
 python3 "$SHARED/perf_body.py" "$OUT" "$KEY" "$PROJECT" >"$OUT/body.size"
 log "body: $(cat "$OUT/body.size") (event JSON bytes, gzip'd bytes)"
 
-# The same request at a constant rate (examples/loadgen.rs), as "rate p50 p99 errors".
+# The same request at a constant rate (examples/loadgen.rs), after WARMUP at
+# that rate, as "rate p50 p99 errors warmup_p99".
 run_paced() { # PORT RATE CONNS
     local out
-    out=$("$LOADGEN" "http://127.0.0.1:$1/api/$PROJECT/envelope/" "$OUT/envelope.gz" "$2" "$3" \
+    out=$("$LOADGEN" --warmup "${WARMUP%s}" "http://127.0.0.1:$1/api/$PROJECT/envelope/" \
+        "$OUT/envelope.gz" "$2" "$3" \
         "${DURATION%s}" "Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope" \
         "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
     echo "$out" >>"$OUT/loadgen.log"
-    echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 } END { print v["rate"], v["p50"], v["p99"], v["errors"] }'
+    echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 }
+        END { print v["rate"], v["p50"], v["p99"], v["errors"], (v["warmup_p99"] == "" ? "-" : v["warmup_p99"]) }'
 }
 
 # --- the servers --------------------------------------------------------------
@@ -268,23 +281,33 @@ fi
 # --- latency at half the relay's best rate -------------------------------------------
 if part latency; then
 echo
-echo "| ack mode | rate (req/s) | floor p50 / p99 (ms) | relay p50 / p99 (ms) | relay p99 - floor p99 | relay peak RSS |"
-echo "|---|---|---|---|---|---|"
+echo "| ack mode | rate (req/s) | floor p50 / p99 (ms) | relay p50 / p99 (ms) | relay p99 - floor p99, median (rounds) | warm-up p99 floor / relay (ms) | relay peak RSS |"
+echo "|---|---|---|---|---|---|---|"
 LAT_CONNS=32
 for mode in $MODES; do
     no_kafka=$(floor_skips_kafka "$mode")
     rate=$(( ${BEST[$mode]:-${RATE:-0}} / 2 ))
     [ "$rate" -gt 0 ] || { log "no best rate for $mode: run the throughput part, or set RATE"; continue; }
-    port=$(free_port)
-    start_floor "$no_kafka" "$port"
-    read -r frps fp50 fp99 _ < <(run_paced "$port" "$rate" "$LAT_CONNS")
-    stop_server
-    port=$(free_port)
-    start_relay "$mode" "$port"
-    read -r rrps rp50 rp99 _ < <(run_paced "$port" "$rate" "$LAT_CONNS")
-    rss=$(peak_rss_mib "$SERVER_PID")
-    stop_server
-    echo "| $mode | $rate (relay $rrps, floor $frps) | $fp50 / $fp99 | $rp50 / $rp99 | $(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%+.2f ms", a - b }') | $rss MiB |"
+    : >"$OUT/lat.rounds"
+    rss=0
+    for round in $(seq 1 "$LAT_ROUNDS"); do
+        port=$(free_port)
+        start_floor "$no_kafka" "$port"
+        read -r _ fp50 fp99 _ fwarm < <(run_paced "$port" "$rate" "$LAT_CONNS")
+        stop_server
+        port=$(free_port)
+        start_relay "$mode" "$port"
+        read -r _ rp50 rp99 rerr rwarm < <(run_paced "$port" "$rate" "$LAT_CONNS")
+        r=$(peak_rss_mib "$SERVER_PID")
+        [ "$r" -gt "$rss" ] && rss=$r
+        stop_server
+        diff=$(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%.2f", a - b }')
+        echo "$fp50 $fp99 $rp50 $rp99 $diff $fwarm $rwarm" >>"$OUT/lat.rounds"
+        log "$mode latency round $round at $rate req/s: p99 floor $fp99, relay $rp99 ms (difference $diff); warm-up p99 floor $fwarm, relay $rwarm; relay errors $rerr"
+    done
+    col() { awk -v c="$1" '{ print $c }' "$OUT/lat.rounds" | median; }
+    rounds=$(awk '{ printf "%s%+.2f", sep, $5; sep = ", " }' "$OUT/lat.rounds")
+    echo "| $mode | $rate | $(col 1) / $(col 2) | $(col 3) / $(col 4) | $(col 5 | awk '{ printf "%+.2f", $1 }') ms ($rounds) | $(col 6) / $(col 7) | $rss MiB |"
 done
 fi
 
