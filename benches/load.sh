@@ -281,7 +281,7 @@ fi
 # --- latency at half the relay's best rate -------------------------------------------
 if part latency; then
 echo
-echo "| ack mode | rate (req/s) | floor p50 / p99 (ms) | relay p50 / p99 (ms) | relay p99 - floor p99, median (rounds) | warm-up p99 floor / relay (ms) | relay peak RSS |"
+echo "| ack mode | rate (req/s) | floor p50 / p99 (ms, medians) | relay p50 / p99 (ms, medians) | relay p99 - floor p99, median (rounds) | warm-up p99 floor / relay (ms, medians) | relay peak RSS |"
 echo "|---|---|---|---|---|---|---|"
 LAT_CONNS=32
 for mode in $MODES; do

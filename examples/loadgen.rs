@@ -103,18 +103,18 @@ fn main() {
             .collect();
         let (mut all, mut warm) = (Vec::new(), Vec::new());
         let mut errors = 0;
-        for w in workers {
-            let (l, w, e) = w.await.expect("a worker does not panic");
-            all.extend(l);
-            warm.extend(w);
+        for worker in workers {
+            let (measured, warming, e) = worker.await.expect("a worker does not panic");
+            all.extend(measured);
+            warm.extend(warming);
             errors += e;
         }
         let elapsed = start.elapsed().as_secs_f64() - warmup;
         all.sort();
         warm.sort();
-        let pct = |all: &[Duration], p: f64| {
-            let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-            all[i].as_secs_f64() * 1000.0
+        let pct = |sorted: &[Duration], p: f64| {
+            let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i].as_secs_f64() * 1000.0
         };
         print!(
             "rate={:.0} p50={:.2} p90={:.2} p99={:.2} p999={:.2} max={:.2} errors={}",

@@ -617,7 +617,7 @@ pub struct DeliveryConfig {
     /// Most items per replay batch.
     pub replay_batch: NonZeroUsize,
     /// `spool.commit_delay` and `spool.commit_delay_light`.
-    pub spool_commit_delay: crate::spool::CommitDelays,
+    pub spool_commit_delays: crate::spool::CommitDelays,
     /// `spool.direct_io`.
     pub spool_direct_io: bool,
 }
@@ -1200,7 +1200,7 @@ fn validate_delivery(
         spool_path: PathBuf::from(&spool.path),
         spool_max_size: spool.max_size.as_u64(),
         replay_batch,
-        spool_commit_delay: crate::spool::CommitDelays {
+        spool_commit_delays: crate::spool::CommitDelays {
             pressed: spool.commit_delay,
             light: spool.commit_delay_light,
         },
@@ -1615,7 +1615,7 @@ mod tests {
 
     #[test]
     fn the_spool_waits_longer_for_a_flush_only_at_the_cpu_limit() {
-        let delays = |keys: &str| with_spool(keys).spool_commit_delay;
+        let delays = |keys: &str| with_spool(keys).spool_commit_delays;
         let defaults = delays("");
         assert_eq!(defaults.pressed, Duration::from_millis(1));
         assert_eq!(defaults.light, Duration::from_micros(250));

@@ -119,7 +119,7 @@ impl Delivery {
             Output::Kafka(_) => Some(Spool::open(
                 &config.spool_path,
                 config.spool_max_size,
-                config.spool_commit_delay,
+                config.spool_commit_delays,
                 config.spool_direct_io,
             )?),
             Output::File(_) => None,
