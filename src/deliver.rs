@@ -132,6 +132,8 @@ impl Delivery {
         }
         if let Some(spool) = &spool {
             metrics.spool_corrupt.inc_by(spool.damaged_at_open());
+            let flushes = metrics.spool_flush_duration.clone();
+            spool.on_flush(move |took| flushes.observe(took.as_secs_f64()));
         }
         let delivery = Delivery {
             mode: config.ack,

@@ -187,6 +187,8 @@ struct Shared {
     pressure: std::sync::atomic::AtomicBool,
     /// `spool.commit_delay` and `spool.commit_delay_light`.
     commit_delays: CommitDelays,
+    /// Told how long each flush took (see [`Spool::on_flush`]).
+    on_flush: std::sync::OnceLock<FlushObserver>,
     /// Tests: the writer stops as a crash would, without writing what waits.
     #[cfg(test)]
     crash: std::sync::atomic::AtomicBool,
@@ -328,6 +330,7 @@ impl Spool {
             health: WriteHealth::default(),
             pressure: std::sync::atomic::AtomicBool::new(true),
             commit_delays: commit_delay.into(),
+            on_flush: std::sync::OnceLock::new(),
             #[cfg(test)]
             crash: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -489,6 +492,13 @@ impl Spool {
             .shared
             .pressure
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Has the writer tell `observe` how long each flush took: the write
+    /// of a group and its `fdatasync`, what every answer in `spool` mode
+    /// waits for besides the commit delay. Once; later calls are ignored.
+    pub fn on_flush(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.inner.shared.on_flush.set(Box::new(observe));
     }
 
     /// The commit delay the writer uses now.
@@ -1039,6 +1049,9 @@ struct Writer {
     direct: bool,
 }
 
+/// What [`Spool::on_flush`] is given.
+type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 /// Segment files for the retiring thread, and whom to tell when they are done.
 type Retire = (Vec<PathBuf>, Option<mpsc::Sender<()>>);
 
@@ -1275,11 +1288,15 @@ impl Writer {
             at.is_multiple_of(BLOCK as u64) && buf[start..].as_ptr().addr().is_multiple_of(BLOCK)
         );
         fill_block(buf, start);
+        let started = Instant::now();
         match file
             .write_all_at(&buf[start..], at)
             .and_then(|()| file.sync_data())
         {
             Ok(()) => {
+                if let Some(observe) = self.shared.on_flush.get() {
+                    observe(started.elapsed());
+                }
                 *len += (end - first) as u64;
                 let kept = (end - start) % BLOCK;
                 self.tail.clear();

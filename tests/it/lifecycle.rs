@@ -922,6 +922,12 @@ async fn spool_and_memory_ack_modes_deliver() {
         spool.metric("edge_relay_spool_written_total", &[("cause", "ack_spool")]),
         6.0
     );
+    // One flush at least per answer (requests one after the other), each timed.
+    let flushes = spool.metric("edge_relay_spool_flush_duration_seconds", &[]);
+    assert!(
+        flushes >= 3.0,
+        "{flushes} flushes timed for 3 spooled requests"
+    );
 
     let memory = TestRelay::start(&config_text(&format!(
         "{}[delivery]\nack = \"memory\"\n",

@@ -235,7 +235,8 @@ impl TestRelay {
         self.task.await.expect("relay task does not panic")
     }
 
-    /// The value of a counter or gauge with exactly these labels (0 if absent).
+    /// The value of a counter or gauge, or how many a histogram observed, with
+    /// exactly these labels (0 if absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric(&self.registry, name, labels)
     }
@@ -254,7 +255,8 @@ impl TestRelay {
     }
 }
 
-/// The value of a counter or gauge in `registry` with these labels (0 if absent).
+/// The value of a counter or gauge, or how many a histogram observed, in
+/// `registry` with these labels (0 if absent).
 pub fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
     for family in registry.gather() {
         if family.name() != name {
@@ -269,6 +271,10 @@ pub fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
             if matches && m.get_label().len() == labels.len() {
                 return match family.get_field_type() {
                     prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    // A histogram: how many it observed.
+                    prometheus::proto::MetricType::HISTOGRAM => {
+                        m.get_histogram().get_sample_count() as f64
+                    }
                     _ => m.get_gauge().get_value(),
                 };
             }
