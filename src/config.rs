@@ -328,7 +328,8 @@ pub mod file {
         pub commit_delay: Duration,
         /// The same wait while the relay has CPU to spare: shorter, since
         /// then fewer flushes save nothing that requests need, and the wait
-        /// only adds to every answer. Defaults to "250us".
+        /// only adds to every answer; it ends early once no other request
+        /// is on its way to the spool. Defaults to "250us".
         #[serde(with = "humantime_serde")]
         pub commit_delay_light: Duration,
         /// Write and read the segment files around the page cache

@@ -28,7 +28,7 @@ use crate::config::{AckMode, DeliveryConfig, Output};
 use crate::held::Held;
 use crate::metrics::Metrics;
 use crate::produce::{ProduceError, Producer, Record, StartError};
-use crate::spool::{OpenError, Spool, SpoolError};
+use crate::spool::{Announced, OpenError, Spool, SpoolError};
 
 /// The relay's view of Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,16 @@ impl Delivery {
         }
     }
 
+    /// For a request that may deliver: in `spool` mode, tells the spool
+    /// that its append is on the way (see [`Spool::announce`]); hand it to
+    /// [`deliver`](Self::deliver).
+    pub fn announce(&self) -> Option<Announced> {
+        match (&*self.producer, &self.spool, self.mode) {
+            (Producer::Kafka(_), Some(spool), AckMode::Spool) => Some(spool.announce()),
+            _ => None,
+        }
+    }
+
     /// Whether new work should be refused before its body is read: too many
     /// bytes are waiting for an ack or a spool write.
     pub fn overloaded(&self) -> bool {
@@ -239,8 +249,13 @@ impl Delivery {
     }
 
     /// Delivers the records as the ack mode promises; one result per record,
-    /// in order. `Ok` means the SDK may be told 200.
-    pub async fn deliver(&self, records: Vec<Record>) -> Vec<Result<(), DeliverError>> {
+    /// in order. `Ok` means the SDK may be told 200. `announced` is what
+    /// [`announce`](Self::announce) gave for this delivery.
+    pub async fn deliver(
+        &self,
+        records: Vec<Record>,
+        announced: Option<Announced>,
+    ) -> Vec<Result<(), DeliverError>> {
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         let in_flight = Held::new(&self.in_flight, bytes, Some(&self.metrics.in_flight_bytes));
         let (Producer::Kafka(kafka), Some(spool)) = (&*self.producer, &self.spool) else {
@@ -252,7 +267,7 @@ impl Delivery {
         };
         if self.mode == AckMode::Spool {
             return self
-                .spool_then_deliver(kafka, spool, records, in_flight)
+                .spool_then_deliver(kafka, spool, records, in_flight, announced)
                 .await;
         }
         if self.kafka_state() != KafkaState::Up {
@@ -302,7 +317,7 @@ impl Delivery {
         cause: &str,
     ) -> Vec<Result<(), DeliverError>> {
         per_record(
-            spool_records(spool, records, cause, &self.metrics, false).await,
+            spool_records(spool, records, cause, &self.metrics, false, None).await,
             records.len(),
         )
     }
@@ -317,6 +332,7 @@ impl Delivery {
         spool: &Spool,
         records: Vec<Record>,
         in_flight: Held,
+        announced: Option<Announced>,
     ) -> Vec<Result<(), DeliverError>> {
         let direct = (self.kafka_state() == KafkaState::Up)
             .then(|| Held::within(&self.direct, in_flight.bytes(), self.max_in_flight, None))
@@ -328,6 +344,7 @@ impl Delivery {
             "ack_spool",
             &self.metrics,
             direct.is_some(),
+            announced,
         )
         .await;
         // What the SDK was promised is on disk: the request's bytes are no longer in flight.
@@ -420,7 +437,8 @@ impl Delivery {
             if !failed.is_empty() {
                 let spooled = match &spool {
                     Some(spool) => {
-                        spool_records(spool, &failed, "delivery_failed", &metrics, false).await
+                        spool_records(spool, &failed, "delivery_failed", &metrics, false, None)
+                            .await
                     }
                     None => Err(SpoolError::Closed),
                 };
@@ -641,8 +659,9 @@ async fn spool_records(
     cause: &str,
     metrics: &Metrics,
     owned: bool,
+    announced: Option<Announced>,
 ) -> Result<std::ops::Range<u64>, SpoolError> {
-    let seqs = spool.append(records, owned).await?;
+    let seqs = spool.append_announced(records, owned, announced).await?;
     metrics
         .spool_written
         .with_label_values(&[cause])

@@ -85,6 +85,9 @@ pub struct Request {
     pub body: Bytes,
     /// When the request arrived (the clock is read at the edge).
     pub received_at: SystemTime,
+    /// What [`Delivery::announce`](crate::deliver::Delivery::announce) gave
+    /// when the request was taken: handed on to the delivery.
+    pub announced: Option<crate::spool::Announced>,
 }
 
 /// A failure that refuses a whole request.
@@ -318,7 +321,7 @@ impl Pipeline {
 
     /// Walks one authenticated request through the remaining stages and
     /// counts every item's outcome.
-    pub async fn handle(&self, req: Request) -> Answer {
+    pub async fn handle(&self, mut req: Request) -> Answer {
         let project = req.project.clone();
         let body = match self.inflate(&req).await {
             Ok(body) => body,
@@ -481,7 +484,11 @@ impl Pipeline {
                 .map(|f| f.category)
                 .collect(),
         };
-        let mut delivery = self.delivery.deliver(records).await.into_iter();
+        let mut delivery = self
+            .delivery
+            .deliver(records, req.announced.take())
+            .await
+            .into_iter();
         guard.disarm();
         for fate in fates.iter_mut().filter(|f| f.result.is_ok()) {
             let result = delivery

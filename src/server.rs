@@ -603,6 +603,8 @@ async fn ingest(
             false,
         );
     };
+    // From here the request is on its way to the delivery.
+    let announced = pipeline.delivery.announce();
     let timeout = config.server.body_read_timeout;
     let body = match read_body(body, limit, timeout, &mut held, max_memory).await {
         Ok(body) => body,
@@ -616,6 +618,7 @@ async fn ingest(
         content_encoding: header("content-encoding").map(str::to_owned),
         body,
         received_at,
+        announced,
     };
     let task_state = state.clone();
     // Held until the pipeline is done with the body, even if the client

@@ -189,6 +189,11 @@ struct Shared {
     commit_delays: CommitDelays,
     /// Told how long each flush took (see [`Spool::on_flush`]).
     on_flush: std::sync::OnceLock<FlushObserver>,
+    /// Announced appends on their way (see [`Spool::announce`]).
+    announced: std::sync::atomic::AtomicUsize,
+    /// The writer thread, which a commit delay parks: woken when the last
+    /// announced append has arrived.
+    writer: std::sync::OnceLock<std::thread::Thread>,
     /// Tests: the writer stops as a crash would, without writing what waits.
     #[cfg(test)]
     crash: std::sync::atomic::AtomicBool,
@@ -248,6 +253,8 @@ enum Op {
         values: Vec<Encoded>,
         size: u64,
         owned: bool,
+        /// It was announced (see [`Spool::announce`]).
+        announced: bool,
         done: oneshot::Sender<Result<Range<u64>, SpoolError>>,
     },
     /// Write what is waiting and flush it, even with nothing to append.
@@ -331,6 +338,8 @@ impl Spool {
             pressure: std::sync::atomic::AtomicBool::new(true),
             commit_delays: commit_delay.into(),
             on_flush: std::sync::OnceLock::new(),
+            announced: std::sync::atomic::AtomicUsize::new(0),
+            writer: std::sync::OnceLock::new(),
             #[cfg(test)]
             crash: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -370,10 +379,11 @@ impl Spool {
             tail: Vec::new(),
             direct: recovered.direct,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(&rx))
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
+        let _ = shared.writer.set(thread.thread().clone());
         Ok(Spool {
             inner: Arc::new(Inner {
                 ops: tx,
@@ -426,18 +436,49 @@ impl Spool {
     /// itself, and must [`remove`](Self::remove) or [`release`](Self::release)
     /// each; the replay leaves them alone until then.
     pub async fn append(&self, records: &[Record], owned: bool) -> Result<Range<u64>, SpoolError> {
+        self.append_announced(records, owned, None).await
+    }
+
+    /// [`append`](Self::append), for the append that `announced` announced
+    /// (see [`Spool::announce`]).
+    pub async fn append_announced(
+        &self,
+        records: &[Record],
+        owned: bool,
+        announced: Option<Announced>,
+    ) -> Result<Range<u64>, SpoolError> {
         let now = now_ms();
         self.append_values(
             records.iter().map(|r| encode_parts(r, now)).collect(),
             owned,
+            announced,
         )
         .await
+    }
+
+    /// Says that an append is on its way (a request being read or run
+    /// through the pipeline), until the returned value is dropped or handed
+    /// to [`append_announced`](Self::append_announced). The writer's commit
+    /// delay waits for more appends to share a flush. While the relay has
+    /// CPU to spare (the light delay, see [`Spool::set_pressure`]), once a
+    /// group holds an announced append and no other is on its way, waiting
+    /// longer gathers nothing, and the writer flushes at once: the answers
+    /// wait less. At the CPU limit the writer waits its whole delay: there
+    /// the requests not yet read are many, and fewer flushes leave them more
+    /// CPU (measured both ways in `BENCHMARKS.md`).
+    pub fn announce(&self) -> Announced {
+        self.inner
+            .shared
+            .announced
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Announced(self.inner.shared.clone())
     }
 
     async fn append_values(
         &self,
         values: Vec<Encoded>,
         owned: bool,
+        announced: Option<Announced>,
     ) -> Result<Range<u64>, SpoolError> {
         let size: u64 = values.iter().map(|v| (HEADER + v.len()) as u64).sum();
         {
@@ -452,8 +493,11 @@ impl Spool {
             values,
             size,
             owned,
+            announced: announced.is_some(),
             done,
         });
+        // Arrived: counted out once the writer can see it.
+        drop(announced);
         answer.await.unwrap_or(Err(SpoolError::Closed))
     }
 
@@ -1052,6 +1096,29 @@ struct Writer {
 /// What [`Spool::on_flush`] is given.
 type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
+/// An append on its way (see [`Spool::announce`]); counted out when dropped.
+pub struct Announced(Arc<Shared>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        let before = self
+            .0
+            .announced
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if before == 1 {
+            if let Some(writer) = self.0.writer.get() {
+                writer.unpark();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Announced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Announced")
+    }
+}
+
 /// Segment files for the retiring thread, and whom to tell when they are done.
 type Retire = (Vec<PathBuf>, Option<mpsc::Sender<()>>);
 
@@ -1071,8 +1138,20 @@ impl Writer {
             if !group.is_empty() && self.concurrent && !delay.is_zero() {
                 // Requests are arriving together: let more of them join this
                 // flush. Flushes cost far more CPU than the bytes they carry;
-                // the wait is longer when CPU is short (see `CommitDelays`).
-                std::thread::sleep(delay);
+                // the wait is longer when CPU is short (see `CommitDelays`),
+                // and with CPU to spare it ends when nothing more is on its way.
+                let announced = matches!(
+                    group[0],
+                    Op::Append {
+                        announced: true,
+                        ..
+                    }
+                );
+                let pressed = self
+                    .shared
+                    .pressure
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                self.gather(delay, announced && !pressed);
             }
             while !group.is_empty() && group.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -1088,6 +1167,31 @@ impl Writer {
         }
         // Stopping: the last removals reach the disk, so they are not replayed again.
         self.commit(Vec::new());
+    }
+
+    /// Waits `delay` for more operations to join a group; with `early_end`
+    /// (the group holds an announced append, and the delay is the light
+    /// one), only while another announced append is on its way.
+    fn gather(&self, delay: Duration, early_end: bool) {
+        if !early_end {
+            std::thread::sleep(delay);
+            return;
+        }
+        let end = Instant::now() + delay;
+        // The last announced append to arrive unparks this thread; a stale
+        // unpark only makes one more pass.
+        while self
+            .shared
+            .announced
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::park_timeout(left);
+        }
     }
 
     /// Writes a group of operations and the removals made since the last
@@ -1567,7 +1671,9 @@ impl Spool {
                 payload: Bytes::new(),
             })
             .collect();
-        self.append_values(values, false).await.expect("append")
+        self.append_values(values, false, None)
+            .await
+            .expect("append")
     }
 }
 

@@ -643,6 +643,63 @@ async fn the_relay_s_pressure_picks_the_writer_s_commit_delay() {
     assert_eq!(spool.commit_delay(), delays.pressed);
 }
 
+/// With CPU to spare, announced appends (`Spool::announce`, a request on
+/// its way) end the writer's wait once none is left on its way: waiting
+/// longer would gather nothing. The delay here is an hour, so a writer that waited it out would
+/// never answer (the minute's guard turns that into a failure). Once the
+/// writer has seen appends arrive together, a round's appends, all announced
+/// before the first is sent, share one flush: it waits for them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_appends_end_the_commit_delay_once_none_is_on_its_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::from_secs(3600), true).expect("open");
+    spool.set_pressure(false);
+    let mut last_round = 0;
+    let rounds = async {
+        for round in 0..5 {
+            let before = spool.commits();
+            let announced: Vec<_> = (0..8).map(|_| spool.announce()).collect();
+            let appends: Vec<_> = announced
+                .into_iter()
+                .enumerate()
+                .map(|(i, announced)| {
+                    let spool = spool.clone();
+                    tokio::spawn(async move {
+                        spool
+                            .append_announced(&[plain(round * 8 + i)], false, Some(announced))
+                            .await
+                    })
+                })
+                .collect();
+            for append in appends {
+                append.await.expect("no panic").expect("appended");
+            }
+            last_round = spool.commits() - before;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), rounds)
+        .await
+        .expect("the writer waited out its delay with nothing more on its way");
+    assert_eq!(spool.usage().items, 40);
+    assert_eq!(
+        last_round, 1,
+        "the last round's 8 appends took {last_round} flushes"
+    );
+
+    // An announcement dropped without an append (a request refused on the
+    // way) counts out as well: the held one below delays nothing for ever.
+    let refused = spool.announce();
+    let late = spool.announce();
+    drop(refused);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        spool.append_announced(&[plain(40)], false, Some(late)),
+    )
+    .await
+    .expect("a dropped announcement kept the writer waiting")
+    .expect("appended");
+}
+
 #[test]
 fn a_second_relay_cannot_share_a_spool() {
     let dir = tempfile::tempdir().expect("tempdir");
