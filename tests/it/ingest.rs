@@ -164,7 +164,8 @@ async fn store_endpoint_query_auth_dsn_auth_and_h2c() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_and_exposed_headers() {
-    let relay = TestRelay::start(&config_text("")).await;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
     let client = reqwest::Client::new();
     let r = client
         .request(reqwest::Method::OPTIONS, relay.envelope_url())
@@ -256,9 +257,11 @@ type BadCase<'a> = (
 /// Every bad input gets its status and a counted reason, and the relay keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_counted_and_harmless() {
-    let text = config_text(
-        "[limits]\nmax_body_size = \"64KiB\"\nmax_inflated_size = \"256KiB\"\nmax_items = 5\n",
-    );
+    let sink = sink_file();
+    let text = config_text(&format!(
+        "{}[limits]\nmax_body_size = \"64KiB\"\nmax_inflated_size = \"256KiB\"\nmax_items = 5\n",
+        sink.section
+    ));
     let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
     let good = || envelope_with_attachment(&new_event_id(), b"ok");
