@@ -203,9 +203,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// The commit delay the pressure picks now.
-    fn commit_delay(&self) -> Duration {
-        match self.pressure.load(std::sync::atomic::Ordering::Relaxed) {
+    /// Whether the relay is short of CPU now (see [`Spool::set_pressure`]).
+    fn pressed(&self) -> bool {
+        self.pressure.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The commit delay for that pressure.
+    fn commit_delay(&self, pressed: bool) -> Duration {
+        match pressed {
             true => self.commit_delays.pressed,
             false => self.commit_delays.light,
         }
@@ -547,7 +552,8 @@ impl Spool {
 
     /// The commit delay the writer uses now.
     pub fn commit_delay(&self) -> Duration {
-        self.inner.shared.commit_delay()
+        let shared = &self.inner.shared;
+        shared.commit_delay(shared.pressed())
     }
 
     /// Hands owned items whose direct delivery failed to the replay.
@@ -1134,7 +1140,9 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group: Vec<Op> = first.into_iter().collect();
-            let delay = self.shared.commit_delay();
+            // Read once: the delay and whether it may end early go together.
+            let pressed = self.shared.pressed();
+            let delay = self.shared.commit_delay(pressed);
             if !group.is_empty() && self.concurrent && !delay.is_zero() {
                 // Requests are arriving together: let more of them join this
                 // flush. Flushes cost far more CPU than the bytes they carry;
@@ -1147,10 +1155,6 @@ impl Writer {
                         ..
                     }
                 );
-                let pressed = self
-                    .shared
-                    .pressure
-                    .load(std::sync::atomic::Ordering::Relaxed);
                 self.gather(delay, announced && !pressed);
             }
             while !group.is_empty() && group.len() < MAX_GROUP {

@@ -645,10 +645,11 @@ async fn the_relay_s_pressure_picks_the_writer_s_commit_delay() {
 
 /// With CPU to spare, announced appends (`Spool::announce`, a request on
 /// its way) end the writer's wait once none is left on its way: waiting
-/// longer would gather nothing. The delay here is an hour, so a writer that waited it out would
-/// never answer (the minute's guard turns that into a failure). Once the
-/// writer has seen appends arrive together, a round's appends, all announced
-/// before the first is sent, share one flush: it waits for them all.
+/// longer would gather nothing. The delay here is an hour, so a writer that
+/// waited it out would never answer (the minute's guard turns that into a
+/// failure). Once the writer has seen appends arrive together, a round's
+/// appends, all announced before the first is sent, share one flush: it
+/// waits for them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announced_appends_end_the_commit_delay_once_none_is_on_its_way() {
     let dir = tempfile::tempdir().expect("tempdir");
