@@ -5,6 +5,14 @@
 //! brotli-decompressor (`br`, which the Python SDK sends when brotli is
 //! installed) and zstd. Each is read through `Read::take(cap + 1)`: reading
 //! one byte past the cap proves the body too large without inflating more.
+//!
+//! gzip, what the SDKs send, first gets a one-shot try with libdeflate
+//! (libdeflater): a gzip body ends with its inflated size, so the output can
+//! be allocated once and inflated in one call, about twice as fast as
+//! flate2's stream on event-sized bodies (`BENCHMARKS.md`). Only a size the
+//! body could honestly have, within the cap and 1 MiB, is trusted; anything
+//! the one-shot try refuses (a wrong size, a bomb, a corrupt or unusual
+//! body) goes to flate2's stream, which decides and words the error.
 
 use std::cell::RefCell;
 use std::io::{Cursor, Read};
@@ -84,6 +92,24 @@ thread_local! {
     static GZIP: RefCell<Option<GzDecoder<Cursor<Bytes>>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// This thread's libdeflate decompressor (about 10 KB of tables, kept
+    /// rather than allocated per body).
+    static ONE_SHOT: RefCell<Option<libdeflater::Decompressor>> = const { RefCell::new(None) };
+}
+
+/// Largest inflated size the one-shot gzip path allocates up front; larger
+/// bodies stream (see [`inflate`]).
+const ONE_SHOT_MAX: usize = 1 << 20;
+
+/// DEFLATE's largest expansion (a 258-byte match per two bits or so): a
+/// body cannot honestly claim more than this many bytes per byte.
+const DEFLATE_MAX_RATIO: usize = 1032;
+
+/// gzip's header flag for a header CRC-16, which libdeflate skips without
+/// checking (flate2 checks it): such bodies stream.
+const GZIP_FHCRC: u8 = 0x02;
+
 /// Largest zstd window a body may use: 2^24 bytes.
 const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
@@ -97,19 +123,10 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             }
             Ok(body)
         }
-        Encoding::Gzip => GZIP.with_borrow_mut(|kept| {
-            let decoder = match kept {
-                Some(decoder) => {
-                    decoder.reset(Cursor::new(body.clone()));
-                    decoder
-                }
-                None => kept.insert(GzDecoder::new(Cursor::new(body.clone()))),
-            };
-            let out = inflate(&mut *decoder, encoding, input.len(), limit);
-            // The body is not kept alive by the decoder.
-            decoder.reset(Cursor::new(Bytes::new()));
-            out
-        }),
+        Encoding::Gzip => match gunzip_one_shot(input, limit) {
+            Some(out) => Ok(Bytes::from(out)),
+            None => gunzip_stream(body, limit),
+        },
         Encoding::Deflate if looks_like_zlib(input) => inflate(
             flate2::bufread::ZlibDecoder::new(input),
             encoding,
@@ -143,6 +160,52 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             inflate(decoder.single_frame(), encoding, input.len(), limit)
         }
     }
+}
+
+/// Inflates a gzip body in one call to libdeflate, if its trailer's size
+/// (ISIZE) is one the body could honestly have, no larger than `limit` and
+/// [`ONE_SHOT_MAX`]. `None` when it is not, or libdeflate refuses the body
+/// (corrupt, a wrong size or checksum, an empty result, a header CRC): the
+/// stream then decides. Like the stream, it reads the first gzip member
+/// and ignores what follows it.
+fn gunzip_one_shot(input: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let flags = *input.get(3)?;
+    let trailer = input.get(input.len().checked_sub(4)?..)?;
+    let size = u32::from_le_bytes(trailer.try_into().ok()?) as usize;
+    if flags & GZIP_FHCRC != 0
+        || size == 0
+        || size > limit.min(ONE_SHOT_MAX)
+        || size > input.len().saturating_mul(DEFLATE_MAX_RATIO)
+    {
+        return None;
+    }
+    let mut out = vec![0; size];
+    let inflated = ONE_SHOT.with_borrow_mut(|kept| {
+        kept.get_or_insert_with(libdeflater::Decompressor::new)
+            .gzip_decompress(input, &mut out)
+    });
+    // Smaller than the trailer's size only for a first member followed by
+    // another (whose size the trailer gives).
+    out.truncate(inflated.ok()?);
+    (!out.is_empty()).then_some(out)
+}
+
+/// Inflates a gzip body with this thread's flate2 decoder, streaming.
+fn gunzip_stream(body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
+    let wire_len = body.len();
+    GZIP.with_borrow_mut(|kept| {
+        let decoder = match kept {
+            Some(decoder) => {
+                decoder.reset(Cursor::new(body));
+                decoder
+            }
+            None => kept.insert(GzDecoder::new(Cursor::new(body))),
+        };
+        let out = inflate(&mut *decoder, Encoding::Gzip, wire_len, limit);
+        // The body is not kept alive by the decoder.
+        decoder.reset(Cursor::new(Bytes::new()));
+        out
+    })
 }
 
 /// A zlib stream starts with a CMF/FLG pair: deflate method, and a check value.

@@ -243,3 +243,169 @@ fn zstd_frames_asking_for_huge_windows_are_refused() {
         Err(DecodeError::Corrupt { .. })
     ));
 }
+
+/// A gzip body with the header CRC-16 (FHCRC) that flate2's encoder never
+/// writes: the header, its CRC-16, then the deflate stream and trailer of
+/// `gzip(data)`.
+fn gzip_with_header_crc(data: &[u8]) -> Vec<u8> {
+    let plain = gzip(data);
+    let mut header = plain[..10].to_vec();
+    header[3] |= GZIP_FHCRC;
+    let crc = crc32fast::hash(&header) as u16;
+    let mut out = header;
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&plain[10..]);
+    out
+}
+
+/// Sets a gzip body's trailer size (ISIZE).
+fn with_size(mut body: Vec<u8>, size: u32) -> Vec<u8> {
+    let at = body.len() - 4;
+    body[at..].copy_from_slice(&size.to_le_bytes());
+    body
+}
+
+#[test]
+fn gzip_bodies_inflate_in_one_shot_as_the_stream_does() {
+    let event = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/corpus/event-8k.json"
+    ))
+    .unwrap_or_else(|e| panic!("the benches' corpus event: {e}"));
+    for data in [EVENT, event.as_bytes(), &[0u8; 1], &vec![b'x'; 300_000]] {
+        let body = gzip(data);
+        let one_shot = gunzip_one_shot(&body, 1 << 20).expect("taken in one shot");
+        assert_eq!(one_shot, data);
+        let streamed = gunzip_stream(Bytes::from(body.clone()), 1 << 20).unwrap();
+        assert_eq!(&streamed[..], data);
+        assert_eq!(
+            &decode(Encoding::Gzip, Bytes::from(body), 1 << 20).unwrap()[..],
+            data
+        );
+    }
+}
+
+/// What [`decode`] should make of a body.
+#[derive(Debug)]
+enum Expect {
+    Inflates(usize),
+    TooLarge,
+    Corrupt,
+}
+
+#[test]
+fn the_one_shot_path_leaves_what_it_cannot_trust_to_the_stream() {
+    use Expect::{Corrupt, Inflates, TooLarge};
+    let big = vec![b'a'; 2 << 20];
+    let cases: [(&str, Vec<u8>, usize, Expect); 7] = [
+        // Inflates past the cap: the stream says so.
+        ("over the cap", gzip(&big), 1 << 20, TooLarge),
+        // Past ONE_SHOT_MAX but within the cap: the stream inflates it.
+        ("over 1 MiB", gzip(&big), 4 << 20, Inflates(big.len())),
+        // A trailer that lies, either way: corrupt, as the stream finds.
+        (
+            "size too small",
+            with_size(gzip(EVENT), 10),
+            1 << 20,
+            Corrupt,
+        ),
+        (
+            "size too large",
+            with_size(gzip(EVENT), 1000),
+            1 << 20,
+            Corrupt,
+        ),
+        // More than any deflate stream of this length can inflate to
+        // (refused before allocating, which this cannot see): corrupt.
+        (
+            "size past deflate's ratio",
+            with_size(gzip(EVENT), 1 << 19),
+            1 << 20,
+            Corrupt,
+        ),
+        // A header CRC libdeflate would not check: the stream checks it.
+        (
+            "header CRC",
+            gzip_with_header_crc(EVENT),
+            1 << 20,
+            Inflates(EVENT.len()),
+        ),
+        // An empty member: corrupt, as for every encoding.
+        ("empty", gzip(b""), 1 << 20, Corrupt),
+    ];
+    for (what, body, limit, expected) in cases {
+        assert!(
+            gunzip_one_shot(&body, limit).is_none(),
+            "{what}: taken in one shot"
+        );
+        let got = decode(Encoding::Gzip, Bytes::from(body), limit);
+        match (expected, got) {
+            (Inflates(len), Ok(out)) => assert_eq!(out.len(), len, "{what}"),
+            (TooLarge, Err(DecodeError::TooLarge { .. }))
+            | (Corrupt, Err(DecodeError::Corrupt { .. })) => {}
+            (expected, got) => panic!("{what}: expected {expected:?}, got {got:?}"),
+        }
+    }
+    // A wrong header CRC: the stream refuses what libdeflate would take.
+    let mut bad_header = gzip_with_header_crc(EVENT);
+    bad_header[10] ^= 1;
+    assert!(matches!(
+        decode(Encoding::Gzip, Bytes::from(bad_header), 1 << 20),
+        Err(DecodeError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_second_gzip_member_is_ignored_on_both_paths() {
+    // The trailer then gives the last member's size, not the first's.
+    let second = br#"{"message":"a second member, longer than the first one by a fair margin"}"#;
+    let mut body = gzip(EVENT);
+    body.extend_from_slice(&gzip(second));
+    assert_eq!(gunzip_one_shot(&body, 1 << 20).expect("one shot"), EVENT);
+    let streamed = gunzip_stream(Bytes::from(body), 1 << 20).unwrap();
+    assert_eq!(&streamed[..], EVENT);
+}
+
+mod one_shot_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever is done to a gzip body (a byte changed, cut short,
+        /// bytes after it, a trailer that lies), the one-shot path never
+        /// takes a body the stream refuses, nor reads it differently.
+        #[test]
+        fn the_one_shot_path_agrees_with_the_stream(
+            data in proptest::collection::vec(any::<u8>(), 1..4096),
+            header_crc in any::<bool>(),
+            change in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            size in any::<u32>(),
+        ) {
+            let mut body = if header_crc { gzip_with_header_crc(&data) } else { gzip(&data) };
+            match change {
+                0 => {
+                    let i = at.index(body.len());
+                    body[i] = byte;
+                }
+                1 => body.truncate(at.index(body.len())),
+                2 => body.extend_from_slice(&[byte; 9]),
+                _ => body = with_size(body, size % (1 << 17)),
+            }
+            let limit = 1 << 16;
+            if let Some(out) = gunzip_one_shot(&body, limit) {
+                let streamed = gunzip_stream(Bytes::from(body), limit);
+                prop_assert!(streamed.is_ok(), "the stream refused what the one shot took: {streamed:?}");
+                prop_assert_eq!(&streamed.unwrap()[..], &out[..]);
+            }
+        }
+
+        #[test]
+        fn whole_gzip_bodies_take_the_one_shot_path(data in proptest::collection::vec(any::<u8>(), 1..4096)) {
+            prop_assert_eq!(gunzip_one_shot(&gzip(&data), 1 << 16), Some(data));
+        }
+    }
+}
