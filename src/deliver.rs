@@ -181,8 +181,15 @@ impl Delivery {
     /// that its append is on the way (see [`Spool::announce`]); hand it to
     /// [`deliver`](Self::deliver).
     pub fn announce(&self) -> Option<Announced> {
+        self.spool_first().map(|(_, spool)| spool.announce())
+    }
+
+    /// `ack = "spool"` with Kafka: every item is spooled before its answer,
+    /// then delivered. The one place that says which deliveries take that
+    /// path, for [`announce`](Self::announce) and [`deliver`](Self::deliver).
+    fn spool_first(&self) -> Option<(&crate::produce::kafka::KafkaSink, &Spool)> {
         match (&*self.producer, &self.spool, self.mode) {
-            (Producer::Kafka(_), Some(spool), AckMode::Spool) => Some(spool.announce()),
+            (Producer::Kafka(kafka), Some(spool), AckMode::Spool) => Some((kafka, spool)),
             _ => None,
         }
     }
@@ -258,6 +265,11 @@ impl Delivery {
     ) -> Vec<Result<(), DeliverError>> {
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         let in_flight = Held::new(&self.in_flight, bytes, Some(&self.metrics.in_flight_bytes));
+        if let Some((kafka, spool)) = self.spool_first() {
+            return self
+                .spool_then_deliver(kafka, spool, records, in_flight, announced)
+                .await;
+        }
         let (Producer::Kafka(kafka), Some(spool)) = (&*self.producer, &self.spool) else {
             let results = self.producer.send(&records).await;
             return results
@@ -265,11 +277,6 @@ impl Delivery {
                 .map(|r| r.map_err(DeliverError::Produce))
                 .collect();
         };
-        if self.mode == AckMode::Spool {
-            return self
-                .spool_then_deliver(kafka, spool, records, in_flight, announced)
-                .await;
-        }
         if self.kafka_state() != KafkaState::Up {
             return self.spool_all(spool, &records, "kafka_unavailable").await;
         }
