@@ -103,8 +103,10 @@ pub struct Delivery {
     /// Memory-mode deliveries still waiting for their acks, so that the stop
     /// sequence can wait for them to land in Kafka or the spool.
     background: Arc<(AtomicUsize, Notify)>,
-    /// Spool and state gauges, and the spool counters.
-    metrics: Metrics,
+    /// Spool and state gauges, and the spool counters. In an `Arc`: each
+    /// request's acknowledgement task takes a copy, and a `Metrics` clone
+    /// counts up some forty handles (about 0.7 µs a request in profiles).
+    metrics: Arc<Metrics>,
 }
 
 impl Delivery {
@@ -146,7 +148,7 @@ impl Delivery {
             spool_max_size: config.spool_max_size,
             replay_batch: config.replay_batch.get(),
             background: Arc::new((AtomicUsize::new(0), Notify::new())),
-            metrics: metrics.clone(),
+            metrics: Arc::new(metrics.clone()),
         };
         delivery.refresh_gauges();
         Ok(delivery)
