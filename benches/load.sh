@@ -111,7 +111,7 @@ python3 "$SHARED/perf_body.py" "$OUT" "$KEY" "$PROJECT" >"$OUT/body.size"
 log "body: $(cat "$OUT/body.size") (event JSON bytes, gzip'd bytes)"
 
 # The same request at a constant rate (examples/loadgen.rs), after WARMUP at
-# that rate, as "rate p50 p99 errors warmup_p99".
+# that rate, as "rate p50 p99 errors warmup_p99 warmup_errors".
 run_paced() { # PORT RATE CONNS
     local out
     out=$("$LOADGEN" --warmup "${WARMUP%s}" "http://127.0.0.1:$1/api/$PROJECT/envelope/" \
@@ -120,7 +120,9 @@ run_paced() { # PORT RATE CONNS
         "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
     echo "$out" >>"$OUT/loadgen.log"
     echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 }
-        END { print v["rate"], v["p50"], v["p99"], v["errors"], (v["warmup_p99"] == "" ? "-" : v["warmup_p99"]) }'
+        END { print v["rate"], v["p50"], v["p99"], v["errors"],
+            (v["warmup_p99"] == "" ? "-" : v["warmup_p99"]),
+            (v["warmup_errors"] == "" ? "-" : v["warmup_errors"]) }'
 }
 
 # --- the servers --------------------------------------------------------------
@@ -313,11 +315,11 @@ for mode in $MODES; do
     for round in $(seq 1 "$LAT_ROUNDS"); do
         port=$(free_port)
         start_floor "$no_kafka" "$port"
-        read -r _ fp50 fp99 _ fwarm < <(run_paced "$port" "$rate" "$LAT_CONNS")
+        read -r _ fp50 fp99 _ fwarm _ < <(run_paced "$port" "$rate" "$LAT_CONNS")
         stop_server
         port=$(free_port)
         start_relay "$mode" "$port"
-        read -r _ rp50 rp99 rerr rwarm < <(run_paced "$port" "$rate" "$LAT_CONNS")
+        read -r _ rp50 rp99 rerr rwarm rwerr < <(run_paced "$port" "$rate" "$LAT_CONNS")
         # The relay's own request times (arrival to answer, warm-up included)
         # and, in spool mode, its flushes: a client-side p99 far above them
         # was spent outside the relay's handling (see BENCHMARKS.md).
@@ -332,7 +334,7 @@ for mode in $MODES; do
         stop_server
         diff=$(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%.2f", a - b }')
         echo "$fp50 $fp99 $rp50 $rp99 $diff $fwarm $rwarm $own99 $own100" >>"$OUT/lat.rounds"
-        log "$mode latency round $round at $rate req/s: p99 floor $fp99, relay $rp99 ms (difference $diff); warm-up p99 floor $fwarm, relay $rwarm; relay errors $rerr; the relay's own p99 <= $own99 ms, slowest <= $own100 ms, flush p99 <= $flush99 ms"
+        log "$mode latency round $round at $rate req/s: p99 floor $fp99, relay $rp99 ms (difference $diff); warm-up p99 floor $fwarm, relay $rwarm; relay errors $rerr (warm-up $rwerr); the relay's own p99 <= $own99 ms, slowest <= $own100 ms, flush p99 <= $flush99 ms"
     done
     col() { awk -v c="$1" '{ print $c }' "$OUT/lat.rounds" | median; }
     rounds=$(awk '{ printf "%s%+.2f", sep, $5; sep = ", " }' "$OUT/lat.rounds")

@@ -12,15 +12,17 @@
 //! With `--warmup SECS`, the load runs that much longer first, at the same
 //! rate, and the percentiles leave those requests out: they measure the
 //! server warm (its connections open, its caches filled), as a server that
-//! has been running a while is. The warm-up's own p99 is printed apart, as
-//! `warmup_p99`, so that a slow start is seen rather than hidden.
+//! has been running a while is. The warm-up's own p99 and failures are
+//! printed apart, as `warmup_p99` and `warmup_errors`, so that a slow or
+//! failing start is seen rather than hidden, and does not count as the
+//! measured part's errors.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- [--warmup SECS] URL BODY_FILE RATE CONNECTIONS SECONDS [HEADER: VALUE]...
 //! ```
 //!
 //! Prints one line: `rate=<achieved> p50=<ms> p90=<ms> p99=<ms> p999=<ms> max=<ms> errors=<non-2xx or failed>`,
-//! and with a warm-up ` warmup_p99=<ms>` after it.
+//! and with a warm-up ` warmup_p99=<ms> warmup_errors=<count>` after it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,11 +79,11 @@ fn main() {
                     (client.clone(), next.clone(), url.clone(), body.clone());
                 tokio::spawn(async move {
                     let (mut latencies, mut warming) = (Vec::new(), Vec::new());
-                    let mut errors = 0u64;
+                    let (mut errors, mut warm_errors) = (0u64, 0u64);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= total {
-                            return (latencies, warming, errors);
+                            return (latencies, warming, errors, warm_errors);
                         }
                         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
                         tokio::time::sleep_until(scheduled.into()).await;
@@ -91,23 +93,25 @@ fn main() {
                             .send()
                             .await
                             .is_ok_and(|r| r.status().is_success());
-                        errors += u64::from(!ok);
                         if i < first {
                             warming.push(scheduled.elapsed());
+                            warm_errors += u64::from(!ok);
                         } else {
                             latencies.push(scheduled.elapsed());
+                            errors += u64::from(!ok);
                         }
                     }
                 })
             })
             .collect();
         let (mut all, mut warm) = (Vec::new(), Vec::new());
-        let mut errors = 0;
+        let (mut errors, mut warm_errors) = (0, 0);
         for worker in workers {
-            let (measured, warming, e) = worker.await.expect("a worker does not panic");
+            let (measured, warming, e, w) = worker.await.expect("a worker does not panic");
             all.extend(measured);
             warm.extend(warming);
             errors += e;
+            warm_errors += w;
         }
         let elapsed = start.elapsed().as_secs_f64() - warmup;
         all.sort();
@@ -127,7 +131,10 @@ fn main() {
             errors
         );
         if !warm.is_empty() {
-            print!(" warmup_p99={:.2}", pct(&warm, 0.99));
+            print!(
+                " warmup_p99={:.2} warmup_errors={warm_errors}",
+                pct(&warm, 0.99)
+            );
         }
         println!();
     });
