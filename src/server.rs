@@ -802,9 +802,7 @@ async fn watch_load(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             .sum()
     };
     let mut last = (Instant::now(), busy());
-    let mut average = 0.0;
-    // A relay starts idle.
-    let mut pressed = false;
+    let mut load = Load::default();
     let press = |on: bool| {
         if let Some(spool) = state.pipeline.delivery.spool() {
             spool.set_pressure(on);
@@ -812,7 +810,7 @@ async fn watch_load(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             state.pipeline.metrics.spool_commit_delay.set(delay);
         }
     };
-    press(pressed);
+    press(load.pressed);
     let mut tick = tokio::time::interval(LOAD_SAMPLE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -821,24 +819,45 @@ async fn watch_load(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         let now = (Instant::now(), busy());
-        let wall = now.0.duration_since(last.0).as_secs_f64() * workers as f64;
-        let ratio = if wall > 0.0 {
-            (now.1.saturating_sub(last.1).as_secs_f64() / wall).min(1.0)
-        } else {
-            0.0
-        };
+        let wall = now.0.duration_since(last.0).mul_f64(workers as f64);
+        let (ratio, changed) = load.sample(now.1.saturating_sub(last.1), wall);
         last = now;
         state.pipeline.metrics.runtime_busy.set(ratio);
-        average += LOAD_WEIGHT * (ratio - average);
-        let next = if pressed {
-            average >= PRESSURE_OFF
-        } else {
-            average >= PRESSURE_ON
-        };
-        if next != pressed {
-            pressed = next;
-            press(pressed);
+        if let Some(on) = changed {
+            press(on);
         }
+    }
+}
+
+/// Whether the relay is short of CPU, from samples of its workers' busy
+/// time: an average of the samples' busy shares, on above [`PRESSURE_ON`]
+/// and off below [`PRESSURE_OFF`].
+#[derive(Debug, Default)]
+struct Load {
+    /// The average busy share.
+    average: f64,
+    /// Short of CPU. A relay starts idle.
+    pressed: bool,
+}
+
+impl Load {
+    /// Takes a sample: `busy` of the workers' `wall` time (both summed over
+    /// the workers). Returns the sample's busy share, and the pressure if
+    /// it changed.
+    fn sample(&mut self, busy: Duration, wall: Duration) -> (f64, Option<bool>) {
+        let ratio = if wall.is_zero() {
+            0.0
+        } else {
+            (busy.as_secs_f64() / wall.as_secs_f64()).min(1.0)
+        };
+        self.average += LOAD_WEIGHT * (ratio - self.average);
+        let next = match self.pressed {
+            true => self.average >= PRESSURE_OFF,
+            false => self.average >= PRESSURE_ON,
+        };
+        let changed = (next != self.pressed).then_some(next);
+        self.pressed = next;
+        (ratio, changed)
     }
 }
 
@@ -987,6 +1006,57 @@ fn readiness(delivery: &crate::deliver::Delivery, verdict: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Samples of 50 ms on two workers, each `share` busy.
+    fn feed(load: &mut Load, share: f64, samples: usize) -> Vec<bool> {
+        let wall = LOAD_SAMPLE * 2;
+        (0..samples)
+            .filter_map(|_| load.sample(wall.mul_f64(share), wall).1)
+            .collect()
+    }
+
+    #[test]
+    fn a_sample_is_the_busy_share_of_the_workers_time() {
+        let mut load = Load::default();
+        let wall = Duration::from_millis(100);
+        assert_eq!(load.sample(Duration::from_millis(25), wall).0, 0.25);
+        // Busy time a sample straddles can exceed its wall time: capped.
+        assert_eq!(load.sample(Duration::from_millis(130), wall).0, 1.0);
+        assert_eq!(load.sample(Duration::ZERO, Duration::ZERO).0, 0.0);
+    }
+
+    #[test]
+    fn pressure_comes_on_at_the_high_mark_and_goes_off_below_the_low_one() {
+        let mut load = Load::default();
+        // Busy, but not at the limit: never pressed.
+        assert!(feed(&mut load, 0.9, 100).is_empty());
+        assert!(!load.pressed);
+        // At the limit: on, once.
+        assert_eq!(feed(&mut load, 1.0, 100), [true]);
+        // Between the marks: stays on (no flapping)...
+        assert!(feed(&mut load, 0.88, 100).is_empty());
+        assert!(load.pressed);
+        // ...and off, once, when the average falls below the low mark.
+        assert_eq!(feed(&mut load, 0.5, 100), [false]);
+        // Between the marks again: stays off.
+        assert!(feed(&mut load, 0.9, 100).is_empty());
+        assert!(!load.pressed);
+    }
+
+    #[test]
+    fn a_short_burst_does_not_press_an_idle_relay() {
+        let mut load = Load::default();
+        assert!(feed(&mut load, 0.0, 20).is_empty());
+        // A burst of a few samples moves the average, not past the mark.
+        assert!(feed(&mut load, 1.0, 3).is_empty());
+        assert!(!load.pressed);
+        // It takes a sustained load: about half a second of samples.
+        let on = (1..=100).find(|_| !feed(&mut load, 1.0, 1).is_empty());
+        assert!(
+            matches!(on, Some(20..=30)),
+            "pressed after {on:?} more samples"
+        );
+    }
 
     #[test]
     fn routes_with_and_without_trailing_slash() {
