@@ -168,8 +168,6 @@ struct Inner {
     shared: Arc<Shared>,
     /// `spool.max_size`.
     max_size: u64,
-    /// The spool directory, for messages.
-    path: PathBuf,
     /// Records found damaged when the spool was opened.
     damaged_at_open: u64,
 }
@@ -394,15 +392,9 @@ impl Spool {
                 ops: tx,
                 shared,
                 max_size,
-                path: dir.to_owned(),
                 damaged_at_open: recovered.damaged,
             }),
         })
-    }
-
-    /// The spool directory.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Records found damaged when the spool was opened (each loses the rest
