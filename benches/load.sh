@@ -12,7 +12,10 @@
 #
 # Settings (environment): MODES (kafka spool memory), CONNS (32 256),
 # ROUNDS (3), DURATION (10s), LAT_ROUNDS (3), LAT_CONNS (32, the latency
-# part's connections), WARMUP (2s), RATE (the
+# part's connections), LAT_HOG (0: off; a fraction of one core, such as
+# 0.4, that a busy process takes throughout the latency part, in 10 ms
+# periods: a slower machine on demand, for the floor and the relay
+# alike), WARMUP (2s), RATE (the
 # latency part's rate is half of it when the throughput part does not run),
 # PARTS (throughput latency overload; and
 # pair, not run by default), PAIR_A and PAIR_B (settings for the relay, as
@@ -50,6 +53,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 LAT_ROUNDS=${LAT_ROUNDS:-3}
 LAT_CONNS=${LAT_CONNS:-32}
+LAT_HOG=${LAT_HOG:-0}
 WARMUP=${WARMUP:-2s}
 PARTS=${PARTS:-"throughput latency overload"}
 OUT=${OUT:-$(mktemp -d /tmp/edge-relay-load.XXXXXX)}
@@ -231,6 +235,16 @@ run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
 # The bucket bound (ms) under which a share Q of a histogram's observations
 # fall, from a /metrics scrape on stdin; SERIES is the bucket series' name
 # with its labels up to `le` (a regular expression). "-" when it observed none.
+# The mean in ms of histogram NAME with LABELS (as written in /metrics,
+# such as '{endpoint="envelope"}', or '' for none), from its _sum and
+# _count; "-" without samples.
+histogram_mean() { # NAME LABELS
+    awk -v sum="$1_sum$2" -v count="$1_count$2" '
+        index($0, sum " ") == 1 { s = $2 }
+        index($0, count " ") == 1 { c = $2 }
+        END { if (c > 0) printf "%.2f\n", s / c * 1000; else print "-" }'
+}
+
 histogram_bound() { # SERIES Q
     awk -v series="$1" -v q="$2" '
         $0 ~ "^" series "le=" {
@@ -303,6 +317,19 @@ fi
 
 # --- latency at half the relay's best rate -------------------------------------------
 if part latency; then
+hog=""
+if [ "$LAT_HOG" != 0 ]; then
+    python3 -c 'import sys, time
+busy = float(sys.argv[1]) * 0.01
+while True:
+    t = time.perf_counter()
+    while time.perf_counter() - t < busy:
+        pass
+    time.sleep(max(0.0, 0.01 - (time.perf_counter() - t)))' "$LAT_HOG" &
+    hog=$!
+    PIDS+=("$hog")
+    log "latency part under a busy process taking $LAT_HOG of a core (LAT_HOG)"
+fi
 echo
 echo "| ack mode | rate (req/s) | floor p50 / p99 (ms, medians) | relay p50 / p99 (ms, medians) | relay p99 - floor p99, median (rounds) | warm-up p99 floor / relay (ms, medians) | relay's own p99 / slowest (ms, its histogram's bucket bounds, worst round) | relay peak RSS |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -329,18 +356,21 @@ for mode in $MODES; do
         own99=$(histogram_bound "$own" 0.99 <"$OUT/lat.metrics")
         own100=$(histogram_bound "$own" 1 <"$OUT/lat.metrics")
         flush99=$(histogram_bound "$flush" 0.99 <"$OUT/lat.metrics")
+        own_mean=$(histogram_mean edge_relay_request_duration_seconds '{endpoint="envelope"}' <"$OUT/lat.metrics")
+        flush_mean=$(histogram_mean edge_relay_spool_flush_duration_seconds '' <"$OUT/lat.metrics")
         r=$(peak_rss_mib "$SERVER_PID")
         [ "$r" -gt "$rss" ] && rss=$r
         stop_server
         diff=$(awk -v a="$rp99" -v b="$fp99" 'BEGIN { printf "%.2f", a - b }')
         echo "$fp50 $fp99 $rp50 $rp99 $diff $fwarm $rwarm $own99 $own100" >>"$OUT/lat.rounds"
-        log "$mode latency round $round at $rate req/s: p99 floor $fp99, relay $rp99 ms (difference $diff); warm-up p99 floor $fwarm, relay $rwarm; relay errors $rerr (warm-up $rwerr); the relay's own p99 <= $own99 ms, slowest <= $own100 ms, flush p99 <= $flush99 ms"
+        log "$mode latency round $round at $rate req/s: p99 floor $fp99, relay $rp99 ms (difference $diff); warm-up p99 floor $fwarm, relay $rwarm; relay errors $rerr (warm-up $rwerr); the relay's own mean $own_mean ms, p99 <= $own99 ms, slowest <= $own100 ms; flush mean $flush_mean ms, p99 <= $flush99 ms"
     done
     col() { awk -v c="$1" '{ print $c }' "$OUT/lat.rounds" | median; }
     rounds=$(awk '{ printf "%s%+.2f", sep, $5; sep = ", " }' "$OUT/lat.rounds")
     worst() { awk -v c="$1" '{ print $c }' "$OUT/lat.rounds" | sort -g | tail -1; }
     echo "| $mode | $rate | $(col 1) / $(col 2) | $(col 3) / $(col 4) | $(col 5 | awk '{ printf "%+.2f", $1 }') ms ($rounds) | $(col 6) / $(col 7) | $(worst 8) / $(worst 9) | $rss MiB |"
 done
+if [ -n "$hog" ]; then kill "$hog" 2>/dev/null || true; fi
 fi
 
 # --- two settings of the relay, paired ------------------------------------------------
