@@ -235,16 +235,6 @@ run_wrk() { # PORT CONNS [SCRIPT] [DURATION]
 # The bucket bound (ms) under which a share Q of a histogram's observations
 # fall, from a /metrics scrape on stdin; SERIES is the bucket series' name
 # with its labels up to `le` (a regular expression). "-" when it observed none.
-# The mean in ms of histogram NAME with LABELS (as written in /metrics,
-# such as '{endpoint="envelope"}', or '' for none), from its _sum and
-# _count; "-" without samples.
-histogram_mean() { # NAME LABELS
-    awk -v sum="$1_sum$2" -v count="$1_count$2" '
-        index($0, sum " ") == 1 { s = $2 }
-        index($0, count " ") == 1 { c = $2 }
-        END { if (c > 0) printf "%.2f\n", s / c * 1000; else print "-" }'
-}
-
 histogram_bound() { # SERIES Q
     awk -v series="$1" -v q="$2" '
         $0 ~ "^" series "le=" {
@@ -259,6 +249,16 @@ histogram_bound() { # SERIES Q
                 exit
             }
         }'
+}
+
+# The mean in ms of histogram NAME with LABELS (as written in /metrics,
+# such as '{endpoint="envelope"}', or '' for none), from its _sum and
+# _count in a /metrics scrape on stdin; "-" without samples.
+histogram_mean() { # NAME LABELS
+    awk -v sum="$1_sum$2" -v count="$1_count$2" '
+        index($0, sum " ") == 1 { s = $2 }
+        index($0, count " ") == 1 { c = $2 }
+        END { if (c > 0) printf "%.2f\n", s / c * 1000; else print "-" }'
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
