@@ -823,15 +823,45 @@ impl Projects {
 }
 
 impl Config {
+    /// The sections whose values differ in `new` and that a reload does not
+    /// apply: the running relay keeps them until a restart. A reload swaps
+    /// only projects, keys, quotas, sampling and scrub rules.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut sections = Vec::new();
+        if differs(&self.server, &new.server) || self.admin_listen != new.admin_listen {
+            sections.push("server/admin");
+        }
+        if differs(&self.limits, &new.limits) {
+            sections.push("limits");
+        }
+        if differs(&self.output, &new.output) {
+            sections.push("kafka/file_sink");
+        }
+        if differs(&self.delivery, &new.delivery) {
+            sections.push("delivery/spool");
+        }
+        if self.outcomes_window != new.outcomes_window {
+            sections.push("outcomes");
+        }
+        if differs(&self.shutdown, &new.shutdown) {
+            sections.push("shutdown");
+        }
+        if self.log_level != new.log_level || self.log_json != new.log_json {
+            sections.push("log");
+        }
+        sections
+    }
+
     /// Reads and validates a configuration file, with the process's
     /// environment: `${VAR}` expanded, `EDGE_RELAY_*` overrides applied.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
-        let overrides: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let overrides: Vec<(String, String)> =
+            std::env::vars().filter(|(k, _)| is_override(k)).collect();
         Config::from_toml_with_env(&text, &|name| std::env::var(name).ok(), &overrides)
     }
 
@@ -1003,6 +1033,20 @@ impl Config {
 
 /// Environment variables that override keys: `EDGE_RELAY_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "EDGE_RELAY_";
+
+/// Whether an environment variable is read as an override: `EDGE_RELAY_`,
+/// then a name with `__` between section and key. Other `EDGE_RELAY_*`
+/// variables are left alone, for `${VAR}` in the file
+/// (`EDGE_RELAY_HASH_KEY`) and because Kubernetes defines some for a Service
+/// named `edge-relay` in the pod's namespace (`EDGE_RELAY_SERVICE_HOST`,
+/// `EDGE_RELAY_PORT_3000_TCP`): no key of the file sits outside a section,
+/// so such a name could never override one, and refusing it stopped the
+/// relay from starting. A misspelt key in an override's shape
+/// (`EDGE_RELAY_SERVER__LISTN`) is still an error.
+pub fn is_override(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .is_some_and(|rest| rest.contains("__"))
+}
 
 /// Expands `${NAME}` in every string value of the table.
 fn expand_in_table(
@@ -1818,6 +1862,63 @@ mod tests {
         let bad = [("EDGE_RELAY_SERVER__LISTN".to_owned(), "x".to_owned())];
         let e = Config::from_toml_with_env("", &|_| None, &bad).unwrap_err();
         assert!(e.to_string().starts_with("server.listn"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_every_section_it_does_not_apply() {
+        let base = "[[projects]]\nid = 1\npublic_keys = [\"0123456789abcdef0123456789abcdef\"]\n";
+        let old = parse(base).unwrap();
+        let changed = |section: &str| {
+            let new = parse(&format!("{section}\n{base}")).unwrap();
+            old.needs_restart(&new)
+        };
+        assert_eq!(changed(""), Vec::<&str>::new());
+        for (section, named) in [
+            ("[server]\nlisten = \"127.0.0.1:4000\"", "server/admin"),
+            ("[admin]\nlisten = \"127.0.0.1:4001\"", "server/admin"),
+            ("[limits]\nmax_items = 7", "limits"),
+            ("[file_sink]\npath = \"x.jsonl\"", "kafka/file_sink"),
+            ("[delivery]\nmax_in_flight = \"8MiB\"", "delivery/spool"),
+            ("[spool]\nmax_size = \"2GiB\"", "delivery/spool"),
+            ("[shutdown]\ngrace_period = \"7s\"", "shutdown"),
+            ("[log]\nlevel = \"debug\"", "log"),
+            ("[log]\nformat = \"json\"", "log"),
+        ] {
+            assert_eq!(changed(section), vec![named], "{section}");
+        }
+        // Outcome records go to Kafka only.
+        let kafka = format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\n{base}");
+        let off = format!("[outcomes]\nenabled = false\n{kafka}");
+        assert_eq!(
+            parse(&kafka).unwrap().needs_restart(&parse(&off).unwrap()),
+            vec!["outcomes"]
+        );
+        // What a reload does apply is not named.
+        let more = format!(
+            "{base}[[projects]]\nid = 2\npublic_keys = [\"fedcba9876543210fedcba9876543210\"]\n"
+        );
+        assert!(old.needs_restart(&parse(&more).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn only_section_and_key_names_are_overrides() {
+        for name in [
+            "EDGE_RELAY_SERVER__LISTEN",
+            "EDGE_RELAY_KAFKA__TOPICS__ERROR",
+            "EDGE_RELAY_SERVER__LISTN",
+        ] {
+            assert!(is_override(name), "{name}");
+        }
+        for name in [
+            "EDGE_RELAY_HASH_KEY",
+            "EDGE_RELAY_SERVICE_HOST",
+            "EDGE_RELAY_PORT_3000_TCP_ADDR",
+            "EDGE_RELAY_",
+            "KAFKA__BROKERS",
+            "edge_relay_server__listen",
+        ] {
+            assert!(!is_override(name), "{name}");
+        }
     }
 
     #[test]

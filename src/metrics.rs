@@ -366,6 +366,11 @@ impl Metrics {
         ] {
             m.connections_refused.with_label_values(&[reason]);
         }
+        // At 0 from the start: `increase()` over a series that appears at 1
+        // sees no increase, and the reload alert would miss the first failure.
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
         Ok(m)
     }
 

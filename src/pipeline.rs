@@ -842,7 +842,7 @@ impl Pipeline {
     /// scrub rules swap at once; requests in flight finish under the old one;
     /// quota buckets of unchanged quotas keep their state (they are keyed by
     /// the quota, not by the configuration). Settings that need a restart
-    /// (listeners, limits, Kafka, outcomes) keep their running values; the
+    /// (see [`Config::needs_restart`]) keep their running values; the
     /// returned list names those that differ. A file that did not validate is
     /// refused and counted, and the running configuration stays.
     pub fn reload(
@@ -860,21 +860,7 @@ impl Pipeline {
             }
         };
         let old = self.config.load_full();
-        let mut needs_restart = Vec::new();
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&old.server, &new.server) || old.admin_listen != new.admin_listen {
-            needs_restart.push("server/admin");
-        }
-        if differs(&old.limits, &new.limits) {
-            needs_restart.push("limits");
-        }
-        if differs(&old.output, &new.output) {
-            needs_restart.push("kafka/file_sink");
-        }
-        if old.outcomes_window != new.outcomes_window {
-            needs_restart.push("outcomes");
-        }
+        let needs_restart = old.needs_restart(&new);
         let mut merged = (*old).clone();
         merged.projects = new.projects;
         merged.scrubber = new.scrubber;

@@ -699,7 +699,18 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
         1.0
     );
 
-    // An invalid file is refused; the running configuration stays.
+    // An invalid file is refused; the running configuration stays. Its
+    // series was exported at 0 before, so that alerts see the first failure.
+    let exported = reqwest::get(relay.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        exported.contains("edge_relay_config_reloads_total{result=\"error\"} 0"),
+        "{exported}"
+    );
     assert!(!relay
         .handle
         .reload(edge_relay::Config::from_toml("[server]\nlistn = 1\n")));
