@@ -233,6 +233,12 @@ impl Delivery {
         (spool.usage().bytes >= self.spool_max_size).then(|| format!("{and}the spool is full"))
     }
 
+    /// Items the spool holds, not delivered yet (0 without a spool): at the
+    /// end of the stop sequence, what the next start will deliver.
+    pub fn spooled(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |spool| spool.usage().items)
+    }
+
     /// Updates the spool and state gauges.
     pub fn refresh_gauges(&self) {
         let state = self.kafka_state();

@@ -101,6 +101,8 @@ pub struct ShutdownReport {
     /// Items still undelivered when the grace period ended (also counted in
     /// `edge_relay_shutdown_undelivered_total`).
     pub undelivered: usize,
+    /// Items left in the spool for the next start to deliver.
+    pub spooled: u64,
 }
 
 /// Why the relay could not start.
@@ -219,13 +221,22 @@ impl Relay {
             .metrics
             .shutdown_undelivered
             .inc_by(undelivered as u64);
+        let spooled = state.pipeline.delivery.spooled();
         if undelivered > 0 || !requests_finished {
             tracing::warn!(
                 undelivered,
                 requests_finished,
                 "grace period ended with work left"
             );
-        } else {
+        }
+        if spooled > 0 {
+            // Not lost if the spool's directory outlives the process (a
+            // host's disk, a volume that stays); an operator must know.
+            tracing::warn!(
+                items = spooled,
+                "accepted items stay in the spool, for the next start to deliver"
+            );
+        } else if undelivered == 0 && requests_finished {
             tracing::info!("drained: every accepted item was delivered");
         }
         let _ = stop_admin.send(true);
@@ -236,6 +247,7 @@ impl Relay {
         ShutdownReport {
             requests_finished,
             undelivered,
+            spooled,
         }
     }
 }

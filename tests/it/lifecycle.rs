@@ -89,6 +89,24 @@ async fn broker_down_at_start_spools_then_replays() {
     assert_eq!(relay.metric("edge_relay_kafka_up", &[]), 1.0);
 }
 
+/// Stopping while the broker is down: what was answered 200 stays in the
+/// spool, and the stop report says how many items the next start delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_with_the_broker_down_reports_what_stays_spooled() {
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let (status, _) = send_one(&client, &relay).await;
+        assert_eq!(status, 200);
+    }
+    let report = relay.stop(Duration::from_secs(2)).await;
+    assert!(report.requests_finished);
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(report.spooled, 6, "three events and their attachments");
+}
+
 /// Requests in flight when shutdown starts are answered and delivered;
 /// `/readyz` turns 503 while draining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +176,10 @@ async fn shutdown_finishes_in_flight_requests_and_flushes() {
     let report = stopping.await.unwrap();
     assert!(report.requests_finished);
     assert_eq!(report.undelivered, 0);
+    assert_eq!(
+        report.spooled, 0,
+        "delivered, so nothing stays in the spool"
+    );
     assert!(saw_draining, "/readyz reported draining");
     kafka
         .broker_round_trip_time(1, Duration::ZERO)
