@@ -19,7 +19,9 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin edge
     && chown edge-relay /var/lib/edge-relay
 COPY --from=build /src/target/release/edge-relay /usr/local/bin/edge-relay
 COPY config.toml.example /etc/edge-relay/config.toml.example
-USER edge-relay
+# By number: Kubernetes' runAsNonRoot can only check a numeric user, and
+# refuses to start an image whose USER is a name.
+USER 10001
 WORKDIR /var/lib/edge-relay
 # 3000: SDKs. 3001: /metrics, /healthz, /readyz.
 EXPOSE 3000 3001

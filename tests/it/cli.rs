@@ -38,6 +38,90 @@ fn check_config_accepts_the_shipped_example() {
     );
 }
 
+/// What the README says to do: uncomment `[kafka]` (its three tables, one
+/// `# ` off each line) in a copy of the example. That must give a Kafka
+/// configuration with the defaults, and nothing the reader did not ask for
+/// (once, the SASL example lines came alive and asked for a password).
+#[test]
+fn check_config_accepts_the_example_with_kafka_uncommented() {
+    let example = include_str!("../../config.toml.example");
+    let start = example.find("\n# [kafka]\n").expect("a commented [kafka]") + 1;
+    let end = example[start..]
+        .find("\n\n")
+        .map(|n| start + n)
+        .expect("a blank line after the [kafka] tables");
+    let uncommented: String = example[start..end]
+        .lines()
+        .map(|line| {
+            line.strip_prefix("# ")
+                .or_else(|| line.strip_prefix('#'))
+                .unwrap_or(line)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(uncommented.contains("[kafka.producer]"), "{uncommented}");
+    let text = format!("{}{uncommented}{}", &example[..start], &example[end..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = relay()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("KAFKA_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("127.0.0.1:9092"), "{summary}");
+    assert!(!summary.contains("SASL"), "{summary}");
+}
+
+/// The Kubernetes example's configuration, with the environment its pod
+/// gives the relay: the variables it sets, and those Kubernetes adds for a
+/// Service named `edge-relay` in the namespace (service links). Once, the
+/// hash key's variable was read as an override and the sidecar never started.
+#[test]
+fn check_config_accepts_the_sidecar_example_in_its_pod_environment() {
+    let manifest = include_str!("../../deploy/kubernetes/sidecar.yaml");
+    let start = manifest
+        .find("config.toml: |\n")
+        .expect("the ConfigMap's config.toml")
+        + "config.toml: |\n".len();
+    let block = &manifest[start..manifest[start..].find("\n---").unwrap() + start];
+    let indent = block.len() - block.trim_start().len();
+    let text: String = block
+        .lines()
+        .map(|line| line.get(indent..).unwrap_or("").to_owned() + "\n")
+        .collect();
+    assert!(text.contains("[[projects]]"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut command = relay();
+    command.args(["check-config", "--config"]).arg(&path);
+    for name in ["KAFKA_BROKERS", "EDGE_RELAY_HASH_KEY"] {
+        assert!(manifest.contains(&format!("- name: {name}")), "{name}");
+    }
+    command
+        .env("KAFKA_BROKERS", "kafka-0.kafka:9092")
+        .env("EDGE_RELAY_HASH_KEY", "0123456789abcdef0123456789abcdef")
+        .env("EDGE_RELAY_SERVICE_HOST", "10.0.0.7")
+        .env("EDGE_RELAY_SERVICE_PORT", "3000")
+        .env("EDGE_RELAY_PORT", "tcp://10.0.0.7:3000")
+        .env("EDGE_RELAY_PORT_3000_TCP_ADDR", "10.0.0.7");
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kafka-0.kafka:9092"));
+}
+
 #[test]
 fn check_config_names_the_bad_key_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
