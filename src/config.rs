@@ -139,9 +139,12 @@ pub mod file {
         pub max_body_size: ByteSize,
         /// Largest body after decompression. Defaults to "50MiB".
         pub max_inflated_size: ByteSize,
-        /// Largest single event or transaction payload. Defaults to "1MiB".
+        /// Largest single event or transaction payload, and of any other JSON
+        /// item (spans, logs, sessions, check-ins, profiles, replay events,
+        /// client reports, JSON attachments), which is scrubbed as a tree.
+        /// Defaults to "1MiB".
         pub max_event_size: ByteSize,
-        /// Largest single attachment or other non-event item. Defaults to "20MiB".
+        /// Largest single attachment or other binary item. Defaults to "20MiB".
         pub max_attachment_size: ByteSize,
         /// Most items in one envelope. Defaults to 1000.
         pub max_items: usize,

@@ -13,6 +13,9 @@
 //! body could honestly have, within the cap and 1 MiB, is trusted; anything
 //! the one-shot try refuses (a wrong size, a bomb, a corrupt or unusual
 //! body) goes to flate2's stream, which decides and words the error.
+//!
+//! Legacy `/store/` bodies (base64 of the event or of its zlib stream, sent
+//! without a `Content-Encoding`) are decoded here too, under the same cap.
 
 use std::cell::RefCell;
 use std::io::{Cursor, Read};
@@ -160,6 +163,36 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             inflate(decoder.single_frame(), encoding, input.len(), limit)
         }
     }
+}
+
+/// Whether a `/store/` body is in the legacy encoding rather than JSON text:
+/// its first byte after whitespace is there and is not `{`.
+pub fn is_legacy_store(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b != b'{')
+}
+
+/// Decodes a legacy `/store/` body: base64 (whitespace ignored) of the JSON
+/// event or of its zlib (or raw deflate) stream, inflated into at most
+/// `limit` bytes as any body is. `Ok(None)` when the body is not base64: it
+/// is then judged as it came, by the event parser, which words why it is refused.
+pub fn decode_legacy_store(body: Bytes, limit: usize) -> Result<Option<Bytes>, DecodeError> {
+    use base64::Engine as _;
+    let text: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(text) else {
+        return Ok(None);
+    };
+    let encoding = if raw.first() == Some(&b'{') {
+        Encoding::Identity
+    } else {
+        Encoding::Deflate
+    };
+    decode(encoding, Bytes::from(raw), limit).map(Some)
 }
 
 /// Inflates a gzip body in one call to libdeflate, if its trailer's size

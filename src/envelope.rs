@@ -520,6 +520,14 @@ pub fn parse_event(
     Ok((tree, event_id))
 }
 
+/// Whether a JSON payload that is to be built into a tree (a JSON item
+/// other than an event) nests deeper than `max_depth`, or than the tree
+/// takes. Brackets inside strings do not count; the JSON is not otherwise checked.
+pub fn nests_deeper_than(payload: &[u8], max_depth: usize) -> bool {
+    // serde_json's tree refuses its 128th level: the deepest it takes is 127.
+    json_depth_exceeds(payload, max_depth.min(SERDE_DEPTH - 1))
+}
+
 /// An event that passed its checks.
 // The common variant is the large one; boxing it would allocate per event for nothing.
 #[allow(clippy::large_enum_variant)]

@@ -1,13 +1,10 @@
 //! The one function that walks a request through the stages in order, and
 //! the one place that maps a failure to its HTTP status and drop reason.
 
-use std::io::Read;
-
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -194,8 +191,9 @@ pub struct Pipeline {
     pub inflaters: Inflaters,
 }
 
-/// Bodies this large on the wire are inflated on [`Pipeline::inflaters`];
-/// smaller ones too once they inflate past [`INLINE_INFLATE`].
+/// Encoded bodies this large on the wire are inflated on
+/// [`Pipeline::inflaters`]; smaller ones too once they inflate past
+/// [`INLINE_INFLATE`]. Identity bodies never are: they have nothing to inflate.
 pub const HEAVY_BODY: usize = 64 * 1024;
 
 /// Smaller bodies are inflated inline up to this size; past it, again on the inflaters.
@@ -247,6 +245,60 @@ impl Inflaters {
         let _ = self.jobs.lock().expect("inflater queue lock").send(job);
         rx.await.ok()
     }
+
+    /// Decodes a body by its `Content-Encoding` into at most `limit` bytes,
+    /// where [`Inflaters::capped`] says. An identity body has nothing to
+    /// inflate: its size is checked here, and it never waits in the threads'
+    /// queue behind bodies that do (decompression bombs among them).
+    pub async fn decode(
+        &self,
+        encoding: Encoding,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Bytes, RequestError> {
+        if encoding == Encoding::Identity {
+            return Ok(decompress::decode(encoding, body, limit)?);
+        }
+        self.capped(body, limit, move |body, limit| {
+            decompress::decode(encoding, body, limit)
+        })
+        .await
+    }
+
+    /// Decodes a legacy `/store/` body (base64, of zlib perhaps) into at most
+    /// `limit` bytes, as [`decompress::decode_legacy_store`] does, where
+    /// [`Inflaters::capped`] says.
+    pub async fn decode_legacy_store(
+        &self,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Option<Bytes>, RequestError> {
+        self.capped(body, limit, decompress::decode_legacy_store)
+            .await
+    }
+
+    /// Runs `decode`, which inflates its input into at most the limit it is
+    /// given: inline when the input is smaller than [`HEAVY_BODY`] and what
+    /// it inflates to fits in [`INLINE_INFLATE`] (brotli and zstd can inflate
+    /// a kilobyte to the cap), else on the threads, up to `limit`.
+    async fn capped<T: Send + 'static>(
+        &self,
+        input: Bytes,
+        limit: usize,
+        decode: impl Fn(Bytes, usize) -> Result<T, DecodeError> + Send + 'static,
+    ) -> Result<T, RequestError> {
+        if input.len() < HEAVY_BODY {
+            match decode(input.clone(), limit.min(INLINE_INFLATE)) {
+                Err(DecodeError::TooLarge { .. }) if limit > INLINE_INFLATE => {}
+                done => return Ok(done?),
+            }
+        }
+        let decoded = self
+            .run(move || decode(input, limit))
+            .await
+            .ok_or(RequestError::Internal("an inflater thread panicked"))?;
+        Ok(decoded?)
+    }
 }
 
 /// An item that passed its checks; events come read.
@@ -286,9 +338,14 @@ fn format_rate(rate: f64) -> String {
 
 /// The fate of one item, before it is counted.
 struct ItemFate {
-    category: DataCategory,
+    /// The category label it is counted under.
+    category: &'static str,
     result: Result<(), DropReason>,
 }
+
+/// The category label of client reports dropped unread: they count against
+/// no data category, and are otherwise consumed rather than counted.
+const CLIENT_REPORT_CATEGORY: &str = "client_report";
 
 impl Pipeline {
     /// The first stage, before the body is read: the project must exist and a
@@ -338,11 +395,20 @@ impl Pipeline {
             .into();
         let limits = self.config.load().limits;
         let mut checked = Vec::with_capacity(envelope.items.len());
+        let mut fates = Vec::with_capacity(envelope.items.len());
         for item in &envelope.items {
             match item.category() {
                 Some(category) => checked.push((item, category, self.check_item(item, &limits))),
                 // Client reports: the SDK's own drop counts, consumed into metrics.
-                None => self.count_client_report(&project.label, &item.payload),
+                None => {
+                    let read = self.count_client_report(&project.label, &item.payload, &limits);
+                    if let Err(reason) = read {
+                        fates.push(ItemFate {
+                            category: CLIENT_REPORT_CATEGORY,
+                            result: Err(reason),
+                        });
+                    }
+                }
             }
         }
         // The envelope's event id: the header's, else the first event's, else a new one.
@@ -365,12 +431,11 @@ impl Pipeline {
 
         let now = self.clock.now();
         let mut limits: Vec<Limited> = Vec::new();
-        let mut fates = Vec::with_capacity(checked.len());
         let mut records = Vec::with_capacity(checked.len());
         for (item, category, check) in checked {
             let drop = |fates: &mut Vec<ItemFate>, reason| {
                 fates.push(ItemFate {
-                    category,
+                    category: category.as_str(),
                     result: Err(reason),
                 })
             };
@@ -466,7 +531,7 @@ impl Pipeline {
                 },
             });
             fates.push(ItemFate {
-                category,
+                category: category.as_str(),
                 result: Ok(()),
             });
         }
@@ -516,7 +581,8 @@ impl Pipeline {
         self.settle(&project, &key, &fates, event_id, &limits)
     }
 
-    /// Stage: body limit and decompression; large bodies on the inflater threads.
+    /// Stage: body limit and decompression (and a legacy `/store/` body's
+    /// base64 and zlib); large encoded bodies on the inflater threads.
     async fn inflate(&self, req: &Request) -> Result<Bytes, RequestError> {
         let limit = self.config.load().limits.max_inflated_size;
         self.metrics.hot.wire_bytes.inc_by(req.body.len() as u64);
@@ -526,25 +592,16 @@ impl Pipeline {
             .with_label_values(&[encoding.as_str()])
             .inc();
         let started = std::time::Instant::now();
-        let wire = req.body.clone();
-        let on_inflaters = |wire: Bytes| {
-            self.inflaters
-                .run(move || decompress::decode(encoding, wire, limit))
-        };
-        let body = if wire.len() >= HEAVY_BODY {
-            on_inflaters(wire)
-                .await
-                .ok_or(RequestError::Internal("an inflater thread panicked"))??
-        } else {
-            // Small on the wire, but brotli and zstd can inflate a kilobyte to
-            // the cap: inline only up to 1 MiB, the rest on the inflaters.
-            match decompress::decode(encoding, wire.clone(), limit.min(INLINE_INFLATE)) {
-                Err(DecodeError::TooLarge { .. }) if limit > INLINE_INFLATE => on_inflaters(wire)
-                    .await
-                    .ok_or(RequestError::Internal("an inflater thread panicked"))??,
-                other => other?,
+        let mut body = self
+            .inflaters
+            .decode(encoding, req.body.clone(), limit)
+            .await?;
+        if req.endpoint == Endpoint::Store && decompress::is_legacy_store(&body) {
+            let legacy = self.inflaters.decode_legacy_store(body.clone(), limit);
+            if let Some(decoded) = legacy.await? {
+                body = decoded;
             }
-        };
+        }
         observe(&self.metrics.hot.decompress, started);
         self.metrics.hot.inflated_bytes.inc_by(body.len() as u64);
         Ok(body)
@@ -675,14 +732,25 @@ impl Pipeline {
     }
 
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
+    ///
+    /// Other JSON items (spans, logs, sessions, check-ins, profiles, replay
+    /// events, JSON attachments) are scrubbed as a tree, some tens of bytes
+    /// per value: they are held to the event's size and depth limits before
+    /// one is built, and refused as an event would be (`too_large`,
+    /// `invalid`), so that 20 MiB of `[0,0,...]` is not ten million values.
     fn check_item<'a>(&self, item: &'a Item, limits: &Limits) -> Result<Checked<'a>, DropReason> {
-        let max = if item.ty.is_event() {
+        let tree = !item.ty.is_event() && matches!(scrub_kind(item), ScrubKind::Json { .. });
+        let max = if item.ty.is_event() || tree {
             limits.max_event_size
         } else {
             limits.max_attachment_size
         };
         if item.payload.len() > max {
             return Err(DropReason::TooLarge);
+        }
+        if tree && envelope::nests_deeper_than(&item.payload, limits.max_json_depth) {
+            tracing::debug!(item_type = %item.type_name, "JSON item nests too deep");
+            return Err(DropReason::Invalid);
         }
         if item.ty.is_event() {
             let (event, own_id) = envelope::read_event(&item.payload, limits.max_json_depth)
@@ -779,7 +847,7 @@ impl Pipeline {
                     self.count(
                         &project.label,
                         Some(key),
-                        fate.category.as_str(),
+                        fate.category,
                         Outcome::Accepted,
                         1,
                     );
@@ -788,7 +856,7 @@ impl Pipeline {
                     self.count(
                         &project.label,
                         Some(key),
-                        fate.category.as_str(),
+                        fate.category,
                         Outcome::Dropped(reason),
                         1,
                     );
@@ -923,26 +991,22 @@ impl Pipeline {
         }
     }
 
-    /// Adds a client report's discard counts to the metrics.
-    fn count_client_report(&self, project: &str, payload: &[u8]) {
-        #[derive(Deserialize)]
-        struct Report {
-            #[serde(default)]
-            discarded_events: Vec<Discarded>,
+    /// Adds a client report's discard counts to the metrics. A report is
+    /// JSON like an event and held to `max_event_size`: a larger one is not
+    /// read, and dropped as `too_large`. Only its first
+    /// [`MAX_CLIENT_REPORT_ENTRIES`] entries are kept; the rest are skipped.
+    fn count_client_report(
+        &self,
+        project: &str,
+        payload: &[u8],
+        limits: &Limits,
+    ) -> Result<(), DropReason> {
+        if payload.len() > limits.max_event_size {
+            return Err(DropReason::TooLarge);
         }
-        #[derive(Deserialize)]
-        struct Discarded {
-            reason: String,
-            category: String,
-            quantity: u64,
-        }
-        match serde_json::from_slice::<Report>(payload) {
+        match serde_json::from_slice::<ClientReport>(payload) {
             Ok(report) => {
-                for d in report
-                    .discarded_events
-                    .iter()
-                    .take(MAX_CLIENT_REPORT_ENTRIES)
-                {
+                for d in &report.discarded_events.0 {
                     self.metrics
                         .client_discarded
                         .with_label_values(&[
@@ -956,6 +1020,54 @@ impl Pipeline {
             }
             Err(e) => tracing::debug!(project, error = %e, "unreadable client report ignored"),
         }
+        Ok(())
+    }
+}
+
+/// What the relay reads of a client report.
+#[derive(Deserialize)]
+struct ClientReport {
+    #[serde(default)]
+    discarded_events: FirstEntries,
+}
+
+/// One entry of a client report: what the SDK dropped, why, how many.
+#[derive(Deserialize)]
+struct Discarded {
+    reason: String,
+    category: String,
+    quantity: u64,
+}
+
+/// The first [`MAX_CLIENT_REPORT_ENTRIES`] entries of a client report; the
+/// rest are skipped as they are parsed, neither kept nor checked.
+#[derive(Default)]
+struct FirstEntries(Vec<Discarded>);
+
+impl<'de> Deserialize<'de> for FirstEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = FirstEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of discarded events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FirstEntries, A::Error> {
+                let mut kept = Vec::new();
+                while kept.len() < MAX_CLIENT_REPORT_ENTRIES {
+                    match seq.next_element()? {
+                        Some(entry) => kept.push(entry),
+                        None => return Ok(FirstEntries(kept)),
+                    }
+                }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstEntries(kept))
+            }
+        }
+        d.deserialize_seq(Entries)
     }
 }
 
@@ -1002,7 +1114,7 @@ fn scrub_kind(item: &Item) -> ScrubKind {
     ScrubKind::Binary
 }
 
-/// Client report entries read per report; the rest are ignored.
+/// Client report entries read per report; the rest are skipped unkept.
 const MAX_CLIENT_REPORT_ENTRIES: usize = 1000;
 /// The most one client report entry may add.
 const MAX_CLIENT_REPORT_QUANTITY: u64 = 1 << 32;
@@ -1029,7 +1141,8 @@ struct Unsettled<'a> {
     pipeline: &'a Pipeline,
     project: &'a str,
     key: &'a str,
-    categories: Vec<DataCategory>,
+    /// Their category labels.
+    categories: Vec<&'static str>,
 }
 
 impl Unsettled<'_> {
@@ -1044,7 +1157,7 @@ impl Drop for Unsettled<'_> {
         for category in &self.categories {
             let dropped = Outcome::Dropped(DropReason::Internal);
             self.pipeline
-                .count(self.project, Some(self.key), category.as_str(), dropped, 1);
+                .count(self.project, Some(self.key), category, dropped, 1);
         }
         if !self.categories.is_empty() {
             tracing::error!(
@@ -1056,15 +1169,9 @@ impl Drop for Unsettled<'_> {
     }
 }
 
-/// A `/store/` body as a one-item envelope. Legacy SDKs may send the JSON
-/// base64-encoded and zlib-compressed without saying so.
+/// A `/store/` body as a one-item envelope. A legacy body (base64, of zlib
+/// perhaps) was decoded with the other encodings, in [`Pipeline::inflate`].
 fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let body = if first == Some(b'{') || first.is_none() {
-        body
-    } else {
-        legacy_store_body(&body, limits.max_inflated_size).ok_or(EventError::NotObject)?
-    };
     // Read as every event item is (and again as the item): `/store/` and
     // envelopes take and refuse the same events.
     let (event, _) = envelope::read_event(&body, limits.max_json_depth)?;
@@ -1092,27 +1199,6 @@ fn store_envelope(body: Bytes, limits: &Limits) -> Result<Envelope, RequestError
             payload: body,
         }],
     })
-}
-
-/// Decodes a legacy base64 (+ zlib) store body, capped like any other.
-fn legacy_store_body(body: &[u8], limit: usize) -> Option<Bytes> {
-    let text: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()?;
-    if raw.first() == Some(&b'{') {
-        return Some(Bytes::from(raw));
-    }
-    let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(&raw[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .ok()?;
-    (out.len() <= limit).then(|| Bytes::from(out))
 }
 
 /// Records the time since `started` in a stage's histogram.
@@ -1164,18 +1250,49 @@ mod tests {
     }
 
     #[test]
-    fn legacy_store_bodies_decode() {
-        use std::io::Write;
+    fn store_bodies_must_be_events() {
         let event = br#"{"event_id":"0123456789abcdef0123456789abcdef","message":"hi"}"#;
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(event).unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap());
-        let env = store_envelope(Bytes::from(b64), &Limits::default()).unwrap();
-        assert_eq!(&env.items[0].payload[..], event);
-        let plain = base64::engine::general_purpose::STANDARD.encode(event);
-        let env = store_envelope(Bytes::from(plain), &Limits::default()).unwrap();
+        let env = store_envelope(Bytes::from_static(event), &Limits::default()).unwrap();
         assert_eq!(&env.items[0].payload[..], event);
         assert!(store_envelope(Bytes::from_static(b"not json"), &Limits::default()).is_err());
+        assert!(store_envelope(Bytes::from_static(b"[1]"), &Limits::default()).is_err());
+    }
+
+    /// An identity body is only measured: it is answered at once even while
+    /// every inflater thread is busy, where an encoded one as large waits.
+    #[test]
+    fn identity_bodies_never_wait_for_the_inflaters() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let inflaters = Inflaters::new(1);
+        let (busy, started) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hold: Job = Box::new(move || {
+            busy.send(()).unwrap();
+            let _ = held.recv();
+        });
+        inflaters.jobs.lock().unwrap().send(hold).unwrap();
+        started.recv().expect("the only inflater thread is held");
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let body = Bytes::from(vec![b'x'; 4 * HEAVY_BODY]);
+        let identity = inflaters.decode(Encoding::Identity, body.clone(), 1 << 20);
+        match std::pin::pin!(identity).poll(&mut cx) {
+            Poll::Ready(Ok(decoded)) => assert_eq!(decoded, body),
+            Poll::Ready(Err(e)) => panic!("an identity body within the limit: {e}"),
+            Poll::Pending => panic!("an identity body waited for an inflater"),
+        }
+        let over = inflaters.decode(Encoding::Identity, body.clone(), HEAVY_BODY);
+        assert!(matches!(
+            std::pin::pin!(over).poll(&mut cx),
+            Poll::Ready(Err(RequestError::Decode(DecodeError::TooLarge { .. })))
+        ));
+        let gzip = inflaters.decode(Encoding::Gzip, body, 1 << 20);
+        assert!(
+            std::pin::pin!(gzip).poll(&mut cx).is_pending(),
+            "a large encoded body goes to the inflaters"
+        );
+        release.send(()).unwrap();
     }
 
     #[test]

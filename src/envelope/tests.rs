@@ -316,6 +316,18 @@ fn depth_counts_brackets_outside_strings_only() {
 }
 
 #[test]
+fn json_items_are_held_to_what_the_tree_takes() {
+    let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+    assert!(!nests_deeper_than(&nested(16), 16));
+    assert!(nests_deeper_than(&nested(17), 16));
+    // The tree refuses its 128th level whatever the configured limit.
+    assert!(!nests_deeper_than(&nested(127), 128));
+    assert!(nests_deeper_than(&nested(128), 128));
+    assert!(serde_json::from_slice::<serde_json::Value>(&nested(127)).is_ok());
+    assert!(serde_json::from_slice::<serde_json::Value>(&nested(128)).is_err());
+}
+
+#[test]
 fn read_event_and_parse_event_agree_on_depth() {
     let nested =
         |depth: usize| "{\"a\":".to_owned() + &"[".repeat(depth - 1) + &"]".repeat(depth - 1) + "}";

@@ -645,3 +645,198 @@ async fn client_reports_are_counted_not_forwarded() {
         "nothing forwarded"
     );
 }
+
+/// An envelope of one item of type `ty` (with these extra header fields) and
+/// this payload, with its length.
+fn one_item(ty: &str, extra: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "{{}}\n{{\"type\":\"{ty}\",\"length\":{}{extra}}}\n",
+        payload.len()
+    )
+    .into_bytes();
+    body.extend_from_slice(payload);
+    body.push(b'\n');
+    body
+}
+
+/// JSON items other than events are parsed into a tree to be scrubbed: they
+/// are held to the event's size and depth limits first, and refused as an
+/// oversized or too-deep event is (413 `too_large`, 400 `invalid`), rather
+/// than built into a tree of millions of values. A large identity body is
+/// taken as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_items_are_held_to_the_event_limits() {
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&format!(
+        "{}[limits]\nmax_json_depth = 16\n",
+        sink.section
+    )))
+    .await;
+    let client = reqwest::Client::new();
+    // 2 MiB of `[0,0,...]`: twice max_event_size, a tenth of max_attachment_size.
+    let zeros = {
+        let mut z = b"[0".to_vec();
+        while z.len() < 2 << 20 {
+            z.extend_from_slice(b",0");
+        }
+        z.push(b']');
+        z
+    };
+    let deep = format!("{}1{}", "{\"a\":".repeat(20), "}".repeat(20)).into_bytes();
+    let shallow = format!("{}1{}", "{\"a\":".repeat(10), "}".repeat(10)).into_bytes();
+    let json_attachment = ",\"filename\":\"state.json\"";
+    let cases = [
+        ("span", "", "span"),
+        ("log", "", "log_item"),
+        ("check_in", "", "monitor"),
+        ("session", "", "session"),
+        ("profile", "", "profile"),
+        ("replay_event", "", "replay"),
+        ("user_report", "", "user_report"),
+        ("attachment", json_attachment, "attachment"),
+    ];
+    for (ty, extra, category) in cases {
+        for (what, payload, status, reason) in [
+            ("2 MiB", &zeros, 413, "too_large"),
+            ("20 deep", &deep, 400, "invalid"),
+        ] {
+            let before = relay.dropped(category, reason);
+            let r = post(
+                &client,
+                &relay.envelope_url(),
+                "gzip",
+                gzip(&one_item(ty, extra, payload)),
+                Some(KEY),
+            )
+            .await;
+            assert_eq!(r.status().as_u16(), status, "a {what} {ty} item");
+            assert_eq!(
+                relay.dropped(category, reason) - before,
+                1.0,
+                "a {what} {ty} item is counted as {category}/{reason}"
+            );
+        }
+        let r = post(
+            &client,
+            &relay.envelope_url(),
+            "gzip",
+            gzip(&one_item(ty, extra, &shallow)),
+            Some(KEY),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "a 10 deep {ty} item is taken");
+    }
+    // A large binary attachment, uncompressed, is taken whole.
+    let id = new_event_id();
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "",
+        envelope_with_attachment(&id, &vec![7u8; 3 << 20]),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "a 3 MiB identity body");
+    relay.stop(std::time::Duration::from_secs(5)).await;
+    let sink = std::fs::read_to_string(&sink.path).unwrap();
+    assert_eq!(
+        sink.lines().count(),
+        cases.len() + 2,
+        "the shallow items, the event and its attachment, nothing else"
+    );
+}
+
+/// A legacy `/store/` body (base64 of zlib) that inflates past
+/// `max_inflated_size` is refused as any body is: 413, `too_large`. One that
+/// inflates within it, past the inline 1 MiB, is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_store_bodies_are_capped_like_any_body() {
+    use base64::Engine as _;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&format!(
+        "{}[limits]\nmax_body_size = \"1MiB\"\nmax_inflated_size = \"2MiB\"\nmax_event_size = \"2MiB\"\n",
+        sink.section
+    )))
+    .await;
+    let client = reqwest::Client::new();
+    let legacy = |message_len: usize| {
+        let event = format!("{{\"message\":\"{}\"}}", "a".repeat(message_len));
+        base64::engine::general_purpose::STANDARD.encode(deflate(event.as_bytes()))
+    };
+    let store = async |body: String| {
+        client
+            .post(relay.url(&format!("/api/{PROJECT}/store/")))
+            .header("x-sentry-auth", auth_header(KEY))
+            .body(body)
+            .send()
+            .await
+            .expect("the relay answers")
+    };
+
+    let bomb = legacy(3 << 20);
+    assert!(bomb.len() < 64 << 10, "{} bytes on the wire", bomb.len());
+    let r = store(bomb).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(relay.dropped("envelope", "too_large"), 1.0);
+    assert_eq!(relay.dropped("envelope", "invalid"), 0.0);
+
+    let r = store(legacy(1536 << 10)).await;
+    assert_eq!(r.status(), 200, "a legacy body of 1.5 MiB inflated");
+    let r = store("not base64, not JSON".into()).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(relay.dropped("envelope", "invalid"), 1.0);
+}
+
+/// A client report is read only up to `max_event_size` and its first 1000
+/// entries: a larger one is dropped and counted (`client_report`,
+/// `too_large`), and entries past the 1000th are not read at all (one that
+/// is malformed there does not spoil the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reports_are_read_within_bounds() {
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
+    let client = reqwest::Client::new();
+    let discarded = || {
+        relay.metric(
+            "edge_relay_client_discarded_total",
+            &[
+                ("project", "42"),
+                ("category", "error"),
+                ("reason", "queue_overflow"),
+            ],
+        )
+    };
+    let entry = r#"{"reason":"queue_overflow","category":"error","quantity":1}"#;
+
+    let mut entries = vec![entry; 1000];
+    entries.push(r#"{"reason":5}"#);
+    let report = format!("{{\"discarded_events\":[{}]}}", entries.join(","));
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "",
+        one_item("client_report", "", report.as_bytes()),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(discarded(), 1000.0, "the first 1000 entries are counted");
+
+    let report = format!(
+        "{{\"pad\":\"{}\",\"discarded_events\":[{entry}]}}",
+        "x".repeat(1 << 20)
+    );
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "gzip",
+        gzip(&one_item("client_report", "", report.as_bytes())),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 413, "an oversized client report");
+    assert_eq!(relay.dropped("client_report", "too_large"), 1.0);
+    assert_eq!(discarded(), 1000.0, "an oversized report is not read");
+    relay.stop(std::time::Duration::from_secs(1)).await;
+    assert_eq!(std::fs::read_to_string(&sink.path).unwrap_or_default(), "");
+}
