@@ -1136,7 +1136,8 @@ fn log_at(
 
 /// Items handed to the producer whose outcome is not yet known. Dropped
 /// without [`Unsettled::disarm`] (the request's task was cancelled), it
-/// counts them as `internal`: no item leaves without an outcome.
+/// counts them as `internal`: no item leaves without an outcome. Dropped
+/// in a panic it counts nothing: the server counts the request then.
 struct Unsettled<'a> {
     pipeline: &'a Pipeline,
     project: &'a str,
@@ -1154,6 +1155,10 @@ impl Unsettled<'_> {
 
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
+        // A panic is counted once, by the server, as the envelope's drop.
+        if std::thread::panicking() {
+            return;
+        }
         for category in &self.categories {
             let dropped = Outcome::Dropped(DropReason::Internal);
             self.pipeline

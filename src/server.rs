@@ -633,6 +633,7 @@ async fn ingest(
         announced,
     };
     let task_state = state.clone();
+    let label = request.project.label.clone();
     // Held until the pipeline is done with the body, even if the client
     // hangs up before its answer.
     let answer = match tokio::spawn(async move {
@@ -643,15 +644,11 @@ async fn ingest(
     .await
     {
         Ok(answer) => answer,
+        // A bug: answered 500 and counted once, as the envelope's drop.
         Err(e) => {
             tracing::error!(error = %e, "pipeline task failed");
-            Answer {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                event_id: None,
-                detail: Some("internal error".into()),
-                retry_after: None,
-                rate_limits: None,
-            }
+            let failed = RequestError::Internal("the request's task failed");
+            pipeline.reject(&label, &failed)
         }
     };
     (answer, true)
