@@ -152,7 +152,8 @@ pub mod file {
         pub max_header_line_size: ByteSize,
         /// Deepest nesting of objects and arrays in an event, at most 128. Defaults to 128.
         pub max_json_depth: usize,
-        /// Most quota buckets kept (keys and fingerprints); idle ones are evicted first. Defaults to 100000.
+        /// Most quota buckets kept (keys and fingerprints), at least 1024 (a smaller
+        /// value is raised to it); idle ones are evicted first. Defaults to 100000.
         pub max_quota_buckets: usize,
     }
 
@@ -178,7 +179,8 @@ pub mod file {
         /// Bootstrap brokers, comma-separated. Defaults to "127.0.0.1:9092".
         pub brokers: String,
         /// How long librdkafka keeps trying to deliver one message before the item
-        /// is dropped as `kafka_error` (librdkafka's `message.timeout.ms`). Defaults to "10s".
+        /// goes to the spool (librdkafka's `message.timeout.ms`; without a spool
+        /// it is dropped as `kafka_error`). Defaults to "10s".
         #[serde(with = "humantime_serde")]
         pub delivery_timeout: Duration,
         /// Batch compression: none, gzip, lz4, zstd or snappy. Defaults to "lz4".

@@ -1,4 +1,4 @@
-//! The `edge-relay` command: `run`, `check-config`, `--version`.
+//! The `edge-relay` command: `run`, `check-config`, `probe`, `scrub`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
