@@ -97,8 +97,8 @@ pub mod file {
         #[serde(with = "humantime_serde")]
         pub idle_timeout: Duration,
         /// Bytes of request bodies held in memory at once, as they came
-        /// (compressed), from their read until their answer; past it, new
-        /// requests get 503. Defaults to "64MiB".
+        /// (compressed) and as they arrive, from their read until their
+        /// answer; past it, new requests get 503. Defaults to "64MiB".
         pub max_body_memory: ByteSize,
     }
 

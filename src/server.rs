@@ -601,20 +601,20 @@ async fn ingest(
         let e = RequestError::BodyTooLarge { limit };
         return (pipeline.reject(&project.label, &e), false);
     }
-    // The declared length is held before the body is read; a body of
-    // unknown length is held as it arrives.
+    // A body is held as its bytes arrive, not as declared: a request that
+    // declares a length and sends nothing would otherwise hold its share
+    // until `body_read_timeout`, and a few of them could hold it all (the
+    // key may come later, in the envelope). One that declares more than the
+    // room left now is refused before it is read.
     let max_memory = config.server.max_body_memory;
-    let Some(mut held) = Held::within(
-        &state.bodies,
-        declared.map_or(0, |n| n as usize),
-        max_memory,
-        Some(&pipeline.metrics.body_memory_bytes),
-    ) else {
+    let room = max_memory.saturating_sub(state.bodies.load(Ordering::Relaxed));
+    if declared.is_some_and(|n| n > room as u64) {
         return (
             pipeline.reject(&project.label, &RequestError::Overloaded),
             false,
         );
-    };
+    }
+    let mut held = Held::new(&state.bodies, 0, Some(&pipeline.metrics.body_memory_bytes));
     // From here the request is on its way to the delivery.
     let announced = pipeline.delivery.announce();
     let timeout = config.server.body_read_timeout;

@@ -569,27 +569,44 @@ async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
 }
 
 /// Request bodies in memory are bounded by `server.max_body_memory`, from
-/// their read until their answer. While a slow upload holds most of it, a
-/// request that declares a length past the rest is refused with 503 before
-/// its body is read, and a chunked one (no length) once its body passes the
-/// bound; both count as `overloaded`. Small requests still fit. When the
-/// slow upload ends, it is accepted and the memory is given back.
+/// their read until their answer, counted as their bytes arrive: requests
+/// that declare a length and send nothing hold nothing. While a slow upload
+/// holds most of it, a request that declares a length past the rest is
+/// refused with 503 before its body is read, and a chunked one (no length)
+/// once its body passes the bound; both count as `overloaded`. Small
+/// requests still fit. When the slow upload ends, it is accepted and the
+/// memory is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_memory_are_bounded() {
     use tokio::io::AsyncWriteExt;
     let sink = sink_file();
     let text = config_text_with_server(
         "max_body_memory = \"1MiB\"\n",
-        &format!("{}[limits]\nmax_body_size = \"600KiB\"\n", sink.section),
+        &format!("{}[limits]\nmax_body_size = \"900KiB\"\n", sink.section),
     );
     let relay = TestRelay::start(&text).await;
     let held = || relay.metric("edge_relay_body_memory_bytes", &[]);
     let overloaded = || relay.dropped("envelope", "overloaded");
+    let client = reqwest::Client::new();
 
-    // A slow upload: its length is declared, half its body sent.
+    // Two requests declare 900 000 bytes each (together past the bound) and
+    // send none: they hold nothing, and keep no one out.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(raw_request(&relay, "content-length: 900000\r\n", b"").await);
+    }
+    let small = post_attachment(client.clone(), relay.envelope_url(), b"a".to_vec()).await;
+    assert_eq!(small.0, 200);
+    assert_eq!(
+        held(),
+        0.0,
+        "declared lengths are not held before they arrive"
+    );
+
+    // A slow upload: its length is declared, most of its body sent.
     let slow_id = new_event_id();
-    let slow_body = envelope_with_attachment(&slow_id, &vec![b'x'; 580_000]);
-    let (first, rest) = slow_body.split_at(slow_body.len() / 2);
+    let slow_body = envelope_with_attachment(&slow_id, &vec![b'x'; 879_000]);
+    let (first, rest) = slow_body.split_at(700_000);
     let mut slow = raw_request(
         &relay,
         &format!("content-length: {}\r\n", slow_body.len()),
@@ -597,17 +614,13 @@ async fn bodies_in_memory_are_bounded() {
     )
     .await;
     wait_until(
-        "the slow upload was never held",
+        "the slow upload's bytes were never held",
         Duration::from_millis(20),
-        async || held() >= slow_body.len() as f64,
+        async || held() >= first.len() as f64,
     )
     .await;
-    assert_eq!(
-        held(),
-        slow_body.len() as f64,
-        "its declared length, at once"
-    );
-    let room = (1 << 20) - slow_body.len();
+    assert_eq!(held(), first.len() as f64, "what arrived, and only that");
+    let room = (1 << 20) - first.len();
 
     // Declared past the room left: refused before the body is read.
     let mut declared = raw_request(&relay, &format!("content-length: {}\r\n", room + 1), b"").await;
@@ -618,22 +631,22 @@ async fn bodies_in_memory_are_bounded() {
     let mut chunked = raw_request(&relay, "transfer-encoding: chunked\r\n", &chunk).await;
     assert_eq!(status_of(&mut chunked).await, 503);
     assert_eq!(overloaded(), 2.0);
-    assert_eq!(held(), slow_body.len() as f64, "the refused hold nothing");
+    assert_eq!(held(), first.len() as f64, "the refused hold nothing");
 
     // A small event fits beside the slow upload.
-    let client = reqwest::Client::new();
-    let small = post_attachment(client.clone(), relay.envelope_url(), b"a".to_vec()).await;
-    assert_eq!(small.0, 200);
+    let small2 = post_attachment(client.clone(), relay.envelope_url(), b"b".to_vec()).await;
+    assert_eq!(small2.0, 200);
 
     // The slow upload ends: accepted, and everything is given back.
     slow.write_all(rest).await.unwrap();
     assert_eq!(status_of(&mut slow).await, 200);
     assert_eq!(held(), 0.0);
     assert_eq!(overloaded(), 2.0);
-    let large = post_attachment(client, relay.envelope_url(), vec![b'y'; room + 1]).await;
+    drop(idle);
+    let large = post_attachment(client, relay.envelope_url(), vec![b'y'; 900_000]).await;
     assert_eq!(large.0, 200, "the room is back");
     let items = std::fs::read_to_string(&sink.path).unwrap();
-    for id in [&slow_id, &small.1, &large.1] {
+    for id in [&slow_id, &small.1, &small2.1, &large.1] {
         assert!(
             items.contains(id.as_str()),
             "{id} accepted but not in the sink"
