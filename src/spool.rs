@@ -18,10 +18,12 @@
 //!   item a CRC-32 over its bytes. Reading a segment stops at the first header
 //!   that does not check out; in the newest segment that is a write a crash
 //!   interrupted, and the file is cut back to the last whole record.
-//! - **Damage elsewhere.** An item whose bytes fail their checksum is skipped,
-//!   logged and counted when it is read; it never stops the replay. A header
-//!   that fails in an older segment loses the rest of that segment: logged and
-//!   counted at open.
+//! - **Damage elsewhere.** An item whose bytes fail their checksum, or that
+//!   the disk will not give back, is skipped, logged and counted when it is
+//!   read; it never stops the replay. A header that fails in an older
+//!   segment, or a read error at open, loses the rest of that segment; a
+//!   segment that cannot be opened is left in place: logged and counted at
+//!   open, which goes on with the others.
 //! - **Ordering.** A new segment's directory entry is flushed before anything
 //!   in it is acknowledged; a segment ends with a flushed end record before
 //!   the next one starts. Sequence numbers only grow, over the directory's
@@ -29,13 +31,15 @@
 //!   reading the segments in order replays in arrival order, and a removal
 //!   record can only ever name the item it was written for.
 //! - **Space.** Segments are deleted oldest first, once they hold no item
-//!   (one thread retires them, in order, so that a segment never goes before
-//!   the older ones whose removals it records). Up to two are kept as spares
-//!   and written over, which costs about half as much as growing a file; a
-//!   drained active segment is written over from its start. Reading such a
-//!   file stops at the first stale record: its number is smaller than the one
-//!   before it. `spool.max_size` bounds the bytes written to the segments,
-//!   removed items included until their segment goes.
+//!   (one thread retires them, in order, each deletion flushed to the
+//!   directory before the next file is touched, so that a segment never goes
+//!   before the older ones whose removals it records). Up to two are kept as
+//!   spares and written over, which costs about half as much as growing a
+//!   file; a drained active segment is written over from its start, once no
+//!   older one is still being retired. Reading such a file stops at the first
+//!   stale record: its number is smaller than the one before it.
+//!   `spool.max_size` bounds the bytes written to the segments, removed items
+//!   included until their segment goes.
 //! - **Blocks.** Each write is whole 4 KiB blocks at a block boundary: the
 //!   active segment's last partial block (kept in memory) again, the new
 //!   records, and zeros to the end of the block, which read as the log's end
@@ -46,9 +50,11 @@
 //!   torn by a crash leaves what was acknowledged as it was (sectors are
 //!   written whole). The format is the same with and without `O_DIRECT`.
 //! - **What a crash can do** besides cutting a torn tail: replay items whose
-//!   removal had not reached the disk, or whose segment's deletion had not
-//!   (duplicates, with the same event id). It cannot lose an item whose
-//!   append was answered.
+//!   removal had not reached the disk (duplicates, with the same event id),
+//!   and count as damaged, at replay, an item of the interrupted write whose
+//!   header reached the disk but not all of its bytes (it was never
+//!   answered; on disk it looks like a damaged item). It cannot lose an item
+//!   whose append was answered.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -95,6 +101,9 @@ const KIND_END: u8 = 3;
 /// block is filled with zeros, and the next group writes that block again,
 /// with the same bytes before its own; the zeros read as the end of the log.
 const BLOCK: usize = 4096;
+/// Why an item read back for the replay has no record: the disk would not
+/// give its bytes back.
+const UNREADABLE: &str = "cannot be read from the disk";
 /// Items read back for the replay are read in runs of up to about this many bytes.
 const READ_RUN: u64 = 1 << 20;
 /// The extension of drained segment files kept for reuse.
@@ -168,7 +177,7 @@ struct Inner {
     shared: Arc<Shared>,
     /// `spool.max_size`.
     max_size: u64,
-    /// Records found damaged when the spool was opened.
+    /// Segments found damaged or unreadable when the spool was opened.
     damaged_at_open: u64,
 }
 
@@ -178,6 +187,11 @@ struct Shared {
     replayable: Notify,
     /// Drained segment files ready for reuse, their first header wiped.
     spares: Mutex<Vec<PathBuf>>,
+    /// Batches of drained segments handed to the retiring thread and not
+    /// yet gone for good (kept or deleted, the deletions flushed to the
+    /// directory). The active segment is not written over while any is:
+    /// its removal records may be what keeps them from being replayed.
+    retiring: std::sync::atomic::AtomicUsize,
     /// Whether the writer's writes are failing.
     health: WriteHealth,
     /// Whether the relay is short of CPU (see [`Spool::set_pressure`]): it
@@ -198,6 +212,9 @@ struct Shared {
     /// Tests: the writer's commits, ticks included.
     #[cfg(test)]
     commits: std::sync::atomic::AtomicU64,
+    /// Tests: held to keep the retiring thread from starting on its next batch.
+    #[cfg(test)]
+    retire_gate: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -262,6 +279,10 @@ enum Op {
     },
     /// Write what is waiting and flush it, even with nothing to append.
     Sync { done: oneshot::Sender<()> },
+    /// Tests: commit as the once-a-second tick does (without waiting for
+    /// drained segments to go), now.
+    #[cfg(test)]
+    Tick { done: oneshot::Sender<()> },
 }
 
 /// How long the writer waits, under concurrent appends, before each flush
@@ -337,6 +358,7 @@ impl Spool {
             index: Mutex::new(recovered.index),
             replayable: Notify::new(),
             spares: Mutex::new(recovered.spares),
+            retiring: std::sync::atomic::AtomicUsize::new(0),
             health: WriteHealth::default(),
             pressure: std::sync::atomic::AtomicBool::new(true),
             commit_delays: commit_delay.into(),
@@ -347,10 +369,13 @@ impl Spool {
             crash: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             commits: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            retire_gate: tokio::sync::Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel();
         let (retirer, retired) = mpsc::channel::<Retire>();
         let retiring = shared.clone();
+        let spool_dir = dir.to_owned();
         std::thread::Builder::new()
             .name("spool-retire".into())
             .spawn(move || {
@@ -360,7 +385,17 @@ impl Spool {
                 // gone before the older ones whose removals it records.
                 let _lock = lock;
                 for (files, done) in retired {
-                    retire(&files, &retiring);
+                    #[cfg(test)]
+                    let _gate = retiring.retire_gate.blocking_lock();
+                    // A crash stops this thread too, before it retires anything more.
+                    #[cfg(test)]
+                    if retiring.crash.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    retire(&spool_dir, &files, &retiring);
+                    retiring
+                        .retiring
+                        .fetch_sub(1, std::sync::atomic::Ordering::Release);
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
@@ -397,8 +432,9 @@ impl Spool {
         })
     }
 
-    /// Records found damaged when the spool was opened (each loses the rest
-    /// of its segment file).
+    /// Segments found damaged or unreadable when the spool was opened: each
+    /// loses the rest of its file after the damage or the failed read, or all
+    /// of it when it cannot be opened.
     pub fn damaged_at_open(&self) -> u64 {
         self.inner.damaged_at_open
     }
@@ -575,7 +611,10 @@ impl Spool {
 
     /// Reads the oldest replayable items, up to `max_items` and about
     /// `max_bytes`, in order. Blocks on disk reads: call it from a blocking
-    /// context.
+    /// context. An item whose bytes the disk will not give back comes back
+    /// as a damaged one does, its record an `Err` (logged here, with the
+    /// error), for the caller to count and remove: a bad block must not
+    /// stop the replay, and the items after it, for good.
     pub fn oldest(&self, max_items: usize, max_bytes: u64) -> Result<Vec<Spooled>, SpoolError> {
         /// An item to read: where it is.
         struct Pick {
@@ -620,6 +659,17 @@ impl Spool {
         // as one run, of up to about `READ_RUN` bytes.
         let mut out = Vec::with_capacity(picked.len());
         let mut buf = Vec::new();
+        let decoded = |seq, bytes: &[u8]| {
+            let (record, spooled_at_ms) = match decode(bytes) {
+                Ok((record, at)) => (Ok(record), at),
+                Err(why) => (Err(why), 0),
+            };
+            Spooled {
+                seq,
+                record,
+                spooled_at_ms,
+            }
+        };
         let mut run_bytes = 0;
         for run in picked.chunk_by(|a, b| {
             run_bytes += u64::from(a.len) + HEADER as u64;
@@ -633,25 +683,37 @@ impl Spool {
         }) {
             let (first, last) = (&run[0], &run[run.len() - 1]);
             let from = first.offset;
-            let at = read_span(
-                &first.file,
-                first.direct,
-                from,
-                (last.next() - from) as usize,
-                &mut buf,
-            )
-            .map_err(|e| SpoolError::Storage(format!("cannot read item {}: {e}", first.seq)))?;
-            for item in run {
-                let start = at + (item.offset - from) as usize;
-                let (record, spooled_at_ms) = match decode(&buf[start..start + item.len as usize]) {
-                    Ok((record, at)) => (Ok(record), at),
-                    Err(why) => (Err(why), 0),
-                };
-                out.push(Spooled {
-                    seq: item.seq,
-                    record,
-                    spooled_at_ms,
-                });
+            let span = (last.next() - from) as usize;
+            match read_span(&first.file, first.direct, from, span, &mut buf) {
+                Ok(at) => {
+                    for item in run {
+                        let start = at + (item.offset - from) as usize;
+                        out.push(decoded(item.seq, &buf[start..start + item.len as usize]));
+                    }
+                }
+                // Read again one by one: only what the disk refuses again is lost.
+                Err(e) => {
+                    tracing::warn!(item = first.seq, items = run.len(), error = %e, "cannot read spooled items; reading them one by one");
+                    for item in run {
+                        match read_span(
+                            &item.file,
+                            item.direct,
+                            item.offset,
+                            item.len as usize,
+                            &mut buf,
+                        ) {
+                            Ok(at) => out.push(decoded(item.seq, &buf[at..at + item.len as usize])),
+                            Err(e) => {
+                                tracing::error!(item = item.seq, offset = item.offset, error = %e, "a spooled item cannot be read from the disk");
+                                out.push(Spooled {
+                                    seq: item.seq,
+                                    record: Err(UNREADABLE),
+                                    spooled_at_ms: 0,
+                                });
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(out)
@@ -700,73 +762,72 @@ fn recover(dir: &Path, mut direct: bool) -> io::Result<Recovered> {
     let mut damaged = 0;
     for (i, &number) in numbers.iter().enumerate() {
         let path = segment_path(dir, number);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let len = file.metadata()?.len();
-        let (end, at_end_record) = scan(
-            &file,
-            len,
-            &mut floor,
-            |seq, offset, body_len| {
-                index.items.insert(
-                    seq,
-                    Slot {
-                        segment: number,
-                        offset,
-                        len: body_len,
-                        owned: false,
-                    },
-                );
-            },
-            &mut removed,
-        )?;
-        let newest = i + 1 == numbers.len();
-        // A file retired as a spare whose rename a crash undid: nothing in it.
-        let wiped = end == 0 && len >= HEADER as u64 && {
-            let mut head = [1u8; HEADER];
-            file.read_exact_at(&mut head, 0)?;
-            head == [0; HEADER]
-        };
-        // The zeros that fill the last write's last block: the log's end.
-        let zeros = end < len && len - end < BLOCK as u64 && {
-            let mut rest = vec![1u8; (len - end) as usize];
-            file.read_exact_at(&mut rest, end)?;
-            rest.iter().all(|&b| b == 0)
-        };
-        if zeros && !at_end_record {
-            file.set_len(end)?;
-            file.sync_all()?;
-        } else if end < len && !at_end_record && !wiped {
-            if newest {
-                tracing::warn!(segment = %path.display(), at = end, "cutting off a write a crash interrupted");
-                file.set_len(end)?;
-                file.sync_all()?;
-            } else {
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|file| Ok((file.metadata()?.len(), file)));
+        let (len, file) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Not indexed, and so never deleted: a later start, or a
+                // person, may still read it.
                 damaged += 1;
                 tracing::error!(
                     segment = %path.display(),
-                    at = end,
-                    lost_bytes = len - end,
-                    "a spool segment is damaged: the items after this offset cannot be read"
+                    error = %e,
+                    "a spool segment cannot be opened: its items cannot be replayed; left in place"
                 );
+                continue;
             }
-        }
-        let len = if newest || at_end_record || wiped || zeros {
-            end
-        } else {
-            len
         };
-        let file = if direct {
-            drop(file);
-            open_segment(&path, false, &mut direct)?
+        let newest = i + 1 == numbers.len();
+        let item = |seq, offset, body_len| {
+            index.items.insert(
+                seq,
+                Slot {
+                    segment: number,
+                    offset,
+                    len: body_len,
+                    owned: false,
+                },
+            );
+        };
+        let len = match read_segment(&path, &file, len, newest, &mut floor, item, &mut removed) {
+            Ok((end, whole)) => {
+                damaged += u64::from(!whole);
+                end
+            }
+            Err((at, e)) => {
+                // Like a damaged header; but not cut off, even in the newest
+                // segment: the bytes may read at a later start.
+                damaged += 1;
+                tracing::error!(
+                    segment = %path.display(),
+                    at,
+                    error = %e,
+                    "a spool segment cannot be read: the items after this offset cannot be replayed"
+                );
+                len
+            }
+        };
+        let (file, segment_direct) = if direct {
+            match open_segment(&path, false, &mut direct) {
+                Ok(around) => (around, direct),
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot open a spool segment around the page cache; reading it through it");
+                    (file, false)
+                }
+            }
         } else {
-            file
+            (file, false)
         };
         index.disk_bytes += len;
         index.segments.insert(
             number,
             Segment {
                 file: Arc::new(file),
-                direct,
+                direct: segment_direct,
                 len,
                 live: 0,
             },
@@ -792,7 +853,7 @@ fn recover(dir: &Path, mut direct: bool) -> io::Result<Recovered> {
         .map(|n| segment_path(dir, n).with_extension(SPARE_EXT))
         .collect();
     // What holds no item is not needed: oldest first, or all of it.
-    delete(&drained(dir, &mut index, None));
+    delete(dir, &drained(dir, &mut index, None));
     Ok(Recovered {
         index,
         next_seq,
@@ -803,23 +864,88 @@ fn recover(dir: &Path, mut direct: bool) -> io::Result<Recovered> {
     })
 }
 
+/// Reads a segment at open (see [`scan`]), and cuts off what follows its
+/// last whole record when that is the zeros that fill the last write's last
+/// block or, in the newest segment, a write a crash interrupted. Returns
+/// the length it keeps and whether the rest of the segment is whole (a
+/// damaged header in an older one loses the rest of it: logged here); or
+/// where a read failed, and why (the items before it are kept).
+fn read_segment(
+    path: &Path,
+    file: &File,
+    len: u64,
+    newest: bool,
+    floor: &mut u64,
+    item: impl FnMut(u64, u64, u32),
+    removed: &mut HashSet<u64>,
+) -> Result<(u64, bool), (u64, io::Error)> {
+    let (end, at_end_record) = scan(file, len, floor, item, removed)?;
+    let failed = |e| (end, e);
+    // A file retired as a spare whose rename a crash undid: nothing in it.
+    let wiped = end == 0 && len >= HEADER as u64 && {
+        let mut head = [1u8; HEADER];
+        file.read_exact_at(&mut head, 0).map_err(failed)?;
+        head == [0; HEADER]
+    };
+    // The zeros that fill the last write's last block: the log's end.
+    let zeros = end < len && len - end < BLOCK as u64 && {
+        let mut rest = vec![1u8; (len - end) as usize];
+        file.read_exact_at(&mut rest, end).map_err(failed)?;
+        rest.iter().all(|&b| b == 0)
+    };
+    let mut whole = true;
+    if zeros && !at_end_record {
+        cut(path, file, end);
+    } else if end < len && !at_end_record && !wiped {
+        if newest {
+            tracing::warn!(segment = %path.display(), at = end, "cutting off a write a crash interrupted");
+            cut(path, file, end);
+        } else {
+            whole = false;
+            tracing::error!(
+                segment = %path.display(),
+                at = end,
+                lost_bytes = len - end,
+                "a spool segment is damaged: the items after this offset cannot be read"
+            );
+        }
+    }
+    let kept = if newest || at_end_record || wiped || zeros {
+        end
+    } else {
+        len
+    };
+    Ok((kept, whole))
+}
+
+/// Cuts a segment file back to `end`. A failure is logged and left: the
+/// writer never appends to a segment found at open, and the next open tries
+/// again (as damage then, unless it is the zeros of a last block).
+fn cut(path: &Path, file: &File, end: u64) {
+    if let Err(e) = file.set_len(end).and_then(|()| file.sync_all()) {
+        tracing::warn!(segment = %path.display(), at = end, error = %e, "cannot cut off the end of a spool segment");
+    }
+}
+
 /// Reads a segment's records up to the first that does not check out, or
-/// to its end record; returns where it stopped and whether at an end record.
-/// Items go to `item` (sequence number, offset of the bytes, length), removed
-/// sequence numbers to `removed`. `floor` is the least number a record may
-/// carry: numbers only grow, so a smaller one is a stale record of the file's
-/// earlier use (a reused file is written over from its start).
+/// to its end record; returns where it stopped and whether at an end record,
+/// or where a read failed and why. Items go to `item` (sequence number,
+/// offset of the bytes, length), removed sequence numbers to `removed`.
+/// `floor` is the least number a record may carry: numbers only grow, so a
+/// smaller one is a stale record of the file's earlier use (a reused file is
+/// written over from its start).
 fn scan(
     file: &File,
     len: u64,
     floor: &mut u64,
     mut item: impl FnMut(u64, u64, u32),
     removed: &mut HashSet<u64>,
-) -> io::Result<(u64, bool)> {
+) -> Result<(u64, bool), (u64, io::Error)> {
     let mut offset = 0u64;
     let mut header = [0u8; HEADER];
     while offset + HEADER as u64 <= len {
-        file.read_exact_at(&mut header, offset)?;
+        file.read_exact_at(&mut header, offset)
+            .map_err(|e| (offset, e))?;
         let Some((kind, body_len, seq)) = parse_header(&header) else {
             break;
         };
@@ -835,7 +961,8 @@ fn scan(
             KIND_REMOVED => {
                 *floor = seq;
                 let mut body = vec![0u8; body_len as usize];
-                file.read_exact_at(&mut body, body_at)?;
+                file.read_exact_at(&mut body, body_at)
+                    .map_err(|e| (offset, e))?;
                 match parse_removed(&body) {
                     Some(seqs) => removed.extend(seqs),
                     // Its items are replayed again: duplicates, not losses.
@@ -1023,14 +1150,16 @@ fn drained(dir: &Path, index: &mut Index, active: Option<u64>) -> Vec<PathBuf> {
 }
 
 /// Keeps drained segment files for reuse, up to [`MAX_SPARES`], and deletes
-/// the rest. A kept file's first header is wiped and flushed before it is
-/// renamed, so that it never reads as a segment again. Neither is flushed to
-/// the directory: a segment that a crash brings back only replays items again
-/// (duplicates).
-fn retire(files: &[PathBuf], shared: &Shared) {
+/// the rest, oldest first. A kept file's first header is wiped and flushed
+/// before it is renamed, so that it never reads as a segment again (the
+/// rename need not reach the disk: a wiped segment reads as empty). Each
+/// deletion is flushed to the directory before the next file is touched:
+/// else a power loss could undo it while keeping what comes after, which
+/// may be the only record that its items were removed.
+fn retire(dir: &Path, files: &[PathBuf], shared: &Shared) {
     for path in files {
         if shared.spares.lock().expect("spares lock").len() >= MAX_SPARES {
-            delete(std::slice::from_ref(path));
+            delete(dir, std::slice::from_ref(path));
             continue;
         }
         let spare = path.with_extension(SPARE_EXT);
@@ -1046,17 +1175,23 @@ fn retire(files: &[PathBuf], shared: &Shared) {
             Ok(()) => shared.spares.lock().expect("spares lock").push(spare),
             Err(e) => {
                 tracing::warn!(segment = %path.display(), error = %e, "cannot keep a drained spool segment for reuse");
-                delete(std::slice::from_ref(path));
+                delete(dir, std::slice::from_ref(path));
             }
         }
     }
 }
 
-/// Deletes files.
-fn delete(files: &[PathBuf]) {
+/// Deletes drained segment files in `dir`, in order, each deletion flushed
+/// to the directory before the next (see [`retire`]). A failure is logged: a
+/// segment left behind only replays its items again (duplicates).
+fn delete(dir: &Path, files: &[PathBuf]) {
     for path in files {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::error!(segment = %path.display(), error = %e, "cannot delete a drained spool segment");
+            continue;
+        }
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot flush the spool directory after deleting a segment");
         }
     }
 }
@@ -1209,6 +1344,8 @@ impl Writer {
             .map(|op| match op {
                 Op::Append { size, .. } => *size,
                 Op::Sync { .. } => 0,
+                #[cfg(test)]
+                Op::Tick { .. } => 0,
             })
             .sum();
         let new = reserved as usize + removed.as_ref().map_or(0, |body| HEADER + body.len());
@@ -1287,20 +1424,24 @@ impl Writer {
         index.replayable += replayable;
         let active = self.active.as_ref().map(|(n, _, _)| *n);
         let files = drained(&self.dir, index, active);
-        if index.items.is_empty() {
-            self.rewind(index);
-        }
         drop(guard);
         if waiter {
             // A sync returns once drained segments are gone too.
             let (done, wait) = mpsc::channel();
-            let _ = self.retirer.send((files, Some(done)));
+            self.retire(files, Some(done));
             let _ = wait.recv();
         } else if !files.is_empty() {
             // Wiping and flushing, or freeing a large file's blocks, takes
             // milliseconds: not on the writer's path.
-            let _ = self.retirer.send((files, None));
+            self.retire(files, None);
         }
+        let retiring = shared.retiring.load(std::sync::atomic::Ordering::Acquire);
+        let mut index = shared.index.lock().expect("spool index lock");
+        // Only this thread adds items: if none is held now, none is until it writes.
+        if index.items.is_empty() && retiring == 0 {
+            self.rewind(&mut index);
+        }
+        drop(index);
         if replayable > 0 {
             // A permit is stored if the replay task is not waiting right now.
             shared.replayable.notify_one();
@@ -1326,6 +1467,10 @@ impl Writer {
                     seq += n;
                 }
                 Op::Sync { done } => {
+                    let _ = done.send(());
+                }
+                #[cfg(test)]
+                Op::Tick { done } => {
                     let _ = done.send(());
                 }
             }
@@ -1415,9 +1560,26 @@ impl Writer {
         }
     }
 
+    /// Hands drained segment files to the retiring thread, which tells
+    /// `done` once they are gone.
+    fn retire(&self, files: Vec<PathBuf>, done: Option<mpsc::Sender<()>>) {
+        self.shared
+            .retiring
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.retirer.send((files, done)).is_err() {
+            // The retiring thread is gone (it panicked): nothing is pending.
+            self.shared
+                .retiring
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
     /// With no item held, the active segment holds nothing needed: it is
     /// written over from its start, so that a drained spool takes no room.
     /// Reading stops at the first stale record (its number is smaller).
+    /// Called only once no older segment's retirement is pending: the
+    /// records written over may be the removals of its items, and a crash
+    /// before it is gone would replay them.
     fn rewind(&mut self, index: &mut Index) {
         let Some((number, _, len)) = &mut self.active else {
             return;
@@ -1649,8 +1811,16 @@ impl Spool {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Commits as the writer's once-a-second tick does, now.
+    pub(crate) async fn tick(&self) {
+        let (done, answer) = oneshot::channel();
+        self.send(Op::Tick { done });
+        answer.await.expect("the writer answers");
+    }
+
     /// Drops the spool as a crash would: what waits for the writer (removals
-    /// not written yet) is not written.
+    /// not written yet) is not written, and drained segments not retired yet
+    /// stay.
     pub(crate) fn crash(self) {
         self.inner
             .shared

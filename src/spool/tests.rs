@@ -330,6 +330,38 @@ async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
     );
 }
 
+/// A drained active segment is written over from its start only once the
+/// older segments drained with it are gone: until then its removal records
+/// are all that keeps their items from being replayed after a crash.
+#[tokio::test]
+async fn a_drained_active_segment_is_not_written_over_while_older_ones_remain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
+    let n = per_segment();
+    let old = append_each(&spool, 0..n + 1).await;
+    assert_eq!(segments(dir.path()).len(), 2);
+    // The retiring thread is slow: the first segment's deletion is pending.
+    let shared = spool.inner.shared.clone();
+    let gate = shared.retire_gate.lock().await;
+    spool.remove(&old);
+    // The tick writes the removals (into the active segment) and drains both.
+    spool.tick().await;
+    assert_eq!(spool.usage().items, 0);
+    let new = spool.append(&[plain(n + 1)], false).await.expect("append");
+    // Killed before the first segment was deleted.
+    spool.crash();
+    drop(gate);
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    assert_eq!(spool.damaged_at_open(), 0);
+    let back: Vec<u64> = spool
+        .oldest(usize::MAX, u64::MAX)
+        .expect("read")
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(back, new.collect::<Vec<_>>(), "delivered items came back");
+}
+
 fn spares(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .expect("list")
@@ -568,6 +600,105 @@ async fn a_damaged_record_is_reported_and_the_rest_still_read() {
             None
         ]
     );
+}
+
+/// An item the disk will not give back is handed to the replay as damaged
+/// (which counts and removes it), not an error that stops the replay for
+/// good; the items around it still read.
+#[tokio::test]
+async fn an_item_that_cannot_be_read_is_reported_and_the_rest_still_read() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = reopen_with(dir.path(), 1 << 20, direct);
+        spool
+            .append(&[record(0), record(1)], false)
+            .await
+            .expect("append");
+        let last = spool.append(&[record(2)], false).await.expect("append");
+        // The third item's bytes are gone from under the open file.
+        let segment = segments(dir.path()).pop().expect("a segment");
+        let file = OpenOptions::new().write(true).open(&segment).expect("open");
+        file.set_len(on_disk(0) + on_disk(1) + HEADER as u64 + 10)
+            .expect("truncate");
+        let items = spool.oldest(10, u64::MAX).expect("read");
+        let verdicts: Vec<_> = items
+            .iter()
+            .map(|s| (s.seq, s.record.as_ref().err().copied()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            vec![(0, None), (1, None), (last.start, Some(UNREADABLE))],
+            "direct {direct}"
+        );
+        // Removed as the replay removes a damaged item: nothing is left to stall on.
+        spool.remove(&[last.start]);
+        assert_eq!(spool.oldest(10, u64::MAX).expect("read").len(), 2);
+    }
+}
+
+/// At open, a segment that cannot be read is counted and logged as damaged,
+/// and the relay starts with the others, rather than not at all.
+#[tokio::test]
+async fn a_segment_that_cannot_be_opened_does_not_stop_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
+    spool.append(&[record(0)], false).await.expect("append");
+    drop(spool);
+    std::fs::rename(segment_path(dir.path(), 0), segment_path(dir.path(), 5)).expect("rename");
+    // Opening it fails (it is a directory).
+    std::fs::create_dir(segment_path(dir.path(), 2)).expect("mkdir");
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(spool.damaged_at_open(), 1);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(0).key]
+    );
+    // Left in place, and numbered past: writing goes on in a new segment.
+    spool.append(&[record(1)], false).await.expect("append");
+    drop(spool);
+    assert!(segment_path(dir.path(), 2).is_dir());
+    let spool = reopen(dir.path(), 1 << 20);
+    assert_eq!(
+        keys(&spool.oldest(10, u64::MAX).expect("read")),
+        vec![record(0).key, record(1).key]
+    );
+}
+
+/// A read error part way through a segment at open keeps the items before
+/// it, and leaves the file as it is: it is not a torn write to cut off.
+#[tokio::test]
+async fn a_read_error_at_open_keeps_what_was_read_and_cuts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, false).expect("open");
+    spool
+        .append(&[record(0), record(1), record(2)], false)
+        .await
+        .expect("append");
+    drop(spool);
+    let path = segments(dir.path()).pop().expect("a segment");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let len = file.metadata().expect("stat").len();
+    // The disk gives back only the first two items: reading the third's
+    // header fails (here, an unexpected end of file).
+    let readable = on_disk(0) + on_disk(1);
+    file.set_len(readable).expect("truncate");
+    let mut found = Vec::new();
+    let read = read_segment(
+        &path,
+        &file,
+        len,
+        true,
+        &mut 0,
+        |seq, _, _| found.push(seq),
+        &mut HashSet::new(),
+    );
+    assert!(matches!(read, Err((at, _)) if at == readable), "{read:?}");
+    assert_eq!(found, vec![0, 1]);
+    assert_eq!(file.metadata().expect("stat").len(), readable);
 }
 
 #[tokio::test]
