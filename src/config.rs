@@ -141,8 +141,8 @@ pub mod file {
         pub max_inflated_size: ByteSize,
         /// Largest single event or transaction payload, and of any other JSON
         /// item (spans, logs, sessions, check-ins, profiles, replay events,
-        /// client reports, JSON attachments), which is scrubbed as a tree.
-        /// Defaults to "1MiB".
+        /// client reports), which is scrubbed as a tree. JSON attachments
+        /// larger than this are scrubbed as text. Defaults to "1MiB".
         pub max_event_size: ByteSize,
         /// Largest single attachment or other binary item. Defaults to "20MiB".
         pub max_attachment_size: ByteSize,

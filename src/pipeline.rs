@@ -646,6 +646,13 @@ impl Pipeline {
         let scrubber = &project.scrubber;
         let redactions = match scrub_kind(item) {
             ScrubKind::Binary => return Ok(item.payload.clone()),
+            // JSON by its name or first byte only, past what an event may
+            // be: scrubbed as text, without a tree of it.
+            ScrubKind::Json { required: false }
+                if item.payload.len() > self.config.load().limits.max_event_size =>
+            {
+                return self.scrub_as_text(item, project, started);
+            }
             ScrubKind::Json { required } => {
                 let tree = match event {
                     Some(Event::View(_, text)) => match scrubber.scrub_event_text(text) {
@@ -734,12 +741,15 @@ impl Pipeline {
     /// Checks one item's size and, for events, its JSON; returns the event's own id.
     ///
     /// Other JSON items (spans, logs, sessions, check-ins, profiles, replay
-    /// events, JSON attachments) are scrubbed as a tree, some tens of bytes
-    /// per value: they are held to the event's size and depth limits before
-    /// one is built, and refused as an event would be (`too_large`,
-    /// `invalid`), so that 20 MiB of `[0,0,...]` is not ten million values.
+    /// events) are scrubbed as a tree, some tens of bytes per value: they
+    /// are held to the event's size and depth limits before one is built,
+    /// and refused as an event would be (`too_large`, `invalid`), so that
+    /// 20 MiB of `[0,0,...]` is not ten million values. Attachments and
+    /// unknown items that look like JSON are held to `max_attachment_size`;
+    /// past the event's size they are scrubbed as text (see [`Pipeline::scrub`]).
     fn check_item<'a>(&self, item: &'a Item, limits: &Limits) -> Result<Checked<'a>, DropReason> {
-        let tree = !item.ty.is_event() && matches!(scrub_kind(item), ScrubKind::Json { .. });
+        let tree =
+            !item.ty.is_event() && matches!(scrub_kind(item), ScrubKind::Json { required: true });
         let max = if item.ty.is_event() || tree {
             limits.max_event_size
         } else {
@@ -837,6 +847,9 @@ impl Pipeline {
     ) -> Answer {
         let mut accepted_any = false;
         let mut worst: Option<DropReason> = None;
+        // A client report rides along with what the SDK sends: its own drop
+        // decides the answer only when there is nothing else.
+        let report_only = fates.iter().all(|f| f.category == CLIENT_REPORT_CATEGORY);
         for fate in fates {
             match fate
                 .result
@@ -860,7 +873,8 @@ impl Pipeline {
                         Outcome::Dropped(reason),
                         1,
                     );
-                    if worst.is_none_or(|w| reason.precedence() > w.precedence()) {
+                    let decides = report_only || fate.category != CLIENT_REPORT_CATEGORY;
+                    if decides && worst.is_none_or(|w| reason.precedence() > w.precedence()) {
                         worst = Some(reason);
                     }
                 }

@@ -662,8 +662,9 @@ fn one_item(ty: &str, extra: &str, payload: &[u8]) -> Vec<u8> {
 /// JSON items other than events are parsed into a tree to be scrubbed: they
 /// are held to the event's size and depth limits first, and refused as an
 /// oversized or too-deep event is (413 `too_large`, 400 `invalid`), rather
-/// than built into a tree of millions of values. A large identity body is
-/// taken as it is.
+/// than built into a tree of millions of values. JSON attachments (by their
+/// name) are attachments: taken up to `max_attachment_size`, and scrubbed as
+/// text past the event's size. A large identity body is taken as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_items_are_held_to_the_event_limits() {
     let sink = sink_file();
@@ -684,7 +685,6 @@ async fn json_items_are_held_to_the_event_limits() {
     };
     let deep = format!("{}1{}", "{\"a\":".repeat(20), "}".repeat(20)).into_bytes();
     let shallow = format!("{}1{}", "{\"a\":".repeat(10), "}".repeat(10)).into_bytes();
-    let json_attachment = ",\"filename\":\"state.json\"";
     let cases = [
         ("span", "", "span"),
         ("log", "", "log_item"),
@@ -693,7 +693,6 @@ async fn json_items_are_held_to_the_event_limits() {
         ("profile", "", "profile"),
         ("replay_event", "", "replay"),
         ("user_report", "", "user_report"),
-        ("attachment", json_attachment, "attachment"),
     ];
     for (ty, extra, category) in cases {
         for (what, payload, status, reason) in [
@@ -726,6 +725,23 @@ async fn json_items_are_held_to_the_event_limits() {
         .await;
         assert_eq!(r.status(), 200, "a 10 deep {ty} item is taken");
     }
+    // A `.json` attachment past the event's size, with an email at its end,
+    // and one deeper than max_json_depth: both taken, the first scrubbed as text.
+    let json_attachment = ",\"filename\":\"state.json\"";
+    let mut large_json = zeros.clone();
+    large_json.pop();
+    large_json.extend_from_slice(b",\"alice@example.com\"]");
+    for payload in [&large_json, &deep] {
+        let r = post(
+            &client,
+            &relay.envelope_url(),
+            "gzip",
+            gzip(&one_item("attachment", json_attachment, payload)),
+            Some(KEY),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "a .json attachment is an attachment");
+    }
     // A large binary attachment, uncompressed, is taken whole.
     let id = new_event_id();
     let r = post(
@@ -741,8 +757,16 @@ async fn json_items_are_held_to_the_event_limits() {
     let sink = std::fs::read_to_string(&sink.path).unwrap();
     assert_eq!(
         sink.lines().count(),
-        cases.len() + 2,
-        "the shallow items, the event and its attachment, nothing else"
+        cases.len() + 4,
+        "the shallow items, the .json attachments, the event and its attachment, nothing else"
+    );
+    assert!(
+        sink.contains(",0,0,0,"),
+        "the large .json attachment is there"
+    );
+    assert!(
+        !sink.contains("alice@example.com"),
+        "the large .json attachment was scrubbed as text"
     );
 }
 
@@ -837,6 +861,30 @@ async fn client_reports_are_read_within_bounds() {
     assert_eq!(r.status(), 413, "an oversized client report");
     assert_eq!(relay.dropped("client_report", "too_large"), 1.0);
     assert_eq!(discarded(), 1000.0, "an oversized report is not read");
+
+    // Riding along with an item, an oversized report does not decide the
+    // answer: the item does (here an event that is not an object, 400).
+    let mut body = one_item("event", "", b"[1]");
+    body.extend_from_slice(
+        format!(
+            "{{\"type\":\"client_report\",\"length\":{}}}\n",
+            report.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(report.as_bytes());
+    body.push(b'\n');
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "gzip",
+        gzip(&body),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 400, "the event's drop decides");
+    assert_eq!(relay.dropped("client_report", "too_large"), 2.0);
+    assert_eq!(relay.dropped("error", "invalid"), 1.0);
     relay.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(std::fs::read_to_string(&sink.path).unwrap_or_default(), "");
 }
