@@ -96,9 +96,10 @@ pub mod file {
         /// every connection slot. Defaults to "60s".
         #[serde(with = "humantime_serde")]
         pub idle_timeout: Duration,
-        /// Bytes of request bodies held in memory at once, as they came
-        /// (compressed) and as they arrive, from their read until their
-        /// answer; past it, new requests get 503. Defaults to "64MiB".
+        /// Bytes of request bodies held in memory at once, as they arrive and
+        /// then at their inflated size, from their read until their answer;
+        /// past it, new requests get 503. At least `limits.max_inflated_size`.
+        /// Defaults to "64MiB".
         pub max_body_memory: ByteSize,
     }
 
@@ -923,11 +924,11 @@ impl Config {
         let limits = validate_limits(&raw.limits)?;
         let max_body_memory = usize::try_from(raw.server.max_body_memory.as_u64())
             .ok()
-            .filter(|n| *n >= limits.max_body_size)
+            .filter(|n| *n >= limits.max_inflated_size)
             .ok_or_else(|| {
                 ConfigError::new(
                     "server.max_body_memory",
-                    "must be at least limits.max_body_size (the largest body must fit)",
+                    "must be at least limits.max_inflated_size (the largest body, inflated, must fit)",
                 )
             })?;
 
@@ -1686,15 +1687,21 @@ mod tests {
         let memory = |text: &str| parse(text).map(|c| c.server.max_body_memory);
         assert_eq!(memory("").expect("valid"), 64 << 20);
         assert_eq!(
-            memory("[server]\nmax_body_memory = \"20MiB\"\n").expect("valid"),
-            20 << 20
+            memory("[server]\nmax_body_memory = \"50MiB\"\n").expect("valid"),
+            50 << 20
         );
-        let e = memory("[server]\nmax_body_memory = \"19MiB\"\n").unwrap_err();
+        let e = memory("[server]\nmax_body_memory = \"49MiB\"\n").unwrap_err();
         assert!(e.to_string().starts_with("server.max_body_memory"), "{e}");
-        let e =
-            memory("[server]\nmax_body_memory = \"1MiB\"\n[limits]\nmax_body_size = \"2MiB\"\n")
-                .unwrap_err();
-        assert!(e.to_string().contains("limits.max_body_size"), "{e}");
+        let e = memory(
+            "[server]\nmax_body_memory = \"2MiB\"\n[limits]\nmax_body_size = \"2MiB\"\nmax_inflated_size = \"3MiB\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("limits.max_inflated_size"), "{e}");
+        assert_eq!(
+            memory("[server]\nmax_body_memory = \"3MiB\"\n[limits]\nmax_body_size = \"2MiB\"\nmax_inflated_size = \"3MiB\"\n")
+                .expect("valid"),
+            3 << 20
+        );
     }
 
     #[test]

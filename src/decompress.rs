@@ -175,24 +175,32 @@ pub fn is_legacy_store(body: &[u8]) -> bool {
 
 /// Decodes a legacy `/store/` body: base64 (whitespace ignored) of the JSON
 /// event or of its zlib (or raw deflate) stream, inflated into at most
-/// `limit` bytes as any body is. `Ok(None)` when the body is not base64: it
-/// is then judged as it came, by the event parser, which words why it is refused.
-pub fn decode_legacy_store(body: Bytes, limit: usize) -> Result<Option<Bytes>, DecodeError> {
+/// `limit` bytes as any body is. A body that is not base64 comes back as it
+/// came: the event parser judges it, and words why it is refused.
+pub fn decode_legacy_store(body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
     use base64::Engine as _;
-    let text: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(text) else {
-        return Ok(None);
+    let base64 = &base64::engine::general_purpose::STANDARD;
+    // Copied without its whitespace only when it has some (wrapped lines).
+    let raw = if body.iter().any(|b| b.is_ascii_whitespace()) {
+        let text: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        base64.decode(text)
+    } else {
+        base64.decode(&body)
     };
+    let Ok(raw) = raw else {
+        return Ok(body);
+    };
+    drop(body);
     let encoding = if raw.first() == Some(&b'{') {
         Encoding::Identity
     } else {
         Encoding::Deflate
     };
-    decode(encoding, Bytes::from(raw), limit).map(Some)
+    decode(encoding, Bytes::from(raw), limit)
 }
 
 /// Inflates a gzip body in one call to libdeflate, if its trailer's size

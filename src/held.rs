@@ -54,6 +54,19 @@ impl Held {
         true
     }
 
+    /// Holds `to` bytes instead: less always, more if the counter stays at
+    /// or below `max` (else it holds what it held); says whether it does.
+    pub fn resize(&mut self, to: usize, max: usize) -> bool {
+        if to > self.bytes {
+            return self.grow(to - self.bytes, max);
+        }
+        let less = self.bytes - to;
+        let now = self.counter.fetch_sub(less, Ordering::Relaxed) - less;
+        self.bytes = to;
+        show(self.gauge.as_ref(), now);
+        true
+    }
+
     /// The bytes this guard holds.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -99,6 +112,19 @@ mod tests {
         assert!(Held::within(&counter, 1, 1000, None).is_some_and(|h| h.bytes() == 1));
         assert!(Held::within(&counter, 1, 500, None).is_none());
         drop((b, c));
+        assert_eq!((counter.load(Ordering::Relaxed), gauge.get()), (0, 0));
+        // Resized: down always, up within the bound.
+        let mut d = Held::within(&counter, 50, 100, Some(&gauge)).unwrap();
+        assert!(d.resize(20, 100));
+        assert_eq!((d.bytes(), gauge.get()), (20, 20));
+        assert!(!d.resize(101, 100));
+        assert_eq!(
+            (d.bytes(), gauge.get()),
+            (20, 20),
+            "a refusal changes nothing"
+        );
+        assert!(d.resize(100, 100));
+        drop(d);
         assert_eq!((counter.load(Ordering::Relaxed), gauge.get()), (0, 0));
     }
 

@@ -16,6 +16,7 @@ use crate::deliver::{DeliverError, Delivery};
 use crate::envelope::{
     self, DataCategory, Envelope, EnvelopeError, Event, EventError, Item, ItemType,
 };
+use crate::held::Held;
 use crate::metrics::{self, Metrics, ENVELOPE_CATEGORY};
 use crate::outcome::{DropReason, Outcome};
 use crate::produce::{ProduceError, Record, RecordHeaders};
@@ -80,6 +81,10 @@ pub struct Request {
     pub content_encoding: Option<String>,
     /// The body as received.
     pub body: Bytes,
+    /// The body's share of `server.max_body_memory`: what arrived, then,
+    /// once inflated, the inflated body's size. Given back when the request
+    /// is done with.
+    pub held: Held,
     /// When the request arrived (the clock is read at the edge).
     pub received_at: SystemTime,
     /// What [`Delivery::announce`](crate::deliver::Delivery::announce) gave
@@ -272,7 +277,7 @@ impl Inflaters {
         &self,
         body: Bytes,
         limit: usize,
-    ) -> Result<Option<Bytes>, RequestError> {
+    ) -> Result<Bytes, RequestError> {
         self.capped(body, limit, decompress::decode_legacy_store)
             .await
     }
@@ -380,7 +385,8 @@ impl Pipeline {
     /// counts every item's outcome.
     pub async fn handle(&self, mut req: Request) -> Answer {
         let project = req.project.clone();
-        let body = match self.inflate(&req).await {
+        let wire = std::mem::take(&mut req.body);
+        let body = match self.inflate(&mut req, wire).await {
             Ok(body) => body,
             Err(e) => return self.reject(&project.label, &e),
         };
@@ -583,24 +589,27 @@ impl Pipeline {
 
     /// Stage: body limit and decompression (and a legacy `/store/` body's
     /// base64 and zlib); large encoded bodies on the inflater threads.
-    async fn inflate(&self, req: &Request) -> Result<Bytes, RequestError> {
-        let limit = self.config.load().limits.max_inflated_size;
-        self.metrics.hot.wire_bytes.inc_by(req.body.len() as u64);
+    ///
+    /// The inflated body takes the wire body's place in the request's share
+    /// of `server.max_body_memory`; one that does not fit there is refused
+    /// as `overloaded` (503), as a body that does not fit as it arrives is.
+    async fn inflate(&self, req: &mut Request, wire: Bytes) -> Result<Bytes, RequestError> {
+        let config = self.config.load();
+        let limit = config.limits.max_inflated_size;
+        let max_memory = config.server.max_body_memory;
+        self.metrics.hot.wire_bytes.inc_by(wire.len() as u64);
         let encoding = Encoding::from_header(req.content_encoding.as_deref())?;
         self.metrics
             .request_encodings
             .with_label_values(&[encoding.as_str()])
             .inc();
         let started = std::time::Instant::now();
-        let mut body = self
-            .inflaters
-            .decode(encoding, req.body.clone(), limit)
-            .await?;
+        let mut body = self.inflaters.decode(encoding, wire, limit).await?;
         if req.endpoint == Endpoint::Store && decompress::is_legacy_store(&body) {
-            let legacy = self.inflaters.decode_legacy_store(body.clone(), limit);
-            if let Some(decoded) = legacy.await? {
-                body = decoded;
-            }
+            body = self.inflaters.decode_legacy_store(body, limit).await?;
+        }
+        if !req.held.resize(body.len(), max_memory) {
+            return Err(RequestError::Overloaded);
         }
         observe(&self.metrics.hot.decompress, started);
         self.metrics.hot.inflated_bytes.inc_by(body.len() as u64);

@@ -629,19 +629,15 @@ async fn ingest(
         key,
         content_encoding: header("content-encoding").map(str::to_owned),
         body,
+        held,
         received_at,
         announced,
     };
     let task_state = state.clone();
     let label = request.project.label.clone();
-    // Held until the pipeline is done with the body, even if the client
-    // hangs up before its answer.
-    let answer = match tokio::spawn(async move {
-        let answer = task_state.pipeline.handle(request).await;
-        drop(held);
-        answer
-    })
-    .await
+    // The body stays held (in the request) until the pipeline is done with
+    // it, even if the client hangs up before its answer.
+    let answer = match tokio::spawn(async move { task_state.pipeline.handle(request).await }).await
     {
         Ok(answer) => answer,
         // A bug: answered 500 and counted once, as the envelope's drop.

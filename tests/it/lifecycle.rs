@@ -572,9 +572,9 @@ async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
 /// their read until their answer, counted as their bytes arrive: requests
 /// that declare a length and send nothing hold nothing. While a slow upload
 /// holds most of it, a request that declares a length past the rest is
-/// refused with 503 before its body is read, and a chunked one (no length)
-/// once its body passes the bound; both count as `overloaded`. Small
-/// requests still fit. When the slow upload ends, it is accepted and the
+/// refused with 503 before its body is read, a chunked one (no length)
+/// once its body passes the bound, and a small compressed one once it
+/// inflates past it; all count as `overloaded`. Small requests still fit. When the slow upload ends, it is accepted and the
 /// memory is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_memory_are_bounded() {
@@ -582,7 +582,10 @@ async fn bodies_in_memory_are_bounded() {
     let sink = sink_file();
     let text = config_text_with_server(
         "max_body_memory = \"1MiB\"\n",
-        &format!("{}[limits]\nmax_body_size = \"900KiB\"\n", sink.section),
+        &format!(
+            "{}[limits]\nmax_body_size = \"900KiB\"\nmax_inflated_size = \"1MiB\"\n",
+            sink.section
+        ),
     );
     let relay = TestRelay::start(&text).await;
     let held = || relay.metric("edge_relay_body_memory_bytes", &[]);
@@ -630,7 +633,19 @@ async fn bodies_in_memory_are_bounded() {
     chunk.extend(std::iter::repeat_n(b'x', room + 1));
     let mut chunked = raw_request(&relay, "transfer-encoding: chunked\r\n", &chunk).await;
     assert_eq!(status_of(&mut chunked).await, 503);
-    assert_eq!(overloaded(), 2.0);
+    // Inflated, a body takes its inflated size: a few KiB of gzip that
+    // inflate past the room are refused once inflated.
+    let inflating = envelope_with_attachment(&new_event_id(), &vec![b'z'; room + 1]);
+    let r = client
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .header("content-encoding", "gzip")
+        .body(gzip(&inflating))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "inflated past the room");
+    assert_eq!(overloaded(), 3.0);
     assert_eq!(held(), first.len() as f64, "the refused hold nothing");
 
     // A small event fits beside the slow upload.
@@ -641,7 +656,7 @@ async fn bodies_in_memory_are_bounded() {
     slow.write_all(rest).await.unwrap();
     assert_eq!(status_of(&mut slow).await, 200);
     assert_eq!(held(), 0.0);
-    assert_eq!(overloaded(), 2.0);
+    assert_eq!(overloaded(), 3.0);
     drop(idle);
     let large = post_attachment(client, relay.envelope_url(), vec![b'y'; 900_000]).await;
     assert_eq!(large.0, 200, "the room is back");
