@@ -611,7 +611,7 @@ impl AckMode {
 }
 
 /// `[delivery]` and `[spool]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
     /// When the SDK gets its 200.
     pub ack: AckMode,
@@ -630,7 +630,7 @@ pub struct DeliveryConfig {
 }
 
 /// The SDK-facing listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Where SDKs connect.
     pub listen: SocketAddr,
@@ -647,7 +647,7 @@ pub struct ServerConfig {
 }
 
 /// Size and count limits, in bytes and items.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Largest compressed body.
     pub max_body_size: usize,
@@ -674,7 +674,7 @@ impl Default for Limits {
 }
 
 /// Where accepted items go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// A Kafka cluster.
     Kafka(KafkaConfig),
@@ -683,7 +683,7 @@ pub enum Output {
 }
 
 /// The producer's settings.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct KafkaConfig {
     /// Bootstrap brokers.
     pub brokers: String,
@@ -729,7 +729,7 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// Topic names per category.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Topics {
     /// Indexed by [`DataCategory::index`].
     by_category: Vec<Arc<str>>,
@@ -763,7 +763,7 @@ impl Default for Topics {
 }
 
 /// The bounded stop sequence.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShutdownConfig {
     /// Grace after SIGTERM.
     pub grace_period: Duration,
@@ -833,25 +833,24 @@ impl Config {
     /// apply: the running relay keeps them until a restart. A reload swaps
     /// only projects, keys, quotas, sampling and scrub rules.
     pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let mut sections = Vec::new();
-        if differs(&self.server, &new.server) || self.admin_listen != new.admin_listen {
+        if self.server != new.server || self.admin_listen != new.admin_listen {
             sections.push("server/admin");
         }
-        if differs(&self.limits, &new.limits) {
+        if self.limits != new.limits {
             sections.push("limits");
         }
-        if differs(&self.output, &new.output) {
+        // By value: the Debug form hides secrets (a changed SASL password).
+        if self.output != new.output {
             sections.push("kafka/file_sink");
         }
-        if differs(&self.delivery, &new.delivery) {
+        if self.delivery != new.delivery {
             sections.push("delivery/spool");
         }
         if self.outcomes_window != new.outcomes_window {
             sections.push("outcomes");
         }
-        if differs(&self.shutdown, &new.shutdown) {
+        if self.shutdown != new.shutdown {
             sections.push("shutdown");
         }
         if self.log_level != new.log_level || self.log_json != new.log_json {
@@ -1904,6 +1903,22 @@ mod tests {
         assert_eq!(
             parse(&kafka).unwrap().needs_restart(&parse(&off).unwrap()),
             vec!["outcomes"]
+        );
+        // A secret the Debug form hides is compared by its value.
+        let sasl = |password: &str| {
+            let text = format!(
+                "[kafka]\nbrokers = \"127.0.0.1:9092\"\n[kafka.producer]\n\"sasl.password\" = \"{password}\"\n{base}"
+            );
+            parse(&text).unwrap()
+        };
+        assert_eq!(
+            format!("{:?}", sasl("one").output),
+            format!("{:?}", sasl("two").output),
+            "hidden in the Debug form"
+        );
+        assert_eq!(
+            sasl("one").needs_restart(&sasl("two")),
+            vec!["kafka/file_sink"]
         );
         // What a reload does apply is not named.
         let more = format!(
