@@ -39,6 +39,12 @@ async fn append_each(spool: &Spool, records: std::ops::Range<usize>) -> Vec<u64>
     seqs
 }
 
+/// The sequence numbers of everything the replay would read now.
+fn replayable(spool: &Spool) -> Vec<u64> {
+    let items = spool.oldest(usize::MAX, u64::MAX).expect("read");
+    items.iter().map(|s| s.seq).collect()
+}
+
 fn keys(items: &[Spooled]) -> Vec<String> {
     items
         .iter()
@@ -231,11 +237,7 @@ async fn drained_segments_are_deleted_oldest_first() {
     // Reading them stops at each one's end: nothing stale comes back, nothing reads as damaged.
     let spool = reopen(dir.path(), SMALL_SEGMENTS);
     assert_eq!(spool.damaged_at_open(), 0);
-    let rest = spool.oldest(usize::MAX, u64::MAX).expect("read");
-    assert_eq!(
-        rest.iter().map(|s| s.seq).collect::<Vec<_>>(),
-        seqs[2 * n..].to_vec()
-    );
+    assert_eq!(replayable(&spool), seqs[2 * n..].to_vec());
 }
 
 #[tokio::test]
@@ -271,12 +273,7 @@ async fn a_reused_segments_stale_tail_is_not_damage() {
     drop(spool);
     let spool = reopen(dir.path(), SMALL_SEGMENTS);
     assert_eq!(spool.damaged_at_open(), 0);
-    let back: Vec<u64> = spool
-        .oldest(usize::MAX, u64::MAX)
-        .expect("read")
-        .iter()
-        .map(|s| s.seq)
-        .collect();
+    let back = replayable(&spool);
     assert_eq!(back, held);
 }
 
@@ -353,12 +350,7 @@ async fn a_drained_active_segment_is_not_written_over_while_older_ones_remain() 
     drop(gate);
     let spool = reopen(dir.path(), SMALL_SEGMENTS);
     assert_eq!(spool.damaged_at_open(), 0);
-    let back: Vec<u64> = spool
-        .oldest(usize::MAX, u64::MAX)
-        .expect("read")
-        .iter()
-        .map(|s| s.seq)
-        .collect();
+    let back = replayable(&spool);
     assert_eq!(back, new.collect::<Vec<_>>(), "delivered items came back");
 }
 
@@ -956,12 +948,7 @@ proptest! {
                     }
                 }
                 prop_assert_eq!(spool.damaged_at_open(), 0);
-                let seqs: Vec<u64> = spool
-                    .oldest(usize::MAX, u64::MAX)
-                    .expect("read")
-                    .iter()
-                    .map(|s| s.seq)
-                    .collect();
+                let seqs = replayable(&spool);
                 prop_assert_eq!(seqs, held.keys().copied().collect::<Vec<_>>());
             }
             Ok(())

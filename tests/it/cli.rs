@@ -8,6 +8,17 @@ fn relay() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edge-relay"))
 }
 
+/// Runs `check-config` as set up in `command`; its summary, once it passed.
+fn checked(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn version_prints_the_package_version() {
     let out = relay().arg("--version").output().unwrap();
@@ -21,16 +32,7 @@ fn version_prints_the_package_version() {
 #[test]
 fn check_config_accepts_the_shipped_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example");
-    let out = relay()
-        .args(["check-config", "--config", example])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = String::from_utf8_lossy(&out.stdout);
+    let summary = checked(relay().args(["check-config", "--config", example]));
     assert!(summary.starts_with("ok:"), "{summary}");
     assert!(
         summary.contains("file sink"),
@@ -64,18 +66,12 @@ fn check_config_accepts_the_example_with_kafka_uncommented() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, text).unwrap();
-    let out = relay()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env_remove("KAFKA_PASSWORD")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = checked(
+        relay()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("KAFKA_PASSWORD"),
     );
-    let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("127.0.0.1:9092"), "{summary}");
     assert!(!summary.contains("SASL"), "{summary}");
 }
@@ -113,13 +109,7 @@ fn check_config_accepts_the_sidecar_example_in_its_pod_environment() {
         .env("EDGE_RELAY_SERVICE_PORT", "3000")
         .env("EDGE_RELAY_PORT", "tcp://10.0.0.7:3000")
         .env("EDGE_RELAY_PORT_3000_TCP_ADDR", "10.0.0.7");
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("kafka-0.kafka:9092"));
+    assert!(checked(&mut command).contains("kafka-0.kafka:9092"));
 }
 
 #[test]

@@ -583,14 +583,7 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
             .status(),
         404
     );
-    let metrics = client
-        .get(relay.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.exported().await;
     assert!(
         metrics.contains("edge_relay_requests_total{endpoint=\"envelope\",status=\"413\"}"),
         "{metrics}"

@@ -52,14 +52,7 @@ async fn broker_down_at_start_spools_then_replays() {
         2.0,
         "the event and its attachment"
     );
-    let metrics = client
-        .get(relay.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.exported().await;
     assert!(metrics.contains("edge_relay_spool_items 2"), "{metrics}");
     assert!(metrics.contains("edge_relay_kafka_state{state=\"down\"} 1"));
     assert_eq!(
@@ -751,12 +744,7 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
 
     // An invalid file is refused; the running configuration stays. Its
     // series was exported at 0 before, so that alerts see the first failure.
-    let exported = reqwest::get(relay.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exported = relay.exported().await;
     assert!(
         exported.contains("edge_relay_config_reloads_total{result=\"error\"} 0"),
         "{exported}"

@@ -211,6 +211,13 @@ impl TestRelay {
         format!("http://{}{path}", self.admin)
     }
 
+    /// What the admin listener's `/metrics` exports now, as text.
+    pub async fn exported(&self) -> String {
+        let answer = reqwest::get(self.admin_url("/metrics")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    }
+
     /// Waits until `/readyz` answers 200 and, with Kafka, reports it up.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
