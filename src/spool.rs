@@ -27,9 +27,10 @@
 //! - **Ordering.** A new segment's directory entry is flushed before anything
 //!   in it is acknowledged; a segment ends with a flushed end record before
 //!   the next one starts. Sequence numbers only grow, over the directory's
-//!   whole life (they are reserved a block at a time in `spool.seq`), so
-//!   reading the segments in order replays in arrival order, and a removal
-//!   record can only ever name the item it was written for.
+//!   whole life (they are reserved a block at a time in `spool.seq`; should
+//!   that file be lost, they jump 2^48 past the highest found), so reading
+//!   the segments in order replays in arrival order, and a removal record
+//!   can only ever name the item it was written for.
 //! - **Space.** Segments are deleted oldest first, once they hold no item
 //!   (one thread retires them, in order, each deletion flushed to the
 //!   directory before the next file is touched, so that a segment never goes
@@ -112,6 +113,10 @@ const SPARE_EXT: &str = "spare";
 const SEQ_FILE: &str = "spool.seq";
 /// Numbers reserved at a time: one small flushed write per this many items.
 const SEQ_BLOCK: u64 = 1 << 20;
+/// How far numbering jumps when [`SEQ_FILE`] is lost while segments remain:
+/// more items than a spool appends in its life (2^48), with room for 65 535
+/// such losses in a `u64`.
+const SEQ_JUMP: u64 = 1 << 48;
 /// Most drained segment files kept for reuse. Writing over a file's existing
 /// blocks costs about half as much as growing a new file (`BENCHMARKS.md`).
 const MAX_SPARES: usize = 2;
@@ -846,7 +851,21 @@ fn recover(dir: &Path, mut direct: bool) -> io::Result<Recovered> {
     index.replayable = index.items.len() as u64;
     // Never below what was reserved: a reused file may hold records numbered
     // above everything the segments show.
-    let next_seq = floor.max(read_reserved(dir).unwrap_or(0));
+    let next_seq = match read_reserved(dir) {
+        Some(reserved) => floor.max(reserved),
+        // Lost or damaged while files remain: how far the numbers went is
+        // unknown, and a stale record numbered above the next new one would
+        // read as new (an old item again, or an old removal of a new item).
+        // Far past anything a spool writes in its life.
+        None if !numbers.is_empty() || !spares.is_empty() => {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the spool's {SEQ_FILE} is missing or damaged: numbering new items from far above the old ones"
+            );
+            floor + SEQ_JUMP
+        }
+        None => floor,
+    };
     let next_segment = numbers.iter().chain(&spares).max().map_or(0, |n| n + 1);
     let spares = spares
         .into_iter()

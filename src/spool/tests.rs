@@ -327,6 +327,34 @@ async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
     );
 }
 
+/// When `spool.seq` is lost, new items are numbered far above every old
+/// number: a stale record in a reused file (numbered up to what the lost file
+/// had reserved) must never read as newer than what is written over it.
+#[tokio::test]
+async fn a_lost_sequence_file_numbers_new_items_far_above_the_old() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), SMALL_SEGMENTS, Duration::ZERO, true).expect("open");
+    let n = per_segment();
+    let old = append_each(&spool, 0..n * 3).await;
+    spool.remove(&old[..n * 2]);
+    spool.sync().await.expect("sync");
+    assert_eq!(spares(dir.path()), 2, "stale records wait in spare files");
+    drop(spool);
+    std::fs::remove_file(dir.path().join(SEQ_FILE)).expect("remove spool.seq");
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    let new = append_each(&spool, 0..n).await;
+    assert!(new[0] >= old[old.len() - 1] + SEQ_JUMP, "{}", new[0]);
+    drop(spool);
+    let spool = reopen(dir.path(), SMALL_SEGMENTS);
+    assert_eq!(spool.damaged_at_open(), 0);
+    let want: Vec<u64> = old[n * 2..].iter().chain(&new).copied().collect();
+    assert_eq!(
+        replayable(&spool),
+        want,
+        "the old items, then the new, nothing stale"
+    );
+}
+
 /// A drained active segment is written over from its start only once the
 /// older segments drained with it are gone: until then its removal records
 /// are all that keeps their items from being replayed after a crash.
