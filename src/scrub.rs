@@ -128,15 +128,26 @@ pub enum SettingsError {
 
 /// Paths that are never scrubbed: identifiers and SDK metadata that carry no
 /// personal data and that consumers need intact.
-const BUILTIN_SAFE_FIELDS: [&str; 10] = [
+const BUILTIN_SAFE_FIELDS: [&str; 20] = [
     "event_id",
     "timestamp",
     "start_timestamp",
     "received",
     "platform",
     "sdk",
+    // Versions: `myapp@1.2.3.4` and `4.1.0.2` are not IP addresses.
+    "release",
+    "dist",
+    "modules",
+    "contexts.*.version",
+    "contexts.*.app_version",
+    "contexts.*.kernel_version",
+    "contexts.*.build",
     "contexts.trace.trace_id",
     "contexts.trace.span_id",
+    "contexts.trace.parent_span_id",
+    "spans.*.span_id",
+    "spans.*.parent_span_id",
     "**.frames.*.function",
     "**.frames.*.module",
 ];
@@ -391,7 +402,24 @@ impl Scrubber {
 
     /// Finds and redacts the secrets in one string. `None` when there are none
     /// (the common case, which allocates nothing).
+    ///
+    /// A string with percent-escapes (a URL, a query string, a form body:
+    /// browsers send `@` as `%40`) is searched decoded, and, when that finds
+    /// a secret, written decoded with its secrets redacted.
     fn scrub_str(
+        &self,
+        s: &str,
+        path: &[Seg<'_>],
+        found: &mut Vec<(Arc<str>, Method)>,
+    ) -> Option<String> {
+        match percent_decoded(s) {
+            Some(decoded) => self.scrub_plain(&decoded, path, found),
+            None => self.scrub_plain(s, path, found),
+        }
+    }
+
+    /// [`Self::scrub_str`] without the decoding.
+    fn scrub_plain(
         &self,
         s: &str,
         path: &[Seg<'_>],
@@ -675,6 +703,14 @@ impl<'s> Walk<'s> {
                         // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                         (true, Value::Array(pair)) => {
                             let (key, value) = pair.split_at_mut(1);
+                            // The first of a pair is text too (a list of tuples).
+                            path.push(Seg::Index(0));
+                            if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
+                                if let Some(new) = self.string(k, path) {
+                                    *k = new;
+                                }
+                            }
+                            path.pop();
                             let key = key[0].as_str().unwrap_or_default();
                             path.push(Seg::Index(1));
                             self.entry(key, &mut value[0], path);
@@ -767,6 +803,21 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
         }
         Value::Null => false,
     }
+}
+
+/// `s` with its percent-escapes decoded (invalid UTF-8 replaced), when it
+/// has any; `None` (and no allocation) when it has none.
+fn percent_decoded(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let escaped = memchr::memchr_iter(b'%', b).any(|at| {
+        b.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
+    });
+    escaped.then(|| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 /// A 64-character lowercase hex string: what `hash` writes.

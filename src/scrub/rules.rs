@@ -120,7 +120,7 @@ pub const BUILTINS: &[Builtin] = &[
         name: "urlauth",
         pattern: r"(?x)
             (?i:[a-z][a-z0-9+.-]*) ://
-            ( [^\s/?\#@:]+ : [^\s/?\#@]* )  # user:password
+            ( [^\s/?\#@:]* : [^\s/?\#@]* )  # user:password (the user may be empty)
             @",
         group: 1,
         validator: Validator::None,
@@ -176,14 +176,17 @@ pub const BUILTIN_NAMES: [&str; 12] = [
 /// ([`value_after`]), so that a value can never swallow the next pair's key:
 /// in `failed: password=hunter2`, both `failed:` and `password=` are keys.
 pub const KEY_PATTERN: &str = r#"(?x)
-    ["']? [A-Za-z0-9_.\-\[\]]+ ["']?   # the key, perhaps quoted
-    \s* [=:]                           # its separator"#;
+    (?:\\?["'])? [A-Za-z0-9_.\-\[\]]+ (?:\\?["'])?   # the key, perhaps quoted (\" in JSON held in JSON)
+    \s* [=:]                                         # its separator"#;
 
 /// The key's range inside one [`KEY_PATTERN`] match.
 pub fn key_in(m: &str) -> Option<std::ops::Range<usize>> {
     let b = m.as_bytes();
-    let quote = |c: u8| c == b'"' || c == b'\'';
-    let start = usize::from(b.first().is_some_and(|c| quote(*c)));
+    let quote = |c: u8| c == b'"' || c == b'\'' || c == b'\\';
+    let mut start = 0;
+    while start < b.len() && quote(b[start]) {
+        start += 1;
+    }
     // The match ends with its separator.
     let mut end = b.len().checked_sub(1)?;
     while end > start && (b[end - 1].is_ascii_whitespace() || quote(b[end - 1])) {
@@ -192,22 +195,88 @@ pub fn key_in(m: &str) -> Option<std::ops::Range<usize>> {
     (start < end).then_some(start..end)
 }
 
-/// The value that follows a key's separator at `from`: after spaces and an
-/// opening quote, up to a separator (`&`, `#`, `;`, `,`, a quote, `}`, `?`
-/// which starts a query, or a space). `None` when it is empty.
+/// Auth schemes whose credentials follow them after a space
+/// (`Authorization: Basic dXNl...`): the value is both words.
+const AUTH_SCHEMES: [&str; 8] = [
+    "basic",
+    "bearer",
+    "token",
+    "digest",
+    "negotiate",
+    "ntlm",
+    "apikey",
+    "hmac",
+];
+
+/// The value that follows a key's separator at `from`, after spaces (and
+/// Ruby's `=>`). Quoted (also `b'...'`, and `\"...` in JSON held in a JSON
+/// string): up to its closing quote, spaces and commas included. A list or
+/// an object: up to its closing bracket. Else up to a separator (`&`, `#`,
+/// `;`, `,`, a quote, `}`, `?` which starts a query, or a space), and an
+/// auth scheme takes the word after it too. `None` when it is empty.
 pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     let b = s.as_bytes();
-    let mut start = from;
-    while start < b.len() && b[start].is_ascii_whitespace() {
+    let spaces = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let quote = |i: usize| matches!(b.get(i), Some(b'"' | b'\''));
+    let mut start = spaces(from);
+    if b.get(start) == Some(&b'>') {
+        start = spaces(start + 1);
+    }
+    if matches!(b.get(start), Some(b'b' | b'r' | b'u')) && quote(start + 1) {
         start += 1;
     }
-    if start < b.len() && (b[start] == b'"' || b[start] == b'\'') {
+    let escaped = b.get(start) == Some(&b'\\') && quote(start + 1);
+    if escaped {
         start += 1;
     }
-    let len = b[start..]
-        .iter()
-        .position(|c| c.is_ascii_whitespace() || b"&#;,\"'}?".contains(c))
-        .unwrap_or(b.len() - start);
+    let stop = |from: usize, end: &dyn Fn(u8) -> bool| -> usize {
+        b[from..]
+            .iter()
+            .position(|&c| end(c))
+            .unwrap_or(b.len() - from)
+    };
+    let word = |from: usize| {
+        stop(from, &|c| {
+            c.is_ascii_whitespace() || b"&#;,\"'}?".contains(&c)
+        })
+    };
+    let len = match b.get(start) {
+        Some(&q @ (b'"' | b'\'')) => {
+            start += 1;
+            stop(start, &|c| c == q || (escaped && c == b'\\'))
+        }
+        Some(&open @ (b'[' | b'{')) => {
+            let close = if open == b'[' { b']' } else { b'}' };
+            let mut depth = 0usize;
+            let closed = b[start..].iter().position(|&c| {
+                if c == open {
+                    depth += 1;
+                } else if c == close {
+                    depth -= 1;
+                }
+                depth == 0
+            });
+            closed.map_or(b.len() - start, |at| at + 1)
+        }
+        _ => {
+            let first = word(start);
+            let scheme = &s[start..start + first];
+            let next = spaces(start + first);
+            if next > start + first
+                && AUTH_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(scheme))
+                && word(next) > 0
+            {
+                next + word(next) - start
+            } else {
+                first
+            }
+        }
+    };
     // Every stop byte is ASCII, so the range ends on a character boundary.
     (len > 0).then_some(start..start + len)
 }
@@ -264,6 +333,8 @@ pub struct KeyMatcher {
     automaton: AhoCorasick,
     /// Pattern ids from here on are words that must stand as a segment.
     words_from: usize,
+    /// The id of the built-in `token` (`usize::MAX` without the built-ins).
+    token: usize,
 }
 
 impl KeyMatcher {
@@ -277,6 +348,10 @@ impl KeyMatcher {
             .chain(extra.iter().map(String::as_str).filter(|s| !s.is_empty()))
             .collect();
         let words_from = substrings.len();
+        let token = substrings
+            .iter()
+            .position(|s| builtin && *s == "token")
+            .unwrap_or(usize::MAX);
         let patterns: Vec<&str> = substrings
             .into_iter()
             .chain(builtin_words.iter().copied())
@@ -288,6 +363,7 @@ impl KeyMatcher {
                 .build(&patterns)
                 .expect("a few short literal words always build"),
             words_from,
+            token,
         }
     }
 
@@ -302,9 +378,19 @@ impl KeyMatcher {
         let b = key.as_bytes();
         self.automaton.find_overlapping_iter(key).any(|m| {
             if m.pattern().as_usize() < self.words_from {
-                return true;
+                // `input_tokens`, `max_tokens`: counts (of a model's tokens), not secrets.
+                let plural = m.pattern().as_usize() == self.token
+                    && b.get(m.end())
+                        .is_some_and(|c| c.eq_ignore_ascii_case(&b's'))
+                    && b.get(m.end() + 1)
+                        .is_none_or(|c| !c.is_ascii_alphanumeric());
+                return !plural;
             }
-            let before = m.start() == 0 || !b[m.start() - 1].is_ascii_alphanumeric();
+            // A word of its own: after a separator, or a camelCase hump (`basicAuth`).
+            let hump = m.start() > 0
+                && b[m.start()].is_ascii_uppercase()
+                && b[m.start() - 1].is_ascii_lowercase();
+            let before = m.start() == 0 || !b[m.start() - 1].is_ascii_alphanumeric() || hump;
             let after = m.end() == b.len() || !b[m.end()].is_ascii_lowercase();
             before && after
         })
@@ -323,7 +409,13 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
         Validator::None => true,
         Validator::Luhn => luhn(s),
         Validator::Iban => iban(s),
-        Validator::Ipv4 => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        Validator::Ipv4 => {
+            // `Chrome/131.0.0.0`: a product's version in a user agent, not
+            // an address (a URL's host follows `//`).
+            let b = haystack.as_bytes();
+            let version = start >= 2 && b[start - 1] == b'/' && b[start - 2].is_ascii_alphabetic();
+            !version && s.parse::<std::net::Ipv4Addr>().is_ok()
+        }
         Validator::Ipv6 => {
             // Not part of a longer word (`std::vector`), and a real address.
             let b = haystack.as_bytes();
@@ -363,6 +455,11 @@ pub fn card_end(haystack: &str, start: usize, end: usize) -> Option<usize> {
 pub fn luhn(s: &str) -> bool {
     let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
     if !(13..=19).contains(&digits.len()) || digits.iter().all(|d| *d == digits[0]) {
+        return false;
+    }
+    // Card numbers start with 2 to 6 (Mastercard, Amex, Diners, JCB, Visa,
+    // Maestro, Discover, UnionPay); a millisecond timestamp starts with 1.
+    if !(2..=6).contains(&digits[0]) {
         return false;
     }
     let sum: u32 = digits
@@ -476,8 +573,15 @@ mod tests {
         );
         assert_eq!(
             pairs("Authorization: Bearer x"),
-            one("Authorization", "Bearer")
+            one("Authorization", "Bearer x")
         );
+        assert_eq!(pairs("auth: Bearer"), one("auth", "Bearer"));
+        assert_eq!(pairs("k: \"a b, c\" d"), one("k", "a b, c"));
+        assert_eq!(pairs("k: \"unclosed"), one("k", "unclosed"));
+        assert_eq!(pairs("k => 'v w'"), one("k", "v w"));
+        assert_eq!(pairs("k: [1, [2]], z"), one("k", "[1, [2]]"));
+        assert_eq!(pairs("k: {\"a\""), one("k", "{\"a\""));
+        assert_eq!(pairs("k: \"\""), vec![]);
         assert_eq!(pairs("'key' = 'v'"), one("key", "v"));
         assert_eq!(pairs("a=1&b=2"), [one("a", "1"), one("b", "2")].concat());
         // A pair right after another key is a pair of its own.

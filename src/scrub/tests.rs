@@ -48,8 +48,9 @@ fn each_detector_in_free_text() {
         ("ssn 123-45-6789", "ssn ***-**-****"),
         (
             "Authorization: Bearer abc.def-123",
-            "Authorization: [Filtered] [bearer]",
+            "Authorization: [Filtered]",
         ),
+        ("sent Bearer abc.def-123 then", "sent Bearer [bearer] then"),
         (
             "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig end",
             "tok [jwt] end",
@@ -578,4 +579,113 @@ mod properties {
             let _ = scrubber().scrub_text(&t);
         }
     }
+}
+
+/// Secrets in the shapes SDKs and libraries write them, each gone whole.
+#[test]
+fn secrets_in_every_shape_text_takes() {
+    for (input, secrets) in [
+        // Percent-encoded URLs, query strings and form bodies.
+        (
+            "https://x/c?email=bob%40example.com&card=4111%201111%201111%201111",
+            &["bob", "4111"][..],
+        ),
+        (
+            "user%5Bemail%5D=bob%40example.com&user%5Bpassword%5D=hunter2",
+            &["bob", "hunter2"],
+        ),
+        // Auth schemes with their credentials (a python-requests message).
+        (
+            "headers {'Authorization': 'Basic dXNlcjpodW50ZXIy'}",
+            &["dXNl"],
+        ),
+        ("Authorization: Token abc123def", &["abc123def"]),
+        // Quoted values whole, however they are quoted.
+        (
+            r#"{"password":"correct horse battery staple"}"#,
+            &["horse", "staple"],
+        ),
+        ("password: \"hunter 2\", next", &["hunter", "2\""]),
+        (r#"{"password"=>"hunter2"}"#, &["hunter2"]),
+        ("{'token': b'secret'}", &["secret'"]),
+        (r#"{\"password\":\"hunter2\"}"#, &["hunter2"]),
+        // Lists and objects whole.
+        (r#"secret: ["a1b2","c3d4"]"#, &["a1b2", "c3d4"]),
+        (r#"token: {"k":"v9v9"}"#, &["v9v9"]),
+        // A URL's password with no user.
+        ("redis://:s3cr3t@cache:6379/0", &["s3cr3t"]),
+    ] {
+        let out = text(input);
+        for secret in secrets {
+            assert!(!out.contains(secret), "{input} gave {out}");
+        }
+    }
+}
+
+/// What looks like a secret and is not stays, as consumers need it.
+#[test]
+fn versions_timestamps_and_token_counts_stay() {
+    for input in [
+        "Mozilla/5.0 (X11) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36",
+        "at 1733450001230 ms",
+        "100% done",
+    ] {
+        assert_eq!(text(input), input);
+    }
+    assert_eq!(text("from 10.1.2.3/24"), "from [ip]/24");
+    assert_eq!(text("http://10.1.2.3/x"), "http://[ip]/x");
+    let s = scrubber();
+    let mut event = json!({
+        "release": "myapp@1.2.3.4",
+        "dist": "1.0.0.1",
+        "modules": {"django": "4.2.0.1"},
+        "contexts": {
+            "app": {"app_version": "4.1.0.2"},
+            "browser": {"name": "Chrome", "version": "131.0.0.0"},
+            "trace": {"parent_span_id": "4111111111111111"},
+        },
+        "spans": [{"data": {"gen_ai.usage.input_tokens": 120, "max_tokens": 4096,
+            "access_tokens": ["t1"]}}],
+    });
+    let before = event.clone();
+    s.scrub_event(&mut event);
+    event.as_object_mut().unwrap().remove("_meta");
+    let mut want = before;
+    want["spans"][0]["data"]["access_tokens"] = json!(["[Filtered]"]);
+    assert_eq!(event, want);
+    let m = |key: &str| s.keys.is_sensitive(key);
+    for key in [
+        "basicAuth",
+        "dbPwd",
+        "userSsn",
+        "access_tokens",
+        "tokens_secret",
+    ] {
+        assert!(m(key), "{key}");
+    }
+    for key in [
+        "input_tokens",
+        "max_tokens",
+        "ai.total_tokens.used",
+        "authority",
+    ] {
+        assert!(!m(key), "{key}");
+    }
+}
+
+/// Both strings of a `[string, value]` pair are text (lists of tuples), in
+/// both passes.
+#[test]
+fn both_strings_of_a_pair_are_searched() {
+    let s = scrubber();
+    let text = r#"{"extra":{"r":[["bob@example.com","Bob"],["4111 1111 1111 1111","visa"],["password","x"]]}}"#;
+    let tree = both_ways(&s, text).expect("the text pass takes pairs");
+    assert_eq!(
+        tree["extra"]["r"],
+        json!([
+            ["[email]", "Bob"],
+            ["**** **** **** ****", "visa"],
+            ["password", "[Filtered]"]
+        ])
+    );
 }

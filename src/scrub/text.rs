@@ -353,7 +353,18 @@ impl<'j> Pass<'_, 'j> {
                 // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                 self.expect(b'[')?;
                 self.ws();
-                let (_, _, key) = self.string()?;
+                let (start, end, key) = self.string()?;
+                // The first of a pair is text too (a list of tuples).
+                path.push(Seg::Index(0));
+                if !self.walk.skip(path) {
+                    if let Some(new) = self.walk.string(&key, path) {
+                        let mut quoted = Vec::with_capacity(new.len() + 2);
+                        serde_json::to_writer(&mut quoted, &new)
+                            .expect("a string always serializes");
+                        self.replace(start - 1, end + 1, &quoted);
+                    }
+                }
+                path.pop();
                 self.ws();
                 self.expect(b',')?;
                 self.ws();

@@ -87,6 +87,7 @@ fn common(event_id: &str, platform: &str) -> Value {
             {"category": "log", "message": "login by alice.smith@example.com from 203.0.113.77 / 2001:db8::7334"},
             {"category": "query", "message": "UPDATE users SET ssn = '123-45-6789', iban = 'DE89370400440532013000'"},
             {"category": "auth", "message": "Authorization: Bearer bearerTok3nValue"},
+            {"category": "auth", "message": "retried with Bearer bearerTok3nValue"},
         ]},
         "contexts": {
             "cloud": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "note": "key AKIAIOSFODNN7EXAMPLE rotated"},
