@@ -109,9 +109,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "pemkey",
         pattern: r"(?x)
-            -----BEGIN[A-Z\ ]*PRIVATE\ KEY-----
+            -----BEGIN[A-Z\ ]*PRIVATE\ KEY(?:\ BLOCK)?-----     # PEM, and PGP's key blocks
             (?s:.*?)
-            (?: -----END[A-Z\ ]*PRIVATE\ KEY----- | \z )  # a cut-off key is still a key",
+            (?: -----END[A-Z\ ]*PRIVATE\ KEY(?:\ BLOCK)?----- | \z )  # a cut-off key is still a key",
         group: 0,
         validator: Validator::None,
         method: Method::Replace,
@@ -138,6 +138,10 @@ pub const BUILTINS: &[Builtin] = &[
               | AIza[0-9A-Za-z_-]{35}              # Google API keys
               | glpat-[0-9A-Za-z_-]{20,}           # GitLab tokens
               | npm_[A-Za-z0-9]{36}                # npm tokens
+              | whsec_[A-Za-z0-9+/=]{20,}          # Stripe webhook secrets
+              | sk-(?:proj|ant|svcacct)-[A-Za-z0-9_-]{20,}  # OpenAI and Anthropic keys
+              | SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}  # SendGrid keys
+              | hooks\.slack\.com/services/[A-Za-z0-9/]{20,}  # Slack webhook URLs
             )(?-u:\b)",
         group: 0,
         validator: Validator::None,
@@ -282,7 +286,7 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 22] = [
+const SENSITIVE_SUBSTRINGS: [&str; 23] = [
     "password",
     "passwd",
     "secret",
@@ -298,6 +302,7 @@ const SENSITIVE_SUBSTRINGS: [&str; 22] = [
     "privatekey",
     "token",
     "session",
+    "sessid",
     "cookie",
     "csrf",
     "xsrf",

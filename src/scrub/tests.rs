@@ -614,6 +614,26 @@ fn secrets_in_every_shape_text_takes() {
         (r#"token: {"k":"v9v9"}"#, &["v9v9"]),
         // A URL's password with no user.
         ("redis://:s3cr3t@cache:6379/0", &["s3cr3t"]),
+        // More vendors' keys, and PGP's key blocks.
+        (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &["MfKQ9r8GKYqrTwjUPD8I"],
+        ),
+        ("key sk-proj-Ab12Cd34Ef56Gh78Ij90KlMnOp", &["Ab12Cd34Ef56"]),
+        ("key sk-ant-api03-Ab12Cd34Ef56Gh78Ij90Kl", &["Ab12Cd34Ef56"]),
+        (
+            "SG.abcdefghijklmnop1234.qrstuvwxyzABCDEF5678",
+            &["qrstuvwxyz"],
+        ),
+        (
+            "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX",
+            &["XXXXXXXX"],
+        ),
+        (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----",
+            &["lQOYBF"],
+        ),
+        ("PHPSESSID=a1b2c3d4e5", &["a1b2c3d4e5"]),
     ] {
         let out = text(input);
         for secret in secrets {
