@@ -256,6 +256,9 @@ impl Delivery {
             self.metrics
                 .spool_items
                 .set(i64::try_from(usage.items).unwrap_or(i64::MAX));
+            self.metrics
+                .spool_max_bytes
+                .set(i64::try_from(spool.max_size()).unwrap_or(i64::MAX));
             // Owned items are being delivered from memory: young, and not waiting.
             if spool.replayable() == 0 {
                 self.metrics.spool_oldest_age.set(0.0);

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub kafka_state: IntGaugeVec,
     /// Bytes of items in the spool.
     pub spool_bytes: IntGauge,
+    /// `spool.max_size`, so that alerts can say how full the spool is.
+    pub spool_max_bytes: IntGauge,
     /// Items in the spool.
     pub spool_items: IntGauge,
     /// Age of the oldest item in the spool, 0 when it is empty.
@@ -214,6 +216,10 @@ impl Metrics {
             spool_bytes: IntGauge::new(
                 "edge_relay_spool_bytes",
                 "Bytes of items in the on-disk spool.",
+            )?,
+            spool_max_bytes: IntGauge::new(
+                "edge_relay_spool_max_bytes",
+                "The most bytes the on-disk spool holds (spool.max_size).",
             )?,
             spool_items: IntGauge::new("edge_relay_spool_items", "Items in the on-disk spool.")?,
             spool_oldest_age: prometheus::Gauge::new(
@@ -388,6 +394,7 @@ impl Metrics {
             Box::new(self.kafka_up.clone()),
             Box::new(self.kafka_state.clone()),
             Box::new(self.spool_bytes.clone()),
+            Box::new(self.spool_max_bytes.clone()),
             Box::new(self.spool_items.clone()),
             Box::new(self.spool_oldest_age.clone()),
             Box::new(self.spool_written.clone()),

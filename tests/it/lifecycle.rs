@@ -54,6 +54,10 @@ async fn broker_down_at_start_spools_then_replays() {
     );
     let metrics = relay.exported().await;
     assert!(metrics.contains("edge_relay_spool_items 2"), "{metrics}");
+    assert!(
+        metrics.contains("edge_relay_spool_max_bytes 1073741824"),
+        "spool.max_size, the default: {metrics}"
+    );
     assert!(metrics.contains("edge_relay_kafka_state{state=\"down\"} 1"));
     assert_eq!(
         relay.metric(
