@@ -286,12 +286,13 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 23] = [
+const SENSITIVE_SUBSTRINGS: [&str; 24] = [
     "password",
     "passwd",
     "secret",
     "api_key",
     "api-key",
+    "api.key",
     "apikey",
     "access_token",
     "access-token",
@@ -313,8 +314,9 @@ const SENSITIVE_SUBSTRINGS: [&str; 23] = [
 ];
 
 /// Short sensitive words that count only as a whole segment of a key
-/// (`auth`, `x-auth`, `authKey`; not `author`).
-const SENSITIVE_WORDS: [&str; 3] = ["auth", "pwd", "ssn"];
+/// (`auth`, `x-auth`, `authKey`; not `author`; `db_pass`, not `passport`;
+/// `connect.sid`, not `side`).
+const SENSITIVE_WORDS: [&str; 6] = ["auth", "pwd", "ssn", "pass", "pw", "sid"];
 
 /// Keys whose values are client IP addresses.
 const IP_KEYS: [&str; 11] = [

@@ -680,6 +680,12 @@ fn versions_timestamps_and_token_counts_stay() {
         "userSsn",
         "access_tokens",
         "tokens_secret",
+        "db_pass",
+        "smtpPass",
+        "pw",
+        "connect.sid",
+        "PHPSESSID",
+        "api.key",
     ] {
         assert!(m(key), "{key}");
     }
@@ -688,6 +694,12 @@ fn versions_timestamps_and_token_counts_stay() {
         "max_tokens",
         "ai.total_tokens.used",
         "authority",
+        "passport",
+        "compass_heading",
+        "bypass",
+        "side",
+        "sidebar",
+        "pwa",
     ] {
         assert!(!m(key), "{key}");
     }
