@@ -310,14 +310,21 @@ async fn numbers_never_repeat_even_after_a_restart_finds_no_segment() {
     );
 }
 
-#[tokio::test]
-async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
+/// A spool directory whose only item, `record(0)`, is in segment 5, so
+/// that older segments can be put beside it.
+async fn record_0_in_segment_5() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
     spool.append(&[record(0)], false).await.expect("append");
     drop(spool);
-    // An older segment, wiped as retiring leaves a file, its rename undone.
     std::fs::rename(segment_path(dir.path(), 0), segment_path(dir.path(), 5)).expect("rename");
+    dir
+}
+
+#[tokio::test]
+async fn a_retired_segment_a_crash_brings_back_is_not_damage() {
+    let dir = record_0_in_segment_5().await;
+    // An older segment, wiped as retiring leaves a file, its rename undone.
     std::fs::write(segment_path(dir.path(), 2), [0u8; 4096]).expect("write");
     let spool = reopen(dir.path(), 1 << 20);
     assert_eq!(spool.damaged_at_open(), 0);
@@ -660,11 +667,7 @@ async fn an_item_that_cannot_be_read_is_reported_and_the_rest_still_read() {
 /// and the relay starts with the others, rather than not at all.
 #[tokio::test]
 async fn a_segment_that_cannot_be_opened_does_not_stop_the_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(dir.path(), 1 << 20, Duration::ZERO, true).expect("open");
-    spool.append(&[record(0)], false).await.expect("append");
-    drop(spool);
-    std::fs::rename(segment_path(dir.path(), 0), segment_path(dir.path(), 5)).expect("rename");
+    let dir = record_0_in_segment_5().await;
     // Opening it fails (it is a directory).
     std::fs::create_dir(segment_path(dir.path(), 2)).expect("mkdir");
     let spool = reopen(dir.path(), 1 << 20);
