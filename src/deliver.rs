@@ -258,7 +258,7 @@ impl Delivery {
                 .set(i64::try_from(usage.items).unwrap_or(i64::MAX));
             self.metrics
                 .spool_max_bytes
-                .set(i64::try_from(spool.max_size()).unwrap_or(i64::MAX));
+                .set(i64::try_from(self.spool_max_size).unwrap_or(i64::MAX));
             // Owned items are being delivered from memory: young, and not waiting.
             if spool.replayable() == 0 {
                 self.metrics.spool_oldest_age.set(0.0);

@@ -757,8 +757,8 @@ impl Pipeline {
     /// unknown items that look like JSON are held to `max_attachment_size`;
     /// past the event's size they are scrubbed as text (see [`Pipeline::scrub`]).
     fn check_item<'a>(&self, item: &'a Item, limits: &Limits) -> Result<Checked<'a>, DropReason> {
-        let tree =
-            !item.ty.is_event() && matches!(scrub_kind(item), ScrubKind::Json { required: true });
+        // What `scrub_kind` says must be JSON: without its allocations.
+        let tree = !item.ty.is_event() && item.ty.is_json(&item.type_name);
         let max = if item.ty.is_event() || tree {
             limits.max_event_size
         } else {

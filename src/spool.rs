@@ -450,11 +450,6 @@ impl Spool {
         self.inner.shared.health.failing()
     }
 
-    /// `spool.max_size`: the most bytes of segments the spool holds.
-    pub fn max_size(&self) -> u64 {
-        self.inner.max_size
-    }
-
     /// What the spool holds now (written items only).
     pub fn usage(&self) -> Usage {
         let index = self.index();

@@ -269,13 +269,13 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
         }
         _ => {
             let first = word(start);
-            let scheme = &s[start..start + first];
             let next = spaces(start + first);
-            if next > start + first
-                && AUTH_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(scheme))
-                && word(next) > 0
-            {
-                next + word(next) - start
+            let scheme = &s[start..start + first];
+            let authed =
+                next > start + first && AUTH_SCHEMES.iter().any(|a| a.eq_ignore_ascii_case(scheme));
+            let second = if authed { word(next) } else { 0 };
+            if second > 0 {
+                next + second - start
             } else {
                 first
             }

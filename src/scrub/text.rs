@@ -169,6 +169,16 @@ impl<'j> Pass<'_, 'j> {
         self.copied = end;
     }
 
+    /// Scrubs the string whose contents span `start..end` (its value
+    /// `text`), writing it anew, quoted, where it held a secret.
+    fn scrub_string(&mut self, start: usize, end: usize, text: &str, path: &[Seg<'_>]) {
+        if let Some(new) = self.walk.string(text, path) {
+            let mut quoted = Vec::with_capacity(new.len() + 2);
+            serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
+            self.replace(start - 1, end + 1, &quoted);
+        }
+    }
+
     /// Passes a string; returns the span of its contents (quotes excluded)
     /// and its value: borrowed when it has no escapes. Escapes are decoded
     /// even in strings only passed over: serde_json's skipping lets a lone
@@ -273,11 +283,7 @@ impl<'j> Pass<'_, 'j> {
             b'[' => self.array(path),
             b'"' => {
                 let (start, end, text) = self.string()?;
-                if let Some(new) = self.walk.string(&text, path) {
-                    let mut quoted = Vec::with_capacity(new.len() + 2);
-                    serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
-                    self.replace(start - 1, end + 1, &quoted);
-                }
+                self.scrub_string(start, end, &text, path);
                 Ok(())
             }
             b'-' | b'0'..=b'9' => self.number(),
@@ -357,12 +363,7 @@ impl<'j> Pass<'_, 'j> {
                 // The first of a pair is text too (a list of tuples).
                 path.push(Seg::Index(0));
                 if !self.walk.skip(path) {
-                    if let Some(new) = self.walk.string(&key, path) {
-                        let mut quoted = Vec::with_capacity(new.len() + 2);
-                        serde_json::to_writer(&mut quoted, &new)
-                            .expect("a string always serializes");
-                        self.replace(start - 1, end + 1, &quoted);
-                    }
+                    self.scrub_string(start, end, &key, path);
                 }
                 path.pop();
                 self.ws();
