@@ -293,6 +293,9 @@ async fn serve_sdk(
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     let connections = GracefulShutdown::new();
+    // Tells connections that have not sent a byte yet to close: hyper's
+    // graceful shutdown only reaches the ones it serves.
+    let (stopping, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     let grace = loop {
         // Bounded connections: past the limit, new ones wait in the kernel's backlog.
@@ -313,17 +316,20 @@ async fn serve_sdk(
         let watcher = connections.watcher();
         let deadline = server.header_read_timeout;
         let idle_timeout = server.idle_timeout;
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             // hyper's protocol detection has no deadline of its own: a client that
             // connects and sends nothing (or half an HTTP/2 preface) would hold a
             // connection slot forever.
-            if tokio::time::timeout(deadline, first_bytes(&stream))
-                .await
-                .is_err()
-            {
-                refused(&state, "silent");
-                drop(permit);
-                return;
+            tokio::select! {
+                biased;
+                first = tokio::time::timeout(deadline, first_bytes(&stream)) => if first.is_err() {
+                    refused(&state, "silent");
+                    return;
+                },
+                // The relay stops: nothing was asked on this connection, so
+                // nothing is cut short (an HTTP client's spare connection).
+                _ = stopped.wait_for(|stop| *stop) => return,
             }
             let counted = state.clone();
             let activity = Arc::new(Activity::default());
@@ -373,6 +379,7 @@ async fn serve_sdk(
             drop(permit);
         });
     };
+    let _ = stopping.send(true);
     (grace, connections)
 }
 

@@ -806,6 +806,38 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     );
 }
 
+/// Connections that have not sent a byte yet (an HTTP client's spare
+/// connection; half an HTTP/2 preface) do not hold up the stop: nothing was
+/// asked on them, so they are closed at once rather than at the end of
+/// `header_read_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_asked_nothing_do_not_hold_up_the_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = sink_file();
+    let text = config_text_with_server("header_read_timeout = \"10m\"\n", &sink.section);
+    let relay = TestRelay::start(&text).await;
+    let mut silent = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let mut half_preface = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // Accepted in order: once a later connection is answered, both are open in the relay.
+    let (status, _) = send_one(&reqwest::Client::new(), &relay).await;
+    assert_eq!(status, 200);
+    let report = relay.stop(Duration::from_secs(60)).await;
+    assert!(
+        report.requests_finished,
+        "the stop waited out its grace period"
+    );
+    for stream in [&mut silent, &mut half_preface] {
+        let mut buf = [0u8; 16];
+        // Closed by the relay; with bytes it did not read, the close is a reset.
+        match stream.read(&mut buf).await {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the connection stays open: {other:?}"),
+        }
+    }
+}
+
 /// Slow clients: headers dribbled past `header_read_timeout` get the
 /// connection closed; a body dribbled past `body_read_timeout` gets 408 and
 /// is counted; other clients are served meanwhile.
