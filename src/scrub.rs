@@ -460,26 +460,38 @@ impl Scrubber {
                 }
             }
         }
-        // Values of sensitive keys inside text: `token=...`, `"password": "..."`.
+        // Values of sensitive keys inside text: `token=...`, `"password": "..."`,
+        // and of long options in a command line: `--password hunter2`.
         // Found without captures; the key and value are split by hand.
-        if memchr::memchr2(b'=', b':', s.as_bytes()).is_some() && self.keys.mentions(s) {
-            for m in self.key_values.find_iter(s) {
-                let Some(key) = rules::key_in(m.as_str()) else {
-                    continue;
-                };
-                if !self.keys.is_sensitive(&m.as_str()[key]) {
-                    continue;
-                }
-                let Some(value) = value_after(s, m.end()) else {
-                    continue;
-                };
+        let keyed = memchr::memchr2(b'=', b':', s.as_bytes()).is_some();
+        let flagged = memchr::memmem::find(s.as_bytes(), b"--").is_some();
+        if (keyed || flagged) && self.keys.mentions(s) {
+            let mut secret = |value: Option<std::ops::Range<usize>>| {
                 // What this scrubber wrote there already stays as it is.
-                if !self.is_redacted(&s[value.clone()]) {
+                if let Some(value) = value.filter(|v| !self.is_redacted(&s[v.clone()])) {
                     spans.push(Span {
                         start: value.start,
                         end: value.end,
                         rule: usize::MAX,
                     });
+                }
+            };
+            if keyed {
+                for m in self.key_values.find_iter(s) {
+                    let Some(key) = rules::key_in(m.as_str()) else {
+                        continue;
+                    };
+                    if self.keys.is_sensitive(&m.as_str()[key]) {
+                        secret(value_after(s, m.end()));
+                    }
+                }
+            }
+            if flagged {
+                for (name, after) in rules::long_options(s) {
+                    if self.keys.is_sensitive(&s[name]) {
+                        // `--password --verbose`: the next word is another option.
+                        secret(value_after(s, after).filter(|v| !s[v.clone()].starts_with('-')));
+                    }
                 }
             }
         }
@@ -520,6 +532,12 @@ impl Scrubber {
 }
 
 impl Scrubber {
+    /// The option an argument names when it is a flag alone (`--password`)
+    /// and the option is sensitive: the next argument is its value.
+    fn sensitive_flag<'a>(&self, arg: Option<&'a str>) -> Option<&'a str> {
+        rules::flag_name(arg?).filter(|name| self.keys.is_sensitive(name))
+    }
+
     /// Whether text is what a redaction wrote: `[Filtered]`, a rule's
     /// `[name]`, or a mask (only `*` and separators).
     fn is_redacted(&self, value: &str) -> bool {
@@ -697,8 +715,17 @@ impl<'s> Walk<'s> {
             }
             Value::Array(items) => {
                 let pairs = is_pairs(items);
+                // The option named by the argument before, when it is a
+                // sensitive flag alone: `["--password", "hunter2"]` (argv).
+                let mut flag: Option<String> = None;
                 for (i, child) in items.iter_mut().enumerate() {
                     path.push(Seg::Index(i));
+                    let this = self
+                        .scrubber
+                        .sensitive_flag(child.as_str())
+                        .map(str::to_owned);
+                    let option = std::mem::replace(&mut flag, this)
+                        .filter(|_| !child.as_str().is_some_and(|s| s.starts_with('-')));
                     match (pairs, child) {
                         // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                         (true, Value::Array(pair)) => {
@@ -716,7 +743,10 @@ impl<'s> Walk<'s> {
                             self.entry(key, &mut value[0], path);
                             path.pop();
                         }
-                        (_, child) if !self.skip(path) => self.value(child, path),
+                        (_, child) if !self.skip(path) => match option {
+                            Some(option) => self.entry(&option, child, path),
+                            None => self.value(child, path),
+                        },
                         _ => {}
                     }
                     path.pop();

@@ -285,6 +285,36 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     (len > 0).then_some(start..start + len)
 }
 
+/// The option a command-line flag names (`--password`, `-token`), when the
+/// argument is a flag alone, whose value is the next argument (`sys.argv`,
+/// `process.argv`): `None` for anything else, `--password=x` included.
+pub fn flag_name(arg: &str) -> Option<&str> {
+    let name = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    let b = name.as_bytes();
+    let word = |c: &u8| c.is_ascii_alphanumeric() || b"_.-".contains(c);
+    (b.first()?.is_ascii_alphabetic() && b.iter().all(word)).then_some(name)
+}
+
+/// Long options followed by a value in a command line held in one string
+/// (`mysql --password hunter2`): the name's range and where its value may
+/// start. Only `--` options: a lone `-` starts too many words of prose.
+pub fn long_options(s: &str) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + '_ {
+    let b = s.as_bytes();
+    memchr::memmem::find_iter(b, b"--").filter_map(move |at| {
+        if at > 0 && !b[at - 1].is_ascii_whitespace() {
+            return None;
+        }
+        let start = at + 2;
+        let len = b[start..]
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || b"_.-".contains(c)))
+            .unwrap_or(b.len() - start);
+        let end = start + len;
+        let spaced = matches!(b.get(end), Some(b' ' | b'\t'));
+        (len > 0 && b[start].is_ascii_alphabetic() && spaced).then_some((start..end, end))
+    })
+}
+
 /// Sensitive key words matched anywhere in a key, case-insensitively.
 const SENSITIVE_SUBSTRINGS: [&str; 24] = [
     "password",

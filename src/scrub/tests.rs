@@ -721,3 +721,50 @@ fn both_strings_of_a_pair_are_searched() {
         ])
     );
 }
+
+/// Command lines: an argv list (Python's `sys.argv` in `extra`, Node's
+/// `process.argv`) gives a sensitive flag's value as the next argument; a
+/// command line in one string gives it after a space.
+#[test]
+fn command_line_options_hide_their_values() {
+    let s = scrubber();
+    let event = r#"{"extra":{"sys.argv":["manage.py","--password","hunter2","--db-token","-x","--user","bob","-secret","s3"],
+        "args":["--token","--verbose","--api_key",7,"--token"]}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes argv lists");
+    assert_eq!(
+        tree["extra"]["sys.argv"],
+        json!([
+            "manage.py",
+            "--password",
+            "[Filtered]",
+            "--db-token",
+            "-x",
+            "--user",
+            "bob",
+            "-secret",
+            "[Filtered]"
+        ])
+    );
+    // A flag followed by another flag has no value; a number is a value too;
+    // a flag at the end has nothing after it.
+    assert_eq!(
+        tree["extra"]["args"],
+        json!(["--token", "--verbose", "--api_key", "[Filtered]", "--token"])
+    );
+    assert_eq!(
+        text("mysql -u root --password hunter2 --host db"),
+        "mysql -u root --password [Filtered] --host db"
+    );
+    assert_eq!(
+        text("run --api-key \"a b c\" --token=t1"),
+        "run --api-key \"[Filtered]\" --token=[Filtered]"
+    );
+    for untouched in [
+        "run --password --verbose",
+        "the token -- a word -- stays",
+        "x--password y",
+        "--passport ABC123",
+    ] {
+        assert_eq!(text(untouched), untouched);
+    }
+}

@@ -352,9 +352,14 @@ impl<'j> Pass<'_, 'j> {
             return Ok(());
         }
         let mut index = 0;
+        // The option named by the argument before, when it is a sensitive
+        // flag alone: `["--password", "hunter2"]` (argv).
+        let mut flag: Option<KeyClass> = None;
         loop {
             self.ws();
             path.push(Seg::Index(index));
+            let start = self.pos;
+            let option = flag.filter(|_| !self.bytes[start..].starts_with(b"\"-"));
             if pairs {
                 // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                 self.expect(b'[')?;
@@ -377,9 +382,12 @@ impl<'j> Pass<'_, 'j> {
                 self.expect(b']')?;
             } else if self.walk.skip(path) {
                 self.skip_value()?;
+            } else if let Some(class) = option {
+                self.entry(class, path)?;
             } else {
                 self.value(path)?;
             }
+            flag = self.flag_in(start)?;
             path.pop();
             index += 1;
             self.ws();
@@ -395,6 +403,25 @@ impl<'j> Pass<'_, 'j> {
                 _ => return Err(Fallback),
             }
         }
+    }
+
+    /// What the value from `start` to the cursor says as an argument: the
+    /// class of the option it names, when it is a string that is a
+    /// sensitive flag alone (`"--password"`).
+    fn flag_in(&self, start: usize) -> Result<Option<KeyClass>, Fallback> {
+        let raw = &self.text[start..self.pos];
+        if !raw.starts_with("\"-") {
+            return Ok(None);
+        }
+        let arg: Cow<'_, str> = if raw.contains('\\') {
+            Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
+        } else {
+            Cow::Borrowed(&raw[1..raw.len() - 1])
+        };
+        let scrubber = self.walk.scrubber;
+        Ok(scrubber
+            .sensitive_flag(Some(&arg))
+            .map(|name| KeyClass::of(scrubber, name)))
     }
 
     /// Whether the array at the cursor is non-empty and all `[string, value]`
