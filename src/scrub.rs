@@ -434,14 +434,15 @@ impl Scrubber {
                     continue;
                 }
                 let mut push = |start: usize, end: usize| {
-                    let end = match rule.validator {
-                        Validator::Luhn => rules::card_end(s, start, end),
-                        v => rules::validate(v, s, start, end).then_some(end),
+                    let found = match rule.validator {
+                        Validator::Luhn => rules::card(s, start, end),
+                        Validator::UserPath => Some(start..rules::user_end(s, start, end)),
+                        v => rules::validate(v, s, start, end).then_some(start..end),
                     };
-                    if let Some(end) = end {
+                    if let Some(found) = found {
                         spans.push(Span {
-                            start,
-                            end,
+                            start: found.start,
+                            end: found.end,
                             rule: index,
                         });
                     }
@@ -697,6 +698,28 @@ impl<'s> Walk<'s> {
         Some(new)
     }
 
+    /// Scrubs a whole number at `path` (its digits) and records what it
+    /// redacted: a card number written as a JSON number. `None` when it is
+    /// not one (the common case: too short to be a card, no allocation).
+    fn number(&mut self, n: u64, path: &[Seg<'_>]) -> Option<String> {
+        if n < 1_000_000_000_000 {
+            return None;
+        }
+        let rule = self
+            .scrubber
+            .patterns
+            .iter()
+            .find(|r| r.validator == Validator::Luhn)?;
+        let digits = n.to_string();
+        if !rules::luhn(&digits) {
+            return None;
+        }
+        let hash_key = self.scrubber.hash_key.as_deref();
+        let new = method::redact_text(rule.method, &digits, &rule.replacement, hash_key);
+        self.record(path, rule.name.clone(), rule.method);
+        Some(new)
+    }
+
     /// What this pass redacted, each (path, rule, method) once, sorted by
     /// path (see [`settle`]).
     fn into_found(self) -> Vec<Placed> {
@@ -755,6 +778,11 @@ impl<'s> Walk<'s> {
             Value::String(s) => {
                 if let Some(new) = self.string(s, path) {
                     *s = new;
+                }
+            }
+            Value::Number(n) => {
+                if let Some(new) = n.as_u64().and_then(|n| self.number(n, path)) {
+                    *v = Value::String(new);
                 }
             }
             _ => {}

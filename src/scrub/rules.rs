@@ -21,6 +21,9 @@ pub enum Validator {
     Ipv6,
     /// A US SSN with a possible area, group and serial.
     Ssn,
+    /// A user's folder name; a Windows one may go on past spaces
+    /// (`C:\Users\John Smith\`).
+    UserPath,
 }
 
 /// A built-in rule before compilation.
@@ -42,11 +45,11 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "creditcard",
         pattern: r"(?x)
-            (?-u:\b)(?:
+            (?:(?-u:\b)|_)(?:                                 # `_` too: `cc_4111...`, trimmed after
                 [0-9]{13,19}                                  # digits only
-              | [0-9]{4}(?:[\ -][0-9]{4}){2,3}(?:[\ -][0-9]{1,3})?  # 4-4-4-4(-3)
-              | [0-9]{4}[\ -][0-9]{6}[\ -][0-9]{4,5}          # Amex and Diners: 4-6-5 / 4-6-4
-            )(?-u:\b)",
+              | [0-9]{4}(?:[\ .-][0-9]{4}){2,3}(?:[\ .-][0-9]{1,3})?  # 4-4-4-4(-3)
+              | [0-9]{4}[\ .-][0-9]{6}[\ .-][0-9]{4,5}        # Amex and Diners: 4-6-5 / 4-6-4
+            )(?:(?-u:\b)|_)",
         group: 0,
         validator: Validator::Luhn,
         method: Method::Mask,
@@ -120,8 +123,8 @@ pub const BUILTINS: &[Builtin] = &[
         name: "urlauth",
         pattern: r"(?x)
             (?i:[a-z][a-z0-9+.-]*) ://
-            ( [^\s/?\#@:]* : [^\s/?\#@]* )  # user:password (the user may be empty)
-            @",
+            ( [^\s/?\#@:]* : [^\s/?\#]* )  # user:password (the user may be empty)
+            @                              # the last `@`: a password may hold one",
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -151,9 +154,9 @@ pub const BUILTINS: &[Builtin] = &[
         name: "userpath",
         pattern: r#"(?x)
             (?: /home/ | /Users/ | [A-Za-z]:\\(?i:Users|Documents\ and\ Settings)\\ )
-            ( [^/\\\s"':]+ )  # the user name"#,
+            ( [^/\\\s"':]+ )  # the user name (spaces in Windows ones: `UserPath`)"#,
         group: 1,
-        validator: Validator::None,
+        validator: Validator::UserPath,
         method: Method::Replace,
     },
 ];
@@ -216,8 +219,9 @@ const AUTH_SCHEMES: [&str; 8] = [
 /// Ruby's `=>`). Quoted (also `b'...'`, and `\"...` in JSON held in a JSON
 /// string): up to its closing quote, spaces and commas included. A list or
 /// an object: up to its closing bracket. Else up to a separator (`&`, `#`,
-/// `;`, `,`, a quote, `}`, `?` which starts a query, or a space), and an
-/// auth scheme takes the word after it too. `None` when it is empty.
+/// a quote, `}`, `?` which starts a query, a space, and `;` or `,` before a
+/// space or the next key), and an auth scheme takes the word after it too.
+/// `None` when it is empty.
 pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     let b = s.as_bytes();
     let spaces = |mut i: usize| {
@@ -244,10 +248,30 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
             .position(|&c| end(c))
             .unwrap_or(b.len() - from)
     };
+    // A `,` or `;` ends the value only before a space, the end, or the next
+    // `key=` (`a=1,b=2`; `password=abc,def` is one value).
+    let next_key = |mut i: usize| {
+        let from = i;
+        while b
+            .get(i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || b"_.-[]".contains(c))
+        {
+            i += 1;
+        }
+        i > from && matches!(b.get(spaces(i)), Some(b'=' | b':'))
+    };
     let word = |from: usize| {
-        stop(from, &|c| {
-            c.is_ascii_whitespace() || b"&#;,\"'}?".contains(&c)
-        })
+        let mut i = from;
+        while let Some(&c) = b.get(i) {
+            let list = (c == b',' || c == b';')
+                && b.get(i + 1)
+                    .is_none_or(|&n| n.is_ascii_whitespace() || next_key(i + 1));
+            if list || c.is_ascii_whitespace() || b"&#\"'}?".contains(&c) {
+                break;
+            }
+            i += 1;
+        }
+        i - from
     };
     let len = match b.get(start) {
         Some(&q @ (b'"' | b'\'')) => {
@@ -460,6 +484,7 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
             let bounded = (start == 0 || !word(b[start - 1])) && (end == b.len() || !word(b[end]));
             bounded && s.parse::<std::net::Ipv6Addr>().is_ok()
         }
+        Validator::UserPath => true,
         Validator::Ssn => {
             let (area, rest) = s.split_at(3);
             let (group, serial) = (&rest[1..3], &rest[4..]);
@@ -472,20 +497,48 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
     }
 }
 
-/// The end of the longest card number in `haystack[start..end]`: the whole
-/// match, or the match cut at an earlier separator (a card followed by
-/// another number, `4111 1111 1111 1111 203`, is still a card). Checked with Luhn.
-pub fn card_end(haystack: &str, start: usize, end: usize) -> Option<usize> {
+/// The longest card number in `haystack[start..end]`: the whole match
+/// without the `_` the pattern takes around it, or the match cut at an
+/// earlier separator (a card followed by another number,
+/// `4111 1111 1111 1111 203`, is still a card). Checked with Luhn.
+pub fn card(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+    let b = haystack.as_bytes();
+    let start = start + usize::from(b[start] == b'_');
+    let end = end - usize::from(end > start && b[end - 1] == b'_');
     let candidate = &haystack[start..end];
     if luhn(candidate) {
-        return Some(end);
+        return Some(start..end);
     }
     candidate
         .char_indices()
         .rev()
-        .filter(|(_, c)| *c == ' ' || *c == '-')
+        .filter(|(_, c)| matches!(c, ' ' | '-' | '.'))
         .map(|(i, _)| start + i)
         .find(|&cut| luhn(&haystack[start..cut]))
+        .map(|cut| start..cut)
+}
+
+/// The end of a user's folder name found at `start..end`: a Windows one
+/// (after `\`) goes on over single spaces when a `\` follows the last
+/// word (`C:\Users\John Smith\AppData`); else the match stands.
+pub fn user_end(haystack: &str, start: usize, end: usize) -> usize {
+    let b = haystack.as_bytes();
+    if start == 0 || b[start - 1] != b'\\' {
+        return end;
+    }
+    let name = |c: u8| !(c.is_ascii_whitespace() || b"/\\\"':".contains(&c));
+    let mut at = end;
+    while b.get(at) == Some(&b' ') && b.get(at + 1).is_some_and(|&c| name(c)) {
+        at += 1;
+        while b.get(at).is_some_and(|&c| name(c)) {
+            at += 1;
+        }
+    }
+    if b.get(at) == Some(&b'\\') {
+        at
+    } else {
+        end
+    }
 }
 
 /// The Luhn checksum over the digits of `s` (separators ignored), 13-19 digits.

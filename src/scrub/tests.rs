@@ -634,6 +634,14 @@ fn secrets_in_every_shape_text_takes() {
             &["lQOYBF"],
         ),
         ("PHPSESSID=a1b2c3d4e5", &["a1b2c3d4e5"]),
+        // An `@` in a URL's password; commas and semicolons inside a value.
+        ("postgres://app:p@ss@db:5432/app", &["p@ss", "ss@"]),
+        ("password=abc,def;ghi next", &["abc", "def", "ghi"]),
+        // Cards glued to `_`, or dotted.
+        ("cc_4111111111111111_exp", &["4111", "1111"]),
+        ("card 4111.1111.1111.1111", &["4111", "1111"]),
+        // Windows user folders with spaces in their names.
+        (r"C:\Users\John Smith\AppData\app.py", &["John", "Smith"]),
     ] {
         let out = text(input);
         for secret in secrets {
@@ -653,6 +661,21 @@ fn versions_timestamps_and_token_counts_stay() {
         assert_eq!(text(input), input);
     }
     assert_eq!(text("from 10.1.2.3/24"), "from [ip]/24");
+    // A list of pairs is still split at its commas and semicolons.
+    assert_eq!(
+        text("token=abc,user=bob; session=s1;Path=/, later"),
+        "token=[Filtered],user=bob; session=[Filtered];Path=/, later"
+    );
+    assert_eq!(
+        text("password=a1, retrying"),
+        "password=[Filtered], retrying"
+    );
+    assert_eq!(
+        text(r"C:\Users\John Smith wrote"),
+        r"C:\Users\[userpath] Smith wrote",
+        "a space ends a Windows user's name unless a folder follows"
+    );
+    assert_eq!(text("v2024.1231.0000.1234 ok"), "v2024.1231.0000.1234 ok");
     assert_eq!(text("http://10.1.2.3/x"), "http://[ip]/x");
     let s = scrubber();
     let mut event = json!({
@@ -767,4 +790,20 @@ fn command_line_options_hide_their_values() {
     ] {
         assert_eq!(text(untouched), untouched);
     }
+}
+
+/// Card numbers written as JSON numbers are scrubbed in both passes, and
+/// become strings; other numbers stay numbers.
+#[test]
+fn card_numbers_as_json_numbers() {
+    let s = scrubber();
+    let event = r#"{"extra":{"cc":4111111111111111,"ts":1733450001230,"n":[5555555555554444,42],
+        "big":18446744073709551615,"float":4111111111111111.0,"neg":-4111111111111111}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes numbers");
+    assert_eq!(
+        tree["extra"],
+        json!({"cc": "****************", "ts": 1733450001230u64, "n": ["****************", 42],
+            "big": 18446744073709551615u64, "float": 4111111111111111.0, "neg": -4111111111111111i64})
+    );
+    assert!(tree["_meta"]["extra"]["cc"][""]["rem"].is_array(), "{tree}");
 }

@@ -286,7 +286,17 @@ impl<'j> Pass<'_, 'j> {
                 self.scrub_string(start, end, &text, path);
                 Ok(())
             }
-            b'-' | b'0'..=b'9' => self.number(),
+            b'-' | b'0'..=b'9' => {
+                let start = self.pos;
+                self.number()?;
+                // As the tree reads it: a whole number that fits a `u64`.
+                let whole = self.text[start..self.pos].parse::<u64>().ok();
+                if let Some(new) = whole.and_then(|n| self.walk.number(n, path)) {
+                    let quoted = serde_json::to_vec(&new).expect("a string always serializes");
+                    self.replace(start, self.pos, &quoted);
+                }
+                Ok(())
+            }
             _ => self.literal(),
         }
     }
