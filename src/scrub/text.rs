@@ -289,8 +289,11 @@ impl<'j> Pass<'_, 'j> {
             b'-' | b'0'..=b'9' => {
                 let start = self.pos;
                 self.number()?;
-                // As the tree reads it: a whole number that fits a `u64`.
-                let whole = self.text[start..self.pos].parse::<u64>().ok();
+                // As the tree reads it: a whole number that fits a `u64`
+                // (one too short for a card is not parsed).
+                let whole = (self.pos - start >= 13)
+                    .then(|| self.text[start..self.pos].parse::<u64>().ok())
+                    .flatten();
                 if let Some(new) = whole.and_then(|n| self.walk.number(n, path)) {
                     let quoted = serde_json::to_vec(&new).expect("a string always serializes");
                     self.replace(start, self.pos, &quoted);
@@ -418,11 +421,12 @@ impl<'j> Pass<'_, 'j> {
     /// What the value from `start` to the cursor says as an argument: the
     /// class of the option it names, when it is a string that is a
     /// sensitive flag alone (`"--password"`).
+    #[inline]
     fn flag_in(&self, start: usize) -> Result<Option<KeyClass>, Fallback> {
-        let raw = &self.text[start..self.pos];
-        if !raw.starts_with("\"-") {
+        if self.bytes.get(start + 1) != Some(&b'-') || self.bytes[start] != b'"' {
             return Ok(None);
         }
+        let raw = &self.text[start..self.pos];
         let arg: Cow<'_, str> = if raw.contains('\\') {
             Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
         } else {
