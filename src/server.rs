@@ -668,8 +668,17 @@ async fn read_body(
     max_memory: usize,
 ) -> Result<Bytes, RequestError> {
     let read = async {
+        // The declared length, to join the frames in one buffer without
+        // growing it (held as the bytes arrive, not as declared).
+        let declared = hyper::body::Body::size_hint(&body)
+            .exact()
+            .map_or(0, |n| n.min(limit as u64) as usize);
         let mut body = Limited::new(body, limit);
-        let mut chunks: Vec<Bytes> = Vec::new();
+        // A body in one frame is kept as it came; the frames of a longer
+        // one are copied into `joined` as they arrive, so that it is in
+        // memory once, not as its frames and then their concatenation.
+        let mut first: Option<Bytes> = None;
+        let mut joined = bytes::BytesMut::new();
         let mut len = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| match e.is::<LengthLimitError>() {
@@ -683,12 +692,17 @@ async fn read_body(
             if len > held.bytes() && !held.grow(len - held.bytes(), max_memory) {
                 return Err(RequestError::Overloaded);
             }
-            chunks.push(data);
+            if first.is_none() && joined.is_empty() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(first) = first.take() {
+                joined.reserve(declared.max(len));
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
         }
-        Ok(match chunks.len() {
-            1 => chunks.pop().expect("one chunk"),
-            _ => chunks.concat().into(),
-        })
+        Ok(first.unwrap_or_else(|| joined.freeze()))
     };
     tokio::time::timeout(timeout, read)
         .await
