@@ -511,6 +511,7 @@ mod properties {
             "plain".into(),
             "2026-11-21".into(),
             "[Filtered]".into(),
+            "--password".into(),
             "".into(),
         ])
     }
@@ -520,6 +521,9 @@ mod properties {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|n| json!(n)),
+            // A card as a number; an argv flag whose value is the next item.
+            Just(json!(4111111111111111u64)),
+            Just(json!("--token")),
             (secretish(), secretish()).prop_map(|(a, b)| Value::String(format!("{a} {b}"))),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
