@@ -128,8 +128,11 @@ pub enum SettingsError {
 
 /// Paths that are never scrubbed: identifiers and SDK metadata that carry no
 /// personal data and that consumers need intact.
-const BUILTIN_SAFE_FIELDS: [&str; 20] = [
+const BUILTIN_SAFE_FIELDS: [&str; 21] = [
     "event_id",
+    // A session update's id (a UUID Sentry requires; `sid` is a sensitive
+    // word elsewhere, as in `connect.sid`).
+    "sid",
     "timestamp",
     "start_timestamp",
     "received",

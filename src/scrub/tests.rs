@@ -811,3 +811,17 @@ fn card_numbers_as_json_numbers() {
     );
     assert!(tree["_meta"]["extra"]["cc"][""]["rem"].is_array(), "{tree}");
 }
+
+/// Session updates keep their id: `sid` is a sensitive word in other keys
+/// (`connect.sid`), and Sentry refuses a session whose `sid` is not a UUID.
+#[test]
+fn session_updates_keep_their_id() {
+    let s = scrubber();
+    let session = r#"{"sid":"7c7b6585-5fea-4a9c-a3b0-9d5b8e6f1a2b","did":"u-42","status":"exited",
+        "errors":0,"started":"2026-12-06T03:00:00Z","attrs":{"release":"shop@2.4.1","environment":"prod"},
+        "extra":{"connect.sid":"s%3Aabc"}}"#;
+    let tree = both_ways(&s, session).expect("the text pass takes sessions");
+    assert_eq!(tree["sid"], "7c7b6585-5fea-4a9c-a3b0-9d5b8e6f1a2b");
+    assert_eq!(tree["attrs"]["release"], "shop@2.4.1");
+    assert_eq!(tree["extra"]["connect.sid"], "[Filtered]");
+}

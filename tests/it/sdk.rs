@@ -164,3 +164,31 @@ async fn rust_sdk_with_a_wrong_key_is_refused() {
             .is_empty()
     );
 }
+
+/// Release health: the SDK's session updates reach `ingest-sessions` with
+/// their `sid` intact (Sentry refuses a session whose id is not a UUID;
+/// `sid` is a sensitive word in other keys, such as `connect.sid`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_sessions_keep_their_id() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+    tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        hub.start_session();
+        hub.end_session();
+        assert!(
+            client.flush(Some(Duration::from_secs(30))),
+            "the SDK delivered everything"
+        );
+    })
+    .await
+    .unwrap();
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-sessions"], 1).await;
+    let session: serde_json::Value =
+        serde_json::from_slice(&got[0].payload).expect("a session is JSON");
+    let sid = session["sid"].as_str().expect("a session has a sid");
+    assert!(uuid::Uuid::parse_str(sid).is_ok(), "{session}");
+    assert_eq!(session["attrs"]["release"], "shop@2.4.1");
+}
