@@ -283,6 +283,10 @@ async fn serve_sdk(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
+        // A client that shuts its side after its request still gets the
+        // answer: without this, hyper drops the request being served when
+        // it reads the end, and an item may be accepted with no answer.
+        .half_close(true)
         .max_buf_size(64 * 1024);
     builder
         .http2()

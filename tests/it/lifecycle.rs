@@ -565,6 +565,44 @@ async fn status_of(stream: &mut tokio::net::TcpStream) -> u16 {
         .expect("a status line")
 }
 
+/// A client that shuts its side of the connection once its request is sent
+/// (with a length, or chunked) still gets its answer, and what was accepted
+/// is in the sink: answered, not accepted in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_requests_are_answered() {
+    use tokio::io::AsyncWriteExt;
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
+    let mut ids = Vec::new();
+    for round in 0..10 {
+        let id = new_event_id();
+        let body = envelope_with_attachment(&id, b"a");
+        let mut stream = if round % 2 == 0 {
+            raw_request(
+                &relay,
+                &format!("content-length: {}\r\n", body.len()),
+                &body,
+            )
+            .await
+        } else {
+            let mut chunked = format!("{:x}\r\n", body.len()).into_bytes();
+            chunked.extend_from_slice(&body);
+            chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+            raw_request(&relay, "transfer-encoding: chunked\r\n", &chunked).await
+        };
+        stream.shutdown().await.unwrap();
+        assert_eq!(status_of(&mut stream).await, 200, "round {round}");
+        ids.push(id);
+    }
+    let items = std::fs::read_to_string(&sink.path).unwrap();
+    for id in &ids {
+        assert!(
+            items.contains(id.as_str()),
+            "{id} answered 200 but not in the sink"
+        );
+    }
+}
+
 /// Request bodies in memory are bounded by `server.max_body_memory`, from
 /// their read until their answer, counted as their bytes arrive: requests
 /// that declare a length and send nothing hold nothing. While a slow upload
