@@ -18,10 +18,10 @@
 //! without a `Content-Encoding`) are decoded here too, under the same cap.
 
 use std::cell::RefCell;
-use std::io::{Cursor, Read};
+use std::io::Read;
 
 use bytes::Bytes;
-use flate2::bufread::GzDecoder;
+use flate2::bufread::MultiGzDecoder;
 
 /// A `Content-Encoding` the relay can decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,14 +88,6 @@ impl Encoding {
 }
 
 thread_local! {
-    /// This thread's gzip decoder (the SDKs' usual encoding), reset for each
-    /// body: a new one allocated and zeroed some 43 KB of inflate state (the
-    /// window and the tables) and copied it into place, which was most of
-    /// inflating a small body (`BENCHMARKS.md`). It holds no output.
-    static GZIP: RefCell<Option<GzDecoder<Cursor<Bytes>>>> = const { RefCell::new(None) };
-}
-
-thread_local! {
     /// This thread's libdeflate decompressor (about 10 KB of tables, kept
     /// rather than allocated per body).
     static ONE_SHOT: RefCell<Option<libdeflater::Decompressor>> = const { RefCell::new(None) };
@@ -128,20 +120,20 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
         }
         Encoding::Gzip => match gunzip_one_shot(input, limit) {
             Some(out) => Ok(Bytes::from(out)),
-            None => gunzip_stream(body, limit),
+            None => gunzip_stream(input, limit),
         },
-        Encoding::Deflate if looks_like_zlib(input) => inflate(
-            flate2::bufread::ZlibDecoder::new(input),
-            encoding,
-            input.len(),
-            limit,
-        ),
-        Encoding::Deflate => inflate(
-            flate2::bufread::DeflateDecoder::new(input),
-            encoding,
-            input.len(),
-            limit,
-        ),
+        Encoding::Deflate if looks_like_zlib(input) => {
+            let mut decoder = flate2::bufread::ZlibDecoder::new(input);
+            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
+            whole(decoder.get_ref(), encoding)?;
+            Ok(out)
+        }
+        Encoding::Deflate => {
+            let mut decoder = flate2::bufread::DeflateDecoder::new(input);
+            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
+            whole(decoder.get_ref(), encoding)?;
+            Ok(out)
+        }
         Encoding::Brotli => inflate(
             brotli_decompressor::Decompressor::new(input, 8 * 1024),
             encoding,
@@ -159,8 +151,9 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(corrupt)?;
-            // Stop at the end of the first frame: trailing bytes are not ours to inflate.
-            inflate(decoder.single_frame(), encoding, input.len(), limit)
+            // Every frame: zstd frames may be concatenated, as gzip members
+            // may; bytes after the last that are not a frame are corrupt.
+            inflate(decoder, encoding, input.len(), limit)
         }
     }
 }
@@ -203,16 +196,20 @@ pub fn decode_legacy_store(body: Bytes, limit: usize) -> Result<Bytes, DecodeErr
     decode(encoding, Bytes::from(raw), limit)
 }
 
-/// Inflates a gzip body in one call to libdeflate, if its trailer's size
-/// (ISIZE) is one the body could honestly have, no larger than `limit` and
-/// [`ONE_SHOT_MAX`]. `None` when it is not, or libdeflate refuses the body
-/// (corrupt, a wrong size or checksum, an empty result, a header CRC): the
-/// stream then decides. Like the stream, it reads the first gzip member
-/// and ignores what follows it.
+/// Inflates a gzip body of one member in one call to libdeflate, if its
+/// trailer's size (ISIZE) is one the body could honestly have, no larger
+/// than `limit` and [`ONE_SHOT_MAX`]. `None` when it is not, or libdeflate
+/// refuses the body (corrupt, a wrong size or checksum, an empty result, a
+/// header CRC), or the body may hold more than one member (libdeflate reads
+/// only the first, and does not say where it ended): the stream then
+/// decides. One member is certain when the body's last eight bytes are the
+/// trailer of what was inflated, and that trailer is nowhere else followed
+/// by a member's magic (a body whose last member repeats the first).
 fn gunzip_one_shot(input: &[u8], limit: usize) -> Option<Vec<u8>> {
     let flags = *input.get(3)?;
-    let trailer = input.get(input.len().checked_sub(4)?..)?;
-    let size = u32::from_le_bytes(trailer.try_into().ok()?) as usize;
+    let trailer = input.get(input.len().checked_sub(8)?..)?;
+    let crc = u32::from_le_bytes(trailer[..4].try_into().ok()?);
+    let size = u32::from_le_bytes(trailer[4..].try_into().ok()?) as usize;
     if flags & GZIP_FHCRC != 0
         || size == 0
         || size > limit.min(ONE_SHOT_MAX)
@@ -225,27 +222,40 @@ fn gunzip_one_shot(input: &[u8], limit: usize) -> Option<Vec<u8>> {
         kept.get_or_insert_with(libdeflater::Decompressor::new)
             .gzip_decompress(input, &mut out)
     });
-    // Smaller than the trailer's size only for a first member followed by
-    // another (whose size the trailer gives).
-    out.truncate(inflated.ok()?);
-    (!out.is_empty()).then_some(out)
+    if inflated.ok()? != size || libdeflater::crc32(&out) != crc {
+        return None;
+    }
+    let mut member_end = [0u8; 10];
+    member_end[..8].copy_from_slice(trailer);
+    member_end[8..].copy_from_slice(&[0x1f, 0x8b]);
+    let more = memchr::memmem::find(&input[..input.len() - 8], &member_end).is_some();
+    (!more).then_some(out)
 }
 
-/// Inflates a gzip body with this thread's flate2 decoder, streaming.
-fn gunzip_stream(body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
-    let wire_len = body.len();
-    GZIP.with_borrow_mut(|kept| {
-        let decoder = match kept {
-            Some(decoder) => {
-                decoder.reset(Cursor::new(body));
-                decoder
-            }
-            None => kept.insert(GzDecoder::new(Cursor::new(body))),
-        };
-        let out = inflate(&mut *decoder, Encoding::Gzip, wire_len, limit);
-        // The body is not kept alive by the decoder.
-        decoder.reset(Cursor::new(Bytes::new()));
-        out
+/// Inflates a gzip body with flate2, streaming: every member (a gzip body
+/// may be several, one after the other), and bytes after the last that are
+/// not a member are corrupt.
+fn gunzip_stream(input: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
+    inflate(
+        MultiGzDecoder::new(input),
+        Encoding::Gzip,
+        input.len(),
+        limit,
+    )
+}
+
+/// Refuses a body with bytes after its compressed stream: they are no part
+/// of it, and silently dropping what a client sent is not an option.
+fn whole(rest: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    Err(DecodeError::Corrupt {
+        encoding: encoding.as_str(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes after the end of the stream", rest.len()),
+        ),
     })
 }
 

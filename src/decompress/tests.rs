@@ -276,7 +276,7 @@ fn gzip_bodies_inflate_in_one_shot_as_the_stream_does() {
         let body = gzip(data);
         let one_shot = gunzip_one_shot(&body, 1 << 20).expect("taken in one shot");
         assert_eq!(one_shot, data);
-        let streamed = gunzip_stream(Bytes::from(body.clone()), 1 << 20).unwrap();
+        let streamed = gunzip_stream(&body, 1 << 20).unwrap();
         assert_eq!(&streamed[..], data);
         assert_eq!(
             &decode(Encoding::Gzip, Bytes::from(body), 1 << 20).unwrap()[..],
@@ -356,14 +356,54 @@ fn the_one_shot_path_leaves_what_it_cannot_trust_to_the_stream() {
 }
 
 #[test]
-fn a_second_gzip_member_is_ignored_on_both_paths() {
-    // The trailer then gives the last member's size, not the first's.
+fn every_gzip_member_and_zstd_frame_is_read() {
     let second = br#"{"message":"a second member, longer than the first one by a fair margin"}"#;
+    let mut want = EVENT.to_vec();
+    want.extend_from_slice(second);
     let mut body = gzip(EVENT);
     body.extend_from_slice(&gzip(second));
-    assert_eq!(gunzip_one_shot(&body, 1 << 20).expect("one shot"), EVENT);
-    let streamed = gunzip_stream(Bytes::from(body), 1 << 20).unwrap();
-    assert_eq!(&streamed[..], EVENT);
+    assert_eq!(gunzip_one_shot(&body, 1 << 20), None, "left to the stream");
+    assert_eq!(&gunzip_stream(&body, 1 << 20).unwrap()[..], &want[..]);
+    assert_eq!(
+        &decode(Encoding::Gzip, Bytes::from(body), 1 << 20).unwrap()[..],
+        &want[..]
+    );
+    // A last member that repeats the first has the same trailer: still two.
+    let mut twice = gzip(EVENT);
+    twice.extend_from_slice(&gzip(EVENT));
+    let out = decode(Encoding::Gzip, Bytes::from(twice), 1 << 20).unwrap();
+    assert_eq!(&out[..], [EVENT, EVENT].concat());
+    let mut frames = zstd(EVENT);
+    frames.extend_from_slice(&zstd(second));
+    assert_eq!(
+        &decode(Encoding::Zstd, Bytes::from(frames), 1 << 20).unwrap()[..],
+        &want[..]
+    );
+    // Together they are still held to the cap.
+    let mut members = gzip(&vec![b'a'; 700]);
+    members.extend_from_slice(&gzip(&vec![b'b'; 700]));
+    assert!(matches!(
+        decode(Encoding::Gzip, Bytes::from(members), 1024),
+        Err(DecodeError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn bytes_after_the_stream_are_corrupt() {
+    for (encoding, encode) in all_encoders() {
+        // brotli-decompressor's reader does not say where the stream ended
+        // (its own buffer reads ahead): bytes after it go unseen.
+        if matches!(encoding, Encoding::Identity | Encoding::Brotli) {
+            continue;
+        }
+        let mut body = encode(EVENT);
+        body.extend_from_slice(b"trailing junk");
+        let result = decode(encoding, Bytes::from(body), 1 << 20);
+        assert!(
+            matches!(result, Err(DecodeError::Corrupt { .. })),
+            "{encoding:?}: {result:?}"
+        );
+    }
 }
 
 mod one_shot_properties {
@@ -397,7 +437,7 @@ mod one_shot_properties {
             }
             let limit = 1 << 16;
             if let Some(out) = gunzip_one_shot(&body, limit) {
-                let streamed = gunzip_stream(Bytes::from(body), limit);
+                let streamed = gunzip_stream(&body, limit);
                 prop_assert!(streamed.is_ok(), "the stream refused what the one shot took: {streamed:?}");
                 prop_assert_eq!(&streamed.unwrap()[..], &out[..]);
             }

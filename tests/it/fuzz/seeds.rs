@@ -322,7 +322,8 @@ fn compressed() -> Files {
     }
     // Variants a decoder meets in the wild: a gzip header with a name,
     // comment and extra field; stored (uncompressed) deflate blocks; other
-    // levels; bytes after the zstd frame (the relay decodes the first frame).
+    // levels; a body in two gzip members and in two zstd frames (the relay
+    // decodes them all).
     let mut named = flate2::GzBuilder::new()
         .filename("event.json")
         .comment("from sentry-sdk")
@@ -335,9 +336,12 @@ fn compressed() -> Files {
     files.push(("breadcrumbs.q11.br".into(), brotli(&plains[3].1, 11)));
     files.push(("breadcrumbs.q0.br".into(), brotli(&plains[3].1, 0)));
     files.push(("event.level19.zstd".into(), zstd(&event, 19)));
-    let mut trailing = zstd(&event, 1);
-    trailing.extend_from_slice(b"\x28\xb5\x2f\xfd trailing bytes after the frame");
-    files.push(("event.trailing.zstd".into(), trailing));
+    let (head, tail) = event.split_at(event.len() / 2);
+    files.push(("event.members.gz".into(), [gzip(head), gzip(tail)].concat()));
+    files.push((
+        "event.frames.zstd".into(),
+        [zstd(head, 1), zstd(tail, 1)].concat(),
+    ));
     files
 }
 
