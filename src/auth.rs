@@ -32,6 +32,9 @@ pub enum AuthError {
     /// The key belongs to another project.
     #[error("the public key does not belong to this project")]
     WrongProject,
+    /// The envelope's DSN names another project than the URL.
+    #[error("the envelope's dsn is for project {0}, not this one")]
+    DsnProject(u64),
 }
 
 impl AuthError {
@@ -41,9 +44,10 @@ impl AuthError {
             AuthError::MissingKey | AuthError::MalformedHeader(_) | AuthError::ConflictingKeys => {
                 hyper::StatusCode::UNAUTHORIZED
             }
-            AuthError::UnknownProject | AuthError::UnknownKey | AuthError::WrongProject => {
-                hyper::StatusCode::FORBIDDEN
-            }
+            AuthError::UnknownProject
+            | AuthError::UnknownKey
+            | AuthError::WrongProject
+            | AuthError::DsnProject(_) => hyper::StatusCode::FORBIDDEN,
         }
     }
 }
@@ -55,13 +59,10 @@ pub fn key_from_request(
     query: Option<&str>,
 ) -> Result<Option<String>, AuthError> {
     let mut found: Option<String> = None;
-    let header = match (auth_header, authorization) {
-        (Some(h), _) => Some(h),
-        // `Authorization` counts only when it is a Sentry one; other schemes belong to proxies.
-        (None, Some(h)) if has_sentry_scheme(h) => Some(h),
-        _ => None,
-    };
-    if let Some(h) = header {
+    // `Authorization` counts only when it is a Sentry one; other schemes
+    // belong to proxies. With `X-Sentry-Auth` beside it, both must agree.
+    let sentry_authorization = authorization.filter(|h| has_sentry_scheme(h));
+    for h in [auth_header, sentry_authorization].into_iter().flatten() {
         if let Some(key) = key_from_auth_header(h)? {
             merge(&mut found, key)?;
         }
@@ -84,6 +85,14 @@ pub fn key_from_dsn(dsn: &str) -> Option<String> {
     let userinfo = authority.split_once('@')?.0;
     let key = userinfo.split(':').next()?;
     (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// The project a DSN names: the last segment of its path
+/// (`scheme://KEY@host[:port][/path]/PROJECT_ID`), when it is a number.
+pub fn project_from_dsn(dsn: &str) -> Option<u64> {
+    let rest = dsn.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    path.trim_end_matches('/').rsplit('/').next()?.parse().ok()
 }
 
 /// Adds a key from one more place; a different key from another place is

@@ -221,6 +221,15 @@ pub enum EnvelopeError {
     /// The header's `event_id` is not a UUID.
     #[error("event_id {0:?} is not a UUID")]
     BadEventId(String),
+    /// A second event, transaction or feedback: an envelope carries one, and
+    /// both would go on under the envelope's one event id.
+    #[error("item {index} is a second event item ({type_name}): an envelope carries one")]
+    DuplicateEvent {
+        /// Zero-based item position.
+        index: usize,
+        /// Its type, as sent.
+        type_name: String,
+    },
 }
 
 impl EnvelopeError {
@@ -397,8 +406,12 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
             }
         };
         let type_name = item_header.ty.into_owned();
+        let ty = ItemType::from_name(&type_name);
+        if ty.is_event() && items.iter().any(|i: &Item| i.ty.is_event()) {
+            return Err(EnvelopeError::DuplicateEvent { index, type_name });
+        }
         items.push(Item {
-            ty: ItemType::from_name(&type_name),
+            ty,
             type_name,
             content_type: item_header.content_type.map(Cow::into_owned),
             filename: item_header.filename.map(Cow::into_owned),

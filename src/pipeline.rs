@@ -630,7 +630,13 @@ impl Pipeline {
 
         // Stage: auth, from the envelope's DSN when the request carried no key.
         let mut key = req.key.clone();
-        if let Some(dsn_key) = envelope.header.dsn.as_deref().and_then(auth::key_from_dsn) {
+        let dsn = envelope.header.dsn.as_deref();
+        if let Some(named) = dsn.and_then(auth::project_from_dsn) {
+            if named != req.project.id {
+                return Err(AuthError::DsnProject(named).into());
+            }
+        }
+        if let Some(dsn_key) = dsn.and_then(auth::key_from_dsn) {
             auth::merge(&mut key, dsn_key)?;
             if req.key.is_none() {
                 let k = key.as_deref().expect("merge set the key");

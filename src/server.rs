@@ -517,7 +517,10 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
             .requests
             .with_label_values(&["other", "404"])
             .inc();
-        return json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
+        // With CORS headers too, so that a browser SDK can read why.
+        let mut response = json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
+        add_cors(response.headers_mut());
+        return response;
     };
     let project = project.to_owned();
     let http1 = req.version() < hyper::Version::HTTP_2;
@@ -578,6 +581,22 @@ async fn ingest(
     };
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // An auth header that is not text is refused as such, not taken for none.
+    if parts
+        .headers
+        .get("x-sentry-auth")
+        .is_some_and(|v| v.to_str().is_err())
+    {
+        let e = RequestError::from(crate::auth::AuthError::MalformedHeader(
+            "X-Sentry-Auth is not text",
+        ));
+        let config = pipeline.config.load();
+        let label = config
+            .projects
+            .get(project_id)
+            .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
+        return (pipeline.reject(label, &e), false);
+    }
     let credentials = Credentials {
         sentry_auth: header("x-sentry-auth"),
         authorization: header("authorization"),
@@ -638,7 +657,7 @@ async fn ingest(
         project,
         projects,
         key,
-        content_encoding: header("content-encoding").map(str::to_owned),
+        content_encoding: content_encoding(&parts.headers),
         body,
         held,
         received_at,
@@ -659,6 +678,19 @@ async fn ingest(
         }
     };
     (answer, true)
+}
+
+/// The `Content-Encoding`: every line of it, as one list (two lines are two
+/// encodings, as `gzip, br` is), and text that is not UTF-8 kept visible
+/// (it names no encoding this relay decodes: 415, not taken for identity).
+fn content_encoding(headers: &hyper::HeaderMap) -> Option<String> {
+    let mut lines = headers.get_all(header::CONTENT_ENCODING).iter();
+    let first = String::from_utf8_lossy(lines.next()?.as_bytes()).into_owned();
+    Some(lines.fold(first, |mut all, line| {
+        all.push_str(", ");
+        all.push_str(&String::from_utf8_lossy(line.as_bytes()));
+        all
+    }))
 }
 
 /// The body, refused past `limit` bytes or after `timeout`, and when it

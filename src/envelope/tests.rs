@@ -125,12 +125,12 @@ fn limits_on_items_and_header_lines() {
         max_header_line_size: 64,
         ..Limits::default()
     };
-    let many = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(4);
+    let many = "{}\n".to_owned() + &"{\"type\":\"span\"}\n{}\n".repeat(4);
     assert_eq!(
         parse(Bytes::from(many), &small).unwrap_err(),
         EnvelopeError::TooManyItems { limit: 3 }
     );
-    let three = "{}\n".to_owned() + &"{\"type\":\"event\"}\n{}\n".repeat(3);
+    let three = "{}\n".to_owned() + &"{\"type\":\"span\"}\n{}\n".repeat(3);
     assert_eq!(parse(Bytes::from(three), &small).unwrap().items.len(), 3);
     let long_header = format!("{{\"sdk\":\"{}\"}}\n", "x".repeat(100));
     assert!(parse(Bytes::from(long_header), &small)
@@ -296,6 +296,16 @@ mod properties {
                 body.push(b'\n');
                 expected.push((ty.clone(), payload));
             }
+            // A second event item refuses the envelope, naming it.
+            let events: Vec<usize> = items.iter().enumerate()
+                .filter(|(_, (ty, _, _))| ty == "event" || ty == "transaction")
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(&second) = events.get(1) {
+                let refused = parse(Bytes::from(body), &limits()).unwrap_err();
+                prop_assert_eq!(refused, EnvelopeError::DuplicateEvent { index: second, type_name: items[second].0.clone() });
+                return Ok(());
+            }
             let env = parse(Bytes::from(body), &limits()).unwrap();
             let got: Vec<(String, Vec<u8>)> = env.items.iter().map(|i| (i.type_name.clone(), i.payload.to_vec())).collect();
             // An unsized empty payload followed by blank lines is indistinguishable; compare the rest.
@@ -371,4 +381,28 @@ fn read_event_refuses_what_only_a_tree_checks_as_parse_event_does() {
             assert!(matches!(event, Event::View(..)), "{text}");
         }
     }
+}
+
+#[test]
+fn a_second_event_item_is_refused() {
+    for (first, second) in [
+        ("event", "event"),
+        ("event", "transaction"),
+        ("transaction", "feedback"),
+    ] {
+        let text = format!("{{}}\n{{\"type\":\"{first}\"}}\n{{}}\n{{\"type\":\"attachment\"}}\nx\n{{\"type\":\"{second}\"}}\n{{}}\n");
+        assert_eq!(
+            parse_str(&text).unwrap_err(),
+            EnvelopeError::DuplicateEvent {
+                index: 2,
+                type_name: second.into()
+            }
+        );
+    }
+    // One event with anything else is fine.
+    let env = parse_str(
+        "{}\n{\"type\":\"event\"}\n{}\n{\"type\":\"session\"}\n{}\n{\"type\":\"session\"}\n{}\n",
+    )
+    .unwrap();
+    assert_eq!(env.items.len(), 3);
 }

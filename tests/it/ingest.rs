@@ -196,6 +196,15 @@ async fn cors_preflight_and_exposed_headers() {
         .unwrap()
         .contains("missing public key"));
     assert!(r.json::<serde_json::Value>().await.unwrap()["detail"].is_string());
+    // So does a path the relay does not serve (a newer SDK's endpoint).
+    let r = client
+        .request(reqwest::Method::OPTIONS, relay.url("/api/42/minidump/"))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
 }
 
 /// `/store/` and envelopes take and refuse the same events: an odd `type`
@@ -431,6 +440,37 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
             "invalid",
         ),
         (
+            "two event items",
+            envelope_url.clone(),
+            "",
+            b"{}\n{\"type\":\"event\"}\n{\"message\":\"a\"}\n{\"type\":\"event\"}\n{\"message\":\"b\"}\n"
+                .to_vec(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "bytes after a zlib stream",
+            envelope_url.clone(),
+            "deflate",
+            [deflate(&good()), b"junk".to_vec()].concat(),
+            Some(KEY),
+            400,
+            "42",
+            "invalid",
+        ),
+        (
+            "a dsn naming another project",
+            envelope_url.clone(),
+            "",
+            format!("{{\"dsn\":\"http://{KEY}@relay/7\"}}\n{{\"type\":\"event\"}}\n{{}}\n").into_bytes(),
+            Some(KEY),
+            403,
+            "42",
+            "unauthorized",
+        ),
+        (
             "non-UTF-8 header",
             envelope_url.clone(),
             "",
@@ -478,6 +518,75 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         let r = post(&client, &envelope_url, "", good(), Some(KEY)).await;
         assert_eq!(r.status(), 200, "good request after {name}");
     }
+
+    // Headers: an encoding that is not text, or given on two lines (two
+    // encodings), is unsupported, not taken for none; an auth header that is
+    // not text is refused as such; two auth headers with different keys are.
+    let dropped = |reason: &str| {
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "envelope"),
+                ("reason", reason),
+            ],
+        )
+    };
+    let (invalid, unauthorized) = (dropped("invalid"), dropped("unauthorized"));
+    let with_headers = |headers: &[(&str, &[u8])]| {
+        let mut request = client.post(&envelope_url).body(good());
+        for (name, value) in headers {
+            request = request.header(
+                *name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        request.send()
+    };
+    let auth = auth_header(KEY);
+    let r = with_headers(&[
+        ("x-sentry-auth", auth.as_bytes()),
+        ("content-encoding", b"gz\xffip"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 415, "a content-encoding that is not text");
+    let request = client
+        .post(&envelope_url)
+        .header("x-sentry-auth", &auth)
+        .body(gzip(&good()));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.append("content-encoding", "gzip".parse().unwrap());
+    headers.append("content-encoding", "br".parse().unwrap());
+    let r = request.headers(headers).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        415,
+        "two content-encoding lines are two encodings"
+    );
+    assert_eq!(dropped("invalid") - invalid, 2.0);
+    let r = with_headers(&[("x-sentry-auth", b"Sentry sentry_key=\xff")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("not text"));
+    let other = format!("Sentry sentry_key={OTHER_KEY}");
+    let r = with_headers(&[
+        ("x-sentry-auth", auth.as_bytes()),
+        ("authorization", other.as_bytes()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401, "two auth headers, two keys");
+    assert_eq!(dropped("unauthorized") - unauthorized, 2.0);
+    // A proxy's own Authorization beside X-Sentry-Auth is no key.
+    let r = with_headers(&[
+        ("x-sentry-auth", auth.as_bytes()),
+        ("authorization", b"Basic dXNlcjpwdw=="),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
 
     // Item-level problems: the bad item is dropped and counted, the rest goes through.
     let before_ok = relay.metric(
