@@ -95,7 +95,16 @@ impl FileSink {
                     .is_none()
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&r.payload)),
             };
+            let start = buf.len();
             serde_json::to_writer(&mut buf, &line).expect("serializing into memory cannot fail");
+            // One item, one line: a payload embedded as it came may be
+            // pretty-printed. Outside strings a line end is whitespace, and
+            // inside them JSON has it escaped, so a space takes its place.
+            for b in &mut buf[start..] {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
             buf.push(b'\n');
         }
         let written = self

@@ -204,13 +204,24 @@ async fn file_sink_writes_json_lines_with_headers() {
     let client = reqwest::Client::new();
     let (status, id) = send_one(&client, &relay).await;
     assert_eq!(status, 200);
+    // A pretty-printed event (a string in it holds a line end) is one line too.
+    let pretty = "{\r\n  \"message\": \"first\\nsecond\",\n  \"level\": \"error\"\n}\n";
+    let r = client
+        .post(relay.url(&format!("/api/{PROJECT}/store/")))
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(pretty)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     relay.stop(Duration::from_secs(1)).await;
     let text = std::fs::read_to_string(&sink.path).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3, "one line per item: {text}");
+    assert_eq!(lines[2]["payload"]["message"], "first\nsecond");
     assert_eq!(lines[0]["topic"], "ingest-events");
     assert_eq!(lines[0]["key"], id.as_str());
     assert_eq!(lines[0]["event_id"], id.as_str());
