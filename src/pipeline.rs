@@ -717,8 +717,7 @@ impl Pipeline {
         project: &Project,
         started: std::time::Instant,
     ) -> Result<Bytes, DropReason> {
-        let text = String::from_utf8_lossy(&item.payload);
-        let out = match project.scrubber.scrub_text(&text) {
+        let out = match project.scrubber.scrub_bytes(&item.payload) {
             None => item.payload.clone(),
             Some((scrubbed, redactions)) => {
                 self.count_redactions(&project.label, &redactions);

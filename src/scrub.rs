@@ -383,6 +383,38 @@ impl Scrubber {
         Some((out, redactions))
     }
 
+    /// [`Self::scrub_text`] over bytes that may not all be UTF-8 (a text
+    /// attachment): each valid run is scrubbed, and bytes that are not
+    /// UTF-8 are kept as they came (not replaced by U+FFFD). `None` when
+    /// nothing matched.
+    pub fn scrub_bytes(&self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<Redaction>)> {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return self
+                .scrub_text(text)
+                .map(|(out, redactions)| (out.into_bytes(), redactions));
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut redactions: Vec<Redaction> = Vec::new();
+        for chunk in bytes.utf8_chunks() {
+            match self.scrub_text(chunk.valid()) {
+                Some((scrubbed, found)) => {
+                    out.extend_from_slice(scrubbed.as_bytes());
+                    for r in found {
+                        if !redactions
+                            .iter()
+                            .any(|k| k.rule == r.rule && k.method == r.method)
+                        {
+                            redactions.push(r);
+                        }
+                    }
+                }
+                None => out.extend_from_slice(chunk.valid().as_bytes()),
+            }
+            out.extend_from_slice(chunk.invalid());
+        }
+        (!redactions.is_empty()).then_some((out, redactions))
+    }
+
     /// Whether a value at this path is never scrubbed: one hash lookup by the
     /// last key, then only the selectors that end in it.
     fn is_safe(&self, path: &[Seg<'_>]) -> bool {

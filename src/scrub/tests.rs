@@ -825,3 +825,20 @@ fn session_updates_keep_their_id() {
     assert_eq!(tree["attrs"]["release"], "shop@2.4.1");
     assert_eq!(tree["extra"]["connect.sid"], "[Filtered]");
 }
+
+/// Text that is not all UTF-8 (a log file attachment) keeps its other bytes
+/// as they came when a secret in it is redacted.
+#[test]
+fn bytes_that_are_not_utf8_stay_as_they_came() {
+    let s = scrubber();
+    let (out, redactions) = s
+        .scrub_bytes(b"password=x \xff\xfe end bob@example.com\xc3")
+        .unwrap();
+    assert_eq!(out, b"password=[Filtered] \xff\xfe end [email]\xc3");
+    assert_eq!(redactions.len(), 2);
+    assert_eq!(s.scrub_bytes(b"nothing \xff here"), None);
+    assert_eq!(
+        s.scrub_bytes("caf\u{e9} a@b.co".as_bytes()).unwrap().0,
+        "caf\u{e9} [email]".as_bytes()
+    );
+}
