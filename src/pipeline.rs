@@ -1021,7 +1021,8 @@ impl Pipeline {
 
     /// Adds a client report's discard counts to the metrics. A report is
     /// JSON like an event and held to `max_event_size`: a larger one is not
-    /// read, and dropped as `too_large`. Only its first
+    /// read, and dropped as `too_large`; one that is not a report is dropped
+    /// as `invalid`. Only its first
     /// [`MAX_CLIENT_REPORT_ENTRIES`] entries are kept; the rest are skipped.
     fn count_client_report(
         &self,
@@ -1046,7 +1047,10 @@ impl Pipeline {
                         .inc_by(d.quantity.min(MAX_CLIENT_REPORT_QUANTITY));
                 }
             }
-            Err(e) => tracing::debug!(project, error = %e, "unreadable client report ignored"),
+            Err(e) => {
+                tracing::debug!(project, error = %e, "unreadable client report dropped");
+                return Err(DropReason::Invalid);
+            }
         }
         Ok(())
     }

@@ -987,6 +987,18 @@ async fn client_reports_are_read_within_bounds() {
     assert_eq!(r.status(), 400, "the event's drop decides");
     assert_eq!(relay.dropped("client_report", "too_large"), 2.0);
     assert_eq!(relay.dropped("error", "invalid"), 1.0);
+
+    // A report that is not one is dropped and counted, not ignored.
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "",
+        one_item("client_report", "", b"not json"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(relay.dropped("client_report", "invalid"), 1.0);
     relay.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(std::fs::read_to_string(&sink.path).unwrap_or_default(), "");
 }
