@@ -402,9 +402,19 @@ impl Pipeline {
         let limits = self.config.load().limits;
         let mut checked = Vec::with_capacity(envelope.items.len());
         let mut fates = Vec::with_capacity(envelope.items.len());
-        for item in &envelope.items {
+        // Why the first item refused here was refused, for the answer's detail.
+        let mut why: Option<(DropReason, String)> = None;
+        for (index, item) in envelope.items.iter().enumerate() {
             match item.category() {
-                Some(category) => checked.push((item, category, self.check_item(item, &limits))),
+                Some(category) => {
+                    let check = self.check_item(item, &limits).map_err(|(reason, what)| {
+                        why.get_or_insert_with(|| {
+                            (reason, format!("item {index} ({}): {what}", item.type_name))
+                        });
+                        reason
+                    });
+                    checked.push((item, category, check));
+                }
                 // Client reports: the SDK's own drop counts, consumed into metrics.
                 None => {
                     let read = self.count_client_report(&project.label, &item.payload, &limits);
@@ -584,7 +594,7 @@ impl Pipeline {
                 fate.result = Err(reason);
             }
         }
-        self.settle(&project, &key, &fates, event_id, &limits)
+        self.settle(&project, &key, &fates, event_id, &limits, why)
     }
 
     /// Stage: body limit and decompression (and a legacy `/store/` body's
@@ -761,7 +771,11 @@ impl Pipeline {
     /// 20 MiB of `[0,0,...]` is not ten million values. Attachments and
     /// unknown items that look like JSON are held to `max_attachment_size`;
     /// past the event's size they are scrubbed as text (see [`Pipeline::scrub`]).
-    fn check_item<'a>(&self, item: &'a Item, limits: &Limits) -> Result<Checked<'a>, DropReason> {
+    fn check_item<'a>(
+        &self,
+        item: &'a Item,
+        limits: &Limits,
+    ) -> Result<Checked<'a>, (DropReason, String)> {
         // What `scrub_kind` says must be JSON: without its allocations.
         let tree = !item.ty.is_event() && item.ty.is_json(&item.type_name);
         let max = if item.ty.is_event() || tree {
@@ -770,17 +784,19 @@ impl Pipeline {
             limits.max_attachment_size
         };
         if item.payload.len() > max {
-            return Err(DropReason::TooLarge);
+            let what = format!("{} bytes, over the limit of {max}", item.payload.len());
+            return Err((DropReason::TooLarge, what));
         }
         if tree && envelope::nests_deeper_than(&item.payload, limits.max_json_depth) {
             tracing::debug!(item_type = %item.type_name, "JSON item nests too deep");
-            return Err(DropReason::Invalid);
+            let what = format!("nested deeper than {}", limits.max_json_depth);
+            return Err((DropReason::Invalid, what));
         }
         if item.ty.is_event() {
             let (event, own_id) = envelope::read_event(&item.payload, limits.max_json_depth)
                 .map_err(|e| {
                     tracing::debug!(error = %e, item_type = %item.type_name, "invalid event");
-                    DropReason::Invalid
+                    (DropReason::Invalid, e.to_string())
                 })?;
             return Ok(Checked {
                 own_id,
@@ -858,6 +874,7 @@ impl Pipeline {
         fates: &[ItemFate],
         event_id: String,
         limits: &[Limited],
+        why: Option<(DropReason, String)>,
     ) -> Answer {
         let mut accepted_any = false;
         let mut worst: Option<DropReason> = None;
@@ -926,9 +943,10 @@ impl Pipeline {
         Answer {
             status,
             event_id: status.is_success().then_some(event_id),
-            detail: worst
-                .filter(|_| !status.is_success())
-                .map(|r| format!("items dropped: {r}")),
+            detail: worst.filter(|_| !status.is_success()).map(|r| match why {
+                Some((first, what)) if first == r => format!("items dropped: {r}: {what}"),
+                _ => format!("items dropped: {r}"),
+            }),
             retry_after: announced.iter().map(|l| l.retry_after).max(),
             rate_limits,
         }

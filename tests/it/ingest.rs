@@ -637,9 +637,15 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
         2.0
     );
 
-    // A NUL byte inside the event: the only item is invalid, so 400, counted.
+    // A NUL byte inside the event: the only item is invalid, so 400, counted,
+    // and the answer says which item and why.
     let r = post(&client, &envelope_url, "", nul_in_event, Some(KEY)).await;
     assert_eq!(r.status(), 400);
+    let detail = r.json::<serde_json::Value>().await.unwrap()["detail"].to_string();
+    assert!(
+        detail.contains("item 0 (event): event is not a valid JSON object"),
+        "{detail}"
+    );
     assert_eq!(
         relay.metric(
             "edge_relay_items_dropped_total",
