@@ -32,7 +32,7 @@ mod text;
 
 pub use method::Method;
 use path::{Seg, Selector};
-use rules::{value_after, KeyMatcher, Validator};
+use rules::{value_after, KeyMatcher, Sensitivity, Validator};
 pub use text::Fallback;
 
 /// The replacement text for values under sensitive keys.
@@ -841,7 +841,12 @@ impl<'s> Walk<'s> {
             }
             return;
         }
-        if scrubber.keys.is_sensitive(key) {
+        let secret = match scrubber.keys.classify(key) {
+            Sensitivity::Secret => true,
+            Sensitivity::Counts => !value.is_number(),
+            Sensitivity::None => false,
+        };
+        if secret {
             // Replace, mask and remove give the same result when applied twice;
             // a hash would hash the hash. A value this relay already
             // pseudonymised (its `_meta` says so and it is one hex digest) stays.

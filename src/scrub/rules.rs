@@ -145,6 +145,10 @@ pub const BUILTINS: &[Builtin] = &[
               | sk-(?:proj|ant|svcacct)-[A-Za-z0-9_-]{20,}  # OpenAI and Anthropic keys
               | SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}  # SendGrid keys
               | hooks\.slack\.com/services/[A-Za-z0-9/]{20,}  # Slack webhook URLs
+              | discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{40,}  # Discord webhook URLs
+              | bot[0-9]{8,10}:AA[A-Za-z0-9_-]{33}  # Telegram bot tokens (in their API URLs)
+              | hf_[A-Za-z0-9]{34}                 # Hugging Face tokens
+              | ya29\.[A-Za-z0-9_-]{20,}           # Google OAuth access tokens
             )(?-u:\b)",
         group: 0,
         validator: Validator::None,
@@ -340,7 +344,7 @@ pub fn long_options(s: &str) -> impl Iterator<Item = (std::ops::Range<usize>, us
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 24] = [
+const SENSITIVE_SUBSTRINGS: [&str; 36] = [
     "password",
     "passwd",
     "secret",
@@ -365,12 +369,29 @@ const SENSITIVE_SUBSTRINGS: [&str; 24] = [
     "passphrase",
     "signature",
     "x-api-key",
+    "api key",
+    // Azure connection strings and keys, AWS-style access keys.
+    "accountkey",
+    "accesskey",
+    "subscription-key",
+    "functions-key",
+    "samlresponse",
+    // One-time and recovery codes, card security codes.
+    "passcode",
+    "recovery_code",
+    "recoverycode",
+    "recovery-code",
+    // Framework master keys (Rails' RAILS_MASTER_KEY, Laravel's APP_KEY).
+    "master_key",
+    "app_key",
 ];
 
 /// Short sensitive words that count only as a whole segment of a key
 /// (`auth`, `x-auth`, `authKey`; not `author`; `db_pass`, not `passport`;
 /// `connect.sid`, not `side`).
-const SENSITIVE_WORDS: [&str; 6] = ["auth", "pwd", "ssn", "pass", "pw", "sid"];
+const SENSITIVE_WORDS: [&str; 10] = [
+    "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig",
+];
 
 /// Keys whose values are client IP addresses.
 const IP_KEYS: [&str; 11] = [
@@ -386,6 +407,17 @@ const IP_KEYS: [&str; 11] = [
     "x-client-ip",
     "forwarded",
 ];
+
+/// What a key says about the values under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitivity {
+    /// Nothing.
+    None,
+    /// They are secrets.
+    Secret,
+    /// A number is a count; anything else a secret.
+    Counts,
+}
 
 /// Decides which keys are sensitive, without allocating: one
 /// case-insensitive Aho-Corasick pass over the key.
@@ -436,8 +468,16 @@ impl KeyMatcher {
 
     /// Whether values under this key are secrets.
     pub fn is_sensitive(&self, key: &str) -> bool {
+        self.classify(key) == Sensitivity::Secret
+    }
+
+    /// What values under this key are: secrets; counts when they are
+    /// numbers and secrets else (plural `tokens`: `input_tokens: 120`, but
+    /// `oauth_tokens: {...}` holds tokens); or neither.
+    pub fn classify(&self, key: &str) -> Sensitivity {
         let b = key.as_bytes();
-        self.automaton.find_overlapping_iter(key).any(|m| {
+        let mut counts = false;
+        let secret = self.automaton.find_overlapping_iter(key).any(|m| {
             if m.pattern().as_usize() < self.words_from {
                 // `input_tokens`, `max_tokens`: counts (of a model's tokens), not secrets.
                 let plural = m.pattern().as_usize() == self.token
@@ -445,6 +485,7 @@ impl KeyMatcher {
                         .is_some_and(|c| c.eq_ignore_ascii_case(&b's'))
                     && b.get(m.end() + 1)
                         .is_none_or(|c| !c.is_ascii_alphanumeric());
+                counts |= plural;
                 return !plural;
             }
             // A word of its own: after a separator, or a camelCase hump (`basicAuth`).
@@ -454,7 +495,12 @@ impl KeyMatcher {
             let before = m.start() == 0 || !b[m.start() - 1].is_ascii_alphanumeric() || hump;
             let after = m.end() == b.len() || !b[m.end()].is_ascii_lowercase();
             before && after
-        })
+        });
+        match (secret, counts) {
+            (true, _) => Sensitivity::Secret,
+            (false, true) => Sensitivity::Counts,
+            (false, false) => Sensitivity::None,
+        }
     }
 
     /// Whether values under this key are client IP addresses.

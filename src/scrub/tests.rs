@@ -842,3 +842,62 @@ fn bytes_that_are_not_utf8_stay_as_they_came() {
         "caf\u{e9} [email]".as_bytes()
     );
 }
+
+/// Card codes, one-time and recovery codes, Azure keys, framework master
+/// keys, SAML responses and signed-URL signatures are secrets; so are more
+/// vendors' tokens. Plural `tokens` are counts only when they are numbers.
+#[test]
+fn more_key_words_and_vendor_tokens() {
+    let s = scrubber();
+    let event = r#"{"request":{"data":{"cvc":"314","otp":"771204","passcode":"2468","recoveryCode":"a1b2"},
+        "headers":{"Ocp-Apim-Subscription-Key":"3f9a1c0e","x-functions-key":"Qm9v"}},
+        "extra":{"APP_KEY":"base64:Q2x9","RAILS_MASTER_KEY":"5f3c9a1e","API Key":"k-3ax6",
+        "oauth_tokens":{"access":"ya29.x"},"input_tokens":120,"SAMLResponse":"PHNhbWxw","AccessKeyId":"x"}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    for (section, key) in [
+        ("request", "cvc"),
+        ("request", "otp"),
+        ("request", "passcode"),
+        ("request", "recoveryCode"),
+    ] {
+        assert_eq!(tree[section]["data"][key], "[Filtered]", "{key}");
+    }
+    for key in ["Ocp-Apim-Subscription-Key", "x-functions-key"] {
+        assert_eq!(tree["request"]["headers"][key], "[Filtered]", "{key}");
+    }
+    for key in [
+        "APP_KEY",
+        "RAILS_MASTER_KEY",
+        "API Key",
+        "SAMLResponse",
+        "AccessKeyId",
+    ] {
+        assert_eq!(tree["extra"][key], "[Filtered]", "{key}");
+    }
+    assert_eq!(tree["extra"]["oauth_tokens"]["access"], "[Filtered]");
+    assert_eq!(tree["extra"]["input_tokens"], 120);
+    for (input, secret) in [
+        (
+            "AccountName=acme;AccountKey=q8Zr1kT7yP2mVbLw==;EndpointSuffix=core.windows.net",
+            "q8Zr1k",
+        ),
+        (
+            "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=Zr1kT7yP2mV=",
+            "Zr1kT7",
+        ),
+        ("https://a.blob.core.windows.net/c/f.pdf?sv=2022-11-02&sig=Xk9c3pWq7Lr2", "Xk9c3"),
+        (
+            "https://discord.com/api/webhooks/1187654321098765432/Xq9Z3kLw7TqP0vN4rS8uY2eH6jD5gF1aBcDeFgHiJkLmNoPq",
+            "Xq9Z3k",
+        ),
+        (
+            "https://api.telegram.org/bot7012345678:AAHk9Zq3kLw7TqP0vN4rS8uY2eH6jD5gF1a/sendMessage",
+            "AAHk9Z",
+        ),
+        ("401 using hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567", "AbCdEf"),
+        ("Authorization failed for ya29.a0AfB_byC1x9Zq3kLw7TqP0", "a0AfB"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+    }
+}

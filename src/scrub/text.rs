@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::path::Seg;
-use super::rules::KeyMatcher;
+use super::rules::{KeyMatcher, Sensitivity};
 use super::{record_all, redact_all, write_meta, Method, Redaction, Scrubber, Walk};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
@@ -115,14 +115,18 @@ struct KeyClass {
     ip: bool,
     /// Values under it are secrets.
     sensitive: bool,
+    /// A number under it is a count, anything else a secret.
+    counts: bool,
 }
 
 impl KeyClass {
     fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
+        let sensitivity = scrubber.keys.classify(key);
         KeyClass {
             safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key),
             ip: KeyMatcher::is_ip_field(key),
-            sensitive: scrubber.keys.is_sensitive(key),
+            sensitive: sensitivity == Sensitivity::Secret,
+            counts: sensitivity == Sensitivity::Counts,
         }
     }
 }
@@ -492,7 +496,8 @@ impl<'j> Pass<'_, 'j> {
             }
             return Ok(());
         }
-        if class.sensitive {
+        let number = matches!(self.peek()?, b'-' | b'0'..=b'9');
+        if class.sensitive || (class.counts && !number) {
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
             self.skip_value()?;
