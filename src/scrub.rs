@@ -439,17 +439,24 @@ impl Scrubber {
     /// (the common case, which allocates nothing).
     ///
     /// A string with percent-escapes (a URL, a query string, a form body:
-    /// browsers send `@` as `%40`) is searched decoded, and, when that finds
-    /// a secret, written decoded with its secrets redacted.
+    /// browsers send `@` as `%40`) is searched as it came first, where a
+    /// value's bounds are its own (a `%23` in a password is no `#` that ends
+    /// it, a `%2F` in a URL's password no `/`), then decoded, for what only
+    /// shows so (`bob%40example.com`); when that finds a secret, it is
+    /// written decoded with every secret redacted.
     fn scrub_str(
         &self,
         s: &str,
         path: &[Seg<'_>],
         found: &mut Vec<(Arc<str>, Method)>,
     ) -> Option<String> {
-        match percent_decoded(s) {
-            Some(decoded) => self.scrub_plain(&decoded, path, found),
-            None => self.scrub_plain(s, path, found),
+        if !has_escapes(s) {
+            return self.scrub_plain(s, path, found);
+        }
+        let raw = self.scrub_plain(s, path, found);
+        match percent_decoded(raw.as_deref().unwrap_or(s)) {
+            Some(decoded) => self.scrub_plain(&decoded, path, found).or(raw),
+            None => raw,
         }
     }
 
@@ -910,15 +917,19 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
 /// `s` with its percent-escapes decoded (invalid UTF-8 replaced), when it
 /// has any; `None` (and no allocation) when it has none.
 fn percent_decoded(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let escaped = memchr::memchr_iter(b'%', b).any(|at| {
-        b.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
-            && b.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
-    });
-    escaped.then(|| {
+    has_escapes(s).then(|| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
+    })
+}
+
+/// Whether `s` has a percent-escape (`%` and two hex digits).
+fn has_escapes(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b'%', b).any(|at| {
+        b.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
     })
 }
 

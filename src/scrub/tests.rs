@@ -638,6 +638,15 @@ fn secrets_in_every_shape_text_takes() {
             &["lQOYBF"],
         ),
         ("PHPSESSID=a1b2c3d4e5", &["a1b2c3d4e5"]),
+        // Percent-escapes inside a value do not end it early.
+        (
+            "user=al&password=Summer%232024%21x&next=1",
+            &["Summer", "2024", "21x"][..],
+        ),
+        (
+            "postgres://app:Xq7%2Fk9%3Fz@db.internal/orders",
+            &["Xq7", "k9", "3Fz"],
+        ),
         // An `@` in a URL's password; commas and semicolons inside a value.
         ("postgres://app:p@ss@db:5432/app", &["p@ss", "ss@"]),
         ("password=abc,def;ghi next", &["abc", "def", "ghi"]),
