@@ -234,7 +234,11 @@ impl Scrubber {
                 group: builtin.group,
                 validator: builtin.validator,
                 method: method_for(builtin.name, builtin.method),
-                replacement: format!("[{}]", builtin.name),
+                // The key-value half of `password` writes `[Filtered]`; so does this one.
+                replacement: match builtin.name {
+                    "password" => FILTERED.to_owned(),
+                    name => format!("[{name}]"),
+                },
                 paths: Vec::new(),
             });
         }
@@ -479,6 +483,9 @@ impl Scrubber {
                     let found = match rule.validator {
                         Validator::Luhn => rules::card(s, start, end),
                         Validator::UserPath => Some(start..rules::user_end(s, start, end)),
+                        Validator::Email => rules::email(s, start, end),
+                        // Versions under a key that says so (`app.version`).
+                        Validator::Ipv4 if is_versioned(path) => None,
                         v => rules::validate(v, s, start, end).then_some(start..end),
                     };
                     if let Some(found) = found {
@@ -525,6 +532,10 @@ impl Scrubber {
             };
             if keyed {
                 for m in self.key_values.find_iter(s) {
+                    // A URL's host and port (`//auth.acme.io:8443/...`) is no key.
+                    if s[..m.start()].ends_with("//") || s[..m.start()].ends_with('@') {
+                        continue;
+                    }
                     let Some(key) = rules::key_in(m.as_str()) else {
                         continue;
                     };
@@ -596,6 +607,13 @@ impl Scrubber {
         }
         value.contains('*') && !value.chars().any(char::is_alphanumeric)
     }
+}
+
+/// Whether the value at `path` is a version by its key (`app.version`,
+/// `os_build`): four numbers in it are no address.
+fn is_versioned(path: &[Seg<'_>]) -> bool {
+    matches!(path.last(), Some(Seg::Key(k))
+        if k.contains("version") || k.contains("Version") || k.ends_with("build"))
 }
 
 /// A match to redact in a string.

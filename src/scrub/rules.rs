@@ -21,6 +21,11 @@ pub enum Validator {
     Ipv6,
     /// A US SSN with a possible area, group and serial.
     Ssn,
+    /// An email address, not a file (`logo@2x.png`); a `_` after it is
+    /// not part of it.
+    Email,
+    /// A bearer token: with a digit, or 16 characters (not `bearer token`).
+    Bearer,
     /// A user's folder name; a Windows one may go on past spaces
     /// (`C:\Users\John Smith\`).
     UserPath,
@@ -58,9 +63,9 @@ pub const BUILTINS: &[Builtin] = &[
         name: "email",
         pattern: r"(?x)
             [A-Za-z0-9._%+-]+ @ [A-Za-z0-9-]+ (?:\.[A-Za-z0-9-]+)* \.[A-Za-z]{2,}  # local@domain.tld
-            (?-u:\b)",
+            (?:(?-u:\b)|_)                  # `_` too (`report_a@b.com_2024.csv`), trimmed after",
         group: 0,
-        validator: Validator::None,
+        validator: Validator::Email,
         method: Method::Replace,
     },
     Builtin {
@@ -98,7 +103,7 @@ pub const BUILTINS: &[Builtin] = &[
         pattern: r"(?x)
             (?i:bearer) \s+ ( [A-Za-z0-9\-._~+/]+ =* )  # the token after the scheme",
         group: 1,
-        validator: Validator::None,
+        validator: Validator::Bearer,
         method: Method::Replace,
     },
     Builtin {
@@ -125,6 +130,17 @@ pub const BUILTINS: &[Builtin] = &[
             (?i:[a-z][a-z0-9+.-]*) ://
             ( [^\s/?\#@:]* : [^\s/?\#]* )  # user:password (the user may be empty)
             @                              # the last `@`: a password may hold one",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // The `password` rule's other half (its key-value half is by hand):
+        // SQL that sets a password (`ALTER ROLE x WITH PASSWORD '...'`,
+        // `CREATE USER x IDENTIFIED BY '...'`), in breadcrumbs and spans.
+        name: "password",
+        pattern: r"(?x)
+            (?i: (?-u:\b) password | identified \s+ by ) \s+ ' ( [^']* ) '",
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -157,7 +173,9 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "userpath",
         pattern: r#"(?x)
-            (?: /home/ | /Users/ | [A-Za-z]:\\(?i:Users|Documents\ and\ Settings)\\ )
+            (?: ^ | [\s"'=(,;:\[<>] | file:///? )  # where a path starts (not `/api/Users/8812`)
+            (?: /home/ | /Users/
+              | [A-Za-z]:[\\/]{1,2}(?i:Users|Documents\ and\ Settings)[\\/]{1,2} )  # `\\` in a repr
             ( [^/\\\s"':]+ )  # the user name (spaces in Windows ones: `UserPath`)"#,
         group: 1,
         validator: Validator::UserPath,
@@ -478,6 +496,9 @@ impl KeyMatcher {
         let b = key.as_bytes();
         let mut counts = false;
         let secret = self.automaton.find_overlapping_iter(key).any(|m| {
+            if describes(key, m.start(), m.end()) {
+                return false;
+            }
             if m.pattern().as_usize() < self.words_from {
                 // `input_tokens`, `max_tokens`: counts (of a model's tokens), not secrets.
                 let plural = m.pattern().as_usize() == self.token
@@ -509,6 +530,78 @@ impl KeyMatcher {
     }
 }
 
+/// Words after a sensitive word that make the key about the secret, not
+/// the secret itself: `token_type`, `signature_algorithm`,
+/// `llm.token_count.prompt`, `auth.provider`, `session.sampled`.
+const DESCRIPTORS: [&str; 22] = [
+    "type",
+    "types",
+    "algorithm",
+    "alg",
+    "count",
+    "counts",
+    "provider",
+    "providers",
+    "sampled",
+    "method",
+    "methods",
+    "expires",
+    "expiry",
+    "length",
+    "len",
+    "policy",
+    "url",
+    "uri",
+    "endpoint",
+    "enabled",
+    "required",
+    "version",
+];
+
+/// Whether the sensitive word found at `start..end` of `key` is described
+/// rather than held: a descriptor word follows it (see [`DESCRIPTORS`]);
+/// it is a Java class's (`io.jsonwebtoken.ExpiredJwtException`, what a
+/// `RuntimeException(cause)` message starts with); `tokenizer`; or .NET's
+/// public `PublicKeyToken`.
+fn describes(key: &str, start: usize, end: usize) -> bool {
+    let rest = &key.as_bytes()[end..];
+    let tail = |word: &[u8]| {
+        rest.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    let prefix = &key.as_bytes()[..start];
+    if rest.get(..2).is_some_and(|r| r.eq_ignore_ascii_case(b"iz"))
+        || tail(b"exception")
+        || tail(b"error")
+        || (prefix.len() >= 9 && prefix[prefix.len() - 9..].eq_ignore_ascii_case(b"publickey"))
+    {
+        return true;
+    }
+    // The words after it: split at separators and camelCase humps.
+    let mut from = 0;
+    for i in 0..=rest.len() {
+        let boundary = i == rest.len()
+            || !rest[i].is_ascii_alphanumeric()
+            || (i > from && rest[i].is_ascii_uppercase() && rest[i - 1].is_ascii_lowercase());
+        if boundary {
+            let word = &rest[from..i];
+            if !word.is_empty()
+                && DESCRIPTORS
+                    .iter()
+                    .any(|d| d.as_bytes().eq_ignore_ascii_case(word))
+            {
+                return true;
+            }
+            from = if i < rest.len() && rest[i].is_ascii_alphanumeric() {
+                i
+            } else {
+                i + 1
+            };
+        }
+    }
+    false
+}
+
 /// Applies a validator to `haystack[start..end]`.
 pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) -> bool {
     let s = &haystack[start..end];
@@ -516,21 +609,19 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
         Validator::None => true,
         Validator::Luhn => luhn(s),
         Validator::Iban => iban(s),
-        Validator::Ipv4 => {
-            // `Chrome/131.0.0.0`: a product's version in a user agent, not
-            // an address (a URL's host follows `//`).
-            let b = haystack.as_bytes();
-            let version = start >= 2 && b[start - 1] == b'/' && b[start - 2].is_ascii_alphabetic();
-            !version && s.parse::<std::net::Ipv4Addr>().is_ok()
-        }
+        Validator::Ipv4 => !is_version(haystack, start) && s.parse::<std::net::Ipv4Addr>().is_ok(),
         Validator::Ipv6 => {
-            // Not part of a longer word (`std::vector`), and a real address.
+            // Not part of a longer word (`std::vector`), with a digit (not
+            // `Feed::add`, a PHP method), and a real address.
             let b = haystack.as_bytes();
             let word = |c: u8| c.is_ascii_alphanumeric() || c == b':' || c == b'_';
             let bounded = (start == 0 || !word(b[start - 1])) && (end == b.len() || !word(b[end]));
-            bounded && s.parse::<std::net::Ipv6Addr>().is_ok()
+            bounded
+                && s.bytes().any(|c| c.is_ascii_digit())
+                && s.parse::<std::net::Ipv6Addr>().is_ok()
         }
-        Validator::UserPath => true,
+        Validator::UserPath | Validator::Email => true,
+        Validator::Bearer => s.len() >= 16 || s.bytes().any(|c| c.is_ascii_digit()),
         Validator::Ssn => {
             let (area, rest) = s.split_at(3);
             let (group, serial) = (&rest[1..3], &rest[4..]);
@@ -542,6 +633,48 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
         }
     }
 }
+
+/// Whether four numbers at `start` are a version, not an address: a
+/// product's in a user agent (`Chrome/131.0.0.0`: a word that starts a
+/// token, then `/`; a URL's path, `ipinfo.io/203.0.113.7`, is no product),
+/// or after `Version=`, `version: ` or a `v` (.NET assembly names, logs).
+fn is_version(haystack: &str, start: usize) -> bool {
+    let before = &haystack.as_bytes()[..start];
+    if let Some(product) = before.strip_suffix(b"/") {
+        let word = product
+            .iter()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_')
+            .count();
+        let token_start = product.len() - word;
+        return word > 0
+            && product[token_start].is_ascii_alphabetic()
+            && (token_start == 0 || matches!(product[token_start - 1], b' ' | b'(' | b';' | b'"'));
+    }
+    let lower = |tail: &[u8], word: &[u8]| {
+        tail.len() >= word.len() && tail[tail.len() - word.len()..].eq_ignore_ascii_case(word)
+    };
+    let trimmed = before.trim_ascii_end();
+    lower(before, b"v")
+        || lower(trimmed, b"version=")
+        || lower(trimmed, b"version:")
+        || lower(trimmed, b"version")
+}
+
+/// An email match without a `_` the pattern took after it; `None` for a
+/// file name that looks like one (`logo@2x.png`).
+pub fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+    let end = end - usize::from(haystack.as_bytes()[end - 1] == b'_');
+    let tld = haystack[start..end].rsplit('.').next().unwrap_or_default();
+    let file = FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(tld));
+    (!file).then_some(start..end)
+}
+
+/// File extensions that are no top-level domain: an `@` before them is a
+/// file name's (`icon@2x.png`).
+const FILE_EXTENSIONS: [&str; 12] = [
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "json", "map", "txt",
+];
 
 /// The longest card number in `haystack[start..end]`: the whole match
 /// without the `_` the pattern takes around it, or the match cut at an

@@ -910,3 +910,58 @@ fn more_key_words_and_vendor_tokens() {
         assert!(!out.contains(secret), "{input} gave {out}");
     }
 }
+
+/// What a review probe found over-scrubbed, or missed, around paths,
+/// emails, versions and key words.
+#[test]
+fn paths_emails_versions_and_descriptions() {
+    for (input, secret) in [
+        (
+            r"[Errno 2] No such file: 'C:\\Users\\j.doe\\AppData\\acme.ini'",
+            "j.doe",
+        ),
+        ("file:///C:/Users/bob/proj/app.js", "bob"),
+        ("at file:///home/carol/app.py", "carol"),
+        ("PATH=/usr/bin:/home/dave/bin", "dave"),
+        (
+            "/srv/exports/report_alice.smith@example.com_2024-05-01.csv",
+            "alice",
+        ),
+        ("https://ipinfo.io/203.0.113.77/json", "113.77"),
+        ("ALTER ROLE etl WITH PASSWORD 'Rep0rt!ng'", "Rep0rt"),
+        ("CREATE USER 'etl'@'%' IDENTIFIED BY 'Etl-Pa55'", "Etl-Pa55"),
+        ("Authorization: bearer 9f86d081884c7d65", "9f86d0"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+    }
+    for input in [
+        "https://api.example.com/api/Users/8812/orders",
+        "webpack://shop/./src/pages/home/FeedList.tsx",
+        "app:///src/pages/home/FeedList.tsx",
+        "Failed to load https://cdn.example.com/img/logo@2x.png",
+        "Could not load 'Newtonsoft.Json, Version=13.0.0.0, Culture=neutral'",
+        "built with v1.2.3.4",
+        r"Call to undefined method App\Models\Feed::add()",
+        "missing bearer token in header",
+        "io.jsonwebtoken.ExpiredJwtException: JWT expired at 2024-05-01T10:00:00Z",
+        "Max retries exceeded with url https://auth.acme.io:8443/oauth/token?grant_type=client_credentials",
+        "PublicKeyToken=30ad4fe6b2a6aeed",
+    ] {
+        assert_eq!(text(input), input);
+    }
+    let s = scrubber();
+    let event = r#"{"tags":{"auth.provider":"google-oauth2","session.sampled":"true","app.version":"3.12.0.1"},
+        "extra":{"token_type":"Bearer","signature_algorithm":"RS256","tokenizer":"cl100k_base",
+        "access_token":"t0k3n","x-auth-token":"t1"},"spans":[{"data":{"llm.token_count.prompt":812}}]}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    assert_eq!(tree["tags"]["auth.provider"], "google-oauth2");
+    assert_eq!(tree["tags"]["session.sampled"], "true");
+    assert_eq!(tree["tags"]["app.version"], "3.12.0.1");
+    assert_eq!(tree["extra"]["token_type"], "Bearer");
+    assert_eq!(tree["extra"]["signature_algorithm"], "RS256");
+    assert_eq!(tree["extra"]["tokenizer"], "cl100k_base");
+    assert_eq!(tree["extra"]["access_token"], "[Filtered]");
+    assert_eq!(tree["extra"]["x-auth-token"], "[Filtered]");
+    assert_eq!(tree["spans"][0]["data"]["llm.token_count.prompt"], 812);
+}
