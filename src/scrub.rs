@@ -164,6 +164,8 @@ pub struct Scrubber {
     sets: Box<[RegexSet]>,
     /// `key=value` / `key: value` pairs inside text.
     key_values: Regex,
+    /// XML start tags: `<password>value</password>` in SOAP and XML bodies.
+    xml_tags: Regex,
     /// Sensitive key words.
     keys: KeyMatcher,
     /// Method for sensitive keys.
@@ -307,6 +309,7 @@ impl Scrubber {
             patterns,
             sets: vec![set; copies].into_boxed_slice(),
             key_values: Regex::new(rules::KEY_PATTERN).expect("the key-value pattern compiles"),
+            xml_tags: Regex::new(rules::XML_TAG_PATTERN).expect("the XML tag pattern compiles"),
             keys: KeyMatcher::new(&settings.sensitive_fields, settings.defaults),
             password_method,
             password_rule,
@@ -517,7 +520,8 @@ impl Scrubber {
         // `memmem` search for `--` builds its searcher per call: a tenth of
         // the event's instructions.)
         let b = s.as_bytes();
-        if memchr::memchr3(b'=', b':', b'-', b).is_some() && self.keys.mentions(s) {
+        let tagged = memchr::memchr(b'<', b).is_some();
+        if (tagged || memchr::memchr3(b'=', b':', b'-', b).is_some()) && self.keys.mentions(s) {
             let keyed = memchr::memchr2(b'=', b':', b).is_some();
             let flagged = memchr::memchr_iter(b'-', b).any(|at| b.get(at + 1) == Some(&b'-'));
             let mut secret = |value: Option<std::ops::Range<usize>>| {
@@ -541,6 +545,16 @@ impl Scrubber {
                     };
                     if self.keys.is_sensitive(&m.as_str()[key]) {
                         secret(value_after(s, m.end()));
+                    }
+                }
+            }
+            if tagged {
+                for caps in self.xml_tags.captures_iter(s) {
+                    let (tag, name) = (caps.get(0).expect("a match"), caps.get(1).expect("a name"));
+                    if self.keys.is_sensitive(name.as_str()) {
+                        let end = memchr::memchr(b'<', &b[tag.end()..])
+                            .map_or(b.len(), |i| tag.end() + i);
+                        secret((end > tag.end()).then_some(tag.end()..end));
                     }
                 }
             }

@@ -208,6 +208,11 @@ pub const KEY_PATTERN: &str = r#"(?x)
     (?:\\?["'])? [A-Za-z0-9_.\-\[\]]+ (?:\\?["'])?   # the key, perhaps quoted (\" in JSON held in JSON)
     \s* [=:]                                         # its separator"#;
 
+/// An XML element's start tag (`<password>`, `<ns:apiKey attr="x">`): its
+/// name, without a namespace prefix, is group 1; its text runs to the next `<`.
+pub const XML_TAG_PATTERN: &str =
+    r"<(?:[A-Za-z_][A-Za-z0-9_.\-]*:)?([A-Za-z_][A-Za-z0-9_.\-]*)(?:\s[^<>]*)?>";
+
 /// The key's range inside one [`KEY_PATTERN`] match.
 pub fn key_in(m: &str) -> Option<std::ops::Range<usize>> {
     let b = m.as_bytes();

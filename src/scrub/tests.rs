@@ -930,6 +930,14 @@ fn paths_emails_versions_and_descriptions() {
         ("https://ipinfo.io/203.0.113.77/json", "113.77"),
         ("ALTER ROLE etl WITH PASSWORD 'Rep0rt!ng'", "Rep0rt"),
         ("CREATE USER 'etl'@'%' IDENTIFIED BY 'Etl-Pa55'", "Etl-Pa55"),
+        (
+            "<Login><user>alice</user><password>Hunter2!x</password></Login>",
+            "Hunter2",
+        ),
+        (
+            r#"<soap:Body><ns:apiKey type="x">9f86d081884c</ns:apiKey>"#,
+            "9f86d0",
+        ),
         ("Authorization: bearer 9f86d081884c7d65", "9f86d0"),
     ] {
         let out = text(input);
@@ -947,6 +955,7 @@ fn paths_emails_versions_and_descriptions() {
         "io.jsonwebtoken.ExpiredJwtException: JWT expired at 2024-05-01T10:00:00Z",
         "Max retries exceeded with url https://auth.acme.io:8443/oauth/token?grant_type=client_credentials",
         "PublicKeyToken=30ad4fe6b2a6aeed",
+        "<user>alice</user><passwordHint/><token_type>Bearer</token_type>",
     ] {
         assert_eq!(text(input), input);
     }

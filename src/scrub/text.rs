@@ -496,8 +496,7 @@ impl<'j> Pass<'_, 'j> {
             }
             return Ok(());
         }
-        let number = matches!(self.peek()?, b'-' | b'0'..=b'9');
-        if class.sensitive || (class.counts && !number) {
+        if class.sensitive || (class.counts && !matches!(self.peek()?, b'-' | b'0'..=b'9')) {
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
             self.skip_value()?;
