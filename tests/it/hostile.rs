@@ -465,12 +465,19 @@ fn matrix(bombs: &[(&'static str, Vec<u8>)]) -> Vec<Case> {
             gzip(&{
                 let mut b = b"{}\n".to_vec();
                 for _ in 0..10_000 {
-                    b.extend_from_slice(b"{\"type\":\"event\"}\n{}\n");
+                    b.extend_from_slice(b"{\"type\":\"span\"}\n{}\n");
                 }
                 b
             }),
             413,
             envelope("too_large"),
+        ),
+        case(
+            "two event items",
+            None,
+            b"{}\n{\"type\":\"event\"}\n{}\n{\"type\":\"transaction\"}\n{}\n".to_vec(),
+            400,
+            envelope("invalid"),
         ),
         case(
             "a 200 KB envelope header line",
