@@ -581,32 +581,25 @@ async fn ingest(
     };
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    // An auth header that is not text is refused as such, not taken for none.
-    if parts
-        .headers
-        .get("x-sentry-auth")
-        .is_some_and(|v| v.to_str().is_err())
-    {
-        let e = RequestError::from(crate::auth::AuthError::MalformedHeader(
-            "X-Sentry-Auth is not text",
-        ));
-        let config = pipeline.config.load();
-        let label = config
-            .projects
-            .get(project_id)
-            .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
-        return (pipeline.reject(label, &e), false);
-    }
     let credentials = Credentials {
         sentry_auth: header("x-sentry-auth"),
         authorization: header("authorization"),
         query: parts.uri.query(),
     };
+    // An auth header that is not text is refused as such, not taken for none.
+    let unreadable = parts
+        .headers
+        .get("x-sentry-auth")
+        .is_some_and(|v| v.to_str().is_err());
+    let authenticated = match unreadable {
+        true => Err(crate::auth::AuthError::MalformedHeader("X-Sentry-Auth is not text").into()),
+        false => pipeline.authenticate(project_id, credentials),
+    };
     let Authenticated {
         project,
         key,
         projects,
-    } = match pipeline.authenticate(project_id, credentials) {
+    } = match authenticated {
         Ok(found) => found,
         Err(e) => {
             let config = pipeline.config.load();
