@@ -543,8 +543,9 @@ impl Scrubber {
                     let Some(key) = rules::key_in(m.as_str()) else {
                         continue;
                     };
-                    if self.keys.is_sensitive(&m.as_str()[key]) {
-                        secret(value_after(s, m.end()));
+                    let key = &m.as_str()[key];
+                    if self.keys.is_sensitive(key) {
+                        secret(rules::value_for(s, m.start(), key, m.end()));
                     }
                 }
             }

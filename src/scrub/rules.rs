@@ -146,6 +146,15 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
+        // curl's `-u user:password` (and `--user`) in a command line.
+        name: "urlauth",
+        pattern: r"(?x)
+            (?: ^ | \s ) (?: -u | --user ) \s+ ( [^\s:]+ : \S+ )",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
         name: "cloudkey",
         pattern: r"(?x)
             (?-u:\b)(?:
@@ -364,6 +373,60 @@ pub fn long_options(s: &str) -> impl Iterator<Item = (std::ops::Range<usize>, us
         let spaced = matches!(b.get(end), Some(b' ' | b'\t'));
         (len > 0 && b[start].is_ascii_alphabetic() && spaced).then_some((start..end, end))
     })
+}
+
+/// The value of a sensitive key found at `key_start` in `s`, whose match
+/// (key and separator) ends at `from`: [`value_after`], but a `Cookie:` or
+/// `Set-Cookie:` in text takes the rest of its line (every cookie in it),
+/// and a key of a connection string (`Server=db;Password=my pass;...`, at
+/// the start or after a `;`) takes everything up to the next `;`, spaces
+/// included.
+pub fn value_for(
+    s: &str,
+    key_start: usize,
+    key: &str,
+    from: usize,
+) -> Option<std::ops::Range<usize>> {
+    let b = s.as_bytes();
+    let start = from
+        + b[from..]
+            .iter()
+            .take_while(|c| **c == b' ' || **c == b'\t')
+            .count();
+    let quoted = matches!(b.get(start), Some(b'"' | b'\'' | b'[' | b'{'));
+    let until = |stop: &dyn Fn(u8) -> bool| {
+        let end = b[start..]
+            .iter()
+            .position(|&c| stop(c))
+            .map_or(b.len(), |i| start + i);
+        let end = start + s[start..end].trim_end().len();
+        (end > start).then_some(start..end)
+    };
+    if !quoted && (key.eq_ignore_ascii_case("cookie") || key.eq_ignore_ascii_case("set-cookie")) {
+        return until(&|c| c == b'\n' || c == b'\r');
+    }
+    // A connection string: the key starts the text or follows a `;`, and
+    // the next `;` is followed by the next `Key=`.
+    let listed = s[..key_start].trim_end().is_empty() || s[..key_start].trim_end().ends_with(';');
+    let next_pair = memchr::memchr(b';', &b[from..]).is_some_and(|i| {
+        let rest = s[from + i + 1..].trim_start();
+        let key_len = rest
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || b" _.-".contains(c))
+            .count();
+        key_len > 0 && rest.as_bytes().get(key_len) == Some(&b'=')
+    });
+    let value = value_after(s, from)?;
+    // Spaces inside it do not end it (a `,` before the next key still does).
+    if !quoted
+        && listed
+        && b.get(from - 1) == Some(&b'=')
+        && next_pair
+        && b.get(value.end) == Some(&b' ')
+    {
+        return until(&|c| c == b';' || c == b'\n' || c == b'\r');
+    }
+    Some(value)
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.

@@ -939,6 +939,15 @@ fn paths_emails_versions_and_descriptions() {
             "9f86d0",
         ),
         ("Authorization: bearer 9f86d081884c7d65", "9f86d0"),
+        (
+            "GET / HTTP/1.1\nCookie: _ga=GA1.2.3; uid=u-4411; theme=dark\nHost: x",
+            "u-4411",
+        ),
+        ("curl -u deploy:S3cr3t https://x/api", "S3cr3t"),
+        (
+            "Server=db;Database=app;User Id=app;Password=my pass phrase;Encrypt=true",
+            "phrase",
+        ),
     ] {
         let out = text(input);
         assert!(!out.contains(secret), "{input} gave {out}");
