@@ -484,6 +484,9 @@ impl Scrubber {
                 }
                 let mut push = |start: usize, end: usize| {
                     let found = match rule.validator {
+                        // An id of digits alone (`order_id: "5543210987651"`)
+                        // is an id, whatever its checksum.
+                        Validator::Luhn if start == 0 && end == s.len() && is_id(path) => None,
                         Validator::Luhn => rules::card(s, start, end),
                         Validator::UserPath => Some(start..rules::user_end(s, start, end)),
                         Validator::Email => rules::email(s, start, end),
@@ -629,6 +632,21 @@ impl Scrubber {
 fn is_versioned(path: &[Seg<'_>]) -> bool {
     matches!(path.last(), Some(Seg::Key(k))
         if k.contains("version") || k.contains("Version") || k.ends_with("build"))
+}
+
+/// Whether the value at `path` is an identifier by its key: `id`, or a
+/// key ending in `_id`, `.id`, `-id` or `Id` (`order_id`, `orderId`).
+fn is_id(path: &[Seg<'_>]) -> bool {
+    let Some(Seg::Key(k)) = path.last() else {
+        return false;
+    };
+    let b = k.as_bytes();
+    let n = b.len();
+    n >= 2
+        && b[n - 2..].eq_ignore_ascii_case(b"id")
+        && (n == 2
+            || !b[n - 3].is_ascii_alphanumeric()
+            || (b[n - 2] == b'I' && b[n - 3].is_ascii_lowercase()))
 }
 
 /// A match to redact in a string.
@@ -781,7 +799,7 @@ impl<'s> Walk<'s> {
     /// redacted: a card number written as a JSON number. `None` when it is
     /// not one (the common case: too short to be a card, no allocation).
     fn number(&mut self, n: u64, path: &[Seg<'_>]) -> Option<String> {
-        if n < 1_000_000_000_000 {
+        if n < 1_000_000_000_000 || is_id(path) {
             return None;
         }
         let rule = self

@@ -811,12 +811,14 @@ fn command_line_options_hide_their_values() {
 fn card_numbers_as_json_numbers() {
     let s = scrubber();
     let event = r#"{"extra":{"cc":4111111111111111,"ts":1733450001230,"n":[5555555555554444,42],
-        "big":18446744073709551615,"float":4111111111111111.0,"neg":-4111111111111111}}"#;
+        "big":18446744073709551615,"float":4111111111111111.0,"neg":-4111111111111111,
+        "order_id":5555555555554444}}"#;
     let tree = both_ways(&s, event).expect("the text pass takes numbers");
     assert_eq!(
         tree["extra"],
         json!({"cc": "****************", "ts": 1733450001230u64, "n": ["****************", 42],
-            "big": 18446744073709551615u64, "float": 4111111111111111.0, "neg": -4111111111111111i64})
+            "big": 18446744073709551615u64, "float": 4111111111111111.0, "neg": -4111111111111111i64,
+            "order_id": 5555555555554444u64})
     );
     assert!(tree["_meta"]["extra"]["cc"][""]["rem"].is_array(), "{tree}");
 }
@@ -982,4 +984,14 @@ fn paths_emails_versions_and_descriptions() {
     assert_eq!(tree["extra"]["access_token"], "[Filtered]");
     assert_eq!(tree["extra"]["x-auth-token"], "[Filtered]");
     assert_eq!(tree["spans"][0]["data"]["llm.token_count.prompt"], 812);
+    // Ids of digits alone stay, whatever their checksum; a card under
+    // another key, or inside an id's text, does not.
+    let event = r#"{"tags":{"shopify.order_id":"5543210987651","orderId":"4111111111111111"},
+        "extra":{"paid":"4111111111111111","valid":"4111111111111111","id_note":"card 4111111111111111"}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    assert_eq!(tree["tags"]["shopify.order_id"], "5543210987651");
+    assert_eq!(tree["tags"]["orderId"], "4111111111111111");
+    assert_eq!(tree["extra"]["paid"], "****************");
+    assert_eq!(tree["extra"]["valid"], "****************");
+    assert_eq!(tree["extra"]["id_note"], "card ****************");
 }
