@@ -353,6 +353,8 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
     }
 
     let mut items = Vec::new();
+    // Whether the item before had a `length` (for the wording of an error).
+    let mut sized_before = false;
     loop {
         // Blank lines between items and at the end are tolerated.
         while pos < body.len() && (body[pos] == b'\n' || body[pos] == b'\r') {
@@ -369,13 +371,25 @@ pub fn parse(body: Bytes, limits: &Limits) -> Result<Envelope, EnvelopeError> {
         }
         let (line, after_header) = next_line(&body, pos, limits.max_header_line_size)?;
         let raw_item_header = body.slice(line);
-        let bad = |reason: String| EnvelopeError::BadItemHeader { index, reason };
+        // Right after a sized item, a line that is no header is most likely
+        // that item's payload running past its `length`: say so.
+        let bad = |reason: String| EnvelopeError::BadItemHeader {
+            index,
+            reason: match sized_before {
+                true => format!(
+                    "{reason} (does item {}'s length match its payload?)",
+                    index - 1
+                ),
+                false => reason,
+            },
+        };
         if !starts_object(&raw_item_header) {
             return Err(bad("expected a JSON object".into()));
         }
         let item_header: RawItemHeader<'_> = std::str::from_utf8(&raw_item_header)
             .map_err(|e| bad(e.to_string()))
             .and_then(|text| serde_json::from_str(text).map_err(|e| bad(e.to_string())))?;
+        sized_before = item_header.length.is_some();
         let payload = match item_header.length {
             Some(length) => {
                 let end = usize::try_from(length)

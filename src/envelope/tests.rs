@@ -406,3 +406,15 @@ fn a_second_event_item_is_refused() {
     .unwrap();
     assert_eq!(env.items.len(), 3);
 }
+
+#[test]
+fn a_length_shorter_than_its_payload_is_named() {
+    let e = parse_str("{}\n{\"type\":\"attachment\",\"length\":2}\nabcdef\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does item 0's length match its payload?"),
+        "{e}"
+    );
+    let e = parse_str("{}\n{\"type\":\"attachment\"}\nabc\nnot a header\n").unwrap_err();
+    assert!(!e.to_string().contains("length"), "{e}");
+}
