@@ -614,6 +614,39 @@ async fn half_closed_requests_are_answered() {
     }
 }
 
+/// A client that resets the connection while its body is read gets no
+/// answer; the request is counted all the same (a body-read drop), and its
+/// body's memory is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_while_the_body_is_read_is_counted() {
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
+    let held = || relay.metric("edge_relay_body_memory_bytes", &[]);
+    let stream = raw_request(&relay, "content-length: 1000\r\n", &[b'x'; 10]).await;
+    wait_until(
+        "the body's first bytes were never held",
+        Duration::from_millis(20),
+        async || held() >= 10.0,
+    )
+    .await;
+    // A reset, not a close: the socket is dropped with a zero linger.
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+    wait_until(
+        "the reset request was never counted",
+        Duration::from_millis(20),
+        async || relay.dropped("envelope", "invalid") >= 1.0,
+    )
+    .await;
+    wait_until(
+        "the body's memory was never given back",
+        Duration::from_millis(20),
+        async || held() == 0.0,
+    )
+    .await;
+    assert_eq!(relay.dropped("envelope", "invalid"), 1.0, "counted once");
+}
+
 /// Request bodies in memory are bounded by `server.max_body_memory`, from
 /// their read until their answer, counted as their bytes arrive: requests
 /// that declare a length and send nothing hold nothing. While a slow upload
