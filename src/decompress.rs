@@ -134,12 +134,19 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             whole(decoder.get_ref(), encoding)?;
             Ok(out)
         }
-        Encoding::Brotli => inflate(
-            brotli_decompressor::Decompressor::new(input, 8 * 1024),
-            encoding,
-            input.len(),
-            limit,
-        ),
+        Encoding::Brotli => {
+            let mut decoder = brotli_decompressor::Decompressor::new(input, 8 * 1024);
+            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
+            // Read again past the end: the reader then refuses bytes it
+            // holds after the stream; those it never read are still input.
+            let past = decoder.read(&mut [0u8; 1]).map_or(true, |n| n > 0);
+            let unread = decoder.get_ref().len();
+            match past {
+                true => whole(&[0], encoding)?,
+                false => whole(&input[input.len() - unread..], encoding)?,
+            }
+            Ok(out)
+        }
         Encoding::Zstd => {
             let corrupt = |source| DecodeError::Corrupt {
                 encoding: "zstd",
@@ -244,8 +251,9 @@ fn gunzip_stream(input: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
     )
 }
 
-/// Refuses a body with bytes after its compressed stream: they are no part
-/// of it, and silently dropping what a client sent is not an option.
+/// Refuses a body with bytes after its compressed stream (`rest`, which may
+/// be only some of them): they are no part of it, and silently dropping
+/// what a client sent is not an option.
 fn whole(rest: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
     if rest.is_empty() {
         return Ok(());
@@ -254,7 +262,7 @@ fn whole(rest: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
         encoding: encoding.as_str(),
         source: std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} bytes after the end of the stream", rest.len()),
+            "bytes after the end of the stream",
         ),
     })
 }
