@@ -528,7 +528,10 @@ impl Scrubber {
             let keyed = memchr::memchr2(b'=', b':', b).is_some();
             let flagged = memchr::memchr_iter(b'-', b).any(|at| b.get(at + 1) == Some(&b'-'));
             let mut secret = |value: Option<std::ops::Range<usize>>| {
-                // What this scrubber wrote there already stays as it is.
+                // What this scrubber wrote there already stays as it is; a
+                // mark or two of punctuation hides nothing (`Unexpected token: <`).
+                let hides = |v: &str| v.len() > 2 || v.bytes().any(|c| c.is_ascii_alphanumeric());
+                let value = value.filter(|v| hides(&s[v.clone()]));
                 if let Some(value) = value.filter(|v| !self.is_redacted(&s[v.clone()])) {
                     spans.push(Span {
                         start: value.start,

@@ -967,6 +967,8 @@ fn paths_emails_versions_and_descriptions() {
         "Max retries exceeded with url https://auth.acme.io:8443/oauth/token?grant_type=client_credentials",
         "PublicKeyToken=30ad4fe6b2a6aeed",
         "<user>alice</user><passwordHint/><token_type>Bearer</token_type>",
+        "SyntaxError: Unexpected token: <",
+        "token: ' '",
     ] {
         assert_eq!(text(input), input);
     }
