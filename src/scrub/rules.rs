@@ -705,7 +705,8 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
 /// Whether four numbers at `start` are a version, not an address: a
 /// product's in a user agent (`Chrome/131.0.0.0`: a word that starts a
 /// token, then `/`; a URL's path, `ipinfo.io/203.0.113.7`, is no product),
-/// or after `Version=`, `version: ` or a `v` (.NET assembly names, logs).
+/// or after `Version=` or `version: ` (.NET assembly names, logs). (`v1.2.3.4`
+/// never matches: the pattern wants a word boundary before the digits.)
 fn is_version(haystack: &str, start: usize) -> bool {
     let before = &haystack.as_bytes()[..start];
     if let Some(product) = before.strip_suffix(b"/") {
@@ -723,8 +724,7 @@ fn is_version(haystack: &str, start: usize) -> bool {
         tail.len() >= word.len() && tail[tail.len() - word.len()..].eq_ignore_ascii_case(word)
     };
     let trimmed = before.trim_ascii_end();
-    lower(before, b"v")
-        || lower(trimmed, b"version=")
+    lower(trimmed, b"version=")
         || lower(trimmed, b"version:")
         || lower(trimmed, b"version")
 }
