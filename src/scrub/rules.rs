@@ -724,9 +724,7 @@ fn is_version(haystack: &str, start: usize) -> bool {
         tail.len() >= word.len() && tail[tail.len() - word.len()..].eq_ignore_ascii_case(word)
     };
     let trimmed = before.trim_ascii_end();
-    lower(trimmed, b"version=")
-        || lower(trimmed, b"version:")
-        || lower(trimmed, b"version")
+    lower(trimmed, b"version=") || lower(trimmed, b"version:") || lower(trimmed, b"version")
 }
 
 /// An email match without a `_` the pattern took after it; `None` for a
