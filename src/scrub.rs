@@ -853,6 +853,11 @@ impl<'s> Walk<'s> {
                         // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                         (true, Value::Array(pair)) => {
                             let (key, value) = pair.split_at_mut(1);
+                            // The key as it came decides (as in the text pass),
+                            // so the value goes first.
+                            path.push(Seg::Index(1));
+                            self.entry(key[0].as_str().unwrap_or_default(), &mut value[0], path);
+                            path.pop();
                             // The first of a pair is text too (a list of tuples).
                             path.push(Seg::Index(0));
                             if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
@@ -860,10 +865,6 @@ impl<'s> Walk<'s> {
                                     *k = new;
                                 }
                             }
-                            path.pop();
-                            let key = key[0].as_str().unwrap_or_default();
-                            path.push(Seg::Index(1));
-                            self.entry(key, &mut value[0], path);
                             path.pop();
                         }
                         (_, child) if !self.skip(path) => match option {

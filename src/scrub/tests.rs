@@ -741,6 +741,19 @@ fn versions_timestamps_and_token_counts_stay() {
     }
 }
 
+/// A pair's key decides as it came, before its own secrets are redacted,
+/// in both passes (`token@example.com` names a token; `[email]` would not).
+#[test]
+fn a_pairs_key_decides_as_it_came() {
+    let s = scrubber();
+    let text = r#"{"request":{"query_string":[["token@example.com","qtok-789"],["step","2"]]}}"#;
+    let tree = both_ways(&s, text).expect("the text pass takes pairs");
+    assert_eq!(
+        tree["request"]["query_string"],
+        json!([["[email]", "[Filtered]"], ["step", "2"]])
+    );
+}
+
 /// Both strings of a `[string, value]` pair are text (lists of tuples), in
 /// both passes.
 #[test]
