@@ -670,12 +670,22 @@ fn describes(key: &str, start: usize, end: usize) -> bool {
     false
 }
 
-/// Applies a validator to `haystack[start..end]`.
-pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) -> bool {
+/// Applies a validator to the match `haystack[start..end]`: what of it to
+/// redact (a card or an email without the `_` the pattern took, a card cut
+/// at an earlier separator, a Windows user name over its spaces), or `None`
+/// for a look-alike.
+pub fn validate(
+    validator: Validator,
+    haystack: &str,
+    start: usize,
+    end: usize,
+) -> Option<std::ops::Range<usize>> {
     let s = &haystack[start..end];
-    match validator {
+    let whole = match validator {
+        Validator::Luhn => return card(haystack, start, end),
+        Validator::Email => return email(haystack, start, end),
+        Validator::UserPath => return Some(start..user_end(haystack, start, end)),
         Validator::None => true,
-        Validator::Luhn => luhn(s),
         Validator::Iban => iban(s),
         Validator::Ipv4 => !is_version(haystack, start) && s.parse::<std::net::Ipv4Addr>().is_ok(),
         Validator::Ipv6 => {
@@ -688,7 +698,6 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
                 && s.bytes().any(|c| c.is_ascii_digit())
                 && s.parse::<std::net::Ipv6Addr>().is_ok()
         }
-        Validator::UserPath | Validator::Email => true,
         Validator::Bearer => s.len() >= 16 || s.bytes().any(|c| c.is_ascii_digit()),
         Validator::Ssn => {
             let (area, rest) = s.split_at(3);
@@ -699,7 +708,8 @@ pub fn validate(validator: Validator, haystack: &str, start: usize, end: usize) 
                 && group != "00"
                 && serial != "0000"
         }
-    }
+    };
+    whole.then_some(start..end)
 }
 
 /// Whether four numbers at `start` are a version, not an address: a
@@ -729,7 +739,7 @@ fn is_version(haystack: &str, start: usize) -> bool {
 
 /// An email match without a `_` the pattern took after it; `None` for a
 /// file name that looks like one (`logo@2x.png`).
-pub fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     let end = end - usize::from(haystack.as_bytes()[end - 1] == b'_');
     let tld = haystack[start..end].rsplit('.').next().unwrap_or_default();
     let file = FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(tld));
@@ -746,7 +756,7 @@ const FILE_EXTENSIONS: [&str; 12] = [
 /// without the `_` the pattern takes around it, or the match cut at an
 /// earlier separator (a card followed by another number,
 /// `4111 1111 1111 1111 203`, is still a card). Checked with Luhn.
-pub fn card(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+fn card(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     let b = haystack.as_bytes();
     let start = start + usize::from(b[start] == b'_');
     let end = end - usize::from(end > start && b[end - 1] == b'_');
@@ -766,7 +776,7 @@ pub fn card(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<
 /// The end of a user's folder name found at `start..end`: a Windows one
 /// (after `\`) goes on over single spaces when a `\` follows the last
 /// word (`C:\Users\John Smith\AppData`); else the match stands.
-pub fn user_end(haystack: &str, start: usize, end: usize) -> usize {
+fn user_end(haystack: &str, start: usize, end: usize) -> usize {
     let b = haystack.as_bytes();
     if start == 0 || b[start - 1] != b'\\' {
         return end;
@@ -867,19 +877,22 @@ mod tests {
 
     #[test]
     fn ipv6_candidates_need_boundaries_and_must_parse() {
-        let ok = |s: &str| validate(Validator::Ipv6, s, 0, s.len());
+        let ok = |s: &str| validate(Validator::Ipv6, s, 0, s.len()).is_some();
         assert!(ok("2001:db8::1"));
         assert!(ok("fe80::1ff:fe23:4567:890a"));
         assert!(ok("2001:0db8:85a3:0000:0000:8a2e:0370:7334"));
         assert!(!ok("12:30:45"));
         assert!(!ok("00:1a:2b:3c:4d:5e"));
         let text = "std::vector";
-        assert!(!validate(Validator::Ipv6, text, 2, 5), "d:: inside a word");
+        assert!(
+            validate(Validator::Ipv6, text, 2, 5).is_none(),
+            "d:: inside a word"
+        );
     }
 
     #[test]
     fn ssn_rules_out_impossible_numbers() {
-        let ok = |s: &str| validate(Validator::Ssn, s, 0, s.len());
+        let ok = |s: &str| validate(Validator::Ssn, s, 0, s.len()).is_some();
         assert!(ok("123-45-6789"));
         assert!(!ok("000-12-3456"));
         assert!(!ok("666-12-3456"));

@@ -113,20 +113,16 @@ struct KeyClass {
     safe_key: bool,
     /// Values under it are client IPs.
     ip: bool,
-    /// Values under it are secrets.
-    sensitive: bool,
-    /// A number under it is a count, anything else a secret.
-    counts: bool,
+    /// Whether values under it are secrets (or counts, as numbers).
+    sensitivity: Sensitivity,
 }
 
 impl KeyClass {
     fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
-        let sensitivity = scrubber.keys.classify(key);
         KeyClass {
             safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key),
             ip: KeyMatcher::is_ip_field(key),
-            sensitive: sensitivity == Sensitivity::Secret,
-            counts: sensitivity == Sensitivity::Counts,
+            sensitivity: scrubber.keys.classify(key),
         }
     }
 }
@@ -496,7 +492,12 @@ impl<'j> Pass<'_, 'j> {
             }
             return Ok(());
         }
-        if class.sensitive || (class.counts && !matches!(self.peek()?, b'-' | b'0'..=b'9')) {
+        let secret = match class.sensitivity {
+            Sensitivity::Secret => true,
+            Sensitivity::Counts => !matches!(self.peek()?, b'-' | b'0'..=b'9'),
+            Sensitivity::None => false,
+        };
+        if secret {
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
             self.skip_value()?;
