@@ -122,31 +122,29 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             Some(out) => Ok(Bytes::from(out)),
             None => gunzip_stream(input, limit),
         },
-        Encoding::Deflate if looks_like_zlib(input) => {
-            let mut decoder = flate2::bufread::ZlibDecoder::new(input);
-            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
-            whole(decoder.get_ref(), encoding)?;
-            Ok(out)
-        }
-        Encoding::Deflate => {
-            let mut decoder = flate2::bufread::DeflateDecoder::new(input);
-            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
-            whole(decoder.get_ref(), encoding)?;
-            Ok(out)
-        }
-        Encoding::Brotli => {
-            let mut decoder = brotli_decompressor::Decompressor::new(input, 8 * 1024);
-            let out = inflate(&mut decoder, encoding, input.len(), limit)?;
-            // Read again past the end: the reader then refuses bytes it
-            // holds after the stream; those it never read are still input.
-            let past = decoder.read(&mut [0u8; 1]).map_or(true, |n| n > 0);
-            let unread = decoder.get_ref().len();
-            match past {
-                true => whole(&[0], encoding)?,
-                false => whole(&input[input.len() - unread..], encoding)?,
-            }
-            Ok(out)
-        }
+        Encoding::Deflate if looks_like_zlib(input) => inflate_whole(
+            flate2::bufread::ZlibDecoder::new(input),
+            encoding,
+            input.len(),
+            limit,
+            |d| !d.get_ref().is_empty(),
+        ),
+        Encoding::Deflate => inflate_whole(
+            flate2::bufread::DeflateDecoder::new(input),
+            encoding,
+            input.len(),
+            limit,
+            |d| !d.get_ref().is_empty(),
+        ),
+        // Read again past the end: the reader then refuses bytes it holds
+        // after the stream; those it never read are still its input.
+        Encoding::Brotli => inflate_whole(
+            brotli_decompressor::Decompressor::new(input, 8 * 1024),
+            encoding,
+            input.len(),
+            limit,
+            |d| d.read(&mut [0u8; 1]).map_or(true, |n| n > 0) || !d.get_ref().is_empty(),
+        ),
         Encoding::Zstd => {
             let corrupt = |source| DecodeError::Corrupt {
                 encoding: "zstd",
@@ -251,20 +249,27 @@ fn gunzip_stream(input: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
     )
 }
 
-/// Refuses a body with bytes after its compressed stream (`rest`, which may
-/// be only some of them): they are no part of it, and silently dropping
-/// what a client sent is not an option.
-fn whole(rest: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
-    if rest.is_empty() {
-        return Ok(());
+/// [`inflate`] a body whose decoder reads from a `&[u8]`, then refuses it
+/// when `past_end` says bytes follow its compressed stream: they are no
+/// part of it, and silently dropping what a client sent is not an option.
+fn inflate_whole<R: Read>(
+    mut decoder: R,
+    encoding: Encoding,
+    wire_len: usize,
+    limit: usize,
+    past_end: impl FnOnce(&mut R) -> bool,
+) -> Result<Bytes, DecodeError> {
+    let out = inflate(&mut decoder, encoding, wire_len, limit)?;
+    if past_end(&mut decoder) {
+        return Err(DecodeError::Corrupt {
+            encoding: encoding.as_str(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "bytes after the end of the stream",
+            ),
+        });
     }
-    Err(DecodeError::Corrupt {
-        encoding: encoding.as_str(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "bytes after the end of the stream",
-        ),
-    })
+    Ok(out)
 }
 
 /// A zlib stream starts with a CMF/FLG pair: deflate method, and a check value.

@@ -146,10 +146,10 @@ fn truncated_streams_are_corrupt() {
 }
 
 #[test]
-fn one_threads_gzip_decoder_starts_afresh_after_every_body() {
-    // The decoder is kept per thread: whatever the last body left it in
-    // (a bomb stopped at the cap, a stream cut short, garbage, a wrong CRC),
-    // the next body reads as it would on a fresh thread.
+fn a_bad_gzip_body_leaves_no_trace_for_the_next() {
+    // The one-shot decompressor is kept per thread: whatever the last body
+    // left behind (a bomb stopped at the cap, a stream cut short, garbage,
+    // a wrong CRC), the next body reads as it would on a fresh thread.
     let other = br#"{"message":"a second, different event"}"#;
     let mut wrong_crc = gzip(EVENT);
     let at = wrong_crc.len() - 8;
