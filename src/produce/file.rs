@@ -100,9 +100,13 @@ impl FileSink {
             // One item, one line: a payload embedded as it came may be
             // pretty-printed. Outside strings a line end is whitespace, and
             // inside them JSON has it escaped, so a space takes its place.
-            for b in &mut buf[start..] {
-                if *b == b'\n' || *b == b'\r' {
-                    *b = b' ';
+            // (Only the embedded payload can hold one: the rest is written
+            // by serde_json, which escapes it.)
+            if json.is_some() && memchr::memchr2(b'\n', b'\r', &r.payload).is_some() {
+                for b in &mut buf[start..] {
+                    if *b == b'\n' || *b == b'\r' {
+                        *b = b' ';
+                    }
                 }
             }
             buf.push(b'\n');
