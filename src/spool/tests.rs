@@ -517,14 +517,19 @@ async fn a_torn_write_is_cut_off_and_the_log_goes_on() {
     }
 }
 
-async fn torn_write(direct: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spool = reopen_with(dir.path(), 1 << 20, direct);
+/// A 1 MiB spool in `dir` holding records 0 and 1, from one append.
+async fn holding_two(dir: &Path, direct: bool) -> Spool {
+    let spool = reopen_with(dir, 1 << 20, direct);
     spool
         .append(&[record(0), record(1)], false)
         .await
         .expect("append");
-    drop(spool);
+    spool
+}
+
+async fn torn_write(direct: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(holding_two(dir.path(), direct).await);
     let segment = segments(dir.path()).pop().expect("a segment");
     // The write filled its last block with zeros, which read as the log's
     // end: a reopen cuts them off, and nothing is amiss.
@@ -636,11 +641,7 @@ async fn a_damaged_record_is_reported_and_the_rest_still_read() {
 async fn an_item_that_cannot_be_read_is_reported_and_the_rest_still_read() {
     for direct in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = reopen_with(dir.path(), 1 << 20, direct);
-        spool
-            .append(&[record(0), record(1)], false)
-            .await
-            .expect("append");
+        let spool = holding_two(dir.path(), direct).await;
         let last = spool.append(&[record(2)], false).await.expect("append");
         // The third item's bytes are gone from under the open file.
         let segment = segments(dir.path()).pop().expect("a segment");
