@@ -549,6 +549,13 @@ impl Scrubber {
                     let key = &m.as_str()[key];
                     if self.keys.is_sensitive(key) {
                         secret(rules::value_for(s, m.start(), key, m.end()));
+                    } else if key.eq_ignore_ascii_case("name") {
+                        // A form field or an HTML input named by a sensitive key.
+                        let named = value_after(s, m.end())
+                            .filter(|name| self.keys.is_sensitive(&s[name.clone()]));
+                        if let Some(name) = named {
+                            secret(rules::named_value(s, m.start(), name.end));
+                        }
                     }
                 }
             }

@@ -86,7 +86,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "iban",
         pattern: r"(?x)
-            (?-u:\b) [A-Z]{2} [0-9]{2} (?:\ ?[A-Z0-9]){11,30} (?-u:\b)  # country, check digits, BBAN",
+            (?-u:\b) [A-Za-z]{2} [0-9]{2} (?:\ ?[A-Za-z0-9]){11,30} (?-u:\b)  # country, check digits, BBAN",
         group: 0,
         validator: Validator::Iban,
         method: Method::Mask,
@@ -137,10 +137,14 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         // The `password` rule's other half (its key-value half is by hand):
         // SQL that sets a password (`ALTER ROLE x WITH PASSWORD '...'`,
-        // `CREATE USER x IDENTIFIED BY '...'`), in breadcrumbs and spans.
+        // `CREATE USER x IDENTIFIED BY '...'`, also through a function:
+        // `SET password = crypt('...', gen_salt('bf'))`, `PASSWORD('...')`),
+        // in breadcrumbs and spans.
         name: "password",
         pattern: r"(?x)
-            (?i: (?-u:\b) password | identified \s+ by ) \s+ ' ( [^']* ) '",
+            (?i: (?-u:\b) password | identified \s+ by )
+            (?: \s+ | \s* (?: = \s* )? (?: [A-Za-z_][A-Za-z0-9_.]* \s* )? \( \s* )
+            ' ( [^']* ) '",
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -429,6 +433,49 @@ pub fn value_for(
     Some(value)
 }
 
+/// The value held by a field that a `name="..."` names (the name having
+/// ended at `name_end`, the `name` key starting at `key_start`), where the
+/// name is no key itself: a multipart form part's content
+/// (`Content-Disposition: form-data; name="password"`, its headers, a blank
+/// line, the content up to the next boundary line), and an HTML element's
+/// `value="..."` in the same tag (`<input name="password" value="...">`).
+pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::ops::Range<usize>> {
+    let b = s.as_bytes();
+    let line = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
+    if s[line..key_start]
+        .to_ascii_lowercase()
+        .contains("form-data")
+    {
+        let rest = &s[name_end..];
+        let blank = [("\r\n\r\n", 4), ("\n\n", 2)]
+            .iter()
+            .filter_map(|(sep, len)| rest.find(sep).map(|at| at + len))
+            .min()?;
+        let start = name_end + blank;
+        let end = s[start..].find("\n--").map_or(s.len(), |at| start + at);
+        let end = start + s[start..end].trim_end().len();
+        return (end > start).then_some(start..end);
+    }
+    let open = memchr::memrchr(b'<', &b[..key_start])?;
+    if memchr::memchr(b'>', &b[open..key_start]).is_some() {
+        return None;
+    }
+    let close = memchr::memchr(b'>', &b[name_end..]).map_or(b.len(), |at| name_end + at);
+    let tag = s[open..close].to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = tag[from..].find("value") {
+        let at = open + from + at;
+        from = at - open + 5;
+        let separated = at > 0 && b[at - 1].is_ascii_whitespace();
+        let after = s[at + 5..close].trim_start();
+        if separated && after.starts_with('=') {
+            let value = value_after(s, close - after.len() + 1)?;
+            return (value.start < close).then_some(value.start..value.end.min(close));
+        }
+    }
+    None
+}
+
 /// Sensitive key words matched anywhere in a key, case-insensitively.
 const SENSITIVE_SUBSTRINGS: [&str; 36] = [
     "password",
@@ -686,8 +733,19 @@ pub fn validate(
         Validator::Email => return email(haystack, start, end),
         Validator::UserPath => return Some(start..user_end(haystack, start, end)),
         Validator::None => true,
-        Validator::Iban => iban(s),
-        Validator::Ipv4 => !is_version(haystack, start) && s.parse::<std::net::Ipv4Addr>().is_ok(),
+        Validator::Iban => {
+            // The pattern may run on into the next words (`... 0130 00 BIC
+            // COBADEFF`): the longest prefix that ends before a space and
+            // checks out is the IBAN.
+            let ends = s.match_indices(' ').map(|(at, _)| at).chain([s.len()]);
+            let mut ends: Vec<usize> = ends.collect();
+            ends.reverse();
+            return ends
+                .into_iter()
+                .find(|&at| iban(&s[..at]))
+                .map(|at| start..start + at);
+        }
+        Validator::Ipv4 => !is_version(haystack, start) && ipv4(s),
         Validator::Ipv6 => {
             // Not part of a longer word (`std::vector`), with a digit (not
             // `Feed::add`, a PHP method), and a real address.
@@ -735,6 +793,19 @@ fn is_version(haystack: &str, start: usize) -> bool {
     };
     let trimmed = before.trim_ascii_end();
     lower(trimmed, b"version=") || lower(trimmed, b"version:") || lower(trimmed, b"version")
+}
+
+/// A dotted IPv4 address, also with zero-padded parts (`010.000.000.001`,
+/// which `Ipv4Addr` refuses).
+fn ipv4(s: &str) -> bool {
+    let mut parts = 0;
+    for part in s.split('.') {
+        parts += 1;
+        if part.is_empty() || part.len() > 3 || part.parse::<u8>().is_err() {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// An email match without a `_` the pattern took after it; `None` for a
@@ -827,11 +898,40 @@ pub fn luhn(s: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// The IBAN mod-97 check: move the first four characters to the end, letters
-/// to numbers (A=10), and the remainder by 97 must be 1.
+/// IBAN countries and the length of their IBANs (the SWIFT IBAN registry).
+#[rustfmt::skip]
+const IBAN_LENGTHS: [(&[u8; 2], usize); 89] = [
+    (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20),
+    (b"BE", 16), (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28),
+    (b"CH", 21), (b"CR", 22), (b"CY", 28), (b"CZ", 24), (b"DE", 22), (b"DJ", 27),
+    (b"DK", 18), (b"DO", 28), (b"EE", 20), (b"EG", 29), (b"ES", 24), (b"FI", 18),
+    (b"FK", 18), (b"FO", 18), (b"FR", 27), (b"GB", 22), (b"GE", 22), (b"GI", 23),
+    (b"GL", 18), (b"GR", 27), (b"GT", 28), (b"HN", 28), (b"HR", 21), (b"HU", 28),
+    (b"IE", 22), (b"IL", 23), (b"IQ", 23), (b"IS", 26), (b"IT", 27), (b"JO", 30),
+    (b"KW", 30), (b"KZ", 20), (b"LB", 28), (b"LC", 32), (b"LI", 21), (b"LT", 20),
+    (b"LU", 20), (b"LV", 21), (b"LY", 25), (b"MC", 27), (b"MD", 24), (b"ME", 22),
+    (b"MK", 19), (b"MN", 20), (b"MR", 27), (b"MT", 31), (b"MU", 30), (b"NI", 28),
+    (b"NL", 18), (b"NO", 15), (b"OM", 23), (b"PK", 24), (b"PL", 28), (b"PS", 29),
+    (b"PT", 25), (b"QA", 29), (b"RO", 24), (b"RS", 22), (b"RU", 33), (b"SA", 24),
+    (b"SC", 31), (b"SD", 18), (b"SE", 24), (b"SI", 19), (b"SK", 24), (b"SM", 27),
+    (b"SO", 23), (b"ST", 25), (b"SV", 28), (b"TL", 23), (b"TN", 24), (b"TR", 26),
+    (b"UA", 29), (b"VA", 22), (b"VG", 24), (b"XK", 20), (b"YE", 30),
+];
+
+/// An IBAN: its country's length, and the mod-97 check (move the first four
+/// characters to the end, letters to numbers, A=10; the remainder by 97 must
+/// be 1). Written in one case, upper or lower (`de89 3704 ...` in a form).
 pub fn iban(s: &str) -> bool {
     let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
-    if !(15..=34).contains(&compact.len()) {
+    let lower = compact.iter().any(u8::is_ascii_lowercase);
+    if lower && compact.iter().any(u8::is_ascii_uppercase) {
+        return false;
+    }
+    let compact = compact.to_ascii_uppercase();
+    let country = IBAN_LENGTHS
+        .iter()
+        .find(|(code, _)| compact.starts_with(*code));
+    if country.is_none_or(|(_, len)| *len != compact.len()) {
         return false;
     }
     let rotated = compact[4..].iter().chain(&compact[..4]);
@@ -873,6 +973,26 @@ mod tests {
         assert!(iban("GB82 WEST 1234 5698 7654 32"));
         assert!(!iban("DE89370400440532013001"));
         assert!(!iban("XX00"));
+        // One case or the other; a mixed-case token is no IBAN.
+        assert!(iban("de89370400440532013000"));
+        assert!(iban("gb82 west 1234 5698 7654 32"));
+        assert!(!iban("De89370400440532013000"));
+        // The check passes, but not the country's length, or no country.
+        assert!(!iban("DE6537040044053201300012"));
+        assert!(!iban("AB28370400440532013000"));
+        assert!(iban("NO9386011117947"), "the shortest, 15");
+    }
+
+    #[test]
+    fn zero_padded_ipv4_is_an_address() {
+        assert!(ipv4("010.000.000.001"));
+        assert!(ipv4("192.168.001.010"));
+        assert!(ipv4("8.8.8.8"));
+        assert!(!ipv4("256.1.1.1"));
+        assert!(!ipv4("0001.1.1.1"));
+        assert!(!ipv4("1.1.1"));
+        assert!(!ipv4("1.1.1.1.1"));
+        assert!(!ipv4("1..1.1"));
     }
 
     #[test]

@@ -1010,3 +1010,49 @@ fn paths_emails_versions_and_descriptions() {
     assert_eq!(tree["extra"]["valid"], "****************");
     assert_eq!(tree["extra"]["id_note"], "card ****************");
 }
+
+/// Leaks found by the fifteenth session's probe: lowercase IBANs,
+/// zero-padded addresses, passwords set through a SQL function, and the
+/// fields of multipart forms and HTML inputs named by a sensitive key.
+#[test]
+fn ibans_addresses_sql_functions_and_named_fields() {
+    let form = "------WebKitFormBoundary7MA4\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2 x!\r\n------WebKitFormBoundary7MA4\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n------WebKitFormBoundary7MA4--";
+    for (input, secret) in [
+        ("refund to de89 3704 0044 0532 0130 00 failed", "0532"),
+        ("account gb82west12345698765432 closed", "west1234"),
+        ("IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX", "0532"),
+        ("connect from 010.000.000.001 refused", "000.001"),
+        (
+            "UPDATE users SET password = crypt('Hunter2x', gen_salt('bf'))",
+            "Hunter2x",
+        ),
+        ("SET PASSWORD FOR 'app'@'%' = PASSWORD('S3cure!')", "S3cure"),
+        (form, "hunter2"),
+        (
+            "Content-Disposition: form-data; name=\"api_key\"\n\nk-77a1",
+            "77a1",
+        ),
+        (
+            r#"<form><input type="password" name="password" value="Hunter2!x"></form>"#,
+            "Hunter2",
+        ),
+        ("<input value='tok_9f86d0' name='api_key'/>", "9f86d0"),
+        ("<input name=password value=Hunter2x>", "Hunter2x"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+    }
+    let out = text(form);
+    assert!(out.contains("name=\"username\"\r\n\r\nalice\r\n"), "{out}");
+    assert!(out.ends_with("------WebKitFormBoundary7MA4--"), "{out}");
+    for input in [
+        "Content-Disposition: form-data; name=\"username\"\r\n\r\nalice",
+        r#"<input type="password" name="password" placeholder="Password">"#,
+        "<label>name: password</label>",
+        "token De89370400440532013000x",
+        "IBAN DE65 3704 0044 0532 0130 0012 is too long",
+        "build 1.02.003.4444",
+    ] {
+        assert_eq!(text(input), input);
+    }
+}
