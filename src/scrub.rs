@@ -548,7 +548,10 @@ impl Scrubber {
                     };
                     let key = &m.as_str()[key];
                     if self.keys.is_sensitive(key) {
-                        secret(rules::value_for(s, m.start(), key, m.end()));
+                        // Code in a frame's context line is no secret
+                        // (`token = getToken()`, `key = self.api_key`).
+                        let value = rules::value_for(s, m.start(), key, m.end());
+                        secret(value.filter(|v| !rules::is_code(&s[v.clone()])));
                     } else if key.eq_ignore_ascii_case("name") {
                         // A form field or an HTML input named by a sensitive key.
                         let named = value_after(s, m.end())

@@ -421,6 +421,18 @@ pub fn value_for(
         key_len > 0 && rest.as_bytes().get(key_len) == Some(&b'=')
     });
     let value = value_after(s, from)?;
+    // A call with a literal in it (`encrypt('x')`): the value runs to the
+    // closing parenthesis (or the line's end).
+    if !quoted && s[value.clone()].ends_with('(') && matches!(b.get(value.end), Some(b'"' | b'\''))
+    {
+        let close = b[value.end..]
+            .iter()
+            .position(|&c| c == b')' || c == b'\n')
+            .map_or(b.len(), |at| {
+                value.end + at + usize::from(b[value.end + at] == b')')
+            });
+        return Some(value.start..close);
+    }
     // Spaces inside it do not end it (a `,` before the next key still does).
     if !quoted
         && listed
@@ -474,6 +486,29 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
         }
     }
     None
+}
+
+/// Whether an unquoted value is code rather than data: a call without a
+/// literal in it (`getToken()`, `auth.token_for(user)`), or a name under
+/// `self.` or `this.` (`self.api_key`). A literal's value stays a secret:
+/// `token = "..."` is quoted, and `encrypt('x')` holds a quote.
+pub fn is_code(value: &str) -> bool {
+    let name = |s: &str| {
+        s.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+    };
+    if let Some(args) = value.strip_suffix(')') {
+        if let Some((callee, args)) = args.split_once('(') {
+            return name(callee) && !args.bytes().any(|c| matches!(c, b'"' | b'\'' | b'`'));
+        }
+    }
+    let member = value
+        .strip_prefix("self.")
+        .or_else(|| value.strip_prefix("this."));
+    member.is_some_and(|m| !m.is_empty() && name(m))
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
@@ -814,7 +849,14 @@ fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usi
     let end = end - usize::from(haystack.as_bytes()[end - 1] == b'_');
     let tld = haystack[start..end].rsplit('.').next().unwrap_or_default();
     let file = FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(tld));
-    (!file).then_some(start..end)
+    // A DSN (`https://<public key>@o1.ingest.sentry.io/42`): a key of hex
+    // digits before a URL's host is no one's address, and no secret (SDKs
+    // ship it in browser code).
+    let local = &haystack[start..end].split('@').next().unwrap_or_default();
+    let key = haystack[..start].ends_with("://")
+        && local.len() >= 16
+        && local.bytes().all(|c| c.is_ascii_hexdigit());
+    (!file && !key).then_some(start..end)
 }
 
 /// File extensions that are no top-level domain: an `@` before them is a

@@ -1056,3 +1056,28 @@ fn ibans_addresses_sql_functions_and_named_fields() {
         assert_eq!(text(input), input);
     }
 }
+
+/// Over-scrubs the fifteenth session's probe found: code in a frame's
+/// context lines, and a DSN's public key taken for an email.
+#[test]
+fn code_and_dsn_keys_are_kept() {
+    for input in [
+        "    token = getToken()",
+        "  const apiKey = this.apiKey;",
+        "        password = self.password_hash",
+        "    session = auth.session_for(user)",
+        "sentry_sdk.init(dsn=\"https://a1b2c3d4e5f60718293a4b5c6d7e8f90@o1.ingest.sentry.io/42\")",
+    ] {
+        assert_eq!(text(input), input);
+    }
+    for (input, secret) in [
+        ("token = 'tok_9f86d081'", "9f86d0"),
+        ("token = encrypt('Hunter2x')", "Hunter2x"),
+        ("token=abc123()x", "abc123"),
+        ("https://bob.smith@example.com/", "bob.smith"),
+        ("see https://a1b2c3d4@example.com/", "a1b2c3d4"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+    }
+}
