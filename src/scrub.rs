@@ -128,7 +128,7 @@ pub enum SettingsError {
 
 /// Paths that are never scrubbed: identifiers and SDK metadata that carry no
 /// personal data and that consumers need intact.
-const BUILTIN_SAFE_FIELDS: [&str; 21] = [
+const BUILTIN_SAFE_FIELDS: [&str; 19] = [
     "event_id",
     // A session update's id (a UUID Sentry requires; `sid` is a sensitive
     // word elsewhere, as in `connect.sid`).
@@ -138,9 +138,7 @@ const BUILTIN_SAFE_FIELDS: [&str; 21] = [
     "received",
     "platform",
     "sdk",
-    // Versions: `myapp@1.2.3.4` and `4.1.0.2` are not IP addresses.
-    "release",
-    "dist",
+    // Releases and dists anywhere are safe by their key (`is_release`).
     "modules",
     "contexts.*.version",
     "contexts.*.app_version",
@@ -433,7 +431,7 @@ impl Scrubber {
                 .is_some_and(|(_, s)| s.iter().any(|s| s.matches(path))),
             _ => false,
         };
-        by_key || self.safe_other.iter().any(|s| s.matches(path))
+        by_key || is_release(path) || self.safe_other.iter().any(|s| s.matches(path))
     }
 
     /// Whether a value under a key can be on a safe path at all, given
@@ -551,7 +549,9 @@ impl Scrubber {
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
                         let value = rules::value_for(s, m.start(), key, m.end());
-                        secret(value.filter(|v| !rules::is_code(&s[v.clone()])));
+                        secret(value.filter(|v| {
+                            !rules::is_code(&s[v.clone()]) && !rules::is_prose(s, v.clone())
+                        }));
                     } else if key.eq_ignore_ascii_case("name") {
                         // A form field or an HTML input named by a sensitive key.
                         let named = value_after(s, m.end())
@@ -637,17 +637,40 @@ impl Scrubber {
     }
 }
 
+/// The key that names the value at `path`: the last key, or, for a typed
+/// attribute's `value` (`"app.version": {"value": ..., "type": "string"}`),
+/// the attribute's.
+fn field<'p>(path: &[Seg<'p>]) -> Option<&'p str> {
+    match path {
+        [.., Seg::Key(attribute), Seg::Key("value")] => Some(attribute),
+        [.., Seg::Key(key)] => Some(key),
+        _ => None,
+    }
+}
+
+/// Keys whose values are releases and distributions, wherever they are
+/// (`release`, session `attrs.release`, `tags.release`, a log's or span's
+/// `sentry.release`): `myapp@1.2.3.4` is no email and no address.
+pub(crate) fn is_release_key(key: &str) -> bool {
+    matches!(key, "release" | "dist" | "sentry.release" | "sentry.dist")
+}
+
+/// Whether the value at `path` is a release or distribution by its key.
+fn is_release(path: &[Seg<'_>]) -> bool {
+    field(path).is_some_and(is_release_key)
+}
+
 /// Whether the value at `path` is a version by its key (`app.version`,
 /// `os_build`): four numbers in it are no address.
 fn is_versioned(path: &[Seg<'_>]) -> bool {
-    matches!(path.last(), Some(Seg::Key(k))
-        if k.contains("version") || k.contains("Version") || k.ends_with("build"))
+    field(path)
+        .is_some_and(|k| k.contains("version") || k.contains("Version") || k.ends_with("build"))
 }
 
 /// Whether the value at `path` is an identifier by its key: `id`, or a
 /// key ending in `_id`, `.id`, `-id` or `Id` (`order_id`, `orderId`).
 fn is_id(path: &[Seg<'_>]) -> bool {
-    let Some(Seg::Key(k)) = path.last() else {
+    let Some(k) = field(path) else {
         return false;
     };
     let b = k.as_bytes();
@@ -837,14 +860,24 @@ impl<'s> Walk<'s> {
     fn value<'m>(&mut self, v: &'m mut Value, path: &mut Vec<Seg<'m>>) {
         match v {
             Value::Object(map) => {
+                // `{"name": "password", "value": "..."}` (a form's
+                // `serializeArray()`, Kubernetes `env`, HAR): the name is
+                // the value's key.
+                let named = map
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
+                    .map(str::to_owned);
                 for (key, child) in map.iter_mut() {
                     path.push(Seg::Key(key));
-                    self.entry(key, child, path);
+                    match &named {
+                        Some(name) if key == "value" => self.entry(name, child, path),
+                        _ => self.entry(key, child, path),
+                    }
                     path.pop();
                 }
             }
             Value::Array(items) => {
-                let pairs = is_pairs(items);
                 // The option named by the argument before, when it is a
                 // sensitive flag alone: `["--password", "hunter2"]` (argv).
                 let mut flag: Option<String> = None;
@@ -856,29 +889,32 @@ impl<'s> Walk<'s> {
                         .map(str::to_owned);
                     let option = std::mem::replace(&mut flag, this)
                         .filter(|_| !child.as_str().is_some_and(|s| s.starts_with('-')));
-                    match (pairs, child) {
-                        // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
-                        (true, Value::Array(pair)) => {
-                            let (key, value) = pair.split_at_mut(1);
-                            // The key as it came decides (as in the text pass),
-                            // so the value goes first.
-                            path.push(Seg::Index(1));
-                            self.entry(key[0].as_str().unwrap_or_default(), &mut value[0], path);
-                            path.pop();
-                            // The first of a pair is text too (a list of tuples).
-                            path.push(Seg::Index(0));
-                            if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
-                                if let Some(new) = self.string(k, path) {
-                                    *k = new;
-                                }
+                    let pair = matches!(&*child, Value::Array(p) if is_pair(p));
+                    if pair {
+                        // `[["token", "abc"], ...]`: query strings, headers and
+                        // cookies as pairs (each pair, whatever its neighbours).
+                        let Value::Array(items) = child else {
+                            unreachable!("a pair is an array")
+                        };
+                        let (key, value) = items.split_at_mut(1);
+                        // The key as it came decides (as in the text pass),
+                        // so the value goes first.
+                        path.push(Seg::Index(1));
+                        self.entry(key[0].as_str().unwrap_or_default(), &mut value[0], path);
+                        path.pop();
+                        // The first of a pair is text too (a list of tuples).
+                        path.push(Seg::Index(0));
+                        if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
+                            if let Some(new) = self.string(k, path) {
+                                *k = new;
                             }
-                            path.pop();
                         }
-                        (_, child) if !self.skip(path) => match option {
+                        path.pop();
+                    } else if !self.skip(path) {
+                        match option {
                             Some(option) => self.entry(&option, child, path),
                             None => self.value(child, path),
-                        },
-                        _ => {}
+                        }
                     }
                     path.pop();
                 }
@@ -916,6 +952,15 @@ impl<'s> Walk<'s> {
             Sensitivity::None => false,
         };
         if secret {
+            if is_typed(value) {
+                let inner = value
+                    .get_mut("value")
+                    .expect("a typed attribute has a value");
+                path.push(Seg::Key("value"));
+                self.entry(key, inner, path);
+                path.pop();
+                return;
+            }
             // Replace, mask and remove give the same result when applied twice;
             // a hash would hash the hash. A value this relay already
             // pseudonymised (its `_meta` says so and it is one hex digest) stays.
@@ -968,10 +1013,8 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
             *v = Value::String(leaf(&n.to_string()));
             true
         }
-        Value::Bool(b) => {
-            *v = Value::String(leaf(&b.to_string()));
-            true
-        }
+        // `true` or `false` hides nothing (`has_password: true`).
+        Value::Bool(_) => false,
         Value::Null => false,
     }
 }
@@ -1002,12 +1045,21 @@ fn is_hex_digest(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Arrays of `[key, value]` pairs with string keys.
-fn is_pairs(items: &[Value]) -> bool {
-    !items.is_empty()
-        && items
-            .iter()
-            .all(|i| matches!(i, Value::Array(p) if p.len() == 2 && p[0].is_string()))
+/// A `[key, value]` pair with a string key.
+fn is_pair(items: &[Value]) -> bool {
+    items.len() == 2 && items[0].is_string()
+}
+
+/// The value of a typed attribute (`{"value": ..., "type": "string"}`, as
+/// logs and spans carry them): the key it is under decides about the
+/// value, and its `type` and `unit` stay.
+fn is_typed(v: &Value) -> bool {
+    v.as_object().is_some_and(|map| {
+        map.contains_key("value")
+            && map
+                .keys()
+                .all(|k| matches!(k.as_str(), "value" | "type" | "unit"))
+    })
 }
 
 /// Adds what one pass redacted to `_meta`, as a tree.

@@ -508,11 +508,46 @@ pub fn is_code(value: &str) -> bool {
     let member = value
         .strip_prefix("self.")
         .or_else(|| value.strip_prefix("this."));
-    member.is_some_and(|m| !m.is_empty() && name(m))
+    member.is_some_and(|m| !m.is_empty() && name(m)) || is_placeholder(value)
+}
+
+/// A SQL query's placeholder (`session_key = %s)`, `password = $1`,
+/// `token = :token`, `%(auth_token)s`, `@p1`), with the `)` or `,` that
+/// may follow it in the query.
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim_end_matches([')', ',', ';']);
+    let word = |w: &str| {
+        w.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && w.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    };
+    matches!(v, "%s" | "%d" | "?")
+        || v.strip_prefix('$')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+        || v.strip_prefix(':').is_some_and(word)
+        || v.strip_prefix('@').is_some_and(word)
+        || v.strip_prefix("%(")
+            .and_then(|n| n.strip_suffix(")s"))
+            .is_some_and(word)
+}
+
+/// Whether the value after a `key: ` in text is the first word of prose,
+/// not a secret: letters alone, and another word follows
+/// (`password: This field is required.`, `token: invalid signature`,
+/// `unexpected token: u at line 1`). A value with a digit or a symbol
+/// (`password: hunter2 expired`) stays a secret, as does a last word.
+pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
+    let b = s.as_bytes();
+    let spaced = value.start >= 2 && b[value.start - 1] == b' ' && b[value.start - 2] == b':';
+    spaced
+        && b[value.clone()].iter().all(u8::is_ascii_alphabetic)
+        && b.get(value.end) == Some(&b' ')
+        && b.get(value.end + 1).is_some_and(u8::is_ascii_alphabetic)
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 36] = [
+const SENSITIVE_SUBSTRINGS: [&str; 51] = [
     "password",
     "passwd",
     "secret",
@@ -552,13 +587,30 @@ const SENSITIVE_SUBSTRINGS: [&str; 36] = [
     // Framework master keys (Rails' RAILS_MASTER_KEY, Laravel's APP_KEY).
     "master_key",
     "app_key",
+    // Other keys: S3-style access keys, encryption, signing and HMAC keys.
+    "access_key",
+    "access-key",
+    "encryption_key",
+    "encryptionkey",
+    "signing_key",
+    "signingkey",
+    "priv_key",
+    "privkey",
+    "hmac_key",
+    "hmackey",
+    "enc_key",
+    // Card security codes and PINs.
+    "security_code",
+    "securitycode",
+    "pin_code",
+    "pincode",
 ];
 
 /// Short sensitive words that count only as a whole segment of a key
 /// (`auth`, `x-auth`, `authKey`; not `author`; `db_pass`, not `passport`;
 /// `connect.sid`, not `side`).
-const SENSITIVE_WORDS: [&str; 10] = [
-    "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig",
+const SENSITIVE_WORDS: [&str; 11] = [
+    "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin",
 ];
 
 /// Keys whose values are client IP addresses.
@@ -683,7 +735,7 @@ impl KeyMatcher {
 /// Words after a sensitive word that make the key about the secret, not
 /// the secret itself: `token_type`, `signature_algorithm`,
 /// `llm.token_count.prompt`, `auth.provider`, `session.sampled`.
-const DESCRIPTORS: [&str; 22] = [
+const DESCRIPTORS: [&str; 39] = [
     "type",
     "types",
     "algorithm",
@@ -706,6 +758,27 @@ const DESCRIPTORS: [&str; 22] = [
     "enabled",
     "required",
     "version",
+    // Times, sizes and names of a secret, and what handles it
+    // (`password_changed_at`, `session_duration`, `secret_name`,
+    // `secretArn`, `SESSION_COOKIE_AGE`, `PASSWORD_HASHERS`).
+    "at",
+    "changed",
+    "created",
+    "updated",
+    "duration",
+    "age",
+    "ttl",
+    "timeout",
+    "name",
+    "arn",
+    "engine",
+    "backend",
+    "backends",
+    "hashers",
+    "model",
+    // Usage figures (`completion_tokens_details`, `token_usage`).
+    "details",
+    "usage",
 ];
 
 /// Whether the sensitive word found at `start..end` of `key` is described
@@ -856,7 +929,14 @@ fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usi
     let key = haystack[..start].ends_with("://")
         && local.len() >= 16
         && local.bytes().all(|c| c.is_ascii_hexdigit());
-    (!file && !key).then_some(start..end)
+    // An SSH or scp target (`git@github.com:acme/app.git`, `deploy@db:/srv`):
+    // a host and a path, not an address.
+    let remote = haystack.as_bytes()[end..].starts_with(b":")
+        && haystack
+            .as_bytes()
+            .get(end + 1)
+            .is_some_and(|c| !c.is_ascii_whitespace() && !c.is_ascii_digit());
+    (!file && !key && !remote).then_some(start..end)
 }
 
 /// File extensions that are no top-level domain: an `@` before them is a

@@ -1081,3 +1081,96 @@ fn code_and_dsn_keys_are_kept() {
         assert!(!out.contains(secret), "{input} gave {out}");
     }
 }
+
+/// What the fifteenth session's second probe found, in events as SDKs
+/// send them: releases outside the top level, typed attributes of logs and
+/// spans, pair lists with one odd entry, `{name, value}` lists, flags and
+/// times under sensitive keys, token usage figures, SQL placeholders, and
+/// prose after a key.
+#[test]
+fn releases_attributes_pairs_and_prose() {
+    let s = scrubber();
+    let event = r#"{"tags":{"release":"web-frontend@1.4.0-beta.hotfix"},
+        "attrs":{"release":"WpfApp@1.0.0.0","environment":"production"},
+        "contexts":{"trace":{"data":{"sentry.release":"MyApp@2.1.0.5"}}},
+        "items":[{"attributes":{
+            "sentry.release":{"value":"WpfApp@1.0.0.0","type":"string"},
+            "app.version":{"value":"1.2.3.4","type":"string"},
+            "http.request.header.authorization":{"value":"Bearer abcdefghijklmnop1","type":"string"},
+            "gen_ai.usage.input_tokens":{"value":120,"type":"integer"},
+            "user.id":{"value":"4532015112830366","type":"string"}}}],
+        "request":{"headers":[["Authorization","Token 9f8e7d6c5b4a3"],["X-Api-Key","k9f8e7d6c5b4a"],["DNT"],null]},
+        "extra":{"form":[{"name":"password","value":"hunter2"},{"name":"user","value":"alice"},{"value":"t0k","name":"api_key"}],
+            "user":{"has_password":true,"password_changed_at":"2024-01-01T00:00:00Z","session_duration":1234,
+                "secret_name":"prod/db","access_key":"Zq81mX0pLk2Vb7","pin":4821},
+            "usage":{"prompt_tokens":10,"completion_tokens_details":{"reasoning_tokens":5},"token_usage":{"input":3}}}}"#;
+    let mut tree: Value = serde_json::from_str(event).unwrap();
+    s.scrub_event(&mut tree);
+    assert_eq!(tree["tags"]["release"], "web-frontend@1.4.0-beta.hotfix");
+    assert_eq!(tree["attrs"]["release"], "WpfApp@1.0.0.0");
+    assert_eq!(
+        tree["contexts"]["trace"]["data"]["sentry.release"],
+        "MyApp@2.1.0.5"
+    );
+    let attributes = &tree["items"][0]["attributes"];
+    assert_eq!(attributes["sentry.release"]["value"], "WpfApp@1.0.0.0");
+    assert_eq!(attributes["app.version"]["value"], "1.2.3.4");
+    let auth = &attributes["http.request.header.authorization"];
+    assert_eq!(auth["value"], "[Filtered]");
+    assert_eq!(auth["type"], "string");
+    assert_eq!(attributes["gen_ai.usage.input_tokens"]["value"], 120);
+    assert_eq!(attributes["gen_ai.usage.input_tokens"]["type"], "integer");
+    assert_eq!(attributes["user.id"]["value"], "4532015112830366");
+    let headers = &tree["request"]["headers"];
+    assert_eq!(headers[0][1], "[Filtered]");
+    assert_eq!(headers[1][1], "[Filtered]");
+    assert_eq!(headers[2][0], "DNT");
+    let form = &tree["extra"]["form"];
+    assert_eq!(form[0]["value"], "[Filtered]");
+    assert_eq!(form[1]["value"], "alice");
+    assert_eq!(form[2]["value"], "[Filtered]");
+    let user = &tree["extra"]["user"];
+    assert_eq!(user["has_password"], true);
+    assert_eq!(user["password_changed_at"], "2024-01-01T00:00:00Z");
+    assert_eq!(user["session_duration"], 1234);
+    assert_eq!(user["secret_name"], "prod/db");
+    assert_eq!(user["access_key"], "[Filtered]");
+    assert_eq!(user["pin"], "[Filtered]");
+    let usage = &tree["extra"]["usage"];
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 5);
+    assert_eq!(usage["token_usage"]["input"], 3);
+    // The text pass agrees, where it takes the event; a value before its
+    // sensitive name goes to the tree.
+    assert!(s.scrub_event_text(event).is_err());
+    let in_order = event.replace(
+        r#"{"value":"t0k","name":"api_key"}"#,
+        r#"{"name":"api_key","value":"t0k"}"#,
+    );
+    let by_text = both_ways(&s, &in_order).expect("the text pass takes it");
+    assert_eq!(by_text["extra"]["form"][2]["value"], "[Filtered]");
+    assert_eq!(
+        by_text["items"][0]["attributes"]["http.request.header.authorization"]["type"],
+        "string"
+    );
+
+    for input in [
+        "password: This field is required.",
+        "token: invalid signature",
+        "JSON.parse: unexpected token: u at line 1",
+        r#"SELECT "django_session"."session_key" FROM "django_session" WHERE ("django_session"."session_key" = %s) LIMIT 21"#,
+        "UPDATE users SET reset_password_token = $1, password = :password WHERE id = ?",
+        "WHERE auth_token=%(auth_token)s AND session = @p1",
+        "git@github.com:acme/backend.git: Permission denied (publickey)",
+    ] {
+        assert_eq!(text(input), input);
+    }
+    for (input, secret) in [
+        ("password: hunter2 expired", "hunter2"),
+        ("login failed, password: hunter", "hunter"),
+        ("token: 9f86d081884c7d65 rejected", "9f86d0"),
+        ("mail bob@example.com: bounced", "bob@"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+    }
+}

@@ -120,7 +120,8 @@ struct KeyClass {
 impl KeyClass {
     fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
         KeyClass {
-            safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key),
+            safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key)
+                || super::is_release_key(key),
             ip: KeyMatcher::is_ip_field(key),
             sensitivity: scrubber.keys.classify(key),
         }
@@ -311,6 +312,9 @@ impl<'j> Pass<'_, 'j> {
             self.pos += 1;
             return Ok(());
         }
+        // `{"name": "password", "value": "..."}`: the name is the value's key.
+        let mut named: Option<KeyClass> = None;
+        let mut value_seen = false;
         loop {
             self.ws();
             let (_, _, key) = self.string()?;
@@ -333,8 +337,36 @@ impl<'j> Pass<'_, 'j> {
                     class
                 }
             };
-            self.entry(class, path)?;
+            let start = self.pos;
+            match (key, named) {
+                ("value", Some(name)) => self.entry(
+                    KeyClass {
+                        safe_key: class.safe_key,
+                        ..name
+                    },
+                    path,
+                )?,
+                _ => self.entry(class, path)?,
+            }
             path.pop();
+            if key == "value" {
+                value_seen = true;
+            } else if key == "name" && self.bytes[start] == b'"' {
+                let raw = &self.text[start..self.pos];
+                let name: Cow<'_, str> = if raw.contains('\\') {
+                    Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
+                } else {
+                    Cow::Borrowed(&raw[1..raw.len() - 1])
+                };
+                let scrubber = self.walk.scrubber;
+                if scrubber.keys.classify(&name) != Sensitivity::None {
+                    // A value before its name: the tree pass reads both first.
+                    if value_seen {
+                        return Err(Fallback);
+                    }
+                    named = Some(KeyClass::of(scrubber, &name));
+                }
+            }
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -348,16 +380,6 @@ impl<'j> Pass<'_, 'j> {
     }
 
     fn array(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
-        let pairs = self.is_pairs()?;
-        if pairs {
-            // The look ahead scans the whole array, so pairs inside pairs
-            // inside pairs would be scanned once per level. Real events
-            // nest them once or twice; deeper goes to the tree, which is linear.
-            if self.pairs_depth == MAX_PAIRS_DEPTH {
-                return Err(Fallback);
-            }
-            self.pairs_depth += 1;
-        }
         self.expect(b'[')?;
         self.ws();
         if self.peek()? == b']' {
@@ -373,7 +395,15 @@ impl<'j> Pass<'_, 'j> {
             path.push(Seg::Index(index));
             let start = self.pos;
             let option = flag.filter(|_| !self.bytes[start..].starts_with(b"\"-"));
-            if pairs {
+            let pair = self.peek()? == b'[' && self.is_pair()?;
+            if pair {
+                // The look ahead scans the whole pair, so pairs inside pairs
+                // inside pairs would be scanned once per level. Real events
+                // nest them once or twice; deeper goes to the tree, which is linear.
+                if self.pairs_depth == MAX_PAIRS_DEPTH {
+                    return Err(Fallback);
+                }
+                self.pairs_depth += 1;
                 // `[["token", "abc"], ...]`: query strings, headers and cookies as pairs.
                 self.expect(b'[')?;
                 self.ws();
@@ -393,6 +423,7 @@ impl<'j> Pass<'_, 'j> {
                 path.pop();
                 self.ws();
                 self.expect(b']')?;
+                self.pairs_depth -= 1;
             } else if self.walk.skip(path) {
                 self.skip_value()?;
             } else if let Some(class) = option {
@@ -408,9 +439,6 @@ impl<'j> Pass<'_, 'j> {
                 b',' => self.pos += 1,
                 b']' => {
                     self.pos += 1;
-                    if pairs {
-                        self.pairs_depth -= 1;
-                    }
                     return Ok(());
                 }
                 _ => return Err(Fallback),
@@ -438,39 +466,91 @@ impl<'j> Pass<'_, 'j> {
             .map(|name| KeyClass::of(scrubber, name)))
     }
 
-    /// Whether the array at the cursor is non-empty and all `[string, value]`
-    /// pairs (a look ahead; the cursor stays).
-    fn is_pairs(&mut self) -> Result<bool, Fallback> {
+    /// Whether the array at the cursor is a `[string, value]` pair (a look
+    /// ahead; the cursor stays).
+    fn is_pair(&mut self) -> Result<bool, Fallback> {
         let saved = self.pos;
-        let pairs = self.pairs_ahead();
+        let pair = self.pair_ahead();
         self.pos = saved;
-        pairs
+        pair
     }
 
-    fn pairs_ahead(&mut self) -> Result<bool, Fallback> {
-        self.expect(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
+    fn pair_ahead(&mut self) -> Result<bool, Fallback> {
+        if !self.eat(b'[')? || self.peek()? != b'"' {
             return Ok(false);
         }
+        self.string()?;
+        self.ws();
+        if !self.eat(b',')? {
+            return Ok(false);
+        }
+        self.skip_value()?;
+        self.ws();
+        self.eat(b']')
+    }
+
+    /// Whether the object at the cursor is a typed attribute (`{"value":
+    /// ..., "type": "string"}`: no other keys than `value`, `type` and
+    /// `unit`, and a `value`); a look ahead, the cursor stays.
+    fn is_typed(&mut self) -> Result<bool, Fallback> {
+        let saved = self.pos;
+        let typed = self.typed_ahead();
+        self.pos = saved;
+        typed
+    }
+
+    fn typed_ahead(&mut self) -> Result<bool, Fallback> {
+        self.expect(b'{')?;
+        let mut value = false;
         loop {
             self.ws();
-            if !self.eat(b'[')? || self.peek()? != b'"' {
+            if self.peek()? != b'"' {
                 return Ok(false);
             }
-            self.string()?;
+            let (_, _, key) = self.string()?;
+            match &*key {
+                "value" => value = true,
+                "type" | "unit" => {}
+                _ => return Ok(false),
+            }
             self.ws();
-            if !self.eat(b',')? {
-                return Ok(false);
-            }
+            self.expect(b':')?;
+            self.ws();
             self.skip_value()?;
             self.ws();
-            if !self.eat(b']')? {
-                return Ok(false);
-            }
             match self.peek()? {
                 b',' => self.pos += 1,
-                b']' => return Ok(true),
+                b'}' => return Ok(value),
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    /// A typed attribute under a key of `class`: its value is judged by
+    /// that key; `type` and `unit` stay.
+    fn typed(&mut self, class: KeyClass, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        self.expect(b'{')?;
+        loop {
+            self.ws();
+            let (_, _, key) = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            if key == "value" {
+                path.push(Seg::Key("value"));
+                let safe_key = KeyClass::of(self.walk.scrubber, "value").safe_key;
+                self.entry(KeyClass { safe_key, ..class }, path)?;
+                path.pop();
+            } else {
+                self.skip_value()?;
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
                 _ => return Err(Fallback),
             }
         }
@@ -498,6 +578,9 @@ impl<'j> Pass<'_, 'j> {
             Sensitivity::None => false,
         };
         if secret {
+            if self.peek()? == b'{' && self.is_typed()? {
+                return self.typed(class, path);
+            }
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
             self.skip_value()?;
