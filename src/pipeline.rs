@@ -1155,13 +1155,31 @@ fn scrub_kind(item: &Item) -> ScrubKind {
         return ScrubKind::Text;
     }
     if item.ty == ItemType::Other {
-        // An unknown type that is JSON is scrubbed as JSON; anything else is opaque.
+        // An unknown type that is JSON is scrubbed as JSON.
         let first = item.payload.iter().find(|b| !b.is_ascii_whitespace());
         if matches!(first, Some(b'{') | Some(b'[')) {
             return ScrubKind::Json { required: false };
         }
     }
+    // An attachment or unknown item whose name and type say nothing (the
+    // Java, .NET and Cocoa SDKs send `application/octet-stream`; `app.log.1`,
+    // `logcat`, `.env`, HAR files, `statsd` lines) is scrubbed as text when
+    // its bytes are text: UTF-8 without control bytes (a minidump, an image
+    // or a compressed file has some early on).
+    if matches!(item.ty, ItemType::Attachment | ItemType::Other) && looks_like_text(&item.payload) {
+        return ScrubKind::Text;
+    }
     ScrubKind::Binary
+}
+
+/// Whether bytes are text: valid UTF-8, and no control byte but tab, line
+/// ends, form feed and escape (colours in logs). Empty is not.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && !bytes
+            .iter()
+            .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b))
+        && std::str::from_utf8(bytes).is_ok()
 }
 
 /// Client report entries read per report; the rest are skipped unkept.

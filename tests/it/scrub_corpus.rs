@@ -208,6 +208,13 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
             .as_bytes(),
     );
     body.extend_from_slice(LOG.as_bytes());
+    // The same log as the Java, .NET and Cocoa SDKs label a file: no
+    // extension that says text, `application/octet-stream`.
+    body.extend_from_slice(
+        format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"logcat\",\"content_type\":\"application/octet-stream\"}}\n", LOG.len())
+            .as_bytes(),
+    );
+    body.extend_from_slice(LOG.as_bytes());
     body.extend_from_slice(
         format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"shot.png\",\"content_type\":\"image/png\"}}\n", binary.len())
             .as_bytes(),
@@ -282,10 +289,10 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     let got = consume_async(
         kafka.bootstrap_servers(),
         &["ingest-events", "ingest-attachments"],
-        3 * events.len(),
+        4 * events.len(),
     )
     .await;
-    assert_eq!(got.len(), 3 * events.len());
+    assert_eq!(got.len(), 4 * events.len());
     let mut saw_incoming_meta = false;
     for m in &got {
         let payload = String::from_utf8_lossy(&m.payload);
