@@ -230,7 +230,7 @@ impl Delivery {
         if let Some(e) = spool.failing() {
             return Some(format!("{and}spool writes failing: {e}"));
         }
-        (spool.usage().bytes >= self.spool_max_size).then(|| format!("{and}the spool is full"))
+        spool.is_full().then(|| format!("{and}the spool is full"))
     }
 
     /// Items the spool holds, not delivered yet (0 without a spool): at the

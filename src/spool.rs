@@ -107,6 +107,10 @@ const BLOCK: usize = 4096;
 const UNREADABLE: &str = "cannot be read from the disk";
 /// Items read back for the replay are read in runs of up to about this many bytes.
 const READ_RUN: u64 = 1 << 20;
+/// The most of a refused append that [`Spool::is_full`] keeps asking room
+/// for (a large event): one big attachment refused must not call a spool
+/// that still takes events full.
+const FULL_FOR: u64 = 64 << 10;
 /// The extension of drained segment files kept for reuse.
 const SPARE_EXT: &str = "spare";
 /// The numbers reserved so far (u64 and its CRC-32, little-endian).
@@ -252,6 +256,8 @@ struct Index {
     replayable: u64,
     /// Removed items whose removal record the writer has not written yet.
     removed: Vec<u64>,
+    /// The bytes of the last append refused for want of room (0: none yet).
+    refused: u64,
 }
 
 struct Slot {
@@ -459,6 +465,16 @@ impl Spool {
         }
     }
 
+    /// Whether the spool is full: its bytes reached `max_size`, or what it
+    /// last refused for want of room (up to [`FULL_FOR`]) still would not
+    /// fit. Block padding and record headers mean the bytes alone may never
+    /// reach the limit while every append is refused.
+    pub fn is_full(&self) -> bool {
+        let index = self.index();
+        let want = index.refused.min(FULL_FOR);
+        index.disk_bytes + index.reserved + want >= self.inner.max_size
+    }
+
     /// Items the replay may take now.
     pub fn replayable(&self) -> u64 {
         self.index().replayable
@@ -522,6 +538,7 @@ impl Spool {
         {
             let mut index = self.index();
             if index.disk_bytes + index.reserved + size > self.inner.max_size {
+                index.refused = size;
                 return Err(SpoolError::Full);
             }
             index.reserved += size;

@@ -158,12 +158,17 @@ async fn a_full_spool_refuses_whole_requests_and_keeps_what_it_has() {
         .append(&[record(0), record(2)], false)
         .await
         .expect("two fit");
+    assert!(!spool.is_full());
     // Two more would pass the limit: neither is taken.
     assert!(matches!(
         spool.append(&[record(4), record(6)], false).await,
         Err(SpoolError::Full)
     ));
     assert_eq!(spool.usage().items, 2);
+    // Full (not ready), though its bytes are short of the limit: what it
+    // refused does not fit.
+    assert!(spool.usage().bytes < three);
+    assert!(spool.is_full());
     spool.append(&[record(8)], false).await.expect("one fits");
     assert_eq!(spool.usage().bytes, three);
     assert!(matches!(
@@ -176,6 +181,7 @@ async fn a_full_spool_refuses_whole_requests_and_keeps_what_it_has() {
     spool.sync().await.expect("sync");
     // The segment is written over from its start again.
     assert_eq!(spool.usage(), Usage::default());
+    assert!(!spool.is_full());
     spool
         .append(&[record(10)], false)
         .await

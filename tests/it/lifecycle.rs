@@ -342,13 +342,37 @@ async fn a_full_spool_answers_503_and_keeps_what_it_holds() {
     );
     let readyz = reqwest::get(relay.admin_url("/readyz")).await.unwrap();
     assert_eq!(readyz.status(), 200, "not full yet: small items still fit");
+    // Smaller items until one is refused too: then the spool is full for
+    // what it takes, though its bytes never reach the limit exactly.
+    let small = vec![b'x'; 40 * 1024];
+    let mut refused_small = false;
+    for _ in 0..10 {
+        let (status, id) =
+            post_attachment(client.clone(), relay.envelope_url(), small.clone()).await;
+        match status {
+            200 => accepted.push(id),
+            503 => {
+                refused_small = true;
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused_small, "a 1 MiB spool refuses at last");
+    let readyz = reqwest::get(relay.admin_url("/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz.text().await.unwrap().contains("the spool is full"));
 
     kafka.broker_up(1).expect("mock broker comes up");
-    let mut got: Vec<String> = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 3)
-        .await
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
+    let mut got: Vec<String> = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events"],
+        accepted.len(),
+    )
+    .await
+    .into_iter()
+    .map(|m| m.key)
+    .collect();
     got.sort();
     accepted.sort();
     assert_eq!(got, accepted);
