@@ -974,11 +974,8 @@ impl Config {
         if raw.outcomes.window < Duration::from_secs(1) {
             return Err(ConfigError::new("outcomes.window", "must be at least 1s"));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-            return Err(ConfigError::new(
-                "log.level",
-                format!("{:?} is not a log filter: {e}", raw.log.level),
-            ));
+        if let Err(e) = check_log_filter(&raw.log.level) {
+            return Err(ConfigError::new("log.level", e));
         }
 
         // Outcome records are part of the Kafka contract; the file sink holds items only.
@@ -1596,6 +1593,28 @@ fn validate_projects(
     Ok(projects)
 }
 
+/// The levels a log filter may name alone.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (tracing's `EnvFilter` syntax: `info`,
+/// `warn,edge_relay=debug`). A bare word that is no level is refused, though
+/// the syntax allows it (a target with every level): `warning` or `verbose`
+/// would otherwise match no target and silence every log line.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("{filter:?} is not a log filter: {e}"))?;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', ':', '[']);
+        if bare && !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(format!(
+                "{directive:?} is not a level (one of {}); a target alone needs a level: \"{directive}=debug\"",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1998,5 +2017,31 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("linger.ms"));
+    }
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use super::*;
+
+    #[test]
+    fn a_word_that_is_no_level_is_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "warn,edge_relay=debug",
+            "edge_relay::server=trace",
+            "off",
+            "",
+        ] {
+            assert!(check_log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["warning", "verbose", "info,warning"] {
+            let e = check_log_filter(bad).unwrap_err();
+            assert!(e.contains("is not a level"), "{e}");
+        }
+        let base = "[[projects]]\nid = 1\npublic_keys = [\"0123456789abcdef0123456789abcdef\"]\n";
+        let e = Config::from_toml(&format!("[log]\nlevel = \"warning\"\n{base}")).unwrap_err();
+        assert!(e.to_string().starts_with("log.level"), "{e}");
     }
 }

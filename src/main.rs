@@ -255,6 +255,8 @@ fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => {
+            edge_relay::config::check_log_filter(&env)
+                .map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
             EnvFilter::try_new(env).context("RUST_LOG is not a valid filter")?
         }
         _ => EnvFilter::try_new(level).context("log.level is not a valid filter")?,
