@@ -206,7 +206,7 @@ impl Relay {
         state.draining.store(true, Ordering::Relaxed);
         tracing::info!(grace = ?grace, open_connections = connections.count(), "draining");
 
-        let requests_finished = tokio::time::timeout_at(deadline, connections.shutdown())
+        let requests_finished = tokio::time::timeout_at(deadline, connections.closed())
             .await
             .is_ok();
         // Every outcome so far, open windows too, before the final flush.
@@ -258,16 +258,21 @@ async fn serve_sdk(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = Duration>,
-) -> (Duration, GracefulShutdown) {
+) -> (Duration, OpenConnections) {
     let config = state.pipeline.config.load_full();
     let server = &config.server;
     // When the signal comes, readiness is withdrawn at once, but the listener
     // stays open for the drain delay so that load balancers notice first.
     let drain_delay = config.shutdown.drain_delay;
     let draining = state.clone();
+    // Tells open connections that the drain began: HTTP/2 ones are sent a
+    // GOAWAY (HTTP/1 answers say `Connection: close` meanwhile), so that
+    // clients open their next connection elsewhere before the listener closes.
+    let (drain_begun, drain_seen) = watch::channel(false);
     let shutdown = async move {
         let grace = shutdown.await;
         draining.draining.store(true, Ordering::Relaxed);
+        drain_begun.send_replace(true);
         if !drain_delay.is_zero() {
             tracing::info!(
                 ?drain_delay,
@@ -296,9 +301,10 @@ async fn serve_sdk(
         // Dead peers are found and their connections closed.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let connections = GracefulShutdown::new();
-    // Tells connections that have not sent a byte yet to close: hyper's
-    // graceful shutdown only reaches the ones it serves.
+    let connections = OpenConnections(watch::Sender::new(()));
+    // Tells every connection that the listener closed: one that has not sent
+    // a byte yet closes, the others finish what is in flight and close (a
+    // GOAWAY on HTTP/2, `Connection: close` or an idle close on HTTP/1).
     let (stopping, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     let grace = loop {
@@ -317,24 +323,28 @@ async fn serve_sdk(
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let builder = builder.clone();
-        let watcher = connections.watcher();
+        let open = connections.0.subscribe();
         let deadline = server.header_read_timeout;
         let idle_timeout = server.idle_timeout;
         let mut stopped = stopped.clone();
+        let mut drain_seen = drain_seen.clone();
         tokio::spawn(async move {
             // hyper's protocol detection has no deadline of its own: a client that
             // connects and sends nothing (or half an HTTP/2 preface) would hold a
             // connection slot forever.
-            tokio::select! {
+            let http2 = tokio::select! {
                 biased;
-                first = tokio::time::timeout(deadline, first_bytes(&stream)) => if first.is_err() {
-                    refused(&state, "silent");
-                    return;
+                first = tokio::time::timeout(deadline, first_bytes(&stream)) => match first {
+                    Ok(http2) => http2,
+                    Err(_) => {
+                        refused(&state, "silent");
+                        return;
+                    }
                 },
                 // The relay stops: nothing was asked on this connection, so
                 // nothing is cut short (an HTTP client's spare connection).
                 _ = stopped.wait_for(|stop| *stop) => return,
-            }
+            };
             let counted = state.clone();
             let activity = Arc::new(Activity::default());
             let tracked = activity.clone();
@@ -347,15 +357,27 @@ async fn serve_sdk(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let conn = watcher.watch(
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned(),
-            );
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             tokio::pin!(conn);
             let check = (idle_timeout / 4).max(Duration::from_millis(100));
+            // The drain began: an HTTP/2 client is told now to take its next
+            // requests elsewhere (its streams in flight finish).
+            let mut told = !http2;
+            // The listener closed: every connection is told.
+            let mut closing = false;
             loop {
                 tokio::select! {
+                    _ = drain_seen.wait_for(|begun| *begun), if !told => {
+                        told = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = stopped.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        told = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     result = &mut conn => {
                         if let Err(e) = result {
                             match e.downcast_ref::<hyper::Error>().and_then(refusal) {
@@ -381,10 +403,25 @@ async fn serve_sdk(
                 }
             }
             drop(permit);
+            drop(open);
         });
     };
     let _ = stopping.send(true);
     (grace, connections)
+}
+
+/// The SDK connections still open: each holds a receiver until it ends.
+struct OpenConnections(watch::Sender<()>);
+
+impl OpenConnections {
+    fn count(&self) -> usize {
+        self.0.receiver_count()
+    }
+
+    /// Resolves once every connection has ended.
+    async fn closed(&self) {
+        self.0.closed().await
+    }
 }
 
 /// Requests in flight on one connection, and when the last one ended.
@@ -481,13 +518,14 @@ async fn accept(listener: &TcpListener, which: &str) -> Option<tokio::net::TcpSt
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Resolves once the client has sent enough to tell HTTP/1 from HTTP/2.
-async fn first_bytes(stream: &tokio::net::TcpStream) {
+async fn first_bytes(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 24];
     loop {
         match stream.peek(&mut buf).await {
             // Closed, or an error: hyper will see it and end the connection.
-            Ok(0) | Err(_) => return,
-            Ok(n) if n == H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) => return,
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n == H2_PREFACE.len() => return buf[..] == *H2_PREFACE,
+            Ok(n) if !H2_PREFACE.starts_with(&buf[..n]) => return false,
             // Part of an HTTP/2 preface: wait for the rest without spinning.
             Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
@@ -547,6 +585,13 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
             r
         }
     };
+    if http1 && state.draining.load(Ordering::Relaxed) {
+        // The relay is stopping: the client's next request should go to a
+        // new connection (another instance), not down this one.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     add_cors(response.headers_mut());
     let metrics = &state.pipeline.metrics;
     let status = response.status();

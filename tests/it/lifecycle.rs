@@ -876,18 +876,37 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
 }
 
 /// On shutdown, readiness is withdrawn at once while the listener keeps
-/// accepting for the drain delay: a client that has not noticed yet is served.
+/// accepting for the drain delay: a client that has not noticed yet is
+/// served, and told to take its next request elsewhere (`Connection: close`
+/// on HTTP/1; a GOAWAY, then the close, on an HTTP/2 connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     let sink = sink_file();
     let text = config_text(&format!(
-        "{}[shutdown]\ngrace_period = \"30s\"\ndrain_delay = \"5s\"\n",
+        "{}[shutdown]\ngrace_period = \"30s\"\ndrain_delay = \"10s\"\n",
         sink.section
     ));
     let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
     let admin = relay.admin_url("/readyz");
     let url = relay.envelope_url();
+    // An HTTP/2 connection open before the stop, one request answered on it.
+    let tcp = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
+    let (h2, h2_conn) = h2::client::handshake(tcp).await.unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = hyper::Request::post(&url)
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(())
+        .unwrap();
+    let (answer, mut body) = h2.send_request(request, false).unwrap();
+    body.send_data(
+        envelope_with_attachment(&new_event_id(), b"h2").into(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+
     let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
     wait_until(
         "readiness was never withdrawn",
@@ -895,7 +914,18 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
         async || client.get(&admin).send().await.unwrap().status() == 503,
     )
     .await;
-    // Not ready, yet still accepting: a late client gets its answer.
+    // The HTTP/2 connection is sent a GOAWAY and, with nothing in flight,
+    // closed, while the listener still accepts (below).
+    h2_conn
+        .await
+        .unwrap()
+        .expect("the relay ends its HTTP/2 connection cleanly");
+    assert!(
+        h2.ready().await.is_err(),
+        "the ended connection takes no new request"
+    );
+    // Not ready, yet still accepting: a late client gets its answer, and is
+    // told not to send the next one down this connection.
     let r = client
         .post(&url)
         .header("x-sentry-auth", auth_header(KEY))
@@ -904,11 +934,15 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
     let report = stopping.await.unwrap();
     assert!(report.requests_finished);
     assert_eq!(
         std::fs::read_to_string(&sink.path).unwrap().lines().count(),
-        2
+        4
     );
 }
 
