@@ -331,6 +331,19 @@ fn follows_sampling(ty: ItemType) -> bool {
     )
 }
 
+/// Items that belong to the envelope's event or transaction and are dropped
+/// with it, for whatever reason it was dropped (as Sentry does): an event's
+/// attachments and user report, a transaction's attachments and profile.
+/// Without their event they are orphans nobody can see, that still cost
+/// quota and storage.
+fn belongs_to(primary: ItemType, ty: ItemType) -> bool {
+    match primary {
+        ItemType::Event => matches!(ty, ItemType::Attachment | ItemType::UserReport),
+        ItemType::Transaction => matches!(ty, ItemType::Attachment | ItemType::Profile),
+        _ => false,
+    }
+}
+
 /// A rate for the `sample_rate` header: as short as it can be and still exact.
 fn format_rate(rate: f64) -> String {
     let text = format!("{rate}");
@@ -448,13 +461,32 @@ impl Pipeline {
         let now = self.clock.now();
         let mut limits: Vec<Limited> = Vec::new();
         let mut records = Vec::with_capacity(checked.len());
-        for (item, category, check) in checked {
-            let drop = |fates: &mut Vec<ItemFate>, reason| {
+        // The envelope's event or transaction goes first (the others keep
+        // their order): the items that belong to it share its fate.
+        let primary = checked
+            .iter()
+            .map(|(item, _, _)| item.ty)
+            .find(|ty| matches!(ty, ItemType::Event | ItemType::Transaction));
+        checked.sort_by_key(|(item, _, _)| Some(item.ty) != primary);
+        // Why the primary item was dropped, once it was.
+        let mut primary_dropped: Option<DropReason> = None;
+        for (index, (item, category, check)) in checked.into_iter().enumerate() {
+            let is_primary = index == 0 && primary.is_some();
+            let inherited =
+                primary_dropped.filter(|_| primary.is_some_and(|p| belongs_to(p, item.ty)));
+            let mut drop = |fates: &mut Vec<ItemFate>, reason| {
+                if is_primary {
+                    primary_dropped = Some(reason);
+                }
                 fates.push(ItemFate {
                     category: category.as_str(),
                     result: Err(reason),
                 })
             };
+            if let Some(reason) = inherited {
+                drop(&mut fates, reason);
+                continue;
+            }
             let Checked { own_id, event } = match check {
                 Ok(checked) => checked,
                 Err(reason) => {

@@ -588,15 +588,28 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
     .unwrap();
     assert_eq!(r.status(), 200);
 
-    // Item-level problems: the bad item is dropped and counted, the rest goes through.
+    // Item-level problems: the bad item is dropped and counted (with the
+    // attachment that belongs to it), the rest goes through.
     let before_ok = relay.metric(
         "edge_relay_items_accepted_total",
-        &[("project", "42"), ("category", "attachment")],
+        &[("project", "42"), ("category", "session")],
     );
     let mut mixed = b"{}\n{\"type\":\"event\"}\n{not json\n".to_vec();
     mixed.extend_from_slice(b"{\"type\":\"attachment\",\"length\":2}\nok\n");
+    mixed.extend_from_slice(b"{\"type\":\"session\",\"length\":2}\n{}\n");
     let r = post(&client, &envelope_url, "", mixed, Some(KEY)).await;
-    assert_eq!(r.status(), 200, "the attachment was accepted");
+    assert_eq!(r.status(), 200, "the session was accepted");
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "attachment"),
+                ("reason", "invalid")
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         relay.metric(
             "edge_relay_items_dropped_total",
@@ -611,7 +624,7 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
     assert_eq!(
         relay.metric(
             "edge_relay_items_accepted_total",
-            &[("project", "42"), ("category", "attachment")]
+            &[("project", "42"), ("category", "session")]
         ),
         before_ok + 1.0
     );

@@ -329,10 +329,10 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
         .await;
         assert_eq!(r.status(), 429);
     }
-    // 1 invalid event next to a good attachment.
+    // 1 invalid event with its attachment: both dropped.
     let mut mixed = b"{}\n{\"type\":\"event\"}\n{broken\n".to_vec();
     mixed.extend_from_slice(b"{\"type\":\"attachment\",\"length\":2}\nok\n");
-    assert_eq!(post(&client, &relay, mixed).await.status(), 200);
+    assert_eq!(post(&client, &relay, mixed).await.status(), 400);
     // 1 envelope with an unknown key: refused whole.
     let r = client
         .post(relay.envelope_url())
@@ -353,7 +353,7 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
         ("envelope", 1.0),
     ]
     .into();
-    let expected_accepted: BTreeMap<&str, f64> = [("error", 3.0), ("attachment", 4.0)].into();
+    let expected_accepted: BTreeMap<&str, f64> = [("error", 3.0), ("attachment", 3.0)].into();
 
     // The shutdown produces every outcome of open windows too.
     let registry = relay.registry.clone();
@@ -422,7 +422,7 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
     let items = consume_async(
         kafka.bootstrap_servers(),
         &["ingest-events", "ingest-attachments", "ingest-transactions"],
-        7,
+        6,
     )
     .await;
     assert_eq!(
@@ -434,7 +434,7 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
             .iter()
             .filter(|m| m.topic == "ingest-attachments")
             .count(),
-        4
+        3
     );
     assert_eq!(
         items
@@ -442,5 +442,120 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
             .filter(|m| m.topic == "ingest-transactions")
             .count(),
         0
+    );
+}
+
+/// An envelope's attachments and user report belong to its event: when the
+/// event is dropped (over its quota, or invalid) they are dropped with it,
+/// for the same reason, wherever they stand in the envelope; items that do
+/// not belong to it (a session) keep their own fate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_of_a_dropped_event_are_dropped_with_it() {
+    let kafka = mock_kafka();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 60\n",
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    let envelope = |id: &str, event: &[u8]| {
+        let report = serde_json::to_vec(&serde_json::json!({
+            "event_id": id, "name": "Jane", "comments": "it broke"
+        }))
+        .unwrap();
+        let session = br#"{"sid":"7c7b6e2a1c3e4b5f8a9d0e1f2a3b4c5d","init":true,"status":"ok","attrs":{"release":"app@1.0"}}"#;
+        let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
+        for (header, payload) in [
+            (
+                "{\"type\":\"attachment\",\"filename\":\"log.txt\",\"length\":5}".to_string(),
+                &b"hello"[..],
+            ),
+            (
+                format!("{{\"type\":\"event\",\"length\":{}}}", event.len()),
+                event,
+            ),
+            (
+                format!("{{\"type\":\"user_report\",\"length\":{}}}", report.len()),
+                &report,
+            ),
+            (
+                format!("{{\"type\":\"session\",\"length\":{}}}", session.len()),
+                &session[..],
+            ),
+        ] {
+            body.extend_from_slice(header.as_bytes());
+            body.push(b'\n');
+            body.extend_from_slice(payload);
+            body.push(b'\n');
+        }
+        body
+    };
+    let event = |id: &str| {
+        serde_json::to_vec(&serde_json::json!({"event_id": id, "message": "m"})).unwrap()
+    };
+
+    // Within the quota: all four go through.
+    let id = new_event_id();
+    let r = post(&client, &relay, envelope(&id, &event(&id))).await;
+    assert_eq!(r.status(), 200);
+    for category in ["error", "attachment", "user_report", "session"] {
+        assert_eq!(
+            relay.metric(
+                "edge_relay_items_accepted_total",
+                &[("project", "42"), ("category", category)]
+            ),
+            1.0,
+            "{category}"
+        );
+    }
+
+    // Over the error quota: the attachment (before the event) and the user
+    // report go with it; the session is accepted.
+    let id = new_event_id();
+    let r = post(&client, &relay, envelope(&id, &event(&id))).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.headers()["x-sentry-rate-limits"],
+        "60:error:project:quota_exceeded"
+    );
+    for category in ["error", "attachment", "user_report"] {
+        assert_eq!(relay.dropped(category, "rate_limited"), 1.0, "{category}");
+    }
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_accepted_total",
+            &[("project", "42"), ("category", "session")]
+        ),
+        2.0
+    );
+
+    // An event that is no JSON object: its items are dropped as invalid.
+    let id = new_event_id();
+    let r = post(&client, &relay, envelope(&id, b"[1,2]")).await;
+    assert_eq!(r.status(), 200, "the session was accepted");
+    for category in ["error", "attachment", "user_report"] {
+        assert_eq!(relay.dropped(category, "invalid"), 1.0, "{category}");
+        assert_eq!(
+            relay.metric(
+                "edge_relay_items_accepted_total",
+                &[("project", "42"), ("category", category)]
+            ),
+            1.0,
+            "{category}: only the first envelope's"
+        );
+    }
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-attachments", "ingest-sessions"],
+        4,
+    )
+    .await;
+    assert_eq!(
+        got.iter()
+            .filter(|m| m.topic == "ingest-attachments")
+            .count(),
+        1,
+        "only the first envelope's attachment was produced"
     );
 }
