@@ -64,3 +64,55 @@ fn the_readme_catalog_lists_every_metric() {
         );
     }
 }
+
+/// The `expr` of one alert in `alerts.yml` (one-line expressions).
+fn alert_expr(name: &str) -> String {
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let at = alerts
+        .find(&format!("alert: {name}\n"))
+        .unwrap_or_else(|| panic!("no alert {name}"));
+    let line = alerts[at..]
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("expr:"))
+        .unwrap();
+    line["expr:".len()..].trim().to_owned()
+}
+
+/// Evaluates `name == N` or `name{label="value"} == N` against a relay's
+/// series: whether the alert would fire (its `for` aside).
+fn fires(expr: &str, relay: &crate::support::TestRelay) -> bool {
+    let (series, value) = expr.split_once(" == ").expect("a comparison");
+    let value: f64 = value.trim().parse().expect("a number");
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => {
+            let (k, v) = rest.trim_end_matches('}').split_once('=').unwrap();
+            (name, vec![(k, v.trim_matches('"'))])
+        }
+        None => (series, vec![]),
+    };
+    relay.metric(name, &labels) == value
+}
+
+/// `EdgeRelayKafkaDown` pages when the relay cannot reach its brokers, and
+/// stays quiet on a relay writing to the file sink (which has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_alert_fires_on_a_broker_down_not_on_the_file_sink() {
+    use crate::support::*;
+    let expr = alert_expr("EdgeRelayKafkaDown");
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
+    relay.wait_ready().await;
+    assert!(!fires(&expr, &relay), "{expr} fires on the file sink");
+    relay.stop(std::time::Duration::from_secs(5)).await;
+
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    wait_until(
+        "the relay never saw the broker down",
+        std::time::Duration::from_millis(50),
+        async || fires(&expr, &relay),
+    )
+    .await;
+}
