@@ -520,6 +520,22 @@ impl Pipeline {
                     .quota_decisions
                     .with_label_values(&[&project.label, "limited"])
                     .inc();
+                if limited.never {
+                    // Larger than the quota's whole burst: waiting will not
+                    // help, and the SDK must not back off the category for it.
+                    why.get_or_insert_with(|| {
+                        (
+                            DropReason::TooLarge,
+                            format!(
+                                "{} ({} bytes) is larger than the quota's burst",
+                                item.type_name,
+                                item.payload.len()
+                            ),
+                        )
+                    });
+                    drop(&mut fates, DropReason::TooLarge);
+                    continue;
+                }
                 if !limits.contains(&limited) {
                     limits.push(limited);
                 }

@@ -105,6 +105,10 @@ pub struct Limited {
     pub categories: Vec<DataCategory>,
     /// The quota's scope.
     pub scope: Scope,
+    /// The item alone is more than the bucket holds when full (an attachment
+    /// larger than the quota's burst): no wait lets it through, so it is
+    /// refused as too large rather than rate limited.
+    pub never: bool,
 }
 
 /// A monotonic clock: time since some fixed start. Passed in, so tests control it.
@@ -231,12 +235,17 @@ impl Buckets {
             levels.push(tokens);
             if tokens < need {
                 let retry_after = retry_after(quota, tokens, need);
-                let worse = refused.as_ref().is_none_or(|r| retry_after > r.retry_after);
+                // (A quota of 0 blocks on purpose: that is a rate limit.)
+                let never = quota.limit > 0 && need > quota.burst as f64;
+                let worse = refused
+                    .as_ref()
+                    .is_none_or(|r| (never, retry_after) > (r.never, r.retry_after));
                 if worse {
                     refused = Some(Limited {
                         retry_after,
                         categories: quota.categories.clone(),
                         scope: quota.scope,
+                        never,
                     });
                 }
             }

@@ -559,3 +559,65 @@ async fn items_of_a_dropped_event_are_dropped_with_it() {
         "only the first envelope's attachment was produced"
     );
 }
+
+/// An attachment larger than its quota's whole burst can never pass: it is
+/// dropped as `too_large` (413 when nothing else got through), and the SDK
+/// is not told to back off the category, so smaller attachments still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_larger_than_the_burst_is_too_large_not_rate_limited() {
+    let kafka = mock_kafka();
+    let text = with_project_settings(
+        &kafka.bootstrap_servers(),
+        "[[projects.quotas]]\ncategories = [\"attachment\"]\nlimit = 1000\nwindow_secs = 60\n",
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let client = reqwest::Client::new();
+    let attachment = |bytes: &[u8]| {
+        let mut body = b"{}\n".to_vec();
+        body.extend_from_slice(
+            format!(
+                "{{\"type\":\"attachment\",\"filename\":\"dump.bin\",\"length\":{}}}\n",
+                bytes.len()
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.push(b'\n');
+        body
+    };
+    let r = post(&client, &relay, attachment(&[7u8; 2000])).await;
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("x-sentry-rate-limits").is_none());
+    assert!(r.headers().get("retry-after").is_none());
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("larger than the quota's burst"),
+        "the answer says why"
+    );
+    assert_eq!(relay.dropped("attachment", "too_large"), 1.0);
+    assert_eq!(relay.dropped("attachment", "rate_limited"), 0.0);
+
+    // With its event: the event goes through (200), the attachment does not.
+    let id = new_event_id();
+    let r = post(&client, &relay, envelope_with_attachment(&id, &[7u8; 2000])).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(relay.dropped("attachment", "too_large"), 2.0);
+
+    // The bucket was not charged: two attachments of 500 bytes fill it, the
+    // third is rate limited as usual.
+    for _ in 0..2 {
+        assert_eq!(
+            post(&client, &relay, attachment(&[1u8; 500]))
+                .await
+                .status(),
+            200
+        );
+    }
+    let r = post(&client, &relay, attachment(&[1u8; 500])).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("x-sentry-rate-limits").is_some());
+    assert_eq!(relay.dropped("attachment", "rate_limited"), 1.0);
+}
