@@ -460,7 +460,12 @@ pub fn render(registry: &Registry) -> String {
 /// The discard reasons SDKs report in client reports; anything else is `other`,
 /// so an SDK cannot grow the label set.
 pub fn client_discard_reason(reason: &str) -> &'static str {
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 16] = [
+        // What older SDKs report in the legacy lists (`rate_limited_events`,
+        // `filtered_events`, `filtered_sampling_events`).
+        "rate_limited",
+        "filtered",
+        "filtered_sampling",
         "queue_overflow",
         "cache_overflow",
         "buffer_overflow",
@@ -480,12 +485,30 @@ pub fn client_discard_reason(reason: &str) -> &'static str {
 
 /// A client report's category name as a bounded label.
 pub fn client_discard_category(category: &str) -> &'static str {
+    // Sentry's categories that are not item categories here, or count
+    // something else (bytes of logs, profile chunks, seconds of profiling):
+    // kept apart, never added to an item count of another unit.
+    const OWN: [&str; 8] = [
+        "log_byte",
+        "profile_chunk",
+        "profile_chunk_ui",
+        "profile_duration",
+        "profile_duration_ui",
+        "metric_bucket",
+        "security",
+        "monitor_seat",
+    ];
     match category {
         // SDKs name some categories differently from envelope item types.
-        "log_byte" | "log" => "log_item",
+        "log" => "log_item",
         "replay_video" => "replay",
-        "profile_chunk" => "profile",
         "span_indexed" => "span",
-        other => DataCategory::from_name(other).map_or("other", DataCategory::as_str),
+        "transaction_indexed" => "transaction",
+        "user_report_v2" => "feedback",
+        other => OWN
+            .into_iter()
+            .find(|own| *own == other)
+            .or_else(|| DataCategory::from_name(other).map(DataCategory::as_str))
+            .unwrap_or("other"),
     }
 }

@@ -1101,16 +1101,34 @@ impl Pipeline {
         }
         match serde_json::from_slice::<ClientReport>(payload) {
             Ok(report) => {
-                for d in &report.discarded_events.0 {
-                    self.metrics
-                        .client_discarded
-                        .with_label_values(&[
-                            project,
-                            metrics::client_discard_category(&d.category),
-                            metrics::client_discard_reason(&d.reason),
-                        ])
-                        // An SDK's count cannot wrap the counter.
-                        .inc_by(d.quantity.min(MAX_CLIENT_REPORT_QUANTITY));
+                let legacy = [
+                    (&report.rate_limited_events, Some("rate_limited")),
+                    (&report.filtered_events, Some("filtered")),
+                    (&report.filtered_sampling_events, Some("filtered_sampling")),
+                ];
+                let mut skipped = 0;
+                for (entries, outcome) in
+                    std::iter::once((&report.discarded_events, None)).chain(legacy)
+                {
+                    skipped += entries.skipped;
+                    for d in &entries.kept {
+                        // In the legacy lists, `reason` is a quota or filter
+                        // code: the list says what happened.
+                        let reason = outcome.unwrap_or(&d.reason);
+                        self.metrics
+                            .client_discarded
+                            .with_label_values(&[
+                                project,
+                                metrics::client_discard_category(&d.category),
+                                metrics::client_discard_reason(reason),
+                            ])
+                            // An SDK's count cannot wrap the counter.
+                            .inc_by(d.quantity.min(MAX_CLIENT_REPORT_QUANTITY));
+                    }
+                }
+                if skipped > 0 {
+                    // The rest of the report is still counted.
+                    tracing::debug!(project, skipped, "client report entries not understood");
                 }
             }
             Err(e) => {
@@ -1127,6 +1145,13 @@ impl Pipeline {
 struct ClientReport {
     #[serde(default)]
     discarded_events: FirstEntries,
+    // Lists of older SDKs, each standing for one outcome.
+    #[serde(default)]
+    rate_limited_events: FirstEntries,
+    #[serde(default)]
+    filtered_events: FirstEntries,
+    #[serde(default)]
+    filtered_sampling_events: FirstEntries,
 }
 
 /// One entry of a client report: what the SDK dropped, why, how many.
@@ -1137,10 +1162,24 @@ struct Discarded {
     quantity: u64,
 }
 
-/// The first [`MAX_CLIENT_REPORT_ENTRIES`] entries of a client report; the
-/// rest are skipped as they are parsed, neither kept nor checked.
+/// The first [`MAX_CLIENT_REPORT_ENTRIES`] entries of a client report's
+/// list; the rest are skipped as they are parsed, neither kept nor checked.
+/// An entry that is not of the shape (a quantity that is no count, a missing
+/// field) is skipped and counted, so that one odd entry does not cost the
+/// others.
 #[derive(Default)]
-struct FirstEntries(Vec<Discarded>);
+struct FirstEntries {
+    kept: Vec<Discarded>,
+    skipped: usize,
+}
+
+/// One entry, understood or not.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Understood(Discarded),
+    Other(serde::de::IgnoredAny),
+}
 
 impl<'de> Deserialize<'de> for FirstEntries {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -1154,15 +1193,18 @@ impl<'de> Deserialize<'de> for FirstEntries {
                 self,
                 mut seq: A,
             ) -> Result<FirstEntries, A::Error> {
-                let mut kept = Vec::new();
-                while kept.len() < MAX_CLIENT_REPORT_ENTRIES {
+                let mut entries = FirstEntries::default();
+                let mut read = 0;
+                while read < MAX_CLIENT_REPORT_ENTRIES {
                     match seq.next_element()? {
-                        Some(entry) => kept.push(entry),
-                        None => return Ok(FirstEntries(kept)),
+                        Some(Entry::Understood(entry)) => entries.kept.push(entry),
+                        Some(Entry::Other(_)) => entries.skipped += 1,
+                        None => return Ok(entries),
                     }
+                    read += 1;
                 }
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(FirstEntries(kept))
+                Ok(entries)
             }
         }
         d.deserialize_seq(Entries)

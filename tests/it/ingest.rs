@@ -724,7 +724,10 @@ async fn bad_inputs_are_refused_counted_and_harmless() {
 async fn client_reports_are_counted_not_forwarded() {
     let sink = sink_file();
     let relay = TestRelay::start(&config_text(&sink.section)).await;
-    let report = br#"{"timestamp":1795200000,"discarded_events":[{"reason":"queue_overflow","category":"error","quantity":3},{"reason":"made_up","category":"nonsense","quantity":2}]}"#;
+    // What SDKs send: item and byte categories, an entry the relay does not
+    // understand (a negative quantity) among good ones, and an older SDK's
+    // legacy lists.
+    let report = br#"{"timestamp":1795200000,"discarded_events":[{"reason":"queue_overflow","category":"error","quantity":3},{"reason":"made_up","category":"nonsense","quantity":2},{"reason":"buffer_overflow","category":"log_byte","quantity":4096},{"reason":"buffer_overflow","category":"log_item","quantity":7},{"reason":"sample_rate","category":"profile_chunk","quantity":5},{"reason":"send_error","category":"error","quantity":-1},{"reason":"send_error","category":"metric_bucket","quantity":6}],"rate_limited_events":[{"reason":"key_quota","category":"transaction","quantity":11}],"filtered_sampling_events":[{"reason":"Sampled:0","category":"transaction","quantity":13}]}"#;
     let mut body = b"{}\n{\"type\":\"client_report\"}\n".to_vec();
     body.extend_from_slice(report);
     body.push(b'\n');
@@ -758,6 +761,39 @@ async fn client_reports_are_counted_not_forwarded() {
             ]
         ),
         2.0
+    );
+    let discarded = |category: &str, reason: &str| {
+        relay.metric(
+            "edge_relay_client_discarded_total",
+            &[
+                ("project", "42"),
+                ("category", category),
+                ("reason", reason),
+            ],
+        )
+    };
+    // Bytes of logs are not log items; profile chunks are not profiles.
+    assert_eq!(discarded("log_byte", "buffer_overflow"), 4096.0);
+    assert_eq!(discarded("log_item", "buffer_overflow"), 7.0);
+    assert_eq!(discarded("profile_chunk", "sample_rate"), 5.0);
+    assert_eq!(discarded("profile", "sample_rate"), 0.0);
+    assert_eq!(discarded("metric_bucket", "send_error"), 6.0);
+    // The entry with a negative quantity is skipped; the rest are counted.
+    assert_eq!(discarded("error", "send_error"), 0.0);
+    // The legacy lists, by what they stand for.
+    assert_eq!(discarded("transaction", "rate_limited"), 11.0);
+    assert_eq!(discarded("transaction", "filtered_sampling"), 13.0);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", "42"),
+                ("category", "client_report"),
+                ("reason", "invalid")
+            ]
+        ),
+        0.0,
+        "the report was read"
     );
     relay.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(
