@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Items answered 200 in `memory` mode whose delivery then failed and that
     /// the spool could not take either.
     pub delivery_lost: IntCounter,
+    /// Outcome records neither produced nor spooled at shutdown.
+    pub outcomes_lost: IntCounter,
     /// Bytes of accepted items waiting for an ack or a spool write.
     pub in_flight_bytes: IntGauge,
     /// Bytes of request bodies held in memory, from their read until their answer.
@@ -256,6 +258,10 @@ impl Metrics {
                 "edge_relay_delivery_lost_total",
                 "Items answered 200 in memory mode, then neither delivered nor spooled.",
             )?,
+            outcomes_lost: IntCounter::new(
+                "edge_relay_outcomes_lost_total",
+                "Outcome records neither produced nor spooled at shutdown.",
+            )?,
             in_flight_bytes: IntGauge::new(
                 "edge_relay_in_flight_bytes",
                 "Bytes of accepted items waiting for Kafka's ack or a spool write.",
@@ -403,6 +409,7 @@ impl Metrics {
             Box::new(self.spool_undeliverable.clone()),
             Box::new(self.spool_possible_duplicates.clone()),
             Box::new(self.delivery_lost.clone()),
+            Box::new(self.outcomes_lost.clone()),
             Box::new(self.in_flight_bytes.clone()),
             Box::new(self.body_memory_bytes.clone()),
             Box::new(self.runtime_busy.clone()),

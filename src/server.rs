@@ -961,8 +961,9 @@ impl Load {
     }
 }
 
-/// Produces the records of closed windows (all windows when `all`); what
-/// fails to produce is kept for the next try.
+/// Produces the records of closed windows (all windows when `all`, at
+/// shutdown); what fails to produce is kept for the next try, or at shutdown
+/// spooled for the next start (lost and counted without a spool).
 async fn flush_outcomes(state: &State, all: bool) {
     let pipeline = &state.pipeline;
     if pipeline.config.load().outcomes_window.is_none() {
@@ -998,17 +999,46 @@ async fn flush_outcomes(state: &State, all: bool) {
         })
         .collect();
     let results = pipeline.delivery.producer().send(&records).await;
-    let failed: Vec<_> = entries
+    let (failed, unsent): (Vec<_>, Vec<_>) = entries
         .into_iter()
+        .zip(records)
         .zip(results)
         .filter_map(|(entry, r)| r.is_err().then_some(entry))
-        .collect();
-    if !failed.is_empty() {
+        .unzip();
+    if failed.is_empty() {
+        return;
+    }
+    if !all {
         tracing::warn!(
             records = failed.len(),
             "outcome records not produced; kept for the next try"
         );
         pipeline.outcomes.restore(failed);
+        return;
+    }
+    // The last try, at shutdown: into the spool, for the next start's replay
+    // to produce, or counted as lost.
+    let spooled = match pipeline.delivery.spool() {
+        Some(spool) => match spool.append(&unsent, false).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot spool the outcome records");
+                false
+            }
+        },
+        None => false,
+    };
+    if spooled {
+        tracing::warn!(
+            records = unsent.len(),
+            "outcome records not produced; spooled for the next start"
+        );
+    } else {
+        pipeline.metrics.outcomes_lost.inc_by(unsent.len() as u64);
+        tracing::error!(
+            records = unsent.len(),
+            "outcome records not produced and not spooled: lost (the items' metrics still count them)"
+        );
     }
 }
 

@@ -87,12 +87,15 @@ async fn broker_down_at_start_spools_then_replays() {
 }
 
 /// Stopping while the broker is down: what was answered 200 stays in the
-/// spool, and the stop report says how many items the next start delivers.
+/// spool, with the outcome records that could not be produced, and the stop
+/// report says how many records the next start delivers; it delivers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_with_the_broker_down_reports_what_stays_spooled() {
     let kafka = mock_kafka();
+    kafka.create_topic("outcomes", 1, 1).unwrap();
     kafka.broker_down(1).expect("mock broker goes down");
-    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    let text = config_text(&kafka_section(&kafka.bootstrap_servers()));
+    let relay = TestRelay::start(&text).await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let (status, _) = send_one(&client, &relay).await;
@@ -101,7 +104,36 @@ async fn stopping_with_the_broker_down_reports_what_stays_spooled() {
     let report = relay.stop(Duration::from_secs(2)).await;
     assert!(report.requests_finished);
     assert_eq!(report.undelivered, 0);
-    assert_eq!(report.spooled, 6, "three events and their attachments");
+    assert_eq!(
+        report.spooled, 8,
+        "three events and their attachments, and an outcome record for each category"
+    );
+
+    // The next start, with the broker back, on the same spool.
+    kafka.broker_up(1).expect("mock broker comes up");
+    let relay = TestRelay::start(&text).await;
+    let outcomes = consume_async(kafka.bootstrap_servers(), &["outcomes"], 2).await;
+    let mut accepted: Vec<(String, u64)> = outcomes
+        .iter()
+        .map(|m| {
+            let r: edge_relay::outcome::OutcomeRecord = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(r.outcome, "accepted");
+            (r.category, r.quantity)
+        })
+        .collect();
+    accepted.sort();
+    assert_eq!(
+        accepted,
+        [("attachment".to_string(), 3), ("error".to_string(), 3)]
+    );
+    let items = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments"],
+        6,
+    )
+    .await;
+    assert_eq!(items.len(), 6);
+    assert_eq!(relay.metric("edge_relay_outcomes_lost_total", &[]), 0.0);
 }
 
 /// Requests in flight when shutdown starts are answered and delivered;
