@@ -2,8 +2,9 @@
 //! the one place that maps a failure to its HTTP status and drop reason.
 
 use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -194,6 +195,8 @@ pub struct Pipeline {
     /// `max_inflated_size`), keeps them off the other requests' threads, and
     /// keeps the allocator's cached memory for them to a fixed set of threads.
     pub inflaters: Inflaters,
+    /// Keeps warnings about drops to one line per reason per interval.
+    pub drop_logs: DropLogs,
 }
 
 /// Encoded bodies this large on the wire are inflated on
@@ -633,7 +636,7 @@ impl Pipeline {
                     DeliverError::Produce(_) => DropReason::KafkaError,
                 };
                 log_at(
-                    reason.log_level(),
+                    &self.drop_logs,
                     &project.label,
                     reason,
                     &e,
@@ -1070,7 +1073,7 @@ impl Pipeline {
             1,
         );
         log_at(
-            reason.log_level(),
+            &self.drop_logs,
             project_label,
             reason,
             error,
@@ -1277,18 +1280,77 @@ const MAX_CLIENT_REPORT_ENTRIES: usize = 1000;
 /// The most one client report entry may add.
 const MAX_CLIENT_REPORT_QUANTITY: u64 = 1 << 32;
 
-/// Logs a drop at the level its reason calls for.
+/// Logs a drop at the level its reason calls for: warnings and errors at
+/// most once per reason per [`DropLogs::EVERY`], saying how many like it
+/// were not logged since (debug lines are not limited: they are off by
+/// default, and on for a reason).
 fn log_at(
-    level: tracing::Level,
+    logs: &DropLogs,
     project: &str,
     reason: DropReason,
     error: &dyn std::fmt::Display,
     what: &str,
 ) {
+    let level = reason.log_level();
+    if level > tracing::Level::WARN {
+        tracing::debug!(project, %reason, %error, "{what}");
+        return;
+    }
+    let Some(unlogged) = logs.admit(reason, logs.now_ms()) else {
+        return;
+    };
     match level {
-        tracing::Level::ERROR => tracing::error!(project, %reason, %error, "{what}"),
-        tracing::Level::WARN => tracing::warn!(project, %reason, %error, "{what}"),
-        _ => tracing::debug!(project, %reason, %error, "{what}"),
+        tracing::Level::ERROR => {
+            tracing::error!(project, %reason, %error, unlogged, "{what}")
+        }
+        _ => tracing::warn!(project, %reason, %error, unlogged, "{what}"),
+    }
+}
+
+/// Throttles the log lines of drops: in an outage every item fails alike,
+/// and a warning per item would flood the log (and fill the disk it is on)
+/// while saying nothing new. The counters have every one.
+pub struct DropLogs {
+    start: std::time::Instant,
+    /// Per reason (its position in [`DropReason::ALL`]): when (ms since
+    /// `start`) the next line may be written, and lines not written since
+    /// the last one.
+    slots: [(AtomicU64, AtomicU64); DropReason::ALL.len()],
+}
+
+impl Default for DropLogs {
+    fn default() -> Self {
+        DropLogs {
+            start: std::time::Instant::now(),
+            slots: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
+        }
+    }
+}
+
+impl DropLogs {
+    /// The least time between two lines of one reason.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a line for `reason` may be written at `now_ms`: `Some` with
+    /// how many were held back since the last one, or `None`.
+    fn admit(&self, reason: DropReason, now_ms: u64) -> Option<u64> {
+        let at = DropReason::ALL.iter().position(|r| *r == reason)?;
+        let (next, unlogged) = &self.slots[at];
+        let due = next.load(Ordering::Relaxed);
+        let every = Self::EVERY.as_millis() as u64;
+        if now_ms < due
+            || next
+                .compare_exchange(due, now_ms + every, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(unlogged.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -1372,6 +1434,28 @@ fn observe(stage: &prometheus::Histogram, started: std::time::Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One line per reason per interval, each saying how many were held
+    /// back; reasons do not hold each other back. (Times are given, not read.)
+    #[test]
+    fn drop_logs_are_throttled_per_reason() {
+        let logs = DropLogs::default();
+        let every = DropLogs::EVERY.as_millis() as u64;
+        let kafka = DropReason::KafkaError;
+        assert_eq!(logs.admit(kafka, 5), Some(0), "the first is logged");
+        for t in 6..106 {
+            assert_eq!(logs.admit(kafka, t), None);
+        }
+        assert_eq!(logs.admit(DropReason::SpoolFull, 50), Some(0));
+        assert_eq!(logs.admit(kafka, 5 + every - 1), None);
+        assert_eq!(
+            logs.admit(kafka, 5 + every),
+            Some(101),
+            "the next says how many were not"
+        );
+        assert_eq!(logs.admit(kafka, 5 + every + 1), None);
+        assert_eq!(logs.admit(kafka, 10 * every), Some(1));
+    }
 
     #[test]
     fn each_failure_has_one_status_and_reason() {

@@ -161,6 +161,7 @@ impl Relay {
                     outcomes: crate::outcome::Aggregator::new(
                         outcomes_window.unwrap_or(Duration::from_secs(60)),
                     ),
+                    drop_logs: crate::pipeline::DropLogs::default(),
                 },
                 registry,
                 draining: AtomicBool::new(false),
