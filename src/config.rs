@@ -884,7 +884,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let located = |e: serde_path_to_error::Error<toml::de::Error>| {
             let path = e.path().to_string();
-            ConfigError::new(path, e.into_inner().to_string().trim_end().to_owned())
+            // toml adds "\nin `section`": the path says it already, and a
+            // second line would break a log line in two.
+            let message = e.into_inner().to_string();
+            let message = message
+                .lines()
+                .filter(|line| !line.starts_with("in `"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            ConfigError::new(path, message)
         };
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::new("(file)", e.to_string().trim_end().to_owned())
@@ -894,9 +904,10 @@ impl Config {
         for (name, value) in overrides {
             apply_override(&mut table, name, value)?;
         }
-        let raw: file::File =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located)?;
-        Config::validate(raw)
+        let raw: Result<file::File, ConfigError> =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(located);
+        raw.and_then(Config::validate)
+            .map_err(|e| blame_override(e, overrides))
     }
 
     /// Turns the file's structs into typed values, or says which key is wrong.
@@ -1103,6 +1114,30 @@ fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Names the environment variable that set the key an error is about:
+/// the file may be right and the variable wrong, and an operator reading
+/// only "server.listen" would look in the file.
+fn blame_override(mut e: ConfigError, overrides: &[(String, String)]) -> ConfigError {
+    let culprit = overrides.iter().find(|(name, _)| {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            return false;
+        };
+        let dotted = rest
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
+        e.path == dotted
+            || e.path
+                .strip_prefix(dotted.as_str())
+                .is_some_and(|tail| tail.starts_with(['.', '[']))
+    });
+    if let Some((name, _)) = culprit {
+        e.message = format!("{} (set by the environment variable {name})", e.message);
+    }
+    e
 }
 
 /// Applies `EDGE_RELAY_SECTION__KEY=value`: the name after the prefix,
@@ -1892,6 +1927,31 @@ mod tests {
         let bad = [("EDGE_RELAY_SERVER__LISTN".to_owned(), "x".to_owned())];
         let e = Config::from_toml_with_env("", &|_| None, &bad).unwrap_err();
         assert!(e.to_string().starts_with("server.listn"), "{e}");
+        // The error names the variable, on one line.
+        assert!(
+            e.message
+                .ends_with("(set by the environment variable EDGE_RELAY_SERVER__LISTN)"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'), "{e}");
+        for (name, value, path) in [
+            ("EDGE_RELAY_SERVER__LISTEN", "garbage", "server.listen"),
+            ("EDGE_RELAY_LIMITS__MAX_ITEMS", "abc", "limits.max_items"),
+        ] {
+            let set = [(name.to_owned(), value.to_owned())];
+            let e = Config::from_toml_with_env("", &|_| None, &set).unwrap_err();
+            assert_eq!(e.path, path);
+            assert!(e.message.contains(name), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        // An error in a key no variable set blames none.
+        let set = [(
+            "EDGE_RELAY_SERVER__LISTEN".to_owned(),
+            "127.0.0.1:1".to_owned(),
+        )];
+        let e = Config::from_toml_with_env("[limits]\nmax_items = \"x\"\n", &|_| None, &set)
+            .unwrap_err();
+        assert!(!e.message.contains("environment"), "{e}");
     }
 
     #[test]
