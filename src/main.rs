@@ -213,7 +213,13 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             });
         }
         let report = relay.run(signals).await;
-        tracing::info!(?report, "edge-relay stopped");
+        // Fields of their own, so that JSON logs can be queried by them.
+        tracing::info!(
+            requests_finished = report.requests_finished,
+            undelivered = report.undelivered,
+            spooled = report.spooled,
+            "edge-relay stopped"
+        );
         Ok(())
     })
 }

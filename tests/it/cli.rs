@@ -386,6 +386,14 @@ async fn logs_never_carry_payloads_or_secrets() {
     assert!(signal_and_wait(&mut relay.process, "TERM").success());
     let logs: Vec<String> = relay.logs.try_iter().collect();
     assert!(logs.len() > 5, "trace logging was on: {} lines", logs.len());
+    // The last line's report is in fields of its own, not a Debug dump.
+    assert!(
+        logs.iter().any(|l| l.contains("edge-relay stopped")
+            && l.contains("requests_finished=true")
+            && l.contains("undelivered=0")
+            && l.contains("spooled=0")),
+        "{logs:?}"
+    );
     for secret in [
         "payload-marker-7731",
         "hunter2-log-secret",

@@ -116,3 +116,25 @@ async fn the_kafka_alert_fires_on_a_broker_down_not_on_the_file_sink() {
     )
     .await;
 }
+
+/// `systemctl reload` checks the file before the SIGHUP, the file
+/// `ExecStart` runs with: a refused reload fails the command.
+#[test]
+fn the_systemd_reload_checks_the_file_first() {
+    let unit = read("systemd/edge-relay.service");
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(str::to_owned)
+            .collect()
+    };
+    let start = value("ExecStart=");
+    let config = start[0].split("--config ").nth(1).expect("a --config");
+    let reload = value("ExecReload=");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(
+        reload[0].ends_with(&format!("edge-relay check-config --config {config}")),
+        "{reload:?}"
+    );
+    assert!(reload[1].contains("kill -HUP $MAINPID"), "{reload:?}");
+}
