@@ -73,6 +73,18 @@ impl RelayHandle {
     /// See [`Pipeline::reload`]: swaps projects, keys, quotas, sampling and
     /// scrub rules, or refuses an invalid file; logs and counts either way.
     pub fn reload(&self, new: Result<Config, crate::config::ConfigError>) -> bool {
+        // A SIGHUP also tells the file sink to open its path again (log
+        // rotation), whatever becomes of the configuration.
+        if let crate::produce::Producer::File(sink) = self.0.pipeline.delivery.producer() {
+            match sink.reopen() {
+                Ok(()) => tracing::info!(path = %sink.path().display(), "file sink reopened"),
+                Err(e) => tracing::error!(
+                    path = %sink.path().display(),
+                    error = %e,
+                    "cannot reopen the file sink; writing on to the file it had open"
+                ),
+            }
+        }
         match self.0.pipeline.reload(new) {
             Ok(needs_restart) => {
                 if needs_restart.is_empty() {

@@ -19,6 +19,8 @@ use crate::health::WriteHealth;
 pub struct FileSink {
     /// The open file; one request's lines are written in one call under the lock.
     file: Mutex<File>,
+    /// Where it is, to open it again after a rotation.
+    path: std::path::PathBuf,
     /// The default topic names, written as each line's `topic`.
     topics: Topics,
     /// Whether writes are failing.
@@ -49,19 +51,34 @@ struct Line<'a> {
 impl FileSink {
     /// Opens (creating) the file for appending.
     pub fn open(path: &Path) -> Result<FileSink, StartError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| StartError::File {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let file = append_to(path).map_err(|source| StartError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(FileSink {
             file: Mutex::new(file),
+            path: path.to_owned(),
             topics: Topics::default(),
             health: WriteHealth::default(),
         })
+    }
+
+    /// Opens the path again (creating it), for the next lines: after
+    /// logrotate (or an operator) moved the file away, lines go to a new one
+    /// rather than on into the moved one. On failure the old file stays.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let file = append_to(&self.path)?;
+        let mut open = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("file sink lock poisoned"))?;
+        *open = file;
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Topic names written into each line.
@@ -131,4 +148,8 @@ impl FileSink {
             }
         }
     }
+}
+
+fn append_to(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }

@@ -1335,3 +1335,25 @@ async fn items_kafka_refuses_for_good_do_not_block_the_spool() {
         "{body}"
     );
 }
+
+/// Log rotation: once the sink's file was moved away, a reload (SIGHUP)
+/// opens the path again; the lines before the move stay in the moved file,
+/// the later ones go to the new file, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reopens_the_file_sink_after_rotation() {
+    let sink = sink_file();
+    let text = config_text(&sink.section);
+    let relay = TestRelay::start(&text).await;
+    let client = reqwest::Client::new();
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    let rotated = sink.path.with_extension("jsonl.1");
+    std::fs::rename(&sink.path, &rotated).unwrap();
+    // Before the reload, lines go on into the moved file (it is still open).
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    assert!(relay.handle.reload(edge_relay::Config::from_toml(&text)));
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    relay.stop(Duration::from_secs(2)).await;
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).unwrap().lines().count();
+    assert_eq!(lines(&rotated), 4, "two events and their attachments");
+    assert_eq!(lines(&sink.path), 2, "the last event and its attachment");
+}
