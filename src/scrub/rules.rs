@@ -150,6 +150,47 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
+        // Passwords on command lines whose option takes no `=`: glued to
+        // MySQL's `-p` (`mysql -uroot -phunter2`; a lone `-p` prompts), after
+        // `sshpass -p`, `redis-cli -a`, `docker login -p`.
+        name: "password",
+        pattern: r#"(?x)
+            (?-u:\b) (?: (?: mysql | mysqldump | mysqladmin | mariadb (?: -dump )? ) [^\n;|&]*? \s -p
+                       | sshpass \s+ -p \s*
+                       | redis-cli [^\n;|&]*? \s -a \s+
+                       | docker \s+ login [^\n;|&]*? \s -p \s+ )
+            ( '[^'\n]*' | "[^"\n]*" | [^\s'"-] \S* )"#,
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // Redis's `AUTH [user] password`, a command alone on its line (as
+        // breadcrumbs and spans hold it).
+        name: "password",
+        pattern: r"(?xm) ^ [\ \t]* AUTH [\ \t]+ (?: [^\s]+ [\ \t]+ )? ( [^\s]+ ) [\ \t]* $",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // Redis's `CONFIG SET requirepass|masterauth password`.
+        name: "password",
+        pattern: r"(?xi) (?-u:\b) CONFIG \s+ SET \s+ (?: requirepass | masterauth ) \s+ ( [^\s]+ )",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // MySQL's `SET PASSWORD FOR 'bob'@'%' = 'hunter2'`.
+        name: "password",
+        pattern: r"(?x)
+            (?i: (?-u:\b) SET \s+ PASSWORD \s+ FOR ) [^=\n]* = \s* ' ( [^']* ) '",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
         // curl's `-u user:password` (and `--user`) in a command line.
         name: "urlauth",
         pattern: r"(?x)

@@ -1174,3 +1174,68 @@ fn releases_attributes_pairs_and_prose() {
         assert!(!out.contains(secret), "{input} gave {out}");
     }
 }
+
+/// Passwords given on command lines without a `=` (`mysql -phunter2`,
+/// `sshpass -p`, `redis-cli -a`, `docker login -p`), in Redis commands
+/// (`AUTH`, `CONFIG SET requirepass`) and MySQL's `SET PASSWORD FOR`; a
+/// lone `-p` (a prompt) and prose that mentions AUTH are kept.
+#[test]
+fn command_line_and_redis_passwords() {
+    let cases = [
+        (
+            "mysql -u root -phunter2 -h db app",
+            "mysql -u root -p[Filtered] -h db app",
+        ),
+        (
+            "mysqldump -uroot -p'hunter2' app",
+            "mysqldump -uroot -p[Filtered] app",
+        ),
+        (
+            "sshpass -p hunter2 ssh bob@host",
+            "sshpass -p [Filtered] ssh bob@host",
+        ),
+        (
+            "sshpass -p'hunter2' ssh host",
+            "sshpass -p[Filtered] ssh host",
+        ),
+        (
+            "redis-cli -h cache -a hunter2 ping",
+            "redis-cli -h cache -a [Filtered] ping",
+        ),
+        (
+            "docker login -u bob -p hunter2 registry",
+            "docker login -u bob -p [Filtered] registry",
+        ),
+        ("AUTH hunter2", "AUTH [Filtered]"),
+        ("AUTH default hunter2", "AUTH default [Filtered]"),
+        (
+            "CONFIG SET requirepass hunter2",
+            "CONFIG SET requirepass [Filtered]",
+        ),
+        (
+            "config set masterauth hunter2",
+            "config set masterauth [Filtered]",
+        ),
+        (
+            "SET PASSWORD FOR 'bob'@'%' = 'hunter2'",
+            "SET PASSWORD FOR 'bob'@'%' = '[Filtered]'",
+        ),
+        // Kept.
+        ("mysql -u root -p -h db app", "mysql -u root -p -h db app"),
+        (
+            "mysql --protocol tcp -P 3306",
+            "mysql --protocol tcp -P 3306",
+        ),
+        (
+            "Login failed: AUTH failed for user",
+            "Login failed: AUTH failed for user",
+        ),
+        (
+            "docker login registry.example.com",
+            "docker login registry.example.com",
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
