@@ -643,7 +643,7 @@ impl Scrubber {
 fn field<'p>(path: &[Seg<'p>]) -> Option<&'p str> {
     match path {
         [.., Seg::Key(attribute), Seg::Key("value")] => Some(attribute),
-        [.., Seg::Key(key)] => Some(key),
+        [.., Seg::Key(key)] | [.., Seg::Pair(key)] => Some(key),
         _ => None,
     }
 }
@@ -661,10 +661,12 @@ fn is_release(path: &[Seg<'_>]) -> bool {
 }
 
 /// Whether the value at `path` is a version by its key (`app.version`,
-/// `os_build`): four numbers in it are no address.
+/// `os_build`, `build_number`; a pair's key too): four numbers in it are no
+/// address.
 fn is_versioned(path: &[Seg<'_>]) -> bool {
-    field(path)
-        .is_some_and(|k| k.contains("version") || k.contains("Version") || k.ends_with("build"))
+    field(path).is_some_and(|k| {
+        k.contains("version") || k.contains("Version") || k.contains("build") || k.contains("Build")
+    })
 }
 
 /// Whether the value at `path` is an identifier by its key: `id`, or a
@@ -804,6 +806,7 @@ impl<'s> Walk<'s> {
             dotted.push_str(match seg {
                 Seg::Key(k) => k,
                 Seg::Index(i) => digits.format(*i),
+                Seg::Pair(_) => "1",
             });
             ends.push(dotted.len());
         }
@@ -897,11 +900,8 @@ impl<'s> Walk<'s> {
                             unreachable!("a pair is an array")
                         };
                         let (key, value) = items.split_at_mut(1);
-                        // The key as it came decides (as in the text pass),
-                        // so the value goes first.
-                        path.push(Seg::Index(1));
-                        self.entry(key[0].as_str().unwrap_or_default(), &mut value[0], path);
-                        path.pop();
+                        // The key as it came decides (as in the text pass).
+                        let original = key[0].as_str().map(str::to_owned);
                         // The first of a pair is text too (a list of tuples).
                         path.push(Seg::Index(0));
                         if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
@@ -909,6 +909,10 @@ impl<'s> Walk<'s> {
                                 *k = new;
                             }
                         }
+                        path.pop();
+                        let key: &'m [Value] = key;
+                        path.push(Seg::Pair(key[0].as_str().unwrap_or_default()));
+                        self.entry(original.as_deref().unwrap_or_default(), &mut value[0], path);
                         path.pop();
                     } else if !self.skip(path) {
                         match option {

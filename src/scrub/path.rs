@@ -9,6 +9,9 @@ pub enum Seg<'a> {
     Key(&'a str),
     /// An array index.
     Index(usize),
+    /// The value of a `[key, value]` pair: index 1, named by the pair's key
+    /// (`["app.version", "1.2.3.4"]` is a version as `{"app.version": ...}` is).
+    Pair(&'a str),
 }
 
 impl std::fmt::Display for Seg<'_> {
@@ -16,6 +19,7 @@ impl std::fmt::Display for Seg<'_> {
         match self {
             Seg::Key(k) => f.write_str(k),
             Seg::Index(i) => write!(f, "{i}"),
+            Seg::Pair(_) => f.write_str("1"),
         }
     }
 }
@@ -37,6 +41,7 @@ impl PathSegment for Seg<'_> {
         match self {
             Seg::Key(k) => *k == text,
             Seg::Index(i) => index == Some(*i),
+            Seg::Pair(_) => index == Some(1),
         }
     }
 }

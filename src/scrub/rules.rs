@@ -941,7 +941,12 @@ fn is_version(haystack: &str, start: usize) -> bool {
         tail.len() >= word.len() && tail[tail.len() - word.len()..].eq_ignore_ascii_case(word)
     };
     let trimmed = before.trim_ascii_end();
-    lower(trimmed, b"version=") || lower(trimmed, b"version:") || lower(trimmed, b"version")
+    let trimmed = trimmed
+        .strip_suffix(b"=")
+        .or_else(|| trimmed.strip_suffix(b":"))
+        .unwrap_or(trimmed)
+        .trim_ascii_end();
+    lower(trimmed, b"version") || lower(trimmed, b"build")
 }
 
 /// A dotted IPv4 address, also with zero-padded parts (`010.000.000.001`,

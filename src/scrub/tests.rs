@@ -1239,3 +1239,39 @@ fn command_line_and_redis_passwords() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// Four numbers under a version or build key are a version, in a tag pair
+/// as in an object, and after the word `build` as after `version`; an
+/// address elsewhere is still one.
+#[test]
+fn versions_in_pairs_builds_and_prose() {
+    let s = scrubber();
+    let mut tree: Value = serde_json::from_str(
+        r#"{"tags":[["app.version","1.2.3.4"],["build_number","1.0.0.1"],["client_ip","10.1.2.3"],["peer","10.1.2.3"]],
+            "extra":{"build_number":"1.0.0.1","buildNumber":"2.0.0.1"}}"#,
+    )
+    .unwrap();
+    let redactions = s.scrub_event(&mut tree);
+    assert_eq!(tree["tags"][0][1], "1.2.3.4");
+    assert_eq!(tree["tags"][1][1], "1.0.0.1");
+    assert_eq!(tree["tags"][3][1], "[ip]");
+    assert_eq!(tree["extra"]["build_number"], "1.0.0.1");
+    assert_eq!(tree["extra"]["buildNumber"], "2.0.0.1");
+    // The redaction's path is the pair's index, as before.
+    assert!(
+        redactions.iter().any(|r| r.path == "tags.3.1"),
+        "{redactions:?}"
+    );
+    // The text pass agrees.
+    let body = r#"{"tags":[["app.version","1.2.3.4"],["peer","10.1.2.3"]]}"#;
+    let out = both_ways(&s, body).expect("the text pass takes it");
+    assert_eq!(out["tags"][0][1], "1.2.3.4");
+    assert_eq!(out["tags"][1][1], "[ip]");
+    for (input, want) in [
+        ("build 1.0.0.1 deployed", "build 1.0.0.1 deployed"),
+        ("Build: 1.0.0.1", "Build: 1.0.0.1"),
+        ("from 10.1.2.3 at noon", "from [ip] at noon"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}

@@ -417,7 +417,12 @@ impl<'j> Pass<'_, 'j> {
                 self.ws();
                 self.expect(b',')?;
                 self.ws();
-                path.push(Seg::Index(1));
+                // Named by its key, as in the tree (an escaped key, rare in
+                // a pair, is only an index here).
+                path.push(match key {
+                    Cow::Borrowed(named) => Seg::Pair(named),
+                    Cow::Owned(_) => Seg::Index(1),
+                });
                 let class = KeyClass::of(self.walk.scrubber, &key);
                 self.entry(class, path)?;
                 path.pop();
