@@ -1029,9 +1029,14 @@ async fn flush_outcomes(state: &State, all: bool) {
         pipeline.outcomes.restore(failed);
         return;
     }
-    // The last try, at shutdown: into the spool, for the next start's replay
-    // to produce, or counted as lost.
-    let spooled = match pipeline.delivery.spool() {
+    // The last try, at shutdown. With the brokers unreachable: into the
+    // spool, for the next start's replay to produce. With the brokers up,
+    // Kafka refused them (most likely no `outcomes` topic): spooled, they
+    // would block the replay of the items behind them, so they are counted
+    // as lost.
+    let unreachable = pipeline.delivery.kafka_state() == crate::deliver::KafkaState::Down;
+    let spool = pipeline.delivery.spool().filter(|_| unreachable);
+    let spooled = match spool {
         Some(spool) => match spool.append(&unsent, false).await {
             Ok(_) => true,
             Err(e) => {
@@ -1050,7 +1055,7 @@ async fn flush_outcomes(state: &State, all: bool) {
         pipeline.metrics.outcomes_lost.inc_by(unsent.len() as u64);
         tracing::error!(
             records = unsent.len(),
-            "outcome records not produced and not spooled: lost (the items' metrics still count them)"
+            "outcome records not produced (does the outcomes topic exist?) and not spooled: lost; the items' metrics still count them"
         );
     }
 }

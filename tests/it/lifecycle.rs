@@ -1357,3 +1357,34 @@ async fn a_reload_reopens_the_file_sink_after_rotation() {
     assert_eq!(lines(&rotated), 4, "two events and their attachments");
     assert_eq!(lines(&sink.path), 2, "the last event and its attachment");
 }
+
+/// At shutdown with the brokers up but refusing the outcome records (no
+/// `outcomes` topic), the records are not spooled, where they would block
+/// the replay of the items behind them: they are counted as lost, and the
+/// items themselves were delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_records_kafka_refuses_at_shutdown_are_counted_lost() {
+    use rdkafka::types::RDKafkaRespErr;
+    let kafka = mock_kafka();
+    // (The mock cluster creates topics on demand; this one it refuses.)
+    kafka
+        .topic_error(
+            "outcomes",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .unwrap();
+    let text = config_text(&kafka_section_with(&kafka.bootstrap_servers(), "2s"));
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let (status, _) = send_one(&reqwest::Client::new(), &relay).await;
+    assert_eq!(status, 200);
+    let registry = relay.registry.clone();
+    let report = relay.stop(Duration::from_secs(10)).await;
+    assert_eq!(report.spooled, 0, "nothing waits in the spool");
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(
+        metric(&registry, "edge_relay_outcomes_lost_total", &[]),
+        2.0,
+        "the error's and the attachment's accepted records"
+    );
+}
