@@ -1640,7 +1640,9 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| format!("{filter:?} is not a log filter: {e}"))?;
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let bare = !directive.contains(['=', ':', '[']);
-        if bare && !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+        // tracing also takes a level's number, 0 (off) to 5 (trace).
+        let numbered = matches!(directive, "0" | "1" | "2" | "3" | "4" | "5");
+        if bare && !numbered && !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
             return Err(format!(
                 "{directive:?} is not a level (one of {}); a target alone needs a level: \"{directive}=debug\"",
                 LOG_LEVELS.join(", ")
@@ -2093,6 +2095,9 @@ mod log_filter_tests {
             "edge_relay::server=trace",
             "off",
             "",
+            // A level's number, as tracing takes it.
+            "3",
+            "2,edge_relay=5",
         ] {
             assert!(check_log_filter(ok).is_ok(), "{ok}");
         }

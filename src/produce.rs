@@ -94,6 +94,25 @@ impl ProduceError {
         )
     }
 
+    /// Whether Kafka refuses the message for good, whatever the wait: too
+    /// large, or its topic does not exist or may not be written.
+    pub fn is_refused(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        self.is_too_large()
+            || matches!(
+                self,
+                ProduceError::Kafka(e) if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        C::UnknownTopic
+                            | C::UnknownTopicOrPartition
+                            | C::InvalidTopic
+                            | C::TopicAuthorizationFailed
+                    )
+                )
+            )
+    }
+
     /// Whether the message certainly never left the relay: librdkafka
     /// purged it from its queue (at shutdown, or with a replaced producer)
     /// before sending it. A failure after sending may have been stored.

@@ -643,7 +643,7 @@ impl Scrubber {
 fn field<'p>(path: &[Seg<'p>]) -> Option<&'p str> {
     match path {
         [.., Seg::Key(attribute), Seg::Key("value")] => Some(attribute),
-        [.., Seg::Key(key)] | [.., Seg::Pair(key)] => Some(key),
+        [.., Seg::Key(key)] => Some(key),
         _ => None,
     }
 }
@@ -664,8 +664,26 @@ fn is_release(path: &[Seg<'_>]) -> bool {
 /// `os_build`, `build_number`; a pair's key too): four numbers in it are no
 /// address.
 fn is_versioned(path: &[Seg<'_>]) -> bool {
-    field(path).is_some_and(|k| {
-        k.contains("version") || k.contains("Version") || k.contains("build") || k.contains("Build")
+    let key = match path {
+        // A pair's key names only this: its other uses (safe release keys,
+        // ids) stay with object keys.
+        [.., Seg::Pair(key)] => Some(*key),
+        _ => field(path),
+    };
+    key.is_some_and(|k| {
+        let lower = k.to_ascii_lowercase();
+        k.contains("version")
+            || k.contains("Version")
+            || [
+                "build",
+                "buildnumber",
+                "build_number",
+                "build.number",
+                "build-number",
+                "build_no",
+            ]
+            .iter()
+            .any(|b| lower.ends_with(b))
     })
 }
 
@@ -900,19 +918,34 @@ impl<'s> Walk<'s> {
                             unreachable!("a pair is an array")
                         };
                         let (key, value) = items.split_at_mut(1);
-                        // The key as it came decides (as in the text pass).
-                        let original = key[0].as_str().map(str::to_owned);
                         // The first of a pair is text too (a list of tuples).
                         path.push(Seg::Index(0));
-                        if let (false, Value::String(k)) = (self.skip(path), &mut key[0]) {
-                            if let Some(new) = self.string(k, path) {
-                                *k = new;
+                        let new_key = match (self.skip(path), &key[0]) {
+                            (false, Value::String(k)) => self.string(k, path),
+                            _ => None,
+                        };
+                        path.pop();
+                        match new_key {
+                            // The key stays: it names the value (as in the
+                            // text pass), and decides as it came.
+                            None => {
+                                let key: &'m [Value] = key;
+                                let named = key[0].as_str().unwrap_or_default();
+                                path.push(Seg::Pair(named));
+                                self.entry(named, &mut value[0], path);
+                            }
+                            // The key itself held a secret: the value is
+                            // judged by the key as it came, and is only an index.
+                            Some(new) => {
+                                path.push(Seg::Index(1));
+                                self.entry(
+                                    key[0].as_str().unwrap_or_default(),
+                                    &mut value[0],
+                                    path,
+                                );
+                                key[0] = Value::String(new);
                             }
                         }
-                        path.pop();
-                        let key: &'m [Value] = key;
-                        path.push(Seg::Pair(key[0].as_str().unwrap_or_default()));
-                        self.entry(original.as_deref().unwrap_or_default(), &mut value[0], path);
                         path.pop();
                     } else if !self.skip(path) {
                         match option {

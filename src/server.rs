@@ -370,25 +370,43 @@ async fn serve_sdk(
                     Ok::<_, Infallible>(response)
                 }
             });
+            // The protocol is known from the first bytes: hyper is told, so
+            // that no detection is under way when the drain (below) asks the
+            // connection to end (a shutdown during detection drops it unanswered).
+            let builder = match http2 {
+                true => builder.http2_only(),
+                false => builder.http1_only(),
+            };
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             tokio::pin!(conn);
             let check = (idle_timeout / 4).max(Duration::from_millis(100));
-            // The drain began: an HTTP/2 client is told now to take its next
-            // requests elsewhere (its streams in flight finish).
+            // The drain began: an HTTP/2 client is told to take its next
+            // requests elsewhere (its streams in flight finish), once the
+            // connection has had a request: one opened during the drain is
+            // served first, or its client, refused at once, would only come
+            // back on a new connection to be refused again.
             let mut told = !http2;
+            let mut goaway_due = false;
             // The listener closed: every connection is told.
             let mut closing = false;
             loop {
+                if goaway_due && activity.served() > 0 {
+                    goaway_due = false;
+                    conn.as_mut().graceful_shutdown();
+                }
                 tokio::select! {
                     _ = drain_seen.wait_for(|begun| *begun), if !told => {
                         told = true;
-                        conn.as_mut().graceful_shutdown();
+                        goaway_due = true;
                     }
+                    // A request started: the GOAWAY may be due (above).
+                    _ = activity.began.notified(), if goaway_due => {}
                     _ = stopped.wait_for(|stop| *stop), if !closing => {
                         closing = true;
                         told = true;
+                        goaway_due = false;
                         conn.as_mut().graceful_shutdown();
                     }
                     result = &mut conn => {
@@ -445,6 +463,8 @@ struct Activity {
     started: std::sync::atomic::AtomicUsize,
     /// When a request last ended (or the connection started).
     last: std::sync::Mutex<Instant>,
+    /// Told when a request starts (a permit is kept if nobody waits).
+    began: tokio::sync::Notify,
 }
 
 impl Default for Activity {
@@ -453,6 +473,7 @@ impl Default for Activity {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             started: std::sync::atomic::AtomicUsize::new(0),
             last: std::sync::Mutex::new(Instant::now()),
+            began: tokio::sync::Notify::new(),
         }
     }
 }
@@ -462,6 +483,7 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.started.fetch_add(1, Ordering::AcqRel);
+        self.began.notify_one();
         Busy(self.clone())
     }
 
@@ -571,6 +593,11 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
         // With CORS headers too, so that a browser SDK can read why.
         let mut response = json_response(StatusCode::NOT_FOUND, r#"{"detail":"not found"}"#.into());
         add_cors(response.headers_mut());
+        if req.version() < hyper::Version::HTTP_2 && state.draining.load(Ordering::Relaxed) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return response;
     };
     let project = project.to_owned();
@@ -1012,11 +1039,17 @@ async fn flush_outcomes(state: &State, all: bool) {
         })
         .collect();
     let results = pipeline.delivery.producer().send(&records).await;
+    // Of those that failed, whether Kafka refused them for good.
+    let mut refused = Vec::new();
     let (failed, unsent): (Vec<_>, Vec<_>) = entries
         .into_iter()
         .zip(records)
         .zip(results)
-        .filter_map(|(entry, r)| r.is_err().then_some(entry))
+        .filter_map(|(entry, r)| {
+            let e = r.err()?;
+            refused.push(e.is_refused());
+            Some(entry)
+        })
         .unzip();
     if failed.is_empty() {
         return;
@@ -1029,14 +1062,28 @@ async fn flush_outcomes(state: &State, all: bool) {
         pipeline.outcomes.restore(failed);
         return;
     }
-    // The last try, at shutdown. With the brokers unreachable: into the
-    // spool, for the next start's replay to produce. With the brokers up,
-    // Kafka refused them (most likely no `outcomes` topic): spooled, they
-    // would block the replay of the items behind them, so they are counted
-    // as lost.
-    let unreachable = pipeline.delivery.kafka_state() == crate::deliver::KafkaState::Down;
-    let spool = pipeline.delivery.spool().filter(|_| unreachable);
-    let spooled = match spool {
+    // The last try, at shutdown. What failed for a while (brokers
+    // unreachable, timed out, a full queue) goes into the spool, for the
+    // next start's replay to produce. What Kafka refused for good (no
+    // `outcomes` topic, not allowed) would block the replay of the items
+    // behind it there: it is counted as lost.
+    let (unsent, lost): (Vec<_>, Vec<_>) = unsent
+        .into_iter()
+        .zip(refused)
+        .partition(|(_, refused)| !refused);
+    let unsent: Vec<_> = unsent.into_iter().map(|(record, _)| record).collect();
+    let lost = lost.len();
+    if lost > 0 {
+        pipeline.metrics.outcomes_lost.inc_by(lost as u64);
+        tracing::error!(
+            records = lost,
+            "outcome records refused by Kafka (does the outcomes topic exist?): lost; the items' metrics still count them"
+        );
+    }
+    if unsent.is_empty() {
+        return;
+    }
+    let spooled = match pipeline.delivery.spool() {
         Some(spool) => match spool.append(&unsent, false).await {
             Ok(_) => true,
             Err(e) => {
@@ -1055,7 +1102,7 @@ async fn flush_outcomes(state: &State, all: bool) {
         pipeline.metrics.outcomes_lost.inc_by(unsent.len() as u64);
         tracing::error!(
             records = unsent.len(),
-            "outcome records not produced (does the outcomes topic exist?) and not spooled: lost; the items' metrics still count them"
+            "outcome records not produced and not spooled: lost; the items' metrics still count them"
         );
     }
 }

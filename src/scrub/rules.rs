@@ -168,7 +168,7 @@ pub const BUILTINS: &[Builtin] = &[
         // Redis's `AUTH [user] password`, a command alone on its line (as
         // breadcrumbs and spans hold it).
         name: "password",
-        pattern: r"(?xm) ^ [\ \t]* AUTH [\ \t]+ (?: [^\s]+ [\ \t]+ )? ( [^\s]+ ) [\ \t]* $",
+        pattern: r"(?xm) ^ [\ \t]* AUTH [\ \t]+ (?: [^\s]+ [\ \t]+ )? ( [^\s]+ ) [\ \t\r]* $",
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -182,10 +182,10 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
-        // MySQL's `SET PASSWORD FOR 'bob'@'%' = 'hunter2'`.
+        // MySQL's `SET PASSWORD FOR 'bob'@'%' = 'hunter2'` (or "hunter2").
         name: "password",
-        pattern: r"(?x)
-            (?i: (?-u:\b) SET \s+ PASSWORD \s+ FOR ) [^=\n]* = \s* ' ( [^']* ) '",
+        pattern: r#"(?x)
+            (?i: (?-u:\b) SET \s+ PASSWORD \s+ FOR ) [^=\n]* = \s* ['"] ( [^'"]* ) ['"]"#,
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -946,7 +946,15 @@ fn is_version(haystack: &str, start: usize) -> bool {
         .or_else(|| trimmed.strip_suffix(b":"))
         .unwrap_or(trimmed)
         .trim_ascii_end();
-    lower(trimmed, b"version") || lower(trimmed, b"build")
+    // A word of its own: `rebuild 10.0.0.5` is no build number.
+    let word = |w: &[u8]| {
+        lower(trimmed, w)
+            && trimmed
+                .len()
+                .checked_sub(w.len() + 1)
+                .is_none_or(|at| !trimmed[at].is_ascii_alphanumeric())
+    };
+    word(b"version") || word(b"build")
 }
 
 /// A dotted IPv4 address, also with zero-padded parts (`010.000.000.001`,

@@ -1208,6 +1208,11 @@ fn command_line_and_redis_passwords() {
         ),
         ("AUTH hunter2", "AUTH [Filtered]"),
         ("AUTH default hunter2", "AUTH default [Filtered]"),
+        ("AUTH hunter2\r\nPING", "AUTH [Filtered]\r\nPING"),
+        (
+            "SET PASSWORD FOR 'bob'@'%' = \"hunter2\"",
+            "SET PASSWORD FOR 'bob'@'%' = \"[Filtered]\"",
+        ),
         (
             "CONFIG SET requirepass hunter2",
             "CONFIG SET requirepass [Filtered]",
@@ -1248,7 +1253,8 @@ fn versions_in_pairs_builds_and_prose() {
     let s = scrubber();
     let mut tree: Value = serde_json::from_str(
         r#"{"tags":[["app.version","1.2.3.4"],["build_number","1.0.0.1"],["client_ip","10.1.2.3"],["peer","10.1.2.3"]],
-            "extra":{"build_number":"1.0.0.1","buildNumber":"2.0.0.1"}}"#,
+            "extra":{"build_number":"1.0.0.1","buildNumber":"2.0.0.1","build_host":"10.0.0.12","builderIp":"10.0.0.13"},
+            "query":[["release","jane@example.com"],["dist",{"password":"x"}],["bob@example.com","1.2.3.4"]]}"#,
     )
     .unwrap();
     let redactions = s.scrub_event(&mut tree);
@@ -1257,20 +1263,33 @@ fn versions_in_pairs_builds_and_prose() {
     assert_eq!(tree["tags"][3][1], "[ip]");
     assert_eq!(tree["extra"]["build_number"], "1.0.0.1");
     assert_eq!(tree["extra"]["buildNumber"], "2.0.0.1");
+    // Other keys that mention a build hold addresses.
+    assert_eq!(tree["extra"]["build_host"], "[ip]");
+    assert_eq!(tree["extra"]["builderIp"], "[ip]");
+    // A pair's key names its value for versions only: a `release` pair is
+    // scrubbed as any other (a release is safe as an object key alone).
+    assert_eq!(tree["query"][0][1], "[email]");
+    assert_eq!(tree["query"][1][1]["password"], "[Filtered]");
+    // A key that was itself a secret names nothing.
+    assert_eq!(tree["query"][2][0], "[email]");
+    assert_eq!(tree["query"][2][1], "[ip]");
     // The redaction's path is the pair's index, as before.
     assert!(
         redactions.iter().any(|r| r.path == "tags.3.1"),
         "{redactions:?}"
     );
-    // The text pass agrees.
-    let body = r#"{"tags":[["app.version","1.2.3.4"],["peer","10.1.2.3"]]}"#;
+    // The text pass agrees (an escaped key goes to the tree: same result).
+    let body = r#"{"tags":[["app.version","1.2.3.4"],["peer","10.1.2.3"],["app.version","1.2.3.4"],["bob@example.com","1.2.3.4"]]}"#;
     let out = both_ways(&s, body).expect("the text pass takes it");
     assert_eq!(out["tags"][0][1], "1.2.3.4");
     assert_eq!(out["tags"][1][1], "[ip]");
+    assert_eq!(out["tags"][2][1], "1.2.3.4");
+    assert_eq!(out["tags"][3][1], "[ip]");
     for (input, want) in [
         ("build 1.0.0.1 deployed", "build 1.0.0.1 deployed"),
         ("Build: 1.0.0.1", "Build: 1.0.0.1"),
         ("from 10.1.2.3 at noon", "from [ip] at noon"),
+        ("rebuild 10.0.0.5 now", "rebuild [ip] now"),
     ] {
         assert_eq!(text(input), want, "{input}");
     }

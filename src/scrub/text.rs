@@ -172,11 +172,16 @@ impl<'j> Pass<'_, 'j> {
 
     /// Scrubs the string whose contents span `start..end` (its value
     /// `text`), writing it anew, quoted, where it held a secret.
-    fn scrub_string(&mut self, start: usize, end: usize, text: &str, path: &[Seg<'_>]) {
-        if let Some(new) = self.walk.string(text, path) {
-            let mut quoted = Vec::with_capacity(new.len() + 2);
-            serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
-            self.replace(start - 1, end + 1, &quoted);
+    /// Scrubs a string in place; returns whether it changed.
+    fn scrub_string(&mut self, start: usize, end: usize, text: &str, path: &[Seg<'_>]) -> bool {
+        match self.walk.string(text, path) {
+            Some(new) => {
+                let mut quoted = Vec::with_capacity(new.len() + 2);
+                serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
+                self.replace(start - 1, end + 1, &quoted);
+                true
+            }
+            None => false,
         }
     }
 
@@ -410,18 +415,18 @@ impl<'j> Pass<'_, 'j> {
                 let (start, end, key) = self.string()?;
                 // The first of a pair is text too (a list of tuples).
                 path.push(Seg::Index(0));
-                if !self.walk.skip(path) {
-                    self.scrub_string(start, end, &key, path);
-                }
+                let changed = !self.walk.skip(path) && self.scrub_string(start, end, &key, path);
                 path.pop();
                 self.ws();
                 self.expect(b',')?;
                 self.ws();
-                // Named by its key, as in the tree (an escaped key, rare in
-                // a pair, is only an index here).
+                // Named by its key, as in the tree: only a key that stays
+                // as it came names it (an escaped key, rare in a pair, goes
+                // to the tree, which reads it decoded).
                 path.push(match key {
+                    _ if changed => Seg::Index(1),
                     Cow::Borrowed(named) => Seg::Pair(named),
-                    Cow::Owned(_) => Seg::Index(1),
+                    Cow::Owned(_) => return Err(Fallback),
                 });
                 let class = KeyClass::of(self.walk.scrubber, &key);
                 self.entry(class, path)?;

@@ -939,6 +939,7 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     .unwrap();
     assert_eq!(answer.await.unwrap().status(), 200);
 
+    let sdk = relay.sdk;
     let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
     wait_until(
         "readiness was never withdrawn",
@@ -956,6 +957,27 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
         h2.ready().await.is_err(),
         "the ended connection takes no new request"
     );
+    // An HTTP/2 client that connects during the drain is answered too (its
+    // connection is told to go away once the request is served), several
+    // times over: the drain must not catch a connection mid-handshake.
+    for _ in 0..4 {
+        let tcp = tokio::net::TcpStream::connect(sdk).await.unwrap();
+        let (late, late_conn) = h2::client::handshake(tcp).await.unwrap();
+        let late_conn = tokio::spawn(late_conn);
+        let mut late = late.ready().await.unwrap();
+        let request = hyper::Request::post(&url)
+            .header("x-sentry-auth", auth_header(KEY))
+            .body(())
+            .unwrap();
+        let (answer, mut body) = late.send_request(request, false).unwrap();
+        body.send_data(
+            envelope_with_attachment(&new_event_id(), b"late").into(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(answer.await.unwrap().status(), 200);
+        late_conn.await.unwrap().expect("ended cleanly");
+    }
     // Not ready, yet still accepting: a late client gets its answer, and is
     // told not to send the next one down this connection.
     let r = client
@@ -974,7 +996,7 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     assert!(report.requests_finished);
     assert_eq!(
         std::fs::read_to_string(&sink.path).unwrap().lines().count(),
-        4
+        12
     );
 }
 
