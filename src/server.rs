@@ -57,6 +57,8 @@ struct State {
     draining: AtomicBool,
     /// Bytes of request bodies in memory, held against `server.max_body_memory`.
     bodies: Arc<AtomicUsize>,
+    /// Kafka has taken an outcome record: the `outcomes` topic exists.
+    outcomes_taken: AtomicBool,
 }
 
 /// A handle to a running relay: applies reloaded configurations (what
@@ -177,6 +179,7 @@ impl Relay {
                 },
                 registry,
                 draining: AtomicBool::new(false),
+                outcomes_taken: AtomicBool::new(false),
                 bodies: Arc::new(AtomicUsize::new(0)),
             }),
         })
@@ -1039,6 +1042,9 @@ async fn flush_outcomes(state: &State, all: bool) {
         })
         .collect();
     let results = pipeline.delivery.producer().send(&records).await;
+    if results.iter().any(Result::is_ok) {
+        state.outcomes_taken.store(true, Ordering::Relaxed);
+    }
     // Of those that failed, whether Kafka refused them for good.
     let mut refused = Vec::new();
     let (failed, unsent): (Vec<_>, Vec<_>) = entries
@@ -1064,20 +1070,22 @@ async fn flush_outcomes(state: &State, all: bool) {
     }
     // The last try, at shutdown. What failed for a while (brokers
     // unreachable, timed out, a full queue) goes into the spool, for the
-    // next start's replay to produce. What Kafka refused for good (no
-    // `outcomes` topic, not allowed) would block the replay of the items
-    // behind it there: it is counted as lost.
+    // next start's replay to produce, provided Kafka took an outcome record
+    // before: a record Kafka never takes (no `outcomes` topic shows as
+    // timeouts as often as as a refusal) would keep the replay failing, and
+    // the relay degraded, for good. The others are counted as lost.
+    let spoolable = state.outcomes_taken.load(Ordering::Relaxed);
     let (unsent, lost): (Vec<_>, Vec<_>) = unsent
         .into_iter()
         .zip(refused)
-        .partition(|(_, refused)| !refused);
+        .partition(|(_, refused)| spoolable && !refused);
     let unsent: Vec<_> = unsent.into_iter().map(|(record, _)| record).collect();
     let lost = lost.len();
     if lost > 0 {
         pipeline.metrics.outcomes_lost.inc_by(lost as u64);
         tracing::error!(
             records = lost,
-            "outcome records refused by Kafka (does the outcomes topic exist?): lost; the items' metrics still count them"
+            "outcome records Kafka refused or never took (does the outcomes topic exist?): lost; the items' metrics still count them"
         );
     }
     if unsent.is_empty() {

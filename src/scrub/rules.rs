@@ -62,8 +62,10 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "email",
         pattern: r"(?x)
-            [A-Za-z0-9._%+-]+ @ [A-Za-z0-9-]+ (?:\.[A-Za-z0-9-]+)* \.[A-Za-z]{2,}  # local@domain.tld
-            (?:(?-u:\b)|_)                  # `_` too (`report_a@b.com_2024.csv`), trimmed after",
+            [\p{L}\p{N}._%+-]+ @ [\p{L}\p{N}-]+ (?:\.[\p{L}\p{N}-]+)* \.\p{L}{2,}  # local@domain.tld, any letters
+            (?: (?-u:\b) | _ | $ | [^\p{L}\p{N}_] )  # an end; after letters beyond ASCII (`.рф`), the
+                                            # ASCII boundary fails: the next character, trimmed after,
+                                            # as `_` is (`report_a@b.com_2024.csv`)",
         group: 0,
         validator: Validator::Email,
         method: Method::Replace,
@@ -973,7 +975,21 @@ fn ipv4(s: &str) -> bool {
 /// An email match without a `_` the pattern took after it; `None` for a
 /// file name that looks like one (`logo@2x.png`).
 fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
-    let end = end - usize::from(haystack.as_bytes()[end - 1] == b'_');
+    let end = match haystack[start..end].chars().next_back() {
+        Some(c) if !c.is_alphanumeric() => end - c.len_utf8(),
+        _ => end,
+    };
+    // An address whose local part has an apostrophe (`o'neil@`) is taken
+    // whole, back to where its local part starts.
+    let mut start = start;
+    loop {
+        let mut before = haystack[..start].chars().rev();
+        match before.next() {
+            Some(c) if c.is_alphanumeric() || "._%+-".contains(c) => start -= c.len_utf8(),
+            Some('\'') if before.next().is_some_and(char::is_alphanumeric) => start -= 1,
+            _ => break,
+        }
+    }
     let tld = haystack[start..end].rsplit('.').next().unwrap_or_default();
     let file = FILE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(tld));
     // A DSN (`https://<public key>@o1.ingest.sentry.io/42`): a key of hex

@@ -1294,3 +1294,20 @@ fn versions_in_pairs_builds_and_prose() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// Addresses with letters beyond ASCII (in the local part or the domain)
+/// and with an apostrophe are redacted whole, not in part; the quotes and
+/// words around an address stay.
+#[test]
+fn addresses_with_other_letters_and_apostrophes() {
+    for (input, want) in [
+        ("mail jörg@example.de now", "mail [email] now"),
+        ("Ответ от иван.петров@пример.рф", "Ответ от [email]"),
+        ("o'neil@example.com wrote", "[email] wrote"),
+        ("bob@müller.de", "[email]"),
+        ("name='bob@example.com'", "name='[email]'"),
+        ("it's bob@example.com", "it's [email]"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}

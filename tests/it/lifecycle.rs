@@ -87,16 +87,29 @@ async fn broker_down_at_start_spools_then_replays() {
 }
 
 /// Stopping while the broker is down: what was answered 200 stays in the
-/// spool, with the outcome records that could not be produced, and the stop
-/// report says how many records the next start delivers; it delivers them.
+/// spool, with the outcome records that could not be produced (Kafka took
+/// one before: the topic is there), and the stop report says how many
+/// records the next start delivers; it delivers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_with_the_broker_down_reports_what_stays_spooled() {
     let kafka = mock_kafka();
     kafka.create_topic("outcomes", 1, 1).unwrap();
-    kafka.broker_down(1).expect("mock broker goes down");
-    let text = config_text(&kafka_section(&kafka.bootstrap_servers()));
+    let text =
+        config_text(&kafka_section(&kafka.bootstrap_servers())) + "[outcomes]\nwindow = \"1s\"\n";
     let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
     let client = reqwest::Client::new();
+    assert_eq!(send_one(&client, &relay).await.0, 200);
+    // Its window's outcome records reach Kafka.
+    let first = consume_async(kafka.bootstrap_servers(), &["outcomes"], 2).await;
+    assert_eq!(first.len(), 2, "the error's and the attachment's");
+    kafka.broker_down(1).expect("mock broker goes down");
+    wait_until(
+        "the relay never saw the broker down",
+        Duration::from_millis(50),
+        async || relay.metric("edge_relay_kafka_state", &[("state", "down")]) == 1.0,
+    )
+    .await;
     for _ in 0..3 {
         let (status, _) = send_one(&client, &relay).await;
         assert_eq!(status, 200);
@@ -112,28 +125,44 @@ async fn stopping_with_the_broker_down_reports_what_stays_spooled() {
     // The next start, with the broker back, on the same spool.
     kafka.broker_up(1).expect("mock broker comes up");
     let relay = TestRelay::start(&text).await;
-    let outcomes = consume_async(kafka.bootstrap_servers(), &["outcomes"], 2).await;
-    let mut accepted: Vec<(String, u64)> = outcomes
-        .iter()
-        .map(|m| {
-            let r: edge_relay::outcome::OutcomeRecord = serde_json::from_slice(&m.payload).unwrap();
-            assert_eq!(r.outcome, "accepted");
-            (r.category, r.quantity)
-        })
-        .collect();
-    accepted.sort();
+    let outcomes = consume_async(kafka.bootstrap_servers(), &["outcomes"], 4).await;
+    let mut accepted = std::collections::BTreeMap::new();
+    for m in &outcomes {
+        let r: edge_relay::outcome::OutcomeRecord = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(r.outcome, "accepted");
+        *accepted.entry(r.category).or_insert(0) += r.quantity;
+    }
     assert_eq!(
         accepted,
-        [("attachment".to_string(), 3), ("error".to_string(), 3)]
+        [("attachment".to_string(), 4), ("error".to_string(), 4)].into()
     );
     let items = consume_async(
         kafka.bootstrap_servers(),
         &["ingest-events", "ingest-attachments"],
-        6,
+        8,
     )
     .await;
-    assert_eq!(items.len(), 6);
+    assert_eq!(items.len(), 8);
     assert_eq!(relay.metric("edge_relay_outcomes_lost_total", &[]), 0.0);
+}
+
+/// At shutdown with the brokers down and no outcome record ever taken
+/// (the topic may not exist), the records are counted as lost rather than
+/// spooled, where Kafka might never take them and the replay would stay
+/// failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_records_never_taken_are_not_spooled() {
+    let kafka = mock_kafka();
+    kafka.broker_down(1).expect("mock broker goes down");
+    let relay = TestRelay::start(&config_text(&kafka_section(&kafka.bootstrap_servers()))).await;
+    assert_eq!(send_one(&reqwest::Client::new(), &relay).await.0, 200);
+    let registry = relay.registry.clone();
+    let report = relay.stop(Duration::from_secs(2)).await;
+    assert_eq!(report.spooled, 2, "the event and its attachment only");
+    assert_eq!(
+        metric(&registry, "edge_relay_outcomes_lost_total", &[]),
+        2.0
+    );
 }
 
 /// Requests in flight when shutdown starts are answered and delivered;
