@@ -39,11 +39,14 @@ pub enum DropReason {
     KafkaError,
     /// A bug or an unexpected failure inside the relay.
     Internal,
+    /// Sent to a Sentry endpoint the relay does not take (minidump, unreal,
+    /// security reports, OTLP): refused whole.
+    Unsupported,
 }
 
 impl DropReason {
     /// Every reason, for pre-registering metric label values and for docs.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Unauthorized,
         DropReason::Invalid,
         DropReason::TooLarge,
@@ -54,6 +57,7 @@ impl DropReason {
         DropReason::Overloaded,
         DropReason::KafkaError,
         DropReason::Internal,
+        DropReason::Unsupported,
     ];
 
     /// The metric label value and the name operators see.
@@ -69,6 +73,7 @@ impl DropReason {
             DropReason::Overloaded => "overloaded",
             DropReason::KafkaError => "kafka_error",
             DropReason::Internal => "internal",
+            DropReason::Unsupported => "unsupported",
         }
     }
 
@@ -87,6 +92,7 @@ impl DropReason {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             DropReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            DropReason::Unsupported => StatusCode::NOT_FOUND,
         }
     }
 
@@ -99,7 +105,8 @@ impl DropReason {
             | DropReason::TooLarge
             | DropReason::Filtered
             | DropReason::RateLimited
-            | DropReason::Sampled => Level::DEBUG,
+            | DropReason::Sampled
+            | DropReason::Unsupported => Level::DEBUG,
             // Shedding happens thousands of times a second under overload: a
             // warning per request would flood the log; the counter tells.
             DropReason::Overloaded => Level::DEBUG,
@@ -119,7 +126,7 @@ impl DropReason {
             DropReason::Overloaded => 7,
             DropReason::RateLimited => 6,
             DropReason::TooLarge => 5,
-            DropReason::Invalid => 4,
+            DropReason::Invalid | DropReason::Unsupported => 4,
             DropReason::Unauthorized => 3,
             DropReason::Filtered => 2,
             DropReason::Sampled => 1,
@@ -152,7 +159,8 @@ mod tests {
                 "spool_full",
                 "overloaded",
                 "kafka_error",
-                "internal"
+                "internal",
+                "unsupported"
             ]
         );
     }

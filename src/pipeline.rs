@@ -129,6 +129,9 @@ pub enum RequestError {
     /// A bug: the relay failed in a way it should not.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A Sentry endpoint the relay does not take.
+    #[error("this relay does not take {0}; SDKs send envelopes to /api/{{project_id}}/envelope/")]
+    Unsupported(&'static str),
 }
 
 impl RequestError {
@@ -154,6 +157,7 @@ impl RequestError {
             E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, DropReason::Invalid),
             E::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, DropReason::Overloaded),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, DropReason::Internal),
+            E::Unsupported(_) => (StatusCode::NOT_FOUND, DropReason::Unsupported),
         }
     }
 }

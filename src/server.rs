@@ -570,6 +570,27 @@ async fn first_bytes(stream: &tokio::net::TcpStream) -> bool {
     }
 }
 
+/// Sentry's other ingestion endpoints, which the relay does not take:
+/// `/api/{project_id}/minidump/` and the like. The project and what it is.
+fn unsupported(path: &str) -> Option<(&str, &'static str)> {
+    let rest = path.strip_prefix("/api/")?;
+    let (project, endpoint) = rest.split_once('/')?;
+    if project.is_empty() || !project.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let first = endpoint.split('/').next().unwrap_or_default();
+    let what = match first {
+        "minidump" => "minidump uploads",
+        "unreal" => "Unreal crash reports",
+        "security" | "csp-report" => "security reports",
+        "events" if endpoint.contains("/attachments") => "attachment uploads",
+        "otlp" | "integration" => "OTLP data",
+        "playstation" => "PlayStation crash reports",
+        _ => return None,
+    };
+    Some((project, what))
+}
+
 /// `/api/{project_id}/envelope/` or `/api/{project_id}/store/`, trailing slash optional.
 fn route(path: &str) -> Option<(&str, Endpoint)> {
     let rest = path.strip_prefix("/api/")?;
@@ -587,6 +608,27 @@ async fn handle_sdk(state: Arc<State>, req: hyper::Request<Incoming>) -> Respons
     let started = Instant::now();
     let received_at = SystemTime::now();
     let Some((project, endpoint)) = route(req.uri().path()) else {
+        if let Some((project, what)) = unsupported(req.uri().path()) {
+            // Data an SDK sent, refused: counted as a drop, not only a 404.
+            let config = state.pipeline.config.load();
+            let label = project
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| config.projects.get(id))
+                .map_or(metrics::UNKNOWN_PROJECT, |p| &*p.label);
+            let answer = state
+                .pipeline
+                .reject(label, &RequestError::Unsupported(what));
+            let mut response = answer_response(&answer);
+            add_cors(response.headers_mut());
+            state
+                .pipeline
+                .metrics
+                .requests
+                .with_label_values(&["unsupported", response.status().as_str()])
+                .inc();
+            return response;
+        }
         state
             .pipeline
             .metrics

@@ -1057,3 +1057,85 @@ async fn client_reports_are_read_within_bounds() {
     relay.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(std::fs::read_to_string(&sink.path).unwrap_or_default(), "");
 }
+
+/// Sentry endpoints the relay does not take (minidumps, security reports,
+/// OTLP) are refused with 404 and a reason, and counted as dropped
+/// (`unsupported`) under the project, or `unknown`; other paths are a plain
+/// 404; envelopes go on being taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_sentry_endpoints_are_refused_and_counted() {
+    let sink = sink_file();
+    let relay = TestRelay::start(&config_text(&sink.section)).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", relay.sdk);
+    for (path, project) in [
+        (format!("/api/{PROJECT}/minidump/?sentry_key={KEY}"), "42"),
+        (format!("/api/{PROJECT}/security/?sentry_key={KEY}"), "42"),
+        ("/api/999/otlp/v1/traces".to_string(), "unknown"),
+    ] {
+        let before = relay.metric(
+            "edge_relay_items_dropped_total",
+            &[
+                ("project", project),
+                ("category", "envelope"),
+                ("reason", "unsupported"),
+            ],
+        );
+        let r = client
+            .post(format!("{base}{path}"))
+            .body(b"MDMP\x93\xa7 not a real dump".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.headers()["x-sentry-error"]
+                .to_str()
+                .unwrap()
+                .contains("does not take"),
+            "{path}"
+        );
+        assert_eq!(
+            relay.metric(
+                "edge_relay_items_dropped_total",
+                &[
+                    ("project", project),
+                    ("category", "envelope"),
+                    ("reason", "unsupported")
+                ],
+            ),
+            before + 1.0,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        relay.metric(
+            "edge_relay_requests_total",
+            &[("endpoint", "unsupported"), ("status", "404")]
+        ),
+        3.0
+    );
+    // Not Sentry's: a plain 404, no drop.
+    let r = client
+        .post(format!("{base}/api/42/nonsense/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        relay.metric(
+            "edge_relay_requests_total",
+            &[("endpoint", "other"), ("status", "404")]
+        ),
+        1.0
+    );
+    let r = post(
+        &client,
+        &relay.envelope_url(),
+        "none",
+        envelope_with_attachment(&new_event_id(), b"a"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
