@@ -936,6 +936,33 @@ async fn reload_swaps_projects_and_rules_and_keeps_buckets() {
     assert!(!lines.contains("R-1"), "the new rule applied");
 }
 
+/// Opens an HTTP/2 connection (prior knowledge) and posts one envelope
+/// down it, answered 200; returns the connection's sender and its task.
+async fn h2_envelope(
+    sdk: std::net::SocketAddr,
+    url: &str,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(sdk).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = hyper::Request::post(url)
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(())
+        .unwrap();
+    let (answer, mut body) = h2.send_request(request, false).unwrap();
+    body.send_data(
+        envelope_with_attachment(&new_event_id(), b"h2").into(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+    (h2, conn)
+}
+
 /// On shutdown, readiness is withdrawn at once while the listener keeps
 /// accepting for the drain delay: a client that has not noticed yet is
 /// served, and told to take its next request elsewhere (`Connection: close`
@@ -952,21 +979,7 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     let admin = relay.admin_url("/readyz");
     let url = relay.envelope_url();
     // An HTTP/2 connection open before the stop, one request answered on it.
-    let tcp = tokio::net::TcpStream::connect(relay.sdk).await.unwrap();
-    let (h2, h2_conn) = h2::client::handshake(tcp).await.unwrap();
-    let h2_conn = tokio::spawn(h2_conn);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = hyper::Request::post(&url)
-        .header("x-sentry-auth", auth_header(KEY))
-        .body(())
-        .unwrap();
-    let (answer, mut body) = h2.send_request(request, false).unwrap();
-    body.send_data(
-        envelope_with_attachment(&new_event_id(), b"h2").into(),
-        true,
-    )
-    .unwrap();
-    assert_eq!(answer.await.unwrap().status(), 200);
+    let (h2, h2_conn) = h2_envelope(relay.sdk, &url).await;
 
     let sdk = relay.sdk;
     let stopping = tokio::spawn(relay.stop(Duration::from_secs(30)));
@@ -990,21 +1003,7 @@ async fn drain_delay_keeps_accepting_after_readiness_is_withdrawn() {
     // connection is told to go away once the request is served), several
     // times over: the drain must not catch a connection mid-handshake.
     for _ in 0..4 {
-        let tcp = tokio::net::TcpStream::connect(sdk).await.unwrap();
-        let (late, late_conn) = h2::client::handshake(tcp).await.unwrap();
-        let late_conn = tokio::spawn(late_conn);
-        let mut late = late.ready().await.unwrap();
-        let request = hyper::Request::post(&url)
-            .header("x-sentry-auth", auth_header(KEY))
-            .body(())
-            .unwrap();
-        let (answer, mut body) = late.send_request(request, false).unwrap();
-        body.send_data(
-            envelope_with_attachment(&new_event_id(), b"late").into(),
-            true,
-        )
-        .unwrap();
-        assert_eq!(answer.await.unwrap().status(), 200);
+        let (_late, late_conn) = h2_envelope(sdk, &url).await;
         late_conn.await.unwrap().expect("ended cleanly");
     }
     // Not ready, yet still accepting: a late client gets its answer, and is

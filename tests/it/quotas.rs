@@ -43,6 +43,20 @@ fn transaction_envelope(id: &str, trace_id: &str) -> Vec<u8> {
     body
 }
 
+/// A relay on a fresh mock cluster, with these settings for project 42, ready.
+async fn relay_with_settings(
+    settings: &str,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    TestRelay,
+) {
+    let kafka = mock_kafka();
+    let relay =
+        TestRelay::start(&with_project_settings(&kafka.bootstrap_servers(), settings)).await;
+    relay.wait_ready().await;
+    (kafka, relay)
+}
+
 async fn post(client: &reqwest::Client, relay: &TestRelay, body: Vec<u8>) -> reqwest::Response {
     client
         .post(relay.envelope_url())
@@ -56,13 +70,10 @@ async fn post(client: &reqwest::Client, relay: &TestRelay, body: Vec<u8>) -> req
 /// After a 429 naming the error category, the Rust SDK sends no more errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_sdk_backs_off_after_a_429() {
-    let kafka = mock_kafka();
-    let text = with_project_settings(
-        &kafka.bootstrap_servers(),
+    let (kafka, relay) = relay_with_settings(
         "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 60\n",
-    );
-    let relay = TestRelay::start(&text).await;
-    relay.wait_ready().await;
+    )
+    .await;
     let dsn = relay.dsn();
     tokio::task::spawn_blocking(move || {
         let mut options = sentry::apply_defaults(sentry::ClientOptions::new());
@@ -123,13 +134,10 @@ async fn the_rust_sdk_backs_off_after_a_429() {
 /// through, and the answer carries the headers SDKs parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_headers_and_partial_envelopes() {
-    let kafka = mock_kafka();
-    let text = with_project_settings(
-        &kafka.bootstrap_servers(),
+    let (kafka, relay) = relay_with_settings(
         "[[projects.quotas]]\ncategories = [\"attachment\"]\nlimit = 0\nwindow_secs = 30\n",
-    );
-    let relay = TestRelay::start(&text).await;
-    relay.wait_ready().await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let id = new_event_id();
     let r = post(&client, &relay, envelope_with_attachment(&id, b"attached")).await;
@@ -164,13 +172,7 @@ async fn rate_limit_headers_and_partial_envelopes() {
 /// quota is dropped, other errors pass, and the SDK is not told to back off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprint_quotas_stop_one_storm_only() {
-    let kafka = mock_kafka();
-    let text = with_project_settings(
-        &kafka.bootstrap_servers(),
-        "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 2\nwindow_secs = 3600\nscope = \"fingerprint\"\n",
-    );
-    let relay = TestRelay::start(&text).await;
-    relay.wait_ready().await;
+    let (kafka, relay) = relay_with_settings("[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 2\nwindow_secs = 3600\nscope = \"fingerprint\"\n").await;
     let client = reqwest::Client::new();
     for i in 0..5 {
         let event = serde_json::json!({"message": format!("user {i} not found")});
@@ -451,13 +453,10 @@ async fn metrics_outcomes_topic_and_kafka_agree() {
 /// not belong to it (a session) keep their own fate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_of_a_dropped_event_are_dropped_with_it() {
-    let kafka = mock_kafka();
-    let text = with_project_settings(
-        &kafka.bootstrap_servers(),
+    let (kafka, relay) = relay_with_settings(
         "[[projects.quotas]]\ncategories = [\"error\"]\nlimit = 1\nwindow_secs = 60\n",
-    );
-    let relay = TestRelay::start(&text).await;
-    relay.wait_ready().await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let envelope = |id: &str, event: &[u8]| {
         let report = serde_json::to_vec(&serde_json::json!({
@@ -565,13 +564,10 @@ async fn items_of_a_dropped_event_are_dropped_with_it() {
 /// is not told to back off the category, so smaller attachments still pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attachment_larger_than_the_burst_is_too_large_not_rate_limited() {
-    let kafka = mock_kafka();
-    let text = with_project_settings(
-        &kafka.bootstrap_servers(),
+    let (_kafka, relay) = relay_with_settings(
         "[[projects.quotas]]\ncategories = [\"attachment\"]\nlimit = 1000\nwindow_secs = 60\n",
-    );
-    let relay = TestRelay::start(&text).await;
-    relay.wait_ready().await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let attachment = |bytes: &[u8]| {
         let mut body = b"{}\n".to_vec();
