@@ -3,7 +3,10 @@
 //! scrub over the text) or through a tree (`tree`: parse, fingerprint,
 //! scrub, serialize).
 //!
-//! `cargo run --release --example prof_scrub -- EVENT.json [N] [text|tree]`
+//! `cargo run --release --example prof_scrub -- EVENT.json [N] [text|tree] [CONFIG.toml]`
+//!
+//! With CONFIG.toml, its `[scrub]` (the default config's otherwise), or
+//! with `PROF_SCRUB_PROJECT=ID` that project's.
 // The relay's allocator, so that allocation costs count as they do there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,14 +15,24 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .expect("usage: prof_scrub EVENT.json [N] [text|tree]");
+        .expect("usage: prof_scrub EVENT.json [N] [text|tree] [CONFIG.toml]");
     let n: usize = args
         .next()
         .map_or(2000, |s| s.parse().expect("N is a number"));
     let mode = args.next().unwrap_or_else(|| "text".into());
     let event = std::fs::read(path).expect("the event file is readable");
-    let config = edge_relay::Config::from_toml("").expect("the default config is valid");
-    let scrubber = config.scrubber.clone();
+    let toml = args.next().map_or(String::new(), |path| {
+        std::fs::read_to_string(path).expect("the config file is readable")
+    });
+    let config = edge_relay::Config::from_toml(&toml).expect("the config is valid");
+    let scrubber = match std::env::var("PROF_SCRUB_PROJECT") {
+        Ok(id) => {
+            let id = id.parse().expect("PROF_SCRUB_PROJECT is a project id");
+            let project = config.projects.get(id).expect("the project is configured");
+            project.scrubber.clone()
+        }
+        Err(_) => config.scrubber.clone(),
+    };
     let mut total = 0;
     for _ in 0..n {
         if mode == "tree" {

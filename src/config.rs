@@ -969,7 +969,10 @@ impl Config {
             k.max_message = (largest + 64 * 1024).clamp(1_000_000, 1_000_000_000);
         }
         let delivery = validate_delivery(&raw.delivery, &raw.spool, &output)?;
-        let scrubber = Arc::new(compile_scrub("scrub", &raw.scrub, None)?);
+        // One compiler for the whole load: projects that override `[scrub]`
+        // share the built-in rules' compiled regexes.
+        let mut compiler = scrub::Compiler::default();
+        let scrubber = Arc::new(compile_scrub(&mut compiler, "scrub", &raw.scrub, None)?);
         if !["text", "json"].contains(&raw.log.format.as_str()) {
             return Err(ConfigError::new(
                 "log.format",
@@ -1015,6 +1018,7 @@ impl Config {
             projects: Arc::new(validate_projects(
                 raw.projects,
                 &raw.scrub,
+                &mut compiler,
                 &scrubber,
                 &raw.defaults,
             )?),
@@ -1401,6 +1405,7 @@ fn check_topic(path: &str, topic: &str) -> Result<(), ConfigError> {
 
 /// Compiles `[scrub]`, with a project's overrides on top when given.
 fn compile_scrub(
+    compiler: &mut scrub::Compiler,
     path: &str,
     global: &file::Scrub,
     project: Option<&file::Scrub>,
@@ -1464,7 +1469,9 @@ fn compile_scrub(
         methods,
         rules,
     };
-    Scrubber::new(&settings).map_err(|e| ConfigError::new(path, e.to_string()))
+    compiler
+        .scrubber(&settings)
+        .map_err(|e| ConfigError::new(path, e.to_string()))
 }
 
 fn validate_quotas(
@@ -1553,6 +1560,7 @@ fn validate_sampling(
 fn validate_projects(
     raw: Vec<file::Project>,
     global_scrub: &file::Scrub,
+    compiler: &mut scrub::Compiler,
     global_scrubber: &Arc<Scrubber>,
     defaults: &file::Defaults,
 ) -> Result<Projects, ConfigError> {
@@ -1598,6 +1606,7 @@ fn validate_projects(
         let scrubber = match &p.scrub {
             None => global_scrubber.clone(),
             Some(over) => Arc::new(compile_scrub(
+                compiler,
                 &format!("projects[{i}].scrub"),
                 global_scrub,
                 Some(over),

@@ -38,6 +38,13 @@ pub use text::Fallback;
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
 
+/// How many distinct lists of sensitive words get the fastest key matcher
+/// (one automaton, about 90 KB each); the lists after them are searched
+/// beside the shared built-in words (a few KB each, and about 10% more
+/// instructions per event: `BENCHMARKS.md`). The global `[scrub]` is
+/// compiled first, so its list is always among them.
+const FAST_KEY_MATCHERS: usize = 100;
+
 /// Compiled-size limit for one user-supplied pattern.
 pub const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
 
@@ -60,7 +67,8 @@ fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error
 /// A pattern rule, compiled.
 struct PatternRule {
     name: Arc<str>,
-    regex: Regex,
+    /// Shared with every scrubber that has the rule (see [`Compiler`]).
+    regex: Arc<Regex>,
     group: usize,
     validator: Validator,
     method: Method,
@@ -158,12 +166,13 @@ pub struct Scrubber {
     /// Pattern rules, in `set` order.
     patterns: Vec<PatternRule>,
     /// All patterns at once: the one scan most strings get. One copy per
-    /// thread slot (see [`Scrubber::set`]).
-    sets: Box<[RegexSet]>,
+    /// thread slot (see [`Scrubber::set`]); shared by the scrubbers with
+    /// the same patterns.
+    sets: Arc<[RegexSet]>,
     /// `key=value` / `key: value` pairs inside text.
-    key_values: Regex,
+    key_values: Arc<Regex>,
     /// XML start tags: `<password>value</password>` in SOAP and XML bodies.
-    xml_tags: Regex,
+    xml_tags: Arc<Regex>,
     /// Sensitive key words.
     keys: KeyMatcher,
     /// Method for sensitive keys.
@@ -192,9 +201,101 @@ impl std::fmt::Debug for Scrubber {
     }
 }
 
-impl Scrubber {
-    /// Compiles the settings.
-    pub fn new(settings: &Settings) -> Result<Scrubber, SettingsError> {
+/// Compiles scrubbers, and keeps what it compiled for the next one to
+/// share: the built-in rules' regexes, the key-value and XML-tag patterns,
+/// the pattern sets (with their per-thread copies) of each list of rules,
+/// and the key matcher of each list of sensitive words. A config whose
+/// projects override `[scrub]` then compiles the built-in rules once, not
+/// once per project: each cost about 12 ms and 1.9 MiB before
+/// (`BENCHMARKS.md`). Every project's threads search the shared regexes,
+/// as they search the one global scrubber's when no project has its own.
+/// One per config load: a reload starts afresh, and what the old config
+/// compiled goes with it.
+#[derive(Default)]
+pub struct Compiler {
+    /// `rules::BUILTINS`' regexes, by index, once compiled.
+    builtins: Vec<Option<Arc<Regex>>>,
+    /// The key-value and XML-tag patterns, once compiled.
+    text: Option<(Arc<Regex>, Arc<Regex>)>,
+    /// Key matchers by their configured words and whether the built-in
+    /// ones are in.
+    keys: std::collections::HashMap<(Vec<String>, bool), KeyMatcher>,
+    /// Pattern sets by their patterns, in order.
+    sets: std::collections::HashMap<Vec<String>, Arc<[RegexSet]>>,
+}
+
+impl Compiler {
+    /// The built-in rule at `index` in `rules::BUILTINS`, compiled.
+    fn builtin(&mut self, index: usize) -> Arc<Regex> {
+        if self.builtins.len() <= index {
+            self.builtins.resize(rules::BUILTINS.len(), None);
+        }
+        self.builtins[index]
+            .get_or_insert_with(|| {
+                Arc::new(
+                    Regex::new(rules::BUILTINS[index].pattern).expect("built-in patterns compile"),
+                )
+            })
+            .clone()
+    }
+
+    /// The key-value and XML-tag patterns, compiled.
+    fn text_patterns(&mut self) -> (Arc<Regex>, Arc<Regex>) {
+        self.text
+            .get_or_insert_with(|| {
+                (
+                    Arc::new(
+                        Regex::new(rules::KEY_PATTERN).expect("the key-value pattern compiles"),
+                    ),
+                    Arc::new(
+                        Regex::new(rules::XML_TAG_PATTERN).expect("the XML tag pattern compiles"),
+                    ),
+                )
+            })
+            .clone()
+    }
+
+    /// The key matcher for `extra` words, and the built-in ones when `builtin`.
+    fn keys(&mut self, extra: &[String], builtin: bool) -> KeyMatcher {
+        let key = (extra.to_vec(), builtin);
+        if let Some(keys) = self.keys.get(&key) {
+            return keys.clone();
+        }
+        let keys = if extra.is_empty() || self.keys.len() < FAST_KEY_MATCHERS {
+            KeyMatcher::new(extra, builtin)
+        } else {
+            KeyMatcher::beside(&self.keys(&[], builtin), extra)
+        };
+        self.keys.insert(key, keys.clone());
+        keys
+    }
+
+    /// The set of `patterns`, compiled, in copies for the thread slots.
+    fn set(&mut self, patterns: &[PatternRule]) -> Result<Arc<[RegexSet]>, SettingsError> {
+        let key: Vec<String> = patterns
+            .iter()
+            .map(|p| p.regex.as_str().to_owned())
+            .collect();
+        if let Some(sets) = self.sets.get(&key) {
+            return Ok(sets.clone());
+        }
+        let set = RegexSetBuilder::new(&key)
+            .size_limit(PATTERN_SIZE_LIMIT * (patterns.len() + 1))
+            .build()
+            .map_err(|e| SettingsError::Pattern {
+                name: "(all rules together)".into(),
+                reason: e.to_string(),
+            })?;
+        // A copy has a cache pool of its own, whose first user takes its
+        // cache without a lock; the others would share a locked stack.
+        let copies = std::thread::available_parallelism().map_or(8, |n| 2 * n.get().clamp(2, 64));
+        let sets: Arc<[RegexSet]> = vec![set; copies].into();
+        self.sets.insert(key, sets.clone());
+        Ok(sets)
+    }
+
+    /// Compiles the settings, reusing what earlier calls compiled.
+    pub fn scrubber(&mut self, settings: &Settings) -> Result<Scrubber, SettingsError> {
         let method_for = |name: &str, default: Method| {
             settings
                 .methods
@@ -220,7 +321,7 @@ impl Scrubber {
             names.push(n.clone());
             n
         };
-        for builtin in rules::BUILTINS {
+        for (index, builtin) in rules::BUILTINS.iter().enumerate() {
             let enabled = match builtin.name {
                 "ip" => settings.scrub_ip_addresses,
                 _ => settings.defaults,
@@ -230,7 +331,7 @@ impl Scrubber {
             }
             patterns.push(PatternRule {
                 name: intern(builtin.name),
-                regex: Regex::new(builtin.pattern).expect("built-in patterns compile"),
+                regex: self.builtin(index),
                 group: builtin.group,
                 validator: builtin.validator,
                 method: method_for(builtin.name, builtin.method),
@@ -256,10 +357,12 @@ impl Scrubber {
             if rule.method == Method::Hash && settings.hash_key.is_none() {
                 return Err(SettingsError::HashWithoutKey);
             }
-            let regex = compile_custom(&rule.pattern).map_err(|reason| SettingsError::Pattern {
-                name: rule.name.clone(),
-                reason,
-            })?;
+            let regex = compile_custom(&rule.pattern)
+                .map(Arc::new)
+                .map_err(|reason| SettingsError::Pattern {
+                    name: rule.name.clone(),
+                    reason,
+                })?;
             patterns.push(PatternRule {
                 name: intern(&rule.name),
                 regex,
@@ -274,13 +377,7 @@ impl Scrubber {
                     .collect::<Result<_, _>>()?,
             });
         }
-        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
-            .size_limit(PATTERN_SIZE_LIMIT * (patterns.len() + 1))
-            .build()
-            .map_err(|e| SettingsError::Pattern {
-                name: "(all rules together)".into(),
-                reason: e.to_string(),
-            })?;
+        let sets = self.set(&patterns)?;
         let password_method = method_for("password", Method::Replace);
         let password_rule = intern("password");
         let ip_rule = settings.scrub_ip_addresses.then(|| intern("ip"));
@@ -300,15 +397,13 @@ impl Scrubber {
                 None => safe_other.push(selector),
             }
         }
-        // A copy has a cache pool of its own, whose first user takes its
-        // cache without a lock; the others would share a locked stack.
-        let copies = std::thread::available_parallelism().map_or(8, |n| 2 * n.get().clamp(2, 64));
+        let (key_values, xml_tags) = self.text_patterns();
         Ok(Scrubber {
             patterns,
-            sets: vec![set; copies].into_boxed_slice(),
-            key_values: Regex::new(rules::KEY_PATTERN).expect("the key-value pattern compiles"),
-            xml_tags: Regex::new(rules::XML_TAG_PATTERN).expect("the XML tag pattern compiles"),
-            keys: KeyMatcher::new(&settings.sensitive_fields, settings.defaults),
+            sets,
+            key_values,
+            xml_tags,
+            keys: self.keys(&settings.sensitive_fields, settings.defaults),
             password_method,
             password_rule,
             ip_rule,
@@ -317,6 +412,13 @@ impl Scrubber {
             hash_key: settings.hash_key.as_ref().map(|k| k.as_bytes().to_vec()),
             rule_names: names,
         })
+    }
+}
+
+impl Scrubber {
+    /// Compiles the settings on their own (see [`Compiler`] for many).
+    pub fn new(settings: &Settings) -> Result<Scrubber, SettingsError> {
+        Compiler::default().scrubber(settings)
     }
 
     /// This thread's copy of the pattern set. A `RegexSet` searches with a

@@ -1311,3 +1311,91 @@ fn addresses_with_other_letters_and_apostrophes() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+#[test]
+fn one_compiler_shares_what_it_compiled_and_keeps_each_scrubbers_rules() {
+    let mut compiler = Compiler::default();
+    let rule = |name: &str, pattern: &str| CustomRule {
+        name: name.into(),
+        pattern: pattern.into(),
+        method: Method::Replace,
+        paths: vec![],
+    };
+    let with = |fields: &[&str], rules: Vec<CustomRule>| Settings {
+        sensitive_fields: fields.iter().map(|f| f.to_string()).collect(),
+        rules,
+        ..settings()
+    };
+    let a = compiler
+        .scrubber(&with(&["zzq_a"], vec![rule("ticket", "TCK-[0-9]{6}")]))
+        .unwrap();
+    // The same rules under other key words: the pattern set is shared.
+    let b = compiler
+        .scrubber(&with(&["zzq_b"], vec![rule("ticket", "TCK-[0-9]{6}")]))
+        .unwrap();
+    // Another rule list, and the same pattern under another name.
+    let c = compiler
+        .scrubber(&with(&[], vec![rule("order", "ORD-[0-9]{4}")]))
+        .unwrap();
+    let d = compiler
+        .scrubber(&with(&[], vec![rule("case", "TCK-[0-9]{6}")]))
+        .unwrap();
+    assert_eq!(compiler.sets.len(), 2, "one set per distinct pattern list");
+    assert!(compiler.builtins.iter().all(Option::is_some));
+
+    let scrub = |s: &Scrubber, event: Value| {
+        let mut event = event;
+        s.scrub_event(&mut event);
+        event
+    };
+    let event = || {
+        json!({"message": "TCK-123456 ORD-1234 alice@example.com",
+               "extra": {"zzq_a": "x", "zzq_b": "y"}})
+    };
+    let out = scrub(&a, event());
+    assert_eq!(out["message"], "[ticket] ORD-1234 [email]");
+    assert_eq!(out["extra"]["zzq_a"], FILTERED);
+    assert_eq!(out["extra"]["zzq_b"], "y");
+    let out = scrub(&b, event());
+    assert_eq!(out["message"], "[ticket] ORD-1234 [email]");
+    assert_eq!(out["extra"]["zzq_a"], "x");
+    assert_eq!(out["extra"]["zzq_b"], FILTERED);
+    let out = scrub(&c, event());
+    assert_eq!(out["message"], "TCK-123456 [order] [email]");
+    let out = scrub(&d, event());
+    assert_eq!(out["message"], "[case] ORD-1234 [email]");
+    // Each scrubber is what compiling it alone gives.
+    for (s, settings) in [
+        (&a, with(&["zzq_a"], vec![rule("ticket", "TCK-[0-9]{6}")])),
+        (&c, with(&[], vec![rule("order", "ORD-[0-9]{4}")])),
+    ] {
+        let alone = Scrubber::new(&settings).unwrap();
+        assert_eq!(scrub(s, event()), scrub(&alone, event()));
+        assert_eq!(s.rule_names(), alone.rule_names());
+    }
+}
+
+#[test]
+fn past_the_fast_key_matchers_own_words_beside_the_shared_ones_find_the_same_keys() {
+    let mut compiler = Compiler::default();
+    let event = |i: usize| {
+        json!({"extra": {format!("own_{i}"): "x", "own_other": "y", "api_key": "z",
+                         "input_tokens": 12, "token_type": "bearer"}})
+    };
+    for i in 0..FAST_KEY_MATCHERS + 5 {
+        let settings = Settings {
+            sensitive_fields: vec![format!("own_{i}")],
+            ..settings()
+        };
+        let mut out = event(i);
+        compiler.scrubber(&settings).unwrap().scrub_event(&mut out);
+        let extra = &out["extra"];
+        assert_eq!(extra[format!("own_{i}")], FILTERED, "{i}");
+        assert_eq!(extra["own_other"], "y", "{i}");
+        assert_eq!(extra["api_key"], FILTERED, "{i}");
+        assert_eq!(extra["input_tokens"], 12, "{i}");
+        assert_eq!(extra["token_type"], "bearer", "{i}");
+    }
+    // Each list, and the built-in words alone that the last five share.
+    assert_eq!(compiler.keys.len(), FAST_KEY_MATCHERS + 5 + 1);
+}
