@@ -215,6 +215,9 @@ impl std::fmt::Debug for Scrubber {
 pub struct Compiler {
     /// `rules::BUILTINS`' regexes, by index, once compiled.
     builtins: Vec<Option<Arc<Regex>>>,
+    /// Custom rules' regexes by pattern (projects that override other
+    /// `[scrub]` keys inherit the global rules).
+    custom: std::collections::HashMap<String, Arc<Regex>>,
     /// The key-value and XML-tag patterns, once compiled.
     text: Option<(Arc<Regex>, Arc<Regex>)>,
     /// Key matchers by their configured words and whether the built-in
@@ -237,6 +240,16 @@ impl Compiler {
                 )
             })
             .clone()
+    }
+
+    /// A custom rule's pattern, compiled.
+    fn custom(&mut self, pattern: &str) -> Result<Arc<Regex>, String> {
+        if let Some(regex) = self.custom.get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex = Arc::new(compile_custom(pattern)?);
+        self.custom.insert(pattern.to_owned(), regex.clone());
+        Ok(regex)
     }
 
     /// The key-value and XML-tag patterns, compiled.
@@ -357,8 +370,8 @@ impl Compiler {
             if rule.method == Method::Hash && settings.hash_key.is_none() {
                 return Err(SettingsError::HashWithoutKey);
             }
-            let regex = compile_custom(&rule.pattern)
-                .map(Arc::new)
+            let regex = self
+                .custom(&rule.pattern)
                 .map_err(|reason| SettingsError::Pattern {
                     name: rule.name.clone(),
                     reason,

@@ -1341,6 +1341,11 @@ fn one_compiler_shares_what_it_compiled_and_keeps_each_scrubbers_rules() {
         .scrubber(&with(&[], vec![rule("case", "TCK-[0-9]{6}")]))
         .unwrap();
     assert_eq!(compiler.sets.len(), 2, "one set per distinct pattern list");
+    assert_eq!(
+        compiler.custom.len(),
+        2,
+        "one regex per distinct custom pattern"
+    );
     assert!(compiler.builtins.iter().all(Option::is_some));
 
     let scrub = |s: &Scrubber, event: Value| {
