@@ -1128,11 +1128,7 @@ fn blame_override(mut e: ConfigError, overrides: &[(String, String)]) -> ConfigE
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             return false;
         };
-        let dotted = rest
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect::<Vec<_>>()
-            .join(".");
+        let dotted = override_keys(rest).collect::<Vec<_>>().join(".");
         e.path == dotted
             || e.path
                 .strip_prefix(dotted.as_str())
@@ -1142,6 +1138,12 @@ fn blame_override(mut e: ConfigError, overrides: &[(String, String)]) -> ConfigE
         e.message = format!("{} (set by the environment variable {name})", e.message);
     }
     e
+}
+
+/// The key path an override names: the part of its name after the prefix,
+/// lowercased, split on `__`.
+fn override_keys(rest: &str) -> impl Iterator<Item = String> + '_ {
+    rest.split("__").map(str::to_ascii_lowercase)
 }
 
 /// Applies `EDGE_RELAY_SECTION__KEY=value`: the name after the prefix,
@@ -1154,11 +1156,7 @@ fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<()
     const MAX_SEGMENTS: usize = 4;
     let usage = || ConfigError::new(name, "expected EDGE_RELAY_SECTION__KEY");
     let rest = name.strip_prefix(ENV_PREFIX).ok_or_else(usage)?;
-    let path: Vec<String> = rest
-        .split("__")
-        .take(MAX_SEGMENTS + 1)
-        .map(|s| s.to_ascii_lowercase())
-        .collect();
+    let path: Vec<String> = override_keys(rest).take(MAX_SEGMENTS + 1).collect();
     if path.iter().any(String::is_empty) {
         return Err(usage());
     }

@@ -1201,14 +1201,12 @@ impl<'de> Deserialize<'de> for FirstEntries {
                 mut seq: A,
             ) -> Result<FirstEntries, A::Error> {
                 let mut entries = FirstEntries::default();
-                let mut read = 0;
-                while read < MAX_CLIENT_REPORT_ENTRIES {
+                while entries.kept.len() + entries.skipped < MAX_CLIENT_REPORT_ENTRIES {
                     match seq.next_element()? {
                         Some(Entry::Understood(entry)) => entries.kept.push(entry),
                         Some(Entry::Other(_)) => entries.skipped += 1,
                         None => return Ok(entries),
                     }
-                    read += 1;
                 }
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(entries)

@@ -1087,18 +1087,13 @@ async fn flush_outcomes(state: &State, all: bool) {
     if results.iter().any(Result::is_ok) {
         state.outcomes_taken.store(true, Ordering::Relaxed);
     }
-    // Of those that failed, whether Kafka refused them for good.
-    let mut refused = Vec::new();
-    let (failed, unsent): (Vec<_>, Vec<_>) = entries
+    // Each failure: its entry, its record, and whether Kafka refused it for good.
+    let failed: Vec<_> = entries
         .into_iter()
         .zip(records)
         .zip(results)
-        .filter_map(|(entry, r)| {
-            let e = r.err()?;
-            refused.push(e.is_refused());
-            Some(entry)
-        })
-        .unzip();
+        .filter_map(|((entry, record), r)| r.err().map(|e| (entry, record, e.is_refused())))
+        .collect();
     if failed.is_empty() {
         return;
     }
@@ -1107,21 +1102,22 @@ async fn flush_outcomes(state: &State, all: bool) {
             records = failed.len(),
             "outcome records not produced; kept for the next try"
         );
-        pipeline.outcomes.restore(failed);
+        pipeline
+            .outcomes
+            .restore(failed.into_iter().map(|(entry, ..)| entry).collect());
         return;
     }
     // The last try, at shutdown. What failed for a while (brokers
     // unreachable, timed out, a full queue) goes into the spool, for the
     // next start's replay to produce, provided Kafka took an outcome record
     // before: a record Kafka never takes (no `outcomes` topic shows as
-    // timeouts as often as as a refusal) would keep the replay failing, and
+    // timeouts as often as a refusal) would keep the replay failing, and
     // the relay degraded, for good. The others are counted as lost.
     let spoolable = state.outcomes_taken.load(Ordering::Relaxed);
-    let (unsent, lost): (Vec<_>, Vec<_>) = unsent
+    let (unsent, lost): (Vec<_>, Vec<_>) = failed
         .into_iter()
-        .zip(refused)
-        .partition(|(_, refused)| spoolable && !refused);
-    let unsent: Vec<_> = unsent.into_iter().map(|(record, _)| record).collect();
+        .partition(|(.., refused)| spoolable && !refused);
+    let unsent: Vec<_> = unsent.into_iter().map(|(_, record, _)| record).collect();
     let lost = lost.len();
     if lost > 0 {
         pipeline.metrics.outcomes_lost.inc_by(lost as u64);
