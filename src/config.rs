@@ -96,6 +96,13 @@ pub mod file {
         /// every connection slot. Defaults to "60s".
         #[serde(with = "humantime_serde")]
         pub idle_timeout: Duration,
+        /// Once the relay has closed its side of a connection, it reads and
+        /// discards what the client still sends, until the client closes or
+        /// for this long: a frame or request crossing the close then does not
+        /// draw a TCP reset, which could destroy the answer the client has
+        /// not read yet. "0s" closes at once. Defaults to "2s".
+        #[serde(with = "humantime_serde")]
+        pub lingering_time: Duration,
         /// Bytes of request bodies held in memory at once, as they arrive and
         /// then at their inflated size, from their read until their answer;
         /// past it, new requests get 503. At least `limits.max_inflated_size`.
@@ -111,6 +118,7 @@ pub mod file {
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
+                lingering_time: Duration::from_secs(2),
                 max_body_memory: ByteSize::mib(64),
             }
         }
@@ -642,6 +650,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How long a connection may sit with no request in flight.
     pub idle_timeout: Duration,
+    /// How long a closed connection keeps reading what its client still sends.
+    pub lingering_time: Duration,
     /// Bytes of request bodies held in memory at once.
     pub max_body_memory: usize,
 }
@@ -1002,6 +1012,7 @@ impl Config {
                 header_read_timeout: raw.server.header_read_timeout,
                 body_read_timeout: raw.server.body_read_timeout,
                 idle_timeout: raw.server.idle_timeout,
+                lingering_time: raw.server.lingering_time,
                 max_body_memory,
             },
             admin_listen,

@@ -342,6 +342,7 @@ async fn serve_sdk(
         let open = connections.0.subscribe();
         let deadline = server.header_read_timeout;
         let idle_timeout = server.idle_timeout;
+        let lingering_time = server.lingering_time;
         let mut stopped = stopped.clone();
         let mut drain_seen = drain_seen.clone();
         tokio::spawn(async move {
@@ -360,6 +361,17 @@ async fn serve_sdk(
                 // The relay stops: nothing was asked on this connection, so
                 // nothing is cut short (an HTTP client's spare connection).
                 _ = stopped.wait_for(|stop| *stop) => return,
+            };
+            // A second handle on the socket, for the lingering close (below).
+            let (stream, spare) = match lingering_time.is_zero() {
+                true => (stream, None),
+                false => match with_spare(stream) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not take a second handle on a connection; closing it");
+                        return;
+                    }
+                },
             };
             let counted = state.clone();
             let activity = Arc::new(Activity::default());
@@ -383,7 +395,9 @@ async fn serve_sdk(
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            tokio::pin!(conn);
+            // Boxed, so that it can be dropped (and hyper's handle on the
+            // socket with it) before the lingering close.
+            let mut conn = Box::pin(conn);
             let check = (idle_timeout / 4).max(Duration::from_millis(100));
             // The drain began: an HTTP/2 client is told to take its next
             // requests elsewhere (its streams in flight finish), once the
@@ -436,8 +450,14 @@ async fn serve_sdk(
                     }
                 }
             }
-            drop(permit);
+            drop(conn);
+            // The stop need not wait for a lingering close; the connection
+            // slot stays taken until it ends, so sockets stay bounded.
             drop(open);
+            if let Some(spare) = spare {
+                linger(spare, lingering_time).await;
+            }
+            drop(permit);
         });
     };
     let _ = stopping.send(true);
@@ -550,6 +570,38 @@ async fn accept(listener: &TcpListener, which: &str) -> Option<tokio::net::TcpSt
             None
         }
     }
+}
+
+/// Splits an accepted connection into the stream hyper serves and a second
+/// handle on the same socket (a duplicated descriptor): when hyper lets go of
+/// its own, the socket stays open for [`linger`]. If the descriptor cannot be
+/// duplicated (out of descriptors), the connection is served without one.
+fn with_spare(
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, Option<std::net::TcpStream>)> {
+    let stream = stream.into_std()?;
+    let spare = stream.try_clone().ok();
+    Ok((tokio::net::TcpStream::from_std(stream)?, spare))
+}
+
+/// Closes a connection the relay is done with, gently: its side is shut
+/// (hyper may have done so already; again is harmless), then whatever the
+/// client still sends is read and thrown away until the client closes, or
+/// for `time`. Closing a socket with unread bytes, or with bytes still on
+/// their way, makes the kernel answer with a reset; a reset can reach the
+/// client before it has read the relay's last answer or GOAWAY, and destroy
+/// them. (nginx's lingering close, for the same reason.)
+async fn linger(spare: std::net::TcpStream, time: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(spare) else {
+        return;
+    };
+    let _ = stream.shutdown().await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(time, async {
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    })
+    .await;
 }
 
 /// The HTTP/2 connection preface.

@@ -626,6 +626,67 @@ async fn idle_connections_release_their_slots() {
     assert_eq!(r.status(), 200);
 }
 
+/// A request with `Connection: close` on a socket of its own, read to the
+/// relay's end of the stream: the answer's text.
+async fn answered_and_closed(relay: &TestRelay) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncReadExt;
+    let body = envelope_with_attachment(&new_event_id(), b"x");
+    let headers = format!("connection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut stream = raw_request(relay, &headers, &body).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the relay answers and closes")
+        .expect("the answer and a clean end of stream");
+    (stream, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// When the relay closes a connection, what the client sends across the
+/// close is read and thrown away (a lingering close), not answered with a
+/// TCP reset, which can destroy an answer or GOAWAY the client has not read
+/// yet. The linger ends when the client closes; one that never closes holds
+/// its connection slot for `lingering_time` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_lingers_so_late_bytes_draw_no_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = sink_file();
+    // One slot: a second client is served only once the first one's linger ended.
+    let text = config_text_with_server(
+        "max_connections = 1\nlingering_time = \"10m\"\n",
+        &sink.section,
+    );
+    let relay = TestRelay::start(&text).await;
+    let (mut late, answer) = answered_and_closed(&relay).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The client's next request crossed the relay's close. Were the socket
+    // closed, the first write would draw a reset, and a later write or read
+    // would fail (a broken pipe) instead of seeing the end of the stream.
+    for _ in 0..3 {
+        late.write_all(b"POST /api/42/envelope/ HTTP/1.1\r\n")
+            .await
+            .expect("the relay's side is still open: no reset");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(late.read(&mut buf).await.expect("no reset"), 0);
+    // The client closes: the linger ends and frees the slot.
+    drop(late);
+    let (_, answer) = answered_and_closed(&relay).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    relay.stop(Duration::from_secs(30)).await;
+
+    // A client that never closes holds the slot for `lingering_time` only.
+    let text = config_text_with_server(
+        "max_connections = 1\nlingering_time = \"300ms\"\n",
+        &sink.section,
+    );
+    let relay = TestRelay::start(&text).await;
+    let (_kept_open, answer) = answered_and_closed(&relay).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, answer) = answered_and_closed(&relay).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// Starts a request on a socket of its own: the headers, then `body`
 /// (which may be only the start of the body the headers announce).
 async fn raw_request(relay: &TestRelay, headers: &str, body: &[u8]) -> tokio::net::TcpStream {
