@@ -363,15 +363,9 @@ async fn serve_sdk(
                 _ = stopped.wait_for(|stop| *stop) => return,
             };
             // A second handle on the socket, for the lingering close (below).
-            let (stream, spare) = match lingering_time.is_zero() {
-                true => (stream, None),
-                false => match with_spare(stream) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not take a second handle on a connection; closing it");
-                        return;
-                    }
-                },
+            let spare = match lingering_time.is_zero() {
+                true => None,
+                false => with_spare(&stream),
             };
             let counted = state.clone();
             let activity = Arc::new(Activity::default());
@@ -572,16 +566,14 @@ async fn accept(listener: &TcpListener, which: &str) -> Option<tokio::net::TcpSt
     }
 }
 
-/// Splits an accepted connection into the stream hyper serves and a second
-/// handle on the same socket (a duplicated descriptor): when hyper lets go of
-/// its own, the socket stays open for [`linger`]. If the descriptor cannot be
-/// duplicated (out of descriptors), the connection is served without one.
-fn with_spare(
-    stream: tokio::net::TcpStream,
-) -> std::io::Result<(tokio::net::TcpStream, Option<std::net::TcpStream>)> {
-    let stream = stream.into_std()?;
-    let spare = stream.try_clone().ok();
-    Ok((tokio::net::TcpStream::from_std(stream)?, spare))
+/// A second handle on a connection's socket (a duplicated descriptor): when
+/// hyper lets go of its own, the socket stays open for [`linger`]. None if
+/// the descriptor cannot be duplicated (out of descriptors): the connection
+/// is served without one.
+fn with_spare(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let spare = stream.as_fd().try_clone_to_owned();
+    spare.ok().map(std::net::TcpStream::from)
 }
 
 /// Closes a connection the relay is done with, gently: its side is shut
@@ -593,6 +585,7 @@ fn with_spare(
 /// them. (nginx's lingering close, for the same reason.)
 async fn linger(spare: std::net::TcpStream, time: Duration) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Non-blocking already: the flag belongs to the socket, which tokio set.
     let Ok(mut stream) = tokio::net::TcpStream::from_std(spare) else {
         return;
     };
