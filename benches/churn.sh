@@ -62,7 +62,8 @@ TOML
     "$RELAY_BIN" run --config "$OUT/relay.toml" 2>>"$OUT/relay.log" &
     pid=$!
     for _ in $(seq 1 100); do
-      curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break
+      python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+        "http://127.0.0.1:$admin/readyz" 2>/dev/null && break
       sleep 0.1
     done
     before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
