@@ -39,7 +39,7 @@ pub use text::Fallback;
 pub const FILTERED: &str = "[Filtered]";
 
 /// How many distinct lists of sensitive words get the fastest key matcher
-/// (one automaton, about 90 KB each); the lists after them are searched
+/// (one DFA, about 250 KB each); the lists after them are searched
 /// beside the shared built-in words (a few KB each, and about 10% more
 /// instructions per event: `BENCHMARKS.md`). The global `[scrub]` is
 /// compiled first, so its list is always among them.

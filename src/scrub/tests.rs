@@ -1404,3 +1404,41 @@ fn past_the_fast_key_matchers_own_words_beside_the_shared_ones_find_the_same_key
     // Each list, and the built-in words alone that the last five share.
     assert_eq!(compiler.keys.len(), FAST_KEY_MATCHERS + 5 + 1);
 }
+
+/// Login and sign-up forms name their password field in the site's
+/// language: those keys are secrets in the event's tree, and as keys of
+/// `key=value` pairs in text; the other fields of the form stay.
+#[test]
+fn password_fields_in_other_languages() {
+    let s = scrubber();
+    let event = r#"{"request":{"data":{"benutzername":"alice","passwort":"Geheim123",
+        "contraseña":"Secreto9","senha":"segredo1","mot_de_passe":"motsecret",
+        "wachtwoord":"geheim2","пароль":"секрет1","パスワード":"himitsu3","parola":"segreto4"}}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    let data = &tree["request"]["data"];
+    for key in [
+        "passwort",
+        "contraseña",
+        "senha",
+        "mot_de_passe",
+        "wachtwoord",
+        "пароль",
+        "パスワード",
+        "parola",
+    ] {
+        assert_eq!(data[key], "[Filtered]", "{key}");
+    }
+    assert_eq!(data["benutzername"], "alice");
+    for (input, secret) in [
+        ("benutzer=alice&kennwort=Geheim123", "Geheim123"),
+        ("login failed: usuario=bob contrasena=Secreto9", "Secreto9"),
+        ("mdp=motsecret2 pour alice", "motsecret2"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+        assert!(
+            out.contains("alice") || out.contains("bob"),
+            "{input} gave {out}"
+        );
+    }
+}
