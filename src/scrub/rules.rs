@@ -264,6 +264,7 @@ pub const BUILTIN_NAMES: [&str; 12] = [
 /// in `failed: password=hunter2`, both `failed:` and `password=` are keys.
 pub const KEY_PATTERN: &str = r#"(?x)
     (?:\\?["'])? [A-Za-z0-9_.\-\[\]]+ (?:\\?["'])?   # the key, perhaps quoted (\" in JSON held in JSON)
+    (?: :(?:protected|private) | :"[^"\n]{1,200}":private )? \]?   # PHP's var_dump: ["k":protected]=>
     \s* [=:]                                         # its separator"#;
 
 /// An XML element's start tag (`<password>`, `<ns:apiKey attr="x">`): its
@@ -283,6 +284,11 @@ pub fn key_in(m: &str) -> Option<std::ops::Range<usize>> {
     let mut end = b.len().checked_sub(1)?;
     while end > start && (b[end - 1].is_ascii_whitespace() || quote(b[end - 1])) {
         end -= 1;
+    }
+    // A quoted key ends at its closing quote (what follows it in PHP's
+    // `["k":protected]`, `["k":"Class":private]` is no part of it).
+    if let Some(at) = b[start..end].iter().position(|&c| quote(c)) {
+        end = start + at;
     }
     (start < end).then_some(start..end)
 }
@@ -319,6 +325,9 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     let mut start = spaces(from);
     if b.get(start) == Some(&b'>') {
         start = spaces(start + 1);
+        if let Some(dumped) = php_dumped(s, start) {
+            return Some(dumped);
+        }
     }
     if matches!(b.get(start), Some(b'b' | b'r' | b'u')) && quote(start + 1) {
         start += 1;
@@ -392,6 +401,61 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     };
     // Every stop byte is ASCII, so the range ends on a character boundary.
     (len > 0).then_some(start..start + len)
+}
+
+/// A value as PHP's `var_dump` writes it after `=>` (and a newline), at
+/// `at`: `string(7) "hunter2"` gives its 7 bytes (quotes inside included),
+/// `int(1234)` and `float(1.5)` what the parentheses hold, `array(2) {...}`
+/// and `object(User)#1 (2) {...}` the whole block. `None` for anything else.
+fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
+    let b = s.as_bytes();
+    let rest = &s[at..];
+    let kind_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+    let open = at + kind_len;
+    if b.get(open) != Some(&b'(') {
+        return None;
+    }
+    let close = open + memchr::memchr(b')', &b[open..])?;
+    let inside = open + 1..close;
+    match &rest[..kind_len] {
+        "string" => {
+            let len: usize = s[inside].parse().ok()?;
+            let quote = close + 2;
+            (b.get(close + 1) == Some(&b' ') && b.get(quote) == Some(&b'"')).then_some(())?;
+            let end = quote + 1 + len;
+            // The length counts bytes; a string cut short, or longer than it
+            // says, runs to its closing quote instead.
+            let exact = b.get(end) == Some(&b'"') && s.is_char_boundary(end);
+            let end = match exact {
+                true => end,
+                false => memchr::memchr(b'"', &b[quote + 1..]).map_or(b.len(), |i| quote + 1 + i),
+            };
+            Some(quote + 1..end)
+        }
+        "int" | "float" => Some(inside).filter(|r| !r.is_empty()),
+        "array" | "object" => {
+            let brace = close + memchr::memchr(b'{', &b[close..])?;
+            // Only spaces, `#N` and `(N)` between the kind and its block.
+            let between = &b[close + 1..brace];
+            if !between
+                .iter()
+                .all(|c| b" #()".contains(c) || c.is_ascii_digit())
+            {
+                return None;
+            }
+            let mut depth = 0usize;
+            let end = b[brace..].iter().position(|&c| {
+                depth = match c {
+                    b'{' => depth + 1,
+                    b'}' => depth - 1,
+                    _ => depth,
+                };
+                depth == 0
+            });
+            Some(brace..end.map_or(b.len(), |i| brace + i + 1))
+        }
+        _ => None,
+    }
 }
 
 /// The option a command-line flag names (`--password`, `-token`), when the
@@ -1314,6 +1378,17 @@ mod tests {
         assert_eq!(pairs("k: \"a b, c\" d"), one("k", "a b, c"));
         assert_eq!(pairs("k: \"unclosed"), one("k", "unclosed"));
         assert_eq!(pairs("k => 'v w'"), one("k", "v w"));
+        // PHP's var_dump: the key without its visibility, the value by its length.
+        assert_eq!(
+            pairs("[\"k\":protected]=>\n  string(4) \"a\"b \""),
+            one("k", "a\"b ")
+        );
+        assert_eq!(
+            pairs("[\"k\":\"A\\B\":private]=>\n  int(12)"),
+            one("k", "12")
+        );
+        assert_eq!(pairs("[\"k\"]=>\n  string(9) \"short\""), one("k", "short"));
+        assert_eq!(pairs("[\"k\"]=> strings(2)"), one("k", "strings(2)"));
         assert_eq!(pairs("k: [1, [2]], z"), one("k", "[1, [2]]"));
         assert_eq!(pairs("k: {\"a\""), one("k", "{\"a\""));
         assert_eq!(pairs("k: \"\""), vec![]);

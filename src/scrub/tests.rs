@@ -1442,3 +1442,32 @@ fn password_fields_in_other_languages() {
         );
     }
 }
+
+/// PHP's `var_dump` output in a message or an extra: the value of a
+/// sensitive key, on the line after its `=>`, is hidden whatever its kind
+/// (a string by the length PHP gives, quotes inside included; a number; a
+/// nested array or object whole), for public, protected and private
+/// properties alike; other keys' values stay.
+#[test]
+fn php_var_dump() {
+    let dump = "object(App\\Models\\User)#12 (4) {\n  [\"name\"]=>\n  string(5) \"alice\"\n  \
+        [\"password\":protected]=>\n  string(9) \"hun\"ter2!\"\n  \
+        [\"apiToken\":\"App\\Models\\User\":private]=>\n  string(6) \"tk_9x7\"\n  \
+        [\"pin\"]=>\n  int(4321)\n  [\"credentials\"]=>\n  array(1) {\n    [\"secret\"]=>\n    \
+        string(6) \"s3cr3t\"\n  }\n  [\"visits\"]=>\n  int(3)\n}\n";
+    let out = text(dump);
+    for secret in ["hun\"ter2", "tk_9x7", "4321", "s3cr3t"] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+    for kept in [
+        "string(5) \"alice\"",
+        "int(3)",
+        "[\"password\":protected]=>",
+    ] {
+        assert!(out.contains(kept), "{kept} lost from {out}");
+    }
+    // The same, held in an event: both passes agree.
+    let event = serde_json::json!({"extra": {"user": dump}}).to_string();
+    let tree = both_ways(&scrubber(), &event).expect("the text pass takes it");
+    assert_eq!(tree["extra"]["user"], out);
+}
