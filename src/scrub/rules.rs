@@ -368,9 +368,21 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
         i - from
     };
     let len = match b.get(start) {
+        Some(&q @ (b'"' | b'\'')) if escaped => {
+            start += 1;
+            stop(start, &|c| c == q || c == b'\\')
+        }
         Some(&q @ (b'"' | b'\'')) => {
             start += 1;
-            stop(start, &|c| c == q || (escaped && c == b'\\'))
+            // A quote escaped with a backslash (`"hun\"ter2"`) does not end it.
+            let mut at = start;
+            loop {
+                at += stop(at, &|c| c == q || c == b'\\');
+                if b.get(at) != Some(&b'\\') {
+                    break at - start;
+                }
+                at = (at + 2).min(b.len());
+            }
         }
         Some(&open @ (b'[' | b'{')) => {
             let close = if open == b'[' { b']' } else { b'}' };
@@ -1378,6 +1390,13 @@ mod tests {
         assert_eq!(pairs("k: \"a b, c\" d"), one("k", "a b, c"));
         assert_eq!(pairs("k: \"unclosed"), one("k", "unclosed"));
         assert_eq!(pairs("k => 'v w'"), one("k", "v w"));
+        // A quote escaped inside a quoted value does not end it.
+        assert_eq!(
+            pairs(r#"{"password": "hun\"ter2", "n": 'it\'s'}"#),
+            [one("password", r#"hun\"ter2"#), one("n", r"it\'s")].concat()
+        );
+        assert_eq!(pairs(r#"k: "ends\\" x"#), one("k", r"ends\\"));
+        assert_eq!(pairs(r#"k: "trailing\"#), one("k", r"trailing\"));
         // PHP's var_dump: the key without its visibility, the value by its length.
         assert_eq!(
             pairs("[\"k\":protected]=>\n  string(4) \"a\"b \""),

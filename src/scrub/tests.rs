@@ -1471,3 +1471,25 @@ fn php_var_dump() {
     let tree = both_ways(&scrubber(), &event).expect("the text pass takes it");
     assert_eq!(tree["extra"]["user"], out);
 }
+
+/// A password with a quote in it, escaped as JSON, JavaScript and Python
+/// escape it, in JSON or a repr held in a string: hidden whole, not cut at
+/// the escaped quote.
+#[test]
+fn escaped_quotes_inside_a_quoted_secret() {
+    for (input, secret) in [
+        (
+            r#"payload {"user": "bob", "password": "hun\"ter2"}"#,
+            "ter2",
+        ),
+        (r#"{'user': 'bob', 'password': 'it\'s-s3cret'}"#, "s3cret"),
+        (r#"token="a\\\"b-tail" next"#, "tail"),
+    ] {
+        let out = text(input);
+        assert!(!out.contains(secret), "{input} gave {out}");
+        assert!(
+            out.contains("bob") || out.contains("next"),
+            "{input} gave {out}"
+        );
+    }
+}
