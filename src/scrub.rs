@@ -35,6 +35,28 @@ use path::{Seg, Selector};
 use rules::{value_after, KeyMatcher, Sensitivity, Validator};
 pub use text::Fallback;
 
+/// Bytes that are UTF-16 text marked as such by a byte-order mark
+/// (`FF FE`, little-endian; `FE FF`, big-endian): the text, the mark kept at
+/// its start, and whether it is big-endian. `None` for anything else,
+/// including UTF-16 that does not decode (an odd length, a lone surrogate).
+/// (UTF-8 never starts with those bytes.)
+pub fn utf16_text(bytes: &[u8]) -> Option<(String, bool)> {
+    let big_endian = match bytes.get(..2)? {
+        [0xFF, 0xFE] => false,
+        [0xFE, 0xFF] => true,
+        _ => return None,
+    };
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    let units = bytes.chunks_exact(2).map(|pair| match big_endian {
+        true => u16::from_be_bytes([pair[0], pair[1]]),
+        false => u16::from_le_bytes([pair[0], pair[1]]),
+    });
+    let text: Result<String, _> = char::decode_utf16(units).collect();
+    Some((text.ok()?, big_endian))
+}
+
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
 
@@ -508,6 +530,17 @@ impl Scrubber {
     /// UTF-8 are kept as they came (not replaced by U+FFFD). `None` when
     /// nothing matched.
     pub fn scrub_bytes(&self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<Redaction>)> {
+        // UTF-16 with its byte-order mark (Windows' "Unicode" logs and
+        // exports): scrubbed as the text it is, and written back as it came.
+        if let Some((text, big_endian)) = utf16_text(bytes) {
+            let (out, redactions) = self.scrub_text(&text)?;
+            let units = out.encode_utf16();
+            let out = match big_endian {
+                true => units.flat_map(u16::to_be_bytes).collect(),
+                false => units.flat_map(u16::to_le_bytes).collect(),
+            };
+            return Some((out, redactions));
+        }
         if let Ok(text) = std::str::from_utf8(bytes) {
             return self
                 .scrub_text(text)

@@ -1493,3 +1493,34 @@ fn escaped_quotes_inside_a_quoted_secret() {
         );
     }
 }
+
+/// A text attachment in UTF-16 with its byte-order mark (Windows' "Unicode"
+/// logs) is scrubbed as the text it is and written back in the same
+/// encoding, mark included; without a secret it is left as it came.
+#[test]
+fn utf16_text_is_scrubbed_as_text() {
+    let s = scrubber();
+    let log = "\u{FEFF}2026-12-06 login alice@example.com password=hunter2 user=bob\r\n";
+    for big_endian in [false, true] {
+        let encode = |t: &str| -> Vec<u8> {
+            t.encode_utf16()
+                .flat_map(|u| match big_endian {
+                    true => u.to_be_bytes(),
+                    false => u.to_le_bytes(),
+                })
+                .collect()
+        };
+        let (out, redactions) = s.scrub_bytes(&encode(log)).expect("secrets found");
+        let (text, was_big) = crate::scrub::utf16_text(&out).expect("still UTF-16, marked");
+        assert_eq!(was_big, big_endian);
+        assert_eq!(
+            text,
+            "\u{FEFF}2026-12-06 login [email] password=[Filtered] user=bob\r\n"
+        );
+        assert!(redactions.iter().any(|r| &*r.rule == "email"));
+        assert!(s.scrub_bytes(&encode("\u{FEFF}nothing here")).is_none());
+    }
+    // A lone surrogate is no UTF-16 text: the bytes are scrubbed as they are.
+    assert!(crate::scrub::utf16_text(&[0xFF, 0xFE, 0x00, 0xD8]).is_none());
+    assert!(crate::scrub::utf16_text(&[0xFF, 0xFE, 0x41]).is_none());
+}

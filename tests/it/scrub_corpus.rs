@@ -196,6 +196,20 @@ const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 
     2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
     2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
 
+/// `text` in UTF-16.
+fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+    text.encode_utf16()
+        .flat_map(|u| match big_endian {
+            true => u.to_be_bytes(),
+            false => u.to_le_bytes(),
+        })
+        .collect()
+}
+
+/// Per envelope: the event and five attachments (the log as UTF-8 twice and
+/// as UTF-16 twice, and an image).
+const ITEMS_PER_ENVELOPE: usize = 6;
+
 fn envelope(event: &[u8], id: &str) -> Vec<u8> {
     let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
     let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
@@ -215,6 +229,19 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
             .as_bytes(),
     );
     body.extend_from_slice(LOG.as_bytes());
+    // The same log in UTF-16 with its byte-order mark, as Windows tools write
+    // "Unicode" files: little-endian and labelled text, big-endian and not.
+    for (big_endian, filename, content_type) in [
+        (false, "app-utf16.log", "text/plain"),
+        (true, "export", "application/octet-stream"),
+    ] {
+        let log = utf16(&format!("\u{FEFF}{LOG}"), big_endian);
+        body.extend_from_slice(
+            format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"{filename}\",\"content_type\":\"{content_type}\"}}\n", log.len())
+                .as_bytes(),
+        );
+        body.extend_from_slice(&log);
+    }
     body.extend_from_slice(
         format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"shot.png\",\"content_type\":\"image/png\"}}\n", binary.len())
             .as_bytes(),
@@ -289,13 +316,21 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     let got = consume_async(
         kafka.bootstrap_servers(),
         &["ingest-events", "ingest-attachments"],
-        4 * events.len(),
+        ITEMS_PER_ENVELOPE * events.len(),
     )
     .await;
-    assert_eq!(got.len(), 4 * events.len());
+    assert_eq!(got.len(), ITEMS_PER_ENVELOPE * events.len());
+    let mut utf16_seen = 0;
     let mut saw_incoming_meta = false;
     for m in &got {
-        let payload = String::from_utf8_lossy(&m.payload);
+        // A UTF-16 attachment leaves as UTF-16, its mark kept: read as such.
+        let payload = match edge_relay::scrub::utf16_text(&m.payload) {
+            Some((text, _)) => {
+                utf16_seen += 1;
+                std::borrow::Cow::Owned(text)
+            }
+            None => String::from_utf8_lossy(&m.payload),
+        };
         if payload.contains("BINARY-MARKER") {
             assert_eq!(
                 m.payload, b"\x89PNG\r\n\x1a\nBINARY-MARKER",
@@ -341,6 +376,11 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     assert!(
         saw_incoming_meta,
         "an incoming _meta is kept beside the new redactions"
+    );
+    assert_eq!(
+        utf16_seen,
+        2 * events.len(),
+        "UTF-16 attachments stay UTF-16"
     );
     for rule in edge_relay::scrub::rules::BUILTIN_NAMES {
         assert!(
