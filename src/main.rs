@@ -170,6 +170,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     init_logging(&config.log_level, config.log_json)?;
+    raise_open_file_limit(config.server.max_connections.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,6 +254,46 @@ fn wait_for_signal(
 fn notify(state: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as nginx's
+/// `worker_rlimit_nofile` and Go programs do: each SDK connection takes two
+/// (its socket and the handle kept for the lingering close), and a shell's
+/// usual soft limit of 1024 would refuse connections well before
+/// `server.max_connections`. Warns when even the hard limit is short of
+/// what the connections need.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // The kernel's default ceiling (`fs.nr_open`), for an unlimited hard limit.
+    const CEILING: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(CEILING);
+    let soft = limit.current.unwrap_or(CEILING);
+    let mut have = soft;
+    if soft < hard {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the open-file limit");
+                have = hard;
+            }
+            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit"),
+        }
+    }
+    // Two a connection, and some for the listeners, the spool, Kafka and logs.
+    let need = 2 * max_connections as u64 + 64;
+    if have < need {
+        tracing::warn!(
+            limit = have,
+            need,
+            "the open-file limit is below what server.max_connections needs: \
+             past it, new connections wait while accepting fails, and the spool \
+             or Kafka may fail to open files (raise LimitNOFILE, or ulimit -n)"
+        );
     }
 }
 

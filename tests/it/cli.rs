@@ -209,6 +209,78 @@ fn sighup_reloads_and_sigint_exits_zero() {
     relay.wait_for_log("SIGINT: fast shutdown");
 }
 
+/// Started from a shell whose soft limit on open files is low, the relay
+/// raises it to the hard limit (each connection takes two descriptors);
+/// when even the hard limit is short of `max_connections`, it says so.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_one() {
+    use crate::e2e_tansu::{signal_and_wait, spawn_relay};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("items.jsonl");
+    let config = dir.path().join("relay.toml");
+    let text = config_text(&format!("[file_sink]\npath = \"{}\"\n", sink.display()));
+    std::fs::write(&config, text).unwrap();
+    let under = |limits: &str| {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{limits} && exec \"$0\" run --config \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_edge-relay"))
+            .arg(&config);
+        spawn_relay(command, "info")
+    };
+    let open_files = |pid: u32| -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a line for open files")
+            .to_owned();
+        let mut fields = line["Max open files".len()..].split_whitespace();
+        (
+            fields.next().unwrap().to_owned(),
+            fields.next().unwrap().to_owned(),
+        )
+    };
+
+    // A soft limit of 200 under a hard one of 4096: raised to 4096.
+    let mut relay = under("ulimit -Sn 200 && ulimit -Hn 4096");
+    let logged = |relay: &crate::e2e_tansu::RelayProcess, text: &str| {
+        relay.started.iter().any(|line| line.contains(text))
+    };
+    assert!(
+        logged(&relay, "raised the open-file limit"),
+        "{:?}",
+        relay.started
+    );
+    assert!(
+        !logged(&relay, "open-file limit is below"),
+        "{:?}",
+        relay.started
+    );
+    assert_eq!(
+        open_files(relay.process.0.id()),
+        ("4096".to_owned(), "4096".to_owned())
+    );
+    assert!(signal_and_wait(&mut relay.process, "TERM").success());
+
+    // Both at 512, below the default 1024 connections' need: a warning.
+    let mut relay = under("ulimit -n 512");
+    assert!(
+        logged(
+            &relay,
+            "open-file limit is below what server.max_connections needs"
+        ),
+        "{:?}",
+        relay.started
+    );
+    assert_eq!(
+        open_files(relay.process.0.id()),
+        ("512".to_owned(), "512".to_owned())
+    );
+    assert!(signal_and_wait(&mut relay.process, "TERM").success());
+}
+
 /// `edge-relay scrub` shows operators what a rule set does to an event.
 #[test]
 fn scrub_prints_the_scrubbed_event_and_the_redactions() {

@@ -182,17 +182,27 @@ pub struct RelayProcess {
     pub admin: SocketAddr,
     /// Its log lines (stderr), as they come.
     pub logs: std::sync::mpsc::Receiver<String>,
+    /// The lines it logged up to and including the one that says it listens.
+    pub started: Vec<String>,
 }
 
 impl RelayProcess {
     /// Waits (bounded) for a log line containing `text`.
     pub fn wait_for_log(&self, text: &str) -> String {
+        self.read_until(text, &mut Vec::new())
+    }
+
+    /// [`wait_for_log`](Self::wait_for_log), keeping every line read in `read`.
+    fn read_until(&self, text: &str, read: &mut Vec<String>) -> String {
         let until = Instant::now() + PATIENCE;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.logs.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
+                Ok(line) if line.contains(text) => {
+                    read.push(line.clone());
+                    return line;
+                }
+                Ok(line) => read.push(line),
                 Err(e) => panic!("no log line with {text:?}: {e}"),
             }
         }
@@ -213,9 +223,15 @@ pub fn start_relay_with_log_level(
 ) -> RelayProcess {
     let config = dir.join("relay.toml");
     std::fs::write(&config, config_text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-relay"))
-        .args(["run", "--config"])
-        .arg(&config)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edge-relay"));
+    command.args(["run", "--config"]).arg(&config);
+    spawn_relay(command, level)
+}
+
+/// Starts `command` (which runs the relay) with this `RUST_LOG`, and waits
+/// until the relay listens.
+pub fn spawn_relay(mut command: Command, level: &str) -> RelayProcess {
+    let mut child = command
         .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -234,8 +250,11 @@ pub fn start_relay_with_log_level(
         sdk: "0.0.0.0:0".parse().unwrap(),
         admin: "0.0.0.0:0".parse().unwrap(),
         logs,
+        started: Vec::new(),
     };
-    let line = relay.wait_for_log("edge-relay listening");
+    let mut started = Vec::new();
+    let line = relay.read_until("edge-relay listening", &mut started);
+    relay.started = started;
     let field = |name: &str| -> SocketAddr {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))
