@@ -264,7 +264,7 @@ pub const BUILTIN_NAMES: [&str; 12] = [
 /// in `failed: password=hunter2`, both `failed:` and `password=` are keys.
 pub const KEY_PATTERN: &str = r#"(?x)
     (?:\\?["'])? [A-Za-z0-9_.\-\[\]]+ (?:\\?["'])?   # the key, perhaps quoted (\" in JSON held in JSON)
-    (?: :(?:protected|private) | :"[^"\n]{1,200}":private )? \]?   # PHP's var_dump: ["k":protected]=>
+    (?: :(?:protected|private) | :"[A-Za-z0-9_\\]{1,200}":private )? \]?   # PHP's var_dump: ["k":protected]=>
     \s* [=:]                                         # its separator"#;
 
 /// An XML element's start tag (`<password>`, `<ns:apiKey attr="x">`): its
@@ -434,9 +434,9 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
             let len: usize = s[inside].parse().ok()?;
             let quote = close + 2;
             (b.get(close + 1) == Some(&b' ') && b.get(quote) == Some(&b'"')).then_some(())?;
-            let end = quote + 1 + len;
             // The length counts bytes; a string cut short, or longer than it
             // says, runs to its closing quote instead.
+            let end = (quote + 1).saturating_add(len);
             let exact = b.get(end) == Some(&b'"') && s.is_char_boundary(end);
             let end = match exact {
                 true => end,
@@ -1408,6 +1408,10 @@ mod tests {
         );
         assert_eq!(pairs("[\"k\"]=>\n  string(9) \"short\""), one("k", "short"));
         assert_eq!(pairs("[\"k\"]=> strings(2)"), one("k", "strings(2)"));
+        assert_eq!(
+            pairs("[\"k\"]=>\n  string(18446744073709551615) \"x\""),
+            one("k", "x")
+        );
         assert_eq!(pairs("k: [1, [2]], z"), one("k", "[1, [2]]"));
         assert_eq!(pairs("k: {\"a\""), one("k", "{\"a\""));
         assert_eq!(pairs("k: \"\""), vec![]);

@@ -491,6 +491,10 @@ fn events() -> Files {
             "app.log.txt",
             "2026-11-21T10:00:00Z INFO login user=alice@example.com ip=203.0.113.7 session=sess-1; password=hunter2\n2026-11-21T10:00:01Z DEBUG GET https://bob:pw@api.example.com/x?access_token=xyz&page=2 Authorization: Bearer abc.def-123\n2026-11-21T10:00:02Z WARN card 4111 1111 1111 1111 ssn 123-45-6789 at /home/alice/app/main.py\n".to_owned(),
         ),
+        (
+            "php-dump.log.txt",
+            "object(App\\User)#3 (3) {\n  [\"name\"]=>\n  string(5) \"alice\"\n  [\"password\":protected]=>\n  string(8) \"hun\"ter2\"\n  [\"roles\":\"App\\User\":private]=>\n  array(1) {\n    [0]=>\n    string(5) \"admin\"\n  }\n}\nlogin {\"user\": \"bob\", \"passwort\": \"it\\\"s\"} 'token': 'a\\'b'\n".to_owned(),
+        ),
     ];
     files
         .into_iter()
