@@ -26,14 +26,8 @@ if [ -z "${RELAY_BIN:-}" ]; then
   cargo build --release --quiet --bin edge-relay
   RELAY_BIN=target/release/edge-relay
 fi
-command -v wrk >/dev/null || {
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk;
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi
-}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source benches/common.sh
+need_apt wrk wrk
 
 python3 "$SHARED/perf_body.py" "$OUT" "$KEY" "$PROJECT" >/dev/null
 { cat "$OUT/post.lua"; echo 'wrk.headers["Connection"] = "close"'; } >"$OUT/close.lua"

@@ -71,13 +71,8 @@ trap cleanup EXIT
 log() { echo "load: $*" >&2; }
 
 # --- what the run needs -------------------------------------------------------
-need_apt() {
-    command -v "$1" >/dev/null && return
-    log "installing $2"
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2" >/dev/null
-}
+# need_apt, free_port
+source "$ROOT/benches/common.sh"
 need_apt wrk wrk
 need_apt python3 python3
 need_apt curl curl
@@ -93,8 +88,6 @@ LOADGEN=$ROOT/target/release/examples/loadgen
 
 # Enough descriptors for the overload round's connections.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_http() { # URL
     for _ in $(seq 1 300); do

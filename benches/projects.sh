@@ -20,10 +20,8 @@ if [ -z "${RELAY_BIN:-}" ]; then
   cargo build --release --quiet --bin edge-relay
   RELAY_BIN=target/release/edge-relay
 fi
-[ -x /usr/bin/time ] || {
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq time;
-  else sudo apt-get update -qq && sudo apt-get install -y -qq time; fi
-}
+source benches/common.sh
+[ -x /usr/bin/time ] || need_apt /usr/bin/time time
 
 # A config of $1 projects; with $2 = own, each overrides [scrub].
 write_config() {
