@@ -57,6 +57,15 @@ pub fn utf16_text(bytes: &[u8]) -> Option<(String, bool)> {
     Some((text.ok()?, big_endian))
 }
 
+/// `text` in UTF-16, big-endian or little-endian: what [`utf16_text`] reads.
+pub fn utf16_bytes(text: &str, big_endian: bool) -> Vec<u8> {
+    let units = text.encode_utf16();
+    match big_endian {
+        true => units.flat_map(u16::to_be_bytes).collect(),
+        false => units.flat_map(u16::to_le_bytes).collect(),
+    }
+}
+
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
 
@@ -534,12 +543,7 @@ impl Scrubber {
         // exports): scrubbed as the text it is, and written back as it came.
         if let Some((text, big_endian)) = utf16_text(bytes) {
             let (out, redactions) = self.scrub_text(&text)?;
-            let units = out.encode_utf16();
-            let out = match big_endian {
-                true => units.flat_map(u16::to_be_bytes).collect(),
-                false => units.flat_map(u16::to_le_bytes).collect(),
-            };
-            return Some((out, redactions));
+            return Some((utf16_bytes(&out, big_endian), redactions));
         }
         if let Ok(text) = std::str::from_utf8(bytes) {
             return self

@@ -1502,14 +1502,7 @@ fn utf16_text_is_scrubbed_as_text() {
     let s = scrubber();
     let log = "\u{FEFF}2026-12-06 login alice@example.com password=hunter2 user=bob\r\n";
     for big_endian in [false, true] {
-        let encode = |t: &str| -> Vec<u8> {
-            t.encode_utf16()
-                .flat_map(|u| match big_endian {
-                    true => u.to_be_bytes(),
-                    false => u.to_le_bytes(),
-                })
-                .collect()
-        };
+        let encode = |t: &str| crate::scrub::utf16_bytes(t, big_endian);
         let (out, redactions) = s.scrub_bytes(&encode(log)).expect("secrets found");
         let (text, was_big) = crate::scrub::utf16_text(&out).expect("still UTF-16, marked");
         assert_eq!(was_big, big_endian);

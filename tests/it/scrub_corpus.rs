@@ -196,16 +196,6 @@ const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 
     2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
     2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
 
-/// `text` in UTF-16.
-fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-    text.encode_utf16()
-        .flat_map(|u| match big_endian {
-            true => u.to_be_bytes(),
-            false => u.to_le_bytes(),
-        })
-        .collect()
-}
-
 /// Per envelope: the event and five attachments (the log as UTF-8 twice and
 /// as UTF-16 twice, and an image).
 const ITEMS_PER_ENVELOPE: usize = 6;
@@ -235,7 +225,7 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
         (false, "app-utf16.log", "text/plain"),
         (true, "export", "application/octet-stream"),
     ] {
-        let log = utf16(&format!("\u{FEFF}{LOG}"), big_endian);
+        let log = edge_relay::scrub::utf16_bytes(&format!("\u{FEFF}{LOG}"), big_endian);
         body.extend_from_slice(
             format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"{filename}\",\"content_type\":\"{content_type}\"}}\n", log.len())
                 .as_bytes(),
