@@ -243,42 +243,38 @@ fn the_open_file_limit_is_raised_to_the_hard_one() {
         )
     };
 
-    // A soft limit of 200 under a hard one of 4096: raised to 4096.
-    let mut relay = under("ulimit -Sn 200 && ulimit -Hn 4096");
     let logged = |relay: &crate::e2e_tansu::RelayProcess, text: &str| {
         relay.started.iter().any(|line| line.contains(text))
     };
-    assert!(
-        logged(&relay, "raised the open-file limit"),
-        "{:?}",
-        relay.started
-    );
-    assert!(
-        !logged(&relay, "open-file limit is below"),
-        "{:?}",
-        relay.started
-    );
-    assert_eq!(
-        open_files(relay.process.0.id()),
-        ("4096".to_owned(), "4096".to_owned())
-    );
-    assert!(signal_and_wait(&mut relay.process, "TERM").success());
-
-    // Both at 512, below the default 1024 connections' need: a warning.
-    let mut relay = under("ulimit -n 512");
-    assert!(
-        logged(
-            &relay,
-            "open-file limit is below what server.max_connections needs"
-        ),
-        "{:?}",
-        relay.started
-    );
-    assert_eq!(
-        open_files(relay.process.0.id()),
-        ("512".to_owned(), "512".to_owned())
-    );
-    assert!(signal_and_wait(&mut relay.process, "TERM").success());
+    for (limits, expected, raised, short) in [
+        // A soft limit of 200 under a hard one of 4096: raised to 4096.
+        ("ulimit -Sn 200 && ulimit -Hn 4096", "4096", true, false),
+        // Both at 512, below the default 1024 connections' need: a warning.
+        ("ulimit -n 512", "512", false, true),
+    ] {
+        let mut relay = under(limits);
+        assert_eq!(
+            logged(&relay, "raised the open-file limit"),
+            raised,
+            "{limits}: {:?}",
+            relay.started
+        );
+        assert_eq!(
+            logged(
+                &relay,
+                "open-file limit is below what server.max_connections needs"
+            ),
+            short,
+            "{limits}: {:?}",
+            relay.started
+        );
+        assert_eq!(
+            open_files(relay.process.0.id()),
+            (expected.to_owned(), expected.to_owned()),
+            "{limits}"
+        );
+        assert!(signal_and_wait(&mut relay.process, "TERM").success());
+    }
 }
 
 /// `edge-relay scrub` shows operators what a rule set does to an event.
