@@ -270,20 +270,23 @@ fn raise_open_file_limit(max_connections: usize) {
     let limit = getrlimit(Resource::Nofile);
     let hard = limit.maximum.unwrap_or(CEILING);
     let soft = limit.current.unwrap_or(CEILING);
-    let mut have = soft;
-    if soft < hard {
-        let raised = Rlimit {
-            current: Some(hard),
-            maximum: limit.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: limit.maximum,
+    };
+    let have = match soft < hard {
+        false => soft,
+        true => match setrlimit(Resource::Nofile, raised) {
             Ok(()) => {
                 tracing::info!(from = soft, to = hard, "raised the open-file limit");
-                have = hard;
+                hard
             }
-            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit"),
-        }
-    }
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+                soft
+            }
+        },
+    };
     // Two a connection, and some for the listeners, the spool, Kafka and logs.
     let need = 2 * max_connections as u64 + 64;
     if have < need {
