@@ -1268,8 +1268,9 @@ fn scrub_kind(item: &Item) -> ScrubKind {
 }
 
 /// Whether bytes are text: valid UTF-8 (or UTF-16 with its byte-order
-/// mark), and no control character but tab, line ends, form feed and escape
-/// (colours in logs). Empty is not.
+/// mark, or single-byte text such as Latin-1: see
+/// [`crate::scrub::latin1_text`]), and no control character but tab, line
+/// ends, form feed and escape (colours in logs). Empty is not.
 fn looks_like_text(bytes: &[u8]) -> bool {
     let control = |c: u32| c < 0x20 && !matches!(c, 0x09 | 0x0a | 0x0d | 0x0c | 0x1b);
     if let Some((text, _)) = crate::scrub::utf16_text(bytes) {
@@ -1277,7 +1278,7 @@ fn looks_like_text(bytes: &[u8]) -> bool {
     }
     !bytes.is_empty()
         && !bytes.iter().any(|&b| control(u32::from(b)))
-        && std::str::from_utf8(bytes).is_ok()
+        && (std::str::from_utf8(bytes).is_ok() || crate::scrub::is_single_byte(bytes))
 }
 
 /// Client report entries read per report; the rest are skipped unkept.

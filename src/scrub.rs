@@ -66,6 +66,37 @@ pub fn utf16_bytes(text: &str, big_endian: bool) -> Vec<u8> {
     }
 }
 
+/// Bytes that are text in a single-byte encoding (Latin-1, or Windows-1252
+/// as Windows programs write Western European text): not UTF-8, and no
+/// run of them UTF-8 beyond ASCII (which a stray byte in UTF-8 text would
+/// leave). Read as Latin-1, which decodes every byte to one character and
+/// encodes it back ([`latin1_bytes`]): a value such as `schl\xfcssel` is
+/// one value to the rules, where UTF-8 runs would cut it at the `\xfc`.
+/// (Windows-1252's `\x80`-`\x9f`, such as its curly quotes, read as
+/// Latin-1's control characters.)
+pub fn latin1_text(bytes: &[u8]) -> Option<String> {
+    is_single_byte(bytes).then(|| bytes.iter().map(|&b| char::from(b)).collect())
+}
+
+/// Whether [`latin1_text`] reads `bytes`: not UTF-8, and no run of them
+/// UTF-8 beyond ASCII.
+pub fn is_single_byte(bytes: &[u8]) -> bool {
+    let mut not_utf8 = false;
+    for chunk in bytes.utf8_chunks() {
+        if !chunk.valid().is_ascii() {
+            return false;
+        }
+        not_utf8 |= !chunk.invalid().is_empty();
+    }
+    not_utf8
+}
+
+/// `text` in Latin-1: what [`latin1_text`] reads. `None` if a character
+/// is beyond it (a configured replacement can be).
+pub fn latin1_bytes(text: &str) -> Option<Vec<u8>> {
+    text.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
 /// The replacement text for values under sensitive keys.
 pub const FILTERED: &str = "[Filtered]";
 
@@ -535,9 +566,11 @@ impl Scrubber {
     }
 
     /// [`Self::scrub_text`] over bytes that may not all be UTF-8 (a text
-    /// attachment): each valid run is scrubbed, and bytes that are not
-    /// UTF-8 are kept as they came (not replaced by U+FFFD). `None` when
-    /// nothing matched.
+    /// attachment): UTF-16 with its byte-order mark and single-byte text
+    /// ([`latin1_text`]) are scrubbed as the text they are, and written
+    /// back in their encoding; in other bytes, each valid UTF-8 run is
+    /// scrubbed, and the bytes that are not UTF-8 are kept as they came
+    /// (not replaced by U+FFFD). `None` when nothing matched.
     pub fn scrub_bytes(&self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<Redaction>)> {
         // UTF-16 with its byte-order mark (Windows' "Unicode" logs and
         // exports): scrubbed as the text it is, and written back as it came.
@@ -549,6 +582,16 @@ impl Scrubber {
             return self
                 .scrub_text(text)
                 .map(|(out, redactions)| (out.into_bytes(), redactions));
+        }
+        // Latin-1 or Windows-1252 (logs of Windows programs): scrubbed as
+        // the text it is, and written back byte for byte.
+        if let Some(text) = latin1_text(bytes) {
+            let (out, redactions) = self.scrub_text(&text)?;
+            if let Some(out) = latin1_bytes(&out) {
+                return Some((out, redactions));
+            }
+            // A replacement beyond Latin-1: the UTF-8 runs below, as for
+            // other bytes that are not all UTF-8.
         }
         let mut out = Vec::with_capacity(bytes.len());
         let mut redactions: Vec<Redaction> = Vec::new();

@@ -850,15 +850,21 @@ fn session_updates_keep_their_id() {
     assert_eq!(tree["extra"]["connect.sid"], "[Filtered]");
 }
 
-/// Text that is not all UTF-8 (a log file attachment) keeps its other bytes
-/// as they came when a secret in it is redacted.
+/// Text that is UTF-8 but for some stray bytes (a log file attachment cut
+/// mid-character) keeps its other bytes as they came when a secret in it is
+/// redacted. (Without the UTF-8 `é`, it would read as single-byte text.)
 #[test]
 fn bytes_that_are_not_utf8_stay_as_they_came() {
     let s = scrubber();
     let (out, redactions) = s
-        .scrub_bytes(b"password=x \xff\xfe end bob@example.com\xc3")
+        .scrub_bytes(b"password=x \xff\xfe caf\xc3\xa9 bob@example.com\xc3")
         .unwrap();
-    assert_eq!(out, b"password=[Filtered] \xff\xfe end [email]\xc3");
+    assert_eq!(
+        out,
+        b"password=[Filtered] \xff\xfe caf\xc3\xa9 [email]\xc3",
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     assert_eq!(redactions.len(), 2);
     assert_eq!(s.scrub_bytes(b"nothing \xff here"), None);
     assert_eq!(
@@ -1492,6 +1498,34 @@ fn escaped_quotes_inside_a_quoted_secret() {
             "{input} gave {out}"
         );
     }
+}
+
+/// A text attachment in a single-byte encoding (Latin-1, Windows-1252: the
+/// logs of Windows programs in Western Europe) is scrubbed as the text it
+/// is. Read as UTF-8 runs, a value with an accented letter was cut in two
+/// at it and only its first part redacted (`passwort=[Filtered]\xfcssel`).
+/// What is not redacted leaves byte for byte.
+#[test]
+fn single_byte_text_is_scrubbed_as_text() {
+    let s = scrubber();
+    let log = b"2026-12-07 Anmeldung j\xf6rg@example.com passwort=schl\xfcssel Gr\xfc\xdfe \x93ok\x94\r\n";
+    let (out, redactions) = s.scrub_bytes(log).expect("secrets found");
+    assert_eq!(
+        out,
+        b"2026-12-07 Anmeldung [email] passwort=[Filtered] Gr\xfc\xdfe \x93ok\x94\r\n",
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(redactions.iter().any(|r| &*r.rule == "email"));
+    assert!(s.scrub_bytes(b"nothing secret in Gr\xfc\xdfe").is_none());
+    // Every byte reads as one character and writes back as itself.
+    let all: Vec<u8> = (0..=255).collect();
+    let text = crate::scrub::latin1_text(&all).expect("not UTF-8: single-byte text");
+    assert_eq!(crate::scrub::latin1_bytes(&text), Some(all));
+    // UTF-8 with a stray byte is no single-byte text, nor is UTF-8 itself.
+    assert!(crate::scrub::latin1_text("caf\u{e9} \u{ff}".as_bytes()).is_none());
+    assert!(crate::scrub::latin1_text(b"caf\xc3\xa9 \xff").is_none());
+    assert_eq!(crate::scrub::latin1_bytes("\u{100}"), None);
 }
 
 /// A text attachment in UTF-16 with its byte-order mark (Windows' "Unicode"

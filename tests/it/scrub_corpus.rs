@@ -196,9 +196,16 @@ const LOG: &str = "2026-11-21T10:00:00Z INFO login alice.smith@example.com from 
     2026-11-21T10:00:01Z DEBUG POST /pay?token=qtok-789 card=4111111111111111 Authorization: Bearer bearerTok3nValue\n\
     2026-11-21T10:00:02Z WARN release shop@2.4.1 order 4111111111111112\n";
 
-/// Per envelope: the event and five attachments (the log as UTF-8 twice and
-/// as UTF-16 twice, and an image).
-const ITEMS_PER_ENVELOPE: usize = 6;
+/// A line of a Windows program's log in Windows-1252 (Latin-1 here): its
+/// password holds a `ü`, which as UTF-8 runs cut the value in two.
+const LATIN1_LINE: &[u8] =
+    b"2026-11-21T10:00:03Z INFO Gr\xfc\xdfe an J\xf6rg passwort=schl\xfcssel-geheim\n";
+/// What the relay makes of it.
+const LATIN1_SCRUBBED: &[u8] = b"Gr\xfc\xdfe an J\xf6rg passwort=[Filtered]\n";
+
+/// Per envelope: the event and seven attachments (the log as UTF-8 twice,
+/// as UTF-16 twice and as Latin-1 twice, and an image).
+const ITEMS_PER_ENVELOPE: usize = 8;
 
 fn envelope(event: &[u8], id: &str) -> Vec<u8> {
     let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
@@ -231,6 +238,18 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
                 .as_bytes(),
         );
         body.extend_from_slice(&log);
+    }
+    // The same log in a single-byte encoding, with a line that needs it.
+    let latin1 = [LOG.as_bytes(), LATIN1_LINE].concat();
+    for (filename, content_type) in [
+        ("app-cp1252.log", "text/plain"),
+        ("winlog", "application/octet-stream"),
+    ] {
+        body.extend_from_slice(
+            format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"{filename}\",\"content_type\":\"{content_type}\"}}\n", latin1.len())
+                .as_bytes(),
+        );
+        body.extend_from_slice(&latin1);
     }
     body.extend_from_slice(
         format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"shot.png\",\"content_type\":\"image/png\"}}\n", binary.len())
@@ -311,23 +330,36 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     .await;
     assert_eq!(got.len(), ITEMS_PER_ENVELOPE * events.len());
     let mut utf16_seen = 0;
+    let mut latin1_seen = 0;
     let mut saw_incoming_meta = false;
     for m in &got {
-        // A UTF-16 attachment leaves as UTF-16, its mark kept: read as such.
-        let payload = match edge_relay::scrub::utf16_text(&m.payload) {
-            Some((text, _)) => {
-                utf16_seen += 1;
-                std::borrow::Cow::Owned(text)
-            }
-            None => String::from_utf8_lossy(&m.payload),
-        };
-        if payload.contains("BINARY-MARKER") {
+        if m.payload.ends_with(b"BINARY-MARKER") {
             assert_eq!(
                 m.payload, b"\x89PNG\r\n\x1a\nBINARY-MARKER",
                 "binary attachments pass untouched"
             );
             continue;
         }
+        // A UTF-16 attachment leaves as UTF-16, its mark kept, and a Latin-1
+        // one as Latin-1, its other bytes as they came: read as such.
+        let payload = match edge_relay::scrub::utf16_text(&m.payload) {
+            Some((text, _)) => {
+                utf16_seen += 1;
+                std::borrow::Cow::Owned(text)
+            }
+            None => match edge_relay::scrub::latin1_text(&m.payload) {
+                Some(text) => {
+                    latin1_seen += 1;
+                    assert!(
+                        m.payload.ends_with(LATIN1_SCRUBBED),
+                        "the Latin-1 line left as {:?}",
+                        String::from_utf8_lossy(&m.payload)
+                    );
+                    std::borrow::Cow::Owned(text)
+                }
+                None => String::from_utf8_lossy(&m.payload),
+            },
+        };
         for secret in SECRETS {
             assert!(
                 !payload.contains(secret),
@@ -371,6 +403,11 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
         utf16_seen,
         2 * events.len(),
         "UTF-16 attachments stay UTF-16"
+    );
+    assert_eq!(
+        latin1_seen,
+        2 * events.len(),
+        "Latin-1 attachments stay Latin-1"
     );
     for rule in edge_relay::scrub::rules::BUILTIN_NAMES {
         assert!(
