@@ -263,7 +263,7 @@ pub const BUILTIN_NAMES: [&str; 12] = [
 /// ([`value_after`]), so that a value can never swallow the next pair's key:
 /// in `failed: password=hunter2`, both `failed:` and `password=` are keys.
 pub const KEY_PATTERN: &str = r#"(?x)
-    (?:\\?["'])? [A-Za-z0-9_.\-\[\]]+ (?:\\?["'])?   # the key, perhaps quoted (\" in JSON held in JSON)
+    (?:\\?["'])? [\p{L}\p{M}0-9_.\-\[\]]+ (?:\\?["'])?   # the key (letters of any script), perhaps quoted (\" in JSON held in JSON)
     (?: :(?:protected|private) | :"[A-Za-z0-9_\\]{1,200}":private )? \]?   # PHP's var_dump: ["k":protected]=>
     \s* [=:]                                         # its separator"#;
 
@@ -1427,7 +1427,9 @@ mod tests {
             .concat()
         );
         assert_eq!(pairs("x= "), vec![]);
-        assert!(pairs("café=thé").is_empty(), "keys are ASCII");
+        // Keys are words of any script.
+        assert_eq!(pairs("café=thé"), one("café", "thé"));
+        assert_eq!(pairs("пароль: секрет"), one("пароль", "секрет"));
     }
 
     #[test]

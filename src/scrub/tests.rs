@@ -1439,6 +1439,10 @@ fn password_fields_in_other_languages() {
         ("benutzer=alice&kennwort=Geheim123", "Geheim123"),
         ("login failed: usuario=bob contrasena=Secreto9", "Secreto9"),
         ("mdp=motsecret2 pour alice", "motsecret2"),
+        // Keys beyond ASCII in free text, as logs write them.
+        ("login failed: usuario=bob contraseña=Secreto9", "Secreto9"),
+        ("вход: логин=alice пароль=Секрет42", "Секрет42"),
+        ("ユーザー=alice パスワード: himitsu77", "himitsu77"),
     ] {
         let out = text(input);
         assert!(!out.contains(secret), "{input} gave {out}");
