@@ -51,7 +51,7 @@ pub fn of(event: &EventView<'_>) -> Option<String> {
         hash.update(b"\n");
     }
     let digest = hash.finalize();
-    Some(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(&digest[..16]))
 }
 
 /// The SDK's `fingerprint` array, with `{{ default }}` expanded.
@@ -85,7 +85,7 @@ fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
         let mut parts = Vec::new();
         for exception in exceptions.iter().filter_map(|e| e.0.as_ref()) {
             if let Some(ty) = exception.ty.as_str() {
-                parts.push(format!("type:{ty}"));
+                parts.push(["type:", ty].concat());
             }
             let frames = exception
                 .stacktrace
@@ -112,7 +112,7 @@ fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
                     .or(frame.filename.as_str())
                     .unwrap_or("");
                 let function = frame.function.as_str().unwrap_or("");
-                parts.push(format!("frame:{location}:{function}"));
+                parts.push(["frame:", location, ":", function].concat());
             }
         }
         if !parts.is_empty() {
