@@ -668,7 +668,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 71] = [
+const SENSITIVE_SUBSTRINGS: [&str; 82] = [
     "password",
     "passwd",
     "secret",
@@ -726,11 +726,15 @@ const SENSITIVE_SUBSTRINGS: [&str; 71] = [
     "pin_code",
     "pincode",
     // "Password" in other languages, as login and sign-up forms name their
-    // fields: German, Spanish (`contraseña`, `contrasena`), French,
-    // Portuguese, Dutch, Swedish (`lösenord`, `losenord`), Finnish, Danish,
-    // Hungarian (`jelszó`), Polish, Turkish, Russian and Ukrainian
-    // (`пароль`, `Пароль`), Chinese, Japanese, Korean.
+    // fields: German (`Passwort`, and `Paßwort` as it was spelled before
+    // 1996), Spanish (`contraseña`, `contrasena`), French, Portuguese,
+    // Dutch, Swedish (`lösenord`, `losenord`), Finnish, Danish, Hungarian
+    // (`jelszó`), Polish, Turkish, Russian and Ukrainian (`пароль`,
+    // `Пароль`), Vietnamese (`mật khẩu`, `mat_khau`), Indonesian and Malay
+    // (`kata sandi`), Hebrew (`סיסמה`, `סיסמא`), Hindi, Thai, Chinese,
+    // Japanese, Korean.
     "passwort",
+    "paßwort",
     "kennwort",
     "contrase",
     "motdepasse",
@@ -745,6 +749,16 @@ const SENSITIVE_SUBSTRINGS: [&str; 71] = [
     "hasło",
     "şifre",
     "sifre",
+    "mật khẩu",
+    "mật_khẩu",
+    "matkhau",
+    "mat_khau",
+    "katasandi",
+    "kata_sandi",
+    "kata sandi",
+    "סיסמ",
+    "पासवर्ड",
+    "รหัสผ่าน",
     "ароль",
     "密码",
     "密碼",
@@ -1477,6 +1491,7 @@ mod tests {
             "pin",
             // Other languages.
             "Passwort",
+            "Paßwort",
             "neues_passwort",
             "Kennwort",
             "contraseña",
@@ -1498,6 +1513,16 @@ mod tests {
             "user_parola",
             "şifre",
             "sifre",
+            "mật khẩu",
+            "Mật_khẩu",
+            "mat_khau",
+            "matKhau",
+            "kata_sandi",
+            "kataSandi",
+            "סיסמה",
+            "סיסמא",
+            "पासवर्ड",
+            "รหัสผ่าน",
             "clave",
             "mdp",
             "пароль",

@@ -1419,7 +1419,9 @@ fn password_fields_in_other_languages() {
     let s = scrubber();
     let event = r#"{"request":{"data":{"benutzername":"alice","passwort":"Geheim123",
         "contraseña":"Secreto9","senha":"segredo1","mot_de_passe":"motsecret",
-        "wachtwoord":"geheim2","пароль":"секрет1","パスワード":"himitsu3","parola":"segreto4"}}}"#;
+        "wachtwoord":"geheim2","пароль":"секрет1","パスワード":"himitsu3","parola":"segreto4",
+        "Paßwort":"Geheim456","mật_khẩu":"bimat5","kata_sandi":"rahasia6","סיסמה":"sod7",
+        "पासवर्ड":"gupt8","รหัสผ่าน":"khwamlap9"}}}"#;
     let tree = both_ways(&s, event).expect("the text pass takes it");
     let data = &tree["request"]["data"];
     for key in [
@@ -1431,6 +1433,12 @@ fn password_fields_in_other_languages() {
         "пароль",
         "パスワード",
         "parola",
+        "Paßwort",
+        "mật_khẩu",
+        "kata_sandi",
+        "סיסמה",
+        "पासवर्ड",
+        "รหัสผ่าน",
     ] {
         assert_eq!(data[key], "[Filtered]", "{key}");
     }
@@ -1443,6 +1451,8 @@ fn password_fields_in_other_languages() {
         ("login failed: usuario=bob contraseña=Secreto9", "Secreto9"),
         ("вход: логин=alice пароль=Секрет42", "Секрет42"),
         ("ユーザー=alice パスワード: himitsu77", "himitsu77"),
+        ("Benutzer=alice Paßwort=Geheim456", "Geheim456"),
+        ("tài_khoản=alice mật_khẩu=bimat55", "bimat55"),
     ] {
         let out = text(input);
         assert!(!out.contains(secret), "{input} gave {out}");
