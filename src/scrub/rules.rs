@@ -416,9 +416,11 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
 }
 
 /// A value as PHP's `var_dump` writes it after `=>` (and a newline), at
-/// `at`: `string(7) "hunter2"` gives its 7 bytes (quotes inside included),
-/// `int(1234)` and `float(1.5)` what the parentheses hold, `array(2) {...}`
-/// and `object(User)#1 (2) {...}` the whole block. `None` for anything else.
+/// `at`: `string(7) "hunter2"` whole, its length too (which would tell the
+/// secret's), reading its 7 bytes (quotes inside included) to the closing
+/// quote; `int(1234)` and `float(1.5)` what the parentheses hold,
+/// `array(2) {...}` and `object(User)#1 (2) {...}` the whole block. `None`
+/// for anything else.
 fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
     let b = s.as_bytes();
     let rest = &s[at..];
@@ -439,10 +441,10 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
             let end = (quote + 1).saturating_add(len);
             let exact = b.get(end) == Some(&b'"') && s.is_char_boundary(end);
             let end = match exact {
-                true => end,
-                false => memchr::memchr(b'"', &b[quote + 1..]).map_or(b.len(), |i| quote + 1 + i),
+                true => end + 1,
+                false => memchr::memchr(b'"', &b[quote + 1..]).map_or(b.len(), |i| quote + 2 + i),
             };
-            Some(quote + 1..end)
+            Some(at..end)
         }
         "int" | "float" => Some(inside).filter(|r| !r.is_empty()),
         "array" | "object" => {
@@ -1411,20 +1413,28 @@ mod tests {
         );
         assert_eq!(pairs(r#"k: "ends\\" x"#), one("k", r"ends\\"));
         assert_eq!(pairs(r#"k: "trailing\"#), one("k", r"trailing\"));
-        // PHP's var_dump: the key without its visibility, the value by its length.
+        // PHP's var_dump: the key without its visibility, the value by its
+        // length, the length with it.
         assert_eq!(
             pairs("[\"k\":protected]=>\n  string(4) \"a\"b \""),
-            one("k", "a\"b ")
+            one("k", "string(4) \"a\"b \"")
         );
         assert_eq!(
             pairs("[\"k\":\"A\\B\":private]=>\n  int(12)"),
             one("k", "12")
         );
-        assert_eq!(pairs("[\"k\"]=>\n  string(9) \"short\""), one("k", "short"));
+        assert_eq!(
+            pairs("[\"k\"]=>\n  string(9) \"short\""),
+            one("k", "string(9) \"short\"")
+        );
+        assert_eq!(
+            pairs("[\"k\"]=>\n  string(9) \"cut"),
+            one("k", "string(9) \"cut")
+        );
         assert_eq!(pairs("[\"k\"]=> strings(2)"), one("k", "strings(2)"));
         assert_eq!(
             pairs("[\"k\"]=>\n  string(18446744073709551615) \"x\""),
-            one("k", "x")
+            one("k", "string(18446744073709551615) \"x\"")
         );
         assert_eq!(pairs("k: [1, [2]], z"), one("k", "[1, [2]]"));
         assert_eq!(pairs("k: {\"a\""), one("k", "{\"a\""));

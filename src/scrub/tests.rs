@@ -1486,6 +1486,12 @@ fn php_var_dump() {
     ] {
         assert!(out.contains(kept), "{kept} lost from {out}");
     }
+    // A string's length goes with it: it would tell the secret's.
+    assert!(
+        out.contains("[\"password\":protected]=>\n  [Filtered]\n"),
+        "{out}"
+    );
+    assert!(!out.contains("string(9)") && !out.contains("string(6)"), "{out}");
     // The same, held in an event: both passes agree.
     let event = serde_json::json!({"extra": {"user": dump}}).to_string();
     let tree = both_ways(&scrubber(), &event).expect("the text pass takes it");
