@@ -35,17 +35,57 @@ use path::{Seg, Selector};
 use rules::{value_after, KeyMatcher, Sensitivity, Validator};
 pub use text::Fallback;
 
-/// Bytes that are UTF-16 text marked as such by a byte-order mark
-/// (`FF FE`, little-endian; `FE FF`, big-endian): the text, the mark kept at
-/// its start, and whether it is big-endian. `None` for anything else,
-/// including UTF-16 that does not decode (an odd length, a lone surrogate).
-/// (UTF-8 never starts with those bytes.)
+/// Bytes that are UTF-16 text: the text, and whether it is big-endian.
+/// Marked by a byte-order mark (`FF FE`, little-endian; `FE FF`,
+/// big-endian), kept at the text's start; or unmarked, as some Windows
+/// programs and exports write it, when [`unmarked_utf16`] takes it. `None`
+/// for anything else, including UTF-16 that does not decode (an odd
+/// length, a lone surrogate). (UTF-8 never starts with those bytes.)
 pub fn utf16_text(bytes: &[u8]) -> Option<(String, bool)> {
     let big_endian = match bytes.get(..2)? {
         [0xFF, 0xFE] => false,
         [0xFE, 0xFF] => true,
+        _ => return unmarked_utf16(bytes),
+    };
+    Some((decode_utf16(bytes, big_endian)?, big_endian))
+}
+
+/// UTF-16 without a byte-order mark. Valid UTF-8 too, as often as not (a
+/// NUL is), so that its secrets, every other byte a NUL, would pass every
+/// rule. Taken when, in one byte order, at least half of its first
+/// [`UNMARKED_SAMPLE`] units are printable ASCII (in other bytes, binary
+/// ones among them, a unit has a zero high byte about once in 256), and the
+/// whole decodes with no control character but those text has (tab, line
+/// ends, form feed, escape). Text mostly beyond ASCII (Chinese, say) is
+/// not recognised without its mark.
+fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
+    if bytes.len() < 4 || !bytes.len().is_multiple_of(2) || memchr::memchr(0, bytes).is_none() {
+        return None;
+    }
+    let sample = &bytes[..bytes.len().min(2 * UNMARKED_SAMPLE)];
+    let ascii = |low: u8, high: u8| high == 0 && (low.is_ascii_graphic() || b" \t\r\n".contains(&low));
+    let (mut little, mut big) = (0, 0);
+    for unit in sample.chunks_exact(2) {
+        little += usize::from(ascii(unit[0], unit[1]));
+        big += usize::from(ascii(unit[1], unit[0]));
+    }
+    let units = sample.len() / 2;
+    let big_endian = match (2 * little >= units, 2 * big >= units) {
+        (true, false) => false,
+        (false, true) => true,
         _ => return None,
     };
+    let text = decode_utf16(bytes, big_endian)?;
+    let control = |c: char| c < ' ' && !matches!(c, '\t' | '\n' | '\r' | '\x0c' | '\x1b');
+    (!text.contains(control)).then_some((text, big_endian))
+}
+
+/// Units of unmarked UTF-16 that [`unmarked_utf16`] looks at first.
+const UNMARKED_SAMPLE: usize = 256;
+
+/// `bytes` decoded as UTF-16 in that byte order; `None` if they do not
+/// decode (an odd length, a lone surrogate).
+fn decode_utf16(bytes: &[u8], big_endian: bool) -> Option<String> {
     if !bytes.len().is_multiple_of(2) {
         return None;
     }
@@ -53,8 +93,7 @@ pub fn utf16_text(bytes: &[u8]) -> Option<(String, bool)> {
         true => u16::from_be_bytes([pair[0], pair[1]]),
         false => u16::from_le_bytes([pair[0], pair[1]]),
     });
-    let text: Result<String, _> = char::decode_utf16(units).collect();
-    Some((text.ok()?, big_endian))
+    char::decode_utf16(units).collect::<Result<String, _>>().ok()
 }
 
 /// `text` in UTF-16, big-endian or little-endian: what [`utf16_text`] reads.
@@ -566,14 +605,15 @@ impl Scrubber {
     }
 
     /// [`Self::scrub_text`] over bytes that may not all be UTF-8 (a text
-    /// attachment): UTF-16 with its byte-order mark and single-byte text
+    /// attachment): UTF-16 ([`utf16_text`]) and single-byte text
     /// ([`latin1_text`]) are scrubbed as the text they are, and written
     /// back in their encoding; in other bytes, each valid UTF-8 run is
     /// scrubbed, and the bytes that are not UTF-8 are kept as they came
     /// (not replaced by U+FFFD). `None` when nothing matched.
     pub fn scrub_bytes(&self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<Redaction>)> {
-        // UTF-16 with its byte-order mark (Windows' "Unicode" logs and
-        // exports): scrubbed as the text it is, and written back as it came.
+        // UTF-16 (Windows' "Unicode" logs and exports, with their
+        // byte-order mark or without): scrubbed as the text it is, and
+        // written back as it came.
         if let Some((text, big_endian)) = utf16_text(bytes) {
             let (out, redactions) = self.scrub_text(&text)?;
             return Some((utf16_bytes(&out, big_endian), redactions));

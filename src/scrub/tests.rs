@@ -1571,3 +1571,44 @@ fn utf16_text_is_scrubbed_as_text() {
     assert!(crate::scrub::utf16_text(&[0xFF, 0xFE, 0x00, 0xD8]).is_none());
     assert!(crate::scrub::utf16_text(&[0xFF, 0xFE, 0x41]).is_none());
 }
+
+/// UTF-16 without its byte-order mark (some Windows programs and exports
+/// write it so): every other byte a NUL, it is valid UTF-8 to a check of
+/// bytes, and no rule would match it. Recognised when it is mostly ASCII
+/// in one byte order, scrubbed as text and written back as it came,
+/// unmarked; other bytes with NULs are not taken for it.
+#[test]
+fn unmarked_utf16_text_is_scrubbed_as_text() {
+    let s = scrubber();
+    // Letters beyond ASCII, before and after the units sampled, decode too.
+    let log = format!(
+        "{}login alice@example.com passwort=schlüssel-geheim user=bob\r\n{}",
+        "2026-12-07 INFO start\r\n".repeat(20),
+        "Grüße, Jörg. ".repeat(40)
+    );
+    for big_endian in [false, true] {
+        let bytes = crate::scrub::utf16_bytes(&log, big_endian);
+        let (out, redactions) = s.scrub_bytes(&bytes).expect("secrets found");
+        let (text, was_big) = crate::scrub::utf16_text(&out).expect("still UTF-16");
+        assert_eq!(was_big, big_endian);
+        assert!(!text.starts_with('\u{FEFF}'), "no mark is added");
+        assert!(text.contains("login [email] passwort=[Filtered] user=bob\r\n"));
+        assert!(text.ends_with("Grüße, Jörg. "));
+        assert!(redactions.iter().any(|r| &*r.rule == "email"));
+        let plain = crate::scrub::utf16_bytes("nothing here, nothing at all", big_endian);
+        assert!(std::str::from_utf8(&plain).is_ok(), "ASCII in UTF-16 is UTF-8 to a check");
+        assert!(crate::scrub::utf16_text(&plain).is_some());
+        assert!(s.scrub_bytes(&plain).is_none());
+    }
+    // Not UTF-16: text without NULs; NUL-separated UTF-8 (`/proc/PID/environ`);
+    // binary (a minidump's header); mostly ASCII that decodes to control
+    // characters; an odd length; a lone surrogate.
+    assert!(crate::scrub::utf16_text(b"plain text, even length").is_none());
+    assert!(crate::scrub::utf16_text(b"HOME=/root\0PASSWORD=hunter2\0USER=bob\0\0").is_none());
+    let mut dump = b"MDMP\x93\xa7\0\0\x0d\0\0\0\x20\0\0\0".to_vec();
+    dump.extend((0..=255u8).flat_map(|b| [b, b.wrapping_mul(7), 0, 1]));
+    assert!(crate::scrub::utf16_text(&dump).is_none());
+    assert!(crate::scrub::utf16_text(b"a\0b\0\x01\0c\0").is_none());
+    assert!(crate::scrub::utf16_text(b"a\0b\0c\0d").is_none());
+    assert!(crate::scrub::utf16_text(b"a\0b\0\0\xd8c\0").is_none());
+}
