@@ -63,7 +63,8 @@ fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
         return None;
     }
     let sample = &bytes[..bytes.len().min(2 * UNMARKED_SAMPLE)];
-    let ascii = |low: u8, high: u8| high == 0 && (low.is_ascii_graphic() || b" \t\r\n".contains(&low));
+    let ascii =
+        |low: u8, high: u8| high == 0 && (low.is_ascii_graphic() || b" \t\r\n".contains(&low));
     let (mut little, mut big) = (0, 0);
     for unit in sample.chunks_exact(2) {
         little += usize::from(ascii(unit[0], unit[1]));
@@ -93,7 +94,9 @@ fn decode_utf16(bytes: &[u8], big_endian: bool) -> Option<String> {
         true => u16::from_be_bytes([pair[0], pair[1]]),
         false => u16::from_le_bytes([pair[0], pair[1]]),
     });
-    char::decode_utf16(units).collect::<Result<String, _>>().ok()
+    char::decode_utf16(units)
+        .collect::<Result<String, _>>()
+        .ok()
 }
 
 /// `text` in UTF-16, big-endian or little-endian: what [`utf16_text`] reads.

@@ -1491,7 +1491,10 @@ fn php_var_dump() {
         out.contains("[\"password\":protected]=>\n  [Filtered]\n"),
         "{out}"
     );
-    assert!(!out.contains("string(9)") && !out.contains("string(6)"), "{out}");
+    assert!(
+        !out.contains("string(9)") && !out.contains("string(6)"),
+        "{out}"
+    );
     // The same, held in an event: both passes agree.
     let event = serde_json::json!({"extra": {"user": dump}}).to_string();
     let tree = both_ways(&scrubber(), &event).expect("the text pass takes it");
@@ -1596,7 +1599,10 @@ fn unmarked_utf16_text_is_scrubbed_as_text() {
         assert!(text.ends_with("Grüße, Jörg. "));
         assert!(redactions.iter().any(|r| &*r.rule == "email"));
         let plain = crate::scrub::utf16_bytes("nothing here, nothing at all", big_endian);
-        assert!(std::str::from_utf8(&plain).is_ok(), "ASCII in UTF-16 is UTF-8 to a check");
+        assert!(
+            std::str::from_utf8(&plain).is_ok(),
+            "ASCII in UTF-16 is UTF-8 to a check"
+        );
         assert!(crate::scrub::utf16_text(&plain).is_some());
         assert!(s.scrub_bytes(&plain).is_none());
     }
