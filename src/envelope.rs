@@ -603,11 +603,15 @@ pub fn read_event(
 
 /// The view's pass: the same checks as [`parse_event`] (UTF-8, depth, JSON,
 /// an object, an id that is a UUID); `None` on anything else, which
-/// [`parse_event`] then refuses with its reason.
+/// [`parse_event`] then refuses with its reason. The view reads every value
+/// it does not keep as a tree would (`event::Checked`), serde_json's
+/// nesting limit included; only a tighter `max_depth` needs a scan of its own.
 fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<String>)> {
     let text = std::str::from_utf8(payload).ok()?;
     // serde_json's tree refuses its 128th level: the deepest it takes is 127.
-    if !starts_object(payload) || needs_tree(payload, max_depth.min(SERDE_DEPTH - 1)) {
+    if !starts_object(payload)
+        || (max_depth < SERDE_DEPTH - 1 && json_depth_exceeds(payload, max_depth))
+    {
         return None;
     }
     let view: EventView<'_> = serde_json::from_str(text).ok()?;
@@ -619,59 +623,12 @@ fn view_event(payload: &[u8], max_depth: usize) -> Option<(Event<'_>, Option<Str
     Some((Event::View(view, text), event_id))
 }
 
-/// Whether `json` needs the tree's pass to be judged: it nests deeper than
-/// `max`, or it holds what serde_json checks when it builds a tree but not
-/// when it skips a value (all the view does with most of an event): a lone
-/// surrogate escape, or a number out of `f64`'s range as serde_json reads it.
-fn needs_tree(json: &[u8], max: usize) -> bool {
-    scan(json, max, true) != Scan::Fine
-}
-
-/// A `\u` escape, `at` its first hex digit: the offset from the `u` to the
-/// escape's last byte (4, or 10 with the low surrogate that must follow a
-/// high one); `None` when the digits are not hex or a surrogate is alone.
-fn surrogates_paired(json: &[u8], at: usize) -> Option<usize> {
-    let hex = |from: usize| {
-        let digits = std::str::from_utf8(json.get(from..from + 4)?).ok()?;
-        u16::from_str_radix(digits, 16).ok()
-    };
-    match hex(at)? {
-        0xD800..=0xDBFF => {
-            if json.get(at + 4..at + 6) != Some(b"\\u") {
-                return None;
-            }
-            matches!(hex(at + 6)?, 0xDC00..=0xDFFF).then_some(10)
-        }
-        0xDC00..=0xDFFF => None,
-        _ => Some(4),
-    }
-}
-
-/// Whether objects and arrays in `json` nest deeper than `max`.
-///
-/// serde_json skips unknown values without a depth limit, and consumers
-/// downstream may recurse, so depth is checked on its own.
+/// Whether objects and arrays in `json` nest deeper than `max`: one byte
+/// loop over the text, brackets inside strings not counted. Written by
+/// hand because no parser offers a depth-limited skip; the JSON is not
+/// otherwise checked (the parser decides). For a limit tighter than the
+/// one serde_json holds its trees and the view to.
 fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
-    scan(json, max, false) == Scan::TooDeep
-}
-
-/// What [`scan`] found.
-#[derive(Debug, PartialEq, Eq)]
-enum Scan {
-    /// Nothing (which is not to say the JSON is valid: the parser decides).
-    Fine,
-    /// Objects and arrays nest deeper than the limit.
-    TooDeep,
-    /// A lone surrogate escape or a number out of range.
-    Unchecked,
-}
-
-/// One byte loop over JSON text: the nesting depth outside strings and,
-/// with `values`, each `\u` escape and each number that is not a short
-/// integer (they are few, so that costs little more). Written by hand
-/// because no parser offers a depth-limited skip; brackets inside strings
-/// do not count.
-fn scan(json: &[u8], max: usize, values: bool) -> Scan {
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&b) = json.get(at) {
@@ -683,46 +640,26 @@ fn scan(json: &[u8], max: usize, values: bool) -> Scan {
                     .get(at..)
                     .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
                 {
-                    None => return Scan::Fine,
+                    None => return false,
                     Some(n) if json[at + n] == b'"' => {
                         at += n;
                         break;
                     }
-                    Some(n) => {
-                        at += n + 1;
-                        if values && json.get(at) == Some(&b'u') {
-                            match surrogates_paired(json, at + 1) {
-                                Some(len) => at += len,
-                                None => return Scan::Unchecked,
-                            }
-                        }
-                    }
+                    Some(n) => at += n + 1,
                 }
             },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
-                    return Scan::TooDeep;
+                    return true;
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
-            b'-' | b'0'..=b'9' if values => {
-                let start = at;
-                while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = json.get(at + 1) {
-                    at += 1;
-                }
-                let token = &json[start..=at];
-                if (token.len() > 18 || token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')))
-                    && serde_json::from_slice::<serde_json::Number>(token).is_err()
-                {
-                    return Scan::Unchecked;
-                }
-            }
             _ => {}
         }
         at += 1;
     }
-    Scan::Fine
+    false
 }
 
 #[cfg(test)]

@@ -355,6 +355,30 @@ fn read_event_and_parse_event_agree_on_depth() {
     }
     assert!(read_event(nested(127).as_bytes(), 128).is_ok());
     assert!(read_event(nested(128).as_bytes(), 128).is_err());
+    // The same depths under a frame that the view reads, in a value it
+    // passes over: serde_json's limit counts the levels the view reads too.
+    let in_frame = |depth: usize| {
+        format!(
+            r#"{{"exception":{{"values":[{{"stacktrace":{{"frames":[{{"function":"f","vars":{}{}}}]}}}}]}}}}"#,
+            "[".repeat(depth - 7),
+            "]".repeat(depth - 7)
+        )
+    };
+    for depth in [126, 127, 128, 129] {
+        let text = in_frame(depth);
+        assert_eq!(
+            nests_deeper_than(text.as_bytes(), 128),
+            depth > 127,
+            "the text nests {depth} deep"
+        );
+        let read = read_event(text.as_bytes(), 128).map(|(e, _)| matches!(e, Event::View(..)));
+        let tree = parse_event(text.as_bytes(), 128).map(|_| true);
+        assert_eq!(read.is_ok(), depth <= 127, "depth {depth}");
+        assert_eq!(read.is_ok(), tree.is_ok(), "depth {depth}");
+        if let Ok(view) = read {
+            assert!(view, "depth {depth}: read as a view");
+        }
+    }
 }
 
 #[test]
@@ -367,6 +391,29 @@ fn read_event_refuses_what_only_a_tree_checks_as_parse_event_does() {
         (r#"{"x": "\u12"}"#, false),
         (r#"{"x": [1e309]}"#, false),
         (r#"{"x": {"n": 1.7976931348623158e308}}"#, false),
+        // In a key; where the view reads a field leniently and drops it
+        // (an object where a string was expected); beside the fields it
+        // reads of a frame, a fingerprint and an exception.
+        (r#"{"\ud800": 1}"#, false),
+        (r#"{"release": {"a": "\ud800"}}"#, false),
+        (r#"{"message": ["\udc00"]}"#, false),
+        (r#"{"fingerprint": [{"n": 1e400}]}"#, false),
+        (
+            r#"{"exception": {"values": [{"type": "E", "stacktrace": {"frames": [{"function": "f", "vars": {"s": "\ud800"}}]}}]}}"#,
+            false,
+        ),
+        (
+            r#"{"exception": {"values": [{"type": "E", "mechanism": {"data": [-1e999]}}]}}"#,
+            false,
+        ),
+        (
+            r#"{"contexts": {"trace": {"trace_id": "ab", "data": "\udfff"}}}"#,
+            false,
+        ),
+        (
+            r#"{"exception": {"values": [{"type": "E", "stacktrace": {"frames": [{"function": "f", "vars": {"s": "\ud83d\ude00", "n": 1e308}}]}}]}}"#,
+            true,
+        ),
         (r#"{"x": "\ud83d\ude00 \u00e9 \\u \\ud800 \" \n"}"#, true),
         (
             r#"{"x": [1.5, -0, 1E5, 1e-7, 123456789012345678901234567890]}"#,
