@@ -1267,17 +1267,18 @@ fn scrub_kind(item: &Item) -> ScrubKind {
     ScrubKind::Binary
 }
 
-/// Whether bytes are text: valid UTF-8 (or UTF-16 with its byte-order
-/// mark, or single-byte text such as Latin-1: see
-/// [`crate::scrub::latin1_text`]), and no control character but tab, line
-/// ends, form feed and escape (colours in logs). Empty is not.
+/// Whether bytes are text: valid UTF-8 (or UTF-16, see
+/// [`crate::scrub::utf16_text`], or single-byte text such as Latin-1, see
+/// [`crate::scrub::latin1_text`]), and no control character
+/// ([`crate::scrub::is_control`]). Empty is not.
 fn looks_like_text(bytes: &[u8]) -> bool {
-    let control = |c: u32| c < 0x20 && !matches!(c, 0x09 | 0x0a | 0x0d | 0x0c | 0x1b);
     if let Some((text, _)) = crate::scrub::utf16_text(bytes) {
-        return text.chars().nth(1).is_some() && !text.chars().any(|c| control(c as u32));
+        return text.chars().nth(1).is_some() && !text.contains(crate::scrub::is_control);
     }
     !bytes.is_empty()
-        && !bytes.iter().any(|&b| control(u32::from(b)))
+        && !bytes
+            .iter()
+            .any(|&b| crate::scrub::is_control(char::from(b)))
         && (std::str::from_utf8(bytes).is_ok() || crate::scrub::is_single_byte(bytes))
 }
 

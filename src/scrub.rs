@@ -59,10 +59,11 @@ pub fn utf16_text(bytes: &[u8]) -> Option<(String, bool)> {
 /// ends, form feed, escape). Text mostly beyond ASCII (Chinese, say) is
 /// not recognised without its mark.
 fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
-    if bytes.len() < 4 || !bytes.len().is_multiple_of(2) || memchr::memchr(0, bytes).is_none() {
+    let sample = &bytes[..bytes.len().min(2 * UNMARKED_SAMPLE)];
+    // ASCII in UTF-16 has a NUL beside each letter, in the sample too.
+    if bytes.len() < 4 || !bytes.len().is_multiple_of(2) || memchr::memchr(0, sample).is_none() {
         return None;
     }
-    let sample = &bytes[..bytes.len().min(2 * UNMARKED_SAMPLE)];
     let ascii =
         |low: u8, high: u8| high == 0 && (low.is_ascii_graphic() || b" \t\r\n".contains(&low));
     let (mut little, mut big) = (0, 0);
@@ -77,8 +78,14 @@ fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
         _ => return None,
     };
     let text = decode_utf16(bytes, big_endian)?;
-    let control = |c: char| c < ' ' && !matches!(c, '\t' | '\n' | '\r' | '\x0c' | '\x1b');
-    (!text.contains(control)).then_some((text, big_endian))
+    (!text.contains(is_control)).then_some((text, big_endian))
+}
+
+/// A control character that text does not hold: any under U+0020 but tab,
+/// line ends, form feed and escape (colours in logs). Binary data has some
+/// early on (a minidump, an image, a compressed file).
+pub fn is_control(c: char) -> bool {
+    c < ' ' && !matches!(c, '\t' | '\n' | '\r' | '\x0c' | '\x1b')
 }
 
 /// Units of unmarked UTF-16 that [`unmarked_utf16`] looks at first.
