@@ -1260,7 +1260,8 @@ fn scrub_kind(item: &Item) -> ScrubKind {
     // Java, .NET and Cocoa SDKs send `application/octet-stream`; `app.log.1`,
     // `logcat`, `.env`, HAR files, `statsd` lines) is scrubbed as text when
     // its bytes are text: UTF-8 without control bytes (a minidump, an image
-    // or a compressed file has some early on).
+    // or a compressed file has some early on), or text entries each ended by
+    // one NUL (`/proc/self/environ`).
     if matches!(item.ty, ItemType::Attachment | ItemType::Other) && looks_like_text(&item.payload) {
         return ScrubKind::Text;
     }
@@ -1270,11 +1271,25 @@ fn scrub_kind(item: &Item) -> ScrubKind {
 /// Whether bytes are text: valid UTF-8 (or UTF-16, see
 /// [`crate::scrub::utf16_text`], or single-byte text such as Latin-1, see
 /// [`crate::scrub::latin1_text`]), and no control character
-/// ([`crate::scrub::is_control`]). Empty is not.
+/// ([`crate::scrub::is_control`]); or text entries separated by NULs (a
+/// process's environment or command line, see
+/// [`crate::scrub::is_nul_separated`]). Empty is not.
 fn looks_like_text(bytes: &[u8]) -> bool {
     if let Some((text, _)) = crate::scrub::utf16_text(bytes) {
         return text.chars().nth(1).is_some() && !text.contains(crate::scrub::is_control);
     }
+    if crate::scrub::is_nul_separated(bytes) {
+        // The last entry is empty when a NUL ends them, as it does in Linux's files.
+        return bytes
+            .split(|&b| b == 0)
+            .filter(|entry| !entry.is_empty())
+            .all(looks_like_plain_text);
+    }
+    looks_like_plain_text(bytes)
+}
+
+/// [`looks_like_text`] for bytes that are not UTF-16 or NUL-separated.
+fn looks_like_plain_text(bytes: &[u8]) -> bool {
     !bytes.is_empty()
         && !bytes
             .iter()
@@ -1441,6 +1456,24 @@ fn observe(stage: &prometheus::Histogram, started: std::time::Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes that an attachment labelled `application/octet-stream` is
+    /// scrubbed as text for, and bytes it is not.
+    #[test]
+    fn text_is_told_from_binary() {
+        assert!(looks_like_text(b"2026-12-07 INFO started\n"));
+        // A process's environment and command line: entries each ended by a NUL.
+        assert!(looks_like_text(b"HOME=/root\0PASSWORD=hunter2\0"));
+        assert!(looks_like_text(b"/usr/bin/app\0--password\0hunter2"));
+        assert!(!looks_like_text(b""));
+        assert!(!looks_like_text(b"\0"));
+        // Runs of NULs (a tar archive's padding, numbers in a binary format),
+        // a NUL first, other control bytes between the NULs.
+        assert!(!looks_like_text(b"app.log\0\0\0\0\0\x000644\0"));
+        assert!(!looks_like_text(b"\0HOME=/root\0"));
+        assert!(!looks_like_text(b"MDMP\x93\xa7\0\x01\x0d\0\x02\x20\0"));
+        assert!(!looks_like_text(b"\x89PNG\r\n\x1a\n\0IHDR"));
+    }
 
     /// One line per reason per interval, each saying how many were held
     /// back; reasons do not hold each other back. (Times are given, not read.)

@@ -81,6 +81,20 @@ fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
     (!text.contains(is_control)).then_some((text, big_endian))
 }
 
+/// Whether bytes are entries separated by NULs, as Linux writes a
+/// process's environment and command line (`/proc/PID/environ`:
+/// `KEY=value\0KEY=value\0`): they hold a NUL, none first and none beside
+/// another (binary data, a tar archive's padding, has runs of them), and
+/// perhaps one last. What the entries are (text or not) is for the caller.
+pub fn is_nul_separated(bytes: &[u8]) -> bool {
+    let Some(first) = memchr::memchr(0, bytes) else {
+        return false;
+    };
+    first > 0
+        && memchr::memchr_iter(0, &bytes[first..])
+            .all(|at| bytes.get(first + at + 1).is_none_or(|&next| next != 0))
+}
+
 /// A control character that text does not hold: any under U+0020 but tab,
 /// line ends, form feed and escape (colours in logs). Binary data has some
 /// early on (a minidump, an image, a compressed file).
@@ -628,6 +642,9 @@ impl Scrubber {
             let (out, redactions) = self.scrub_text(&text)?;
             return Some((utf16_bytes(&out, big_endian), redactions));
         }
+        if is_nul_separated(bytes) {
+            return self.scrub_nul_separated(bytes);
+        }
         if let Ok(text) = std::str::from_utf8(bytes) {
             return self
                 .scrub_text(text)
@@ -649,18 +666,54 @@ impl Scrubber {
             match self.scrub_text(chunk.valid()) {
                 Some((scrubbed, found)) => {
                     out.extend_from_slice(scrubbed.as_bytes());
-                    for r in found {
-                        if !redactions
-                            .iter()
-                            .any(|k| k.rule == r.rule && k.method == r.method)
-                        {
-                            redactions.push(r);
-                        }
-                    }
+                    add_redactions(&mut redactions, found);
                 }
                 None => out.extend_from_slice(chunk.valid().as_bytes()),
             }
             out.extend_from_slice(chunk.invalid());
+        }
+        (!redactions.is_empty()).then_some((out, redactions))
+    }
+
+    /// [`Self::scrub_bytes`] for entries separated by NULs (see
+    /// [`is_nul_separated`]): each entry on its own, so that a value ends
+    /// at its NUL (`PASSWORD=x\0HOME=...`); and, as in an argument list
+    /// given as JSON, the entry after a sensitive option alone
+    /// (`--password\0x`) is that option's value, redacted whole. The NULs
+    /// stay where they were.
+    fn scrub_nul_separated(&self, bytes: &[u8]) -> Option<(Vec<u8>, Vec<Redaction>)> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut redactions: Vec<Redaction> = Vec::new();
+        let mut after_flag = false;
+        for (i, entry) in bytes.split(|&b| b == 0).enumerate() {
+            if i > 0 {
+                out.push(0);
+            }
+            let text = std::str::from_utf8(entry).ok();
+            let value = (after_flag && !entry.is_empty() && !entry.starts_with(b"-"))
+                .then(|| String::from_utf8_lossy(entry))
+                .filter(|value| !self.is_redacted(value));
+            after_flag = text.and_then(|t| self.sensitive_flag(Some(t))).is_some();
+            if let Some(value) = value {
+                let hash_key = self.hash_key.as_deref();
+                let redacted =
+                    method::redact_text(self.password_method, &value, FILTERED, hash_key);
+                out.extend_from_slice(redacted.as_bytes());
+                let found = Redaction {
+                    rule: self.password_rule.clone(),
+                    path: String::new(),
+                    method: self.password_method,
+                };
+                add_redactions(&mut redactions, [found]);
+                continue;
+            }
+            match self.scrub_bytes(entry) {
+                Some((scrubbed, found)) => {
+                    out.extend_from_slice(&scrubbed);
+                    add_redactions(&mut redactions, found);
+                }
+                None => out.extend_from_slice(entry),
+            }
         }
         (!redactions.is_empty()).then_some((out, redactions))
     }
@@ -879,6 +932,19 @@ impl Scrubber {
             return self.patterns.iter().any(|r| &*r.name == name);
         }
         value.contains('*') && !value.chars().any(char::is_alphanumeric)
+    }
+}
+
+/// Adds what a part of an attachment redacted to what the whole did, each
+/// rule and method once.
+fn add_redactions(into: &mut Vec<Redaction>, found: impl IntoIterator<Item = Redaction>) {
+    for r in found {
+        if !into
+            .iter()
+            .any(|k| k.rule == r.rule && k.method == r.method)
+        {
+            into.push(r);
+        }
     }
 }
 

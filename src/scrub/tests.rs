@@ -1618,3 +1618,47 @@ fn unmarked_utf16_text_is_scrubbed_as_text() {
     assert!(crate::scrub::utf16_text(b"a\0b\0c\0d").is_none());
     assert!(crate::scrub::utf16_text(b"a\0b\0\0\xd8c\0").is_none());
 }
+
+/// A process's environment or command line as Linux writes them
+/// (`/proc/PID/environ`, `/proc/PID/cmdline`): entries each ended by a
+/// NUL. Each entry is scrubbed on its own: a value ends at its NUL (the
+/// next variable is not taken for part of it), an option's value is the
+/// next argument, and the NULs stay where they were.
+#[test]
+fn nul_separated_entries_are_scrubbed_each() {
+    let s = scrubber();
+    let environ = b"HOME=/home/jdoe\0DB_PASSWORD=hunter2\0LANG=C.UTF-8\0MAIL=alice@example.com\0";
+    let (out, redactions) = s.scrub_bytes(environ).expect("secrets found");
+    assert_eq!(
+        out,
+        b"HOME=/home/[userpath]\0DB_PASSWORD=[Filtered]\0LANG=C.UTF-8\0MAIL=[email]\0"
+    );
+    assert!(redactions.iter().any(|r| &*r.rule == "password"));
+    let cmdline = b"/usr/bin/app\0--password\0hunter2\0--verbose\0--token=abc123\0";
+    let (out, _) = s.scrub_bytes(cmdline).expect("secrets found");
+    assert_eq!(
+        out,
+        b"/usr/bin/app\0--password\0[Filtered]\0--verbose\0--token=[Filtered]\0"
+    );
+    // An entry may hold a line end; an option's value may look like an option.
+    let multiline = b"GREETING=hi\nthere\0PASSWORD=hunter2\0--password\0--verbose\0";
+    let (out, _) = s.scrub_bytes(multiline).expect("secrets found");
+    assert_eq!(
+        out,
+        b"GREETING=hi\nthere\0PASSWORD=[Filtered]\0--password\0--verbose\0"
+    );
+    assert!(s
+        .scrub_bytes(b"HOME=/root\0LANG=C\0--verbose\0yes\0")
+        .is_none());
+
+    use crate::scrub::is_nul_separated;
+    assert!(is_nul_separated(b"A=1\0B=2\0"));
+    assert!(is_nul_separated(b"A=1\0B=2"));
+    assert!(!is_nul_separated(b"no NUL at all"));
+    assert!(!is_nul_separated(b"\0A=1\0"), "none first");
+    assert!(!is_nul_separated(b"A=1\0\0B=2"), "none beside another");
+    assert!(
+        !is_nul_separated(b"name.txt\0\0\0\0\0\x000000644\0"),
+        "a tar header's padding"
+    );
+}

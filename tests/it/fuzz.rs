@@ -1449,6 +1449,8 @@ fn scrub() {
         let key = ["password", "api_key", "token", "secret"][case.rng.usize(..4)];
         let planted = format!("{} {key}={PLANTED} {}", &text[..at], &text[at..]);
         case.note(format!("planted \" {key}={PLANTED} \" at byte {at}"));
+        // The same as an entry of a process's environment (`/proc/PID/environ`).
+        let entry = format!("{}\0{key}={PLANTED}\0{}", &text[..at], &text[at..]);
         // Seeds as committed meet both scrubbers, mutants one.
         let both = [
             ("default settings", &defaults),
@@ -1464,6 +1466,7 @@ fn scrub() {
         for &(name, scrubber) in scrubbers {
             case.note(format!("scrubber: {name}"));
             outcome = scrub_one(case, scrubber, &text, &planted);
+            check_entries(scrubber, entry.as_bytes());
         }
         outcome
     });
@@ -1507,6 +1510,25 @@ fn scrub_one(case: &Case<'_>, scrubber: &Scrubber, text: &str, planted: &str) ->
             "not json".into()
         }
     }
+}
+
+/// A secret planted as an entry of NUL-separated text does not survive
+/// `scrub_bytes`, and the NULs stay (text that UTF-16 detection takes, or
+/// with runs of NULs, is scrubbed otherwise: not checked here).
+fn check_entries(scrubber: &Scrubber, bytes: &[u8]) {
+    if !edge_relay::scrub::is_nul_separated(bytes) || edge_relay::scrub::utf16_text(bytes).is_some()
+    {
+        return;
+    }
+    let out = scrubber.scrub_bytes(bytes).map(|(out, _)| out);
+    let out = out.as_deref().unwrap_or(bytes);
+    assert!(
+        memchr::memmem::find(out, PLANTED.as_bytes()).is_none(),
+        "the planted secret survives scrub_bytes between NULs: {:?}",
+        String::from_utf8_lossy(out)
+    );
+    let nuls = |b: &[u8]| b.iter().filter(|&&c| c == 0).count();
+    assert_eq!(nuls(out), nuls(bytes), "the NULs stay");
 }
 
 /// Scrubbing gives valid JSON with `_meta` for what it redacted, and a

@@ -203,10 +203,42 @@ const LATIN1_LINE: &[u8] =
 /// What the relay makes of it.
 const LATIN1_SCRUBBED: &[u8] = b"Gr\xfc\xdfe an J\xf6rg passwort=[Filtered]\n";
 
-/// Per envelope: the event and nine attachments (the log as UTF-8 twice,
+/// Per envelope: the event and eleven attachments (the log as UTF-8 twice,
 /// as UTF-16 with its byte-order mark twice and without it twice, as
-/// Latin-1 twice, and an image).
-const ITEMS_PER_ENVELOPE: usize = 10;
+/// Latin-1 twice, a process's environment and command line, and an image).
+const ITEMS_PER_ENVELOPE: usize = 12;
+
+/// A process's environment and command line as Linux writes them
+/// (`/proc/self/environ`, `/proc/self/cmdline`: entries each ended by a
+/// NUL), with secrets and the look-alikes that every attachment carries.
+const NUL_SEPARATED: [&[&str]; 2] = [
+    &[
+        "HOME=/home/jdoe_user",
+        "DB_PASSWORD=hunter2-secret-pw",
+        "API_KEY=apikey-val-321",
+        "ORDER=4111111111111112",
+        "RELEASE=shop@2.4.1",
+        "STARTED=2026-11-21T10:00:00Z",
+        "CONTACT=alice.smith@example.com",
+    ],
+    &[
+        "/usr/bin/shop",
+        "--password",
+        "hunter2-secret-pw",
+        "--token=qtok-789",
+        "--order",
+        "4111111111111112",
+        "shop@2.4.1",
+        "2026-11-21T10:00:00Z",
+    ],
+];
+
+fn nul_separated(entries: &[&str]) -> Vec<u8> {
+    entries
+        .iter()
+        .flat_map(|e| [e.as_bytes(), b"\0"].concat())
+        .collect()
+}
 
 fn envelope(event: &[u8], id: &str) -> Vec<u8> {
     let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
@@ -255,6 +287,15 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
                 .as_bytes(),
         );
         body.extend_from_slice(&latin1);
+    }
+    // The environment and the command line, labelled as files with no type.
+    for (entries, filename) in NUL_SEPARATED.iter().zip(["environ", "cmdline"]) {
+        let bytes = nul_separated(entries);
+        body.extend_from_slice(
+            format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"{filename}\",\"content_type\":\"application/octet-stream\"}}\n", bytes.len())
+                .as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
     }
     body.extend_from_slice(
         format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"shot.png\",\"content_type\":\"image/png\"}}\n", binary.len())
@@ -336,8 +377,23 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     assert_eq!(got.len(), ITEMS_PER_ENVELOPE * events.len());
     let mut utf16_seen = 0;
     let mut latin1_seen = 0;
+    let mut nul_separated_seen = 0;
     let mut saw_incoming_meta = false;
     for m in &got {
+        // The environment and command line leave with an entry per NUL, as they came.
+        let entries = NUL_SEPARATED
+            .iter()
+            .find(|e| m.payload.starts_with(&e[0].as_bytes()[..5]));
+        if let Some(entries) = entries {
+            nul_separated_seen += 1;
+            assert_eq!(
+                m.payload.iter().filter(|&&b| b == 0).count(),
+                entries.len(),
+                "one NUL per entry: {:?}",
+                String::from_utf8_lossy(&m.payload)
+            );
+            assert!(m.payload.ends_with(b"\0"));
+        }
         if m.payload.ends_with(b"BINARY-MARKER") {
             assert_eq!(
                 m.payload, b"\x89PNG\r\n\x1a\nBINARY-MARKER",
@@ -416,6 +472,11 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
         latin1_seen,
         2 * events.len(),
         "Latin-1 attachments stay Latin-1"
+    );
+    assert_eq!(
+        nul_separated_seen,
+        2 * events.len(),
+        "the environment and command line arrive, their NULs kept"
     );
     for rule in edge_relay::scrub::rules::BUILTIN_NAMES {
         assert!(
