@@ -87,12 +87,9 @@ fn unmarked_utf16(bytes: &[u8]) -> Option<(String, bool)> {
 /// another (binary data, a tar archive's padding, has runs of them), and
 /// perhaps one last. What the entries are (text or not) is for the caller.
 pub fn is_nul_separated(bytes: &[u8]) -> bool {
-    let Some(first) = memchr::memchr(0, bytes) else {
-        return false;
-    };
-    first > 0
-        && memchr::memchr_iter(0, &bytes[first..])
-            .all(|at| bytes.get(first + at + 1).is_none_or(|&next| next != 0))
+    bytes.first().is_some_and(|&b| b != 0)
+        && memchr::memchr(0, bytes).is_some()
+        && memchr::memmem::find(bytes, b"\0\0").is_none()
 }
 
 /// A control character that text does not hold: any under U+0020 but tab,
@@ -689,11 +686,13 @@ impl Scrubber {
             if i > 0 {
                 out.push(0);
             }
-            let text = std::str::from_utf8(entry).ok();
             let value = (after_flag && !entry.is_empty() && !entry.starts_with(b"-"))
                 .then(|| String::from_utf8_lossy(entry))
                 .filter(|value| !self.is_redacted(value));
-            after_flag = text.and_then(|t| self.sensitive_flag(Some(t))).is_some();
+            // Only an entry that starts with `-` can be an option.
+            after_flag = entry.starts_with(b"-")
+                && std::str::from_utf8(entry)
+                    .is_ok_and(|arg| self.sensitive_flag(Some(arg)).is_some());
             if let Some(value) = value {
                 let hash_key = self.hash_key.as_deref();
                 let redacted =
