@@ -1215,8 +1215,21 @@ async fn overload_is_shed_early_with_503() {
             attachment,
         ))
     };
-    // Ten requests wait for the slow broker: 1.25 MiB in flight.
-    let waiting: Vec<_> = (0..10).map(|_| post(attachment.clone())).collect();
+    // Ten requests wait for the slow broker: 1.25 MiB in flight. Each is
+    // held or shed before the next is sent, so that none is shed later,
+    // among the five below.
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        let held = relay.metric("edge_relay_in_flight_bytes", &[]);
+        let r = post(attachment.clone());
+        wait_until(
+            "a waiting request was neither held nor shed",
+            Duration::from_millis(20),
+            async || r.is_finished() || relay.metric("edge_relay_in_flight_bytes", &[]) > held,
+        )
+        .await;
+        waiting.push(r);
+    }
     wait_until(
         "the backlog never built up",
         Duration::from_millis(20),
