@@ -708,7 +708,15 @@ impl Scrubber {
             }
             match self.scrub_bytes(entry) {
                 Some((scrubbed, found)) => {
-                    out.extend_from_slice(&scrubbed);
+                    // A `%00` in an entry whose decoding held a secret comes
+                    // back decoded (see `scrub_str`): a NUL there would split
+                    // the entry in two, so it is written as it came.
+                    for &b in &scrubbed {
+                        match b {
+                            0 => out.extend_from_slice(b"%00"),
+                            b => out.push(b),
+                        }
+                    }
                     add_redactions(&mut redactions, found);
                 }
                 None => out.extend_from_slice(entry),

@@ -1650,6 +1650,12 @@ fn nul_separated_entries_are_scrubbed_each() {
     assert!(s
         .scrub_bytes(b"HOME=/root\0LANG=C\0--verbose\0yes\0")
         .is_none());
+    // An entry written back decoded (its decoding held the secret) keeps its
+    // `%00` as it came: a NUL would split it.
+    let (out, _) = s
+        .scrub_bytes(b"A=1\0Q=%00+alice%40example.com\0")
+        .expect("secrets found");
+    assert_eq!(out, b"A=1\0Q=%00[email]\0");
 
     use crate::scrub::is_nul_separated;
     assert!(is_nul_separated(b"A=1\0B=2\0"));
