@@ -9,6 +9,7 @@
 #   PARTS=pair MODES=spool ROUNDS=5 DURATION=6s \
 #     PAIR_A="EDGE_RELAY_KAFKA__LINGER=2ms" PAIR_B="EDGE_RELAY_KAFKA__LINGER=20ms" benches/load.sh
 #   PARTS=pair MODES=spool CONNS=256 PAIR_A="RELAY_BIN=/tmp/old/edge-relay" PAIR_B="" benches/load.sh
+#   PARTS=instructions MODES="memory spool" benches/load.sh   # per request, under callgrind
 #
 # Settings (environment): MODES (kafka spool memory), CONNS (32 256),
 # ROUNDS (3), DURATION (10s), LAT_ROUNDS (3), LAT_CONNS (32, the latency
@@ -18,7 +19,8 @@
 # alike), WARMUP (2s), RATE (the
 # latency part's rate is half of it when the throughput part does not run),
 # PARTS (throughput latency overload; and
-# pair, not run by default), PAIR_A and PAIR_B (settings for the relay, as
+# pair and instructions, not run by default), CG_RATE (20), CG_SECONDS (20)
+# and CG_CONNS (4) for the instructions part, PAIR_A and PAIR_B (settings for the relay, as
 # VAR=value words; RELAY_BIN=PATH runs another build, to compare two
 # commits), SHARED (../shared/tools), OUT (a temp dir).
 #
@@ -33,7 +35,8 @@
 # Per mode and connection count: requests/s of the floor and of the relay
 # (median of the rounds) and their ratio, and the CPU each server used per
 # 2xx answer (from /proc/PID/stat: steadier than requests/s on a shared
-# machine, where other tenants move the absolute figures). `kafka` is compared with
+# machine, where other tenants move the absolute figures), and the system
+# (kernel) part of it apart. `kafka` is compared with
 # `floor pipeline` producing to the broker; `spool` and `memory` with
 # `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
 # latency of both at half the relay's own best rate, the relay's peak RSS,
@@ -90,8 +93,13 @@ LOADGEN=$ROOT/target/release/examples/loadgen
 # Enough descriptors for the overload round's connections.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# UNDER: a command the servers run under (the instructions part's
+# callgrind), which also makes them start some 30 times slower.
+UNDER=()
 wait_http() { # URL
-    for _ in $(seq 1 300); do
+    local tries=300
+    [ "${#UNDER[@]}" -gt 0 ] && tries=3000
+    for _ in $(seq 1 "$tries"); do
         curl -s -o /dev/null "$1" && return 0
         sleep 0.1
     done
@@ -163,12 +171,12 @@ EOF
             *) settings+=("$word") ;;
         esac
     done
-    env "${settings[@]}" "$bin" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
+    env "${settings[@]}" ${UNDER[@]+"${UNDER[@]}"} "$bin" run --config "$OUT/relay-$mode.toml" 2>>"$OUT/relay-$mode.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     RELAY_ADMIN=$admin
     wait_http "http://127.0.0.1:$admin/readyz"
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 "$(( ${#UNDER[@]} > 0 ? 1000 : 100 ))"); do
         curl -s "http://127.0.0.1:$admin/readyz" | grep -q "kafka: up" && return 0
         sleep 0.1
     done
@@ -178,9 +186,9 @@ EOF
 
 start_floor() { # NO_KAFKA(0|1) PORT
     if [ "$1" = 1 ]; then
-        FLOOR_NO_KAFKA=1 "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
+        FLOOR_NO_KAFKA=1 ${UNDER[@]+"${UNDER[@]}"} "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
     else
-        FLOOR_COMPRESSION=lz4 "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
+        FLOOR_COMPRESSION=lz4 ${UNDER[@]+"${UNDER[@]}"} "$FLOOR" pipeline "$2" "$BROKERS" 2>>"$OUT/floor.log" &
     fi
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -195,6 +203,11 @@ stop_server() {
 # CPU time a process has used, in clock ticks (user + system).
 cpu_ticks() { # PID
     awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# The kernel's part of it: system time only, in clock ticks.
+sys_ticks() { # PID
+    awk '{ print $15 }' "/proc/$1/stat"
 }
 
 # CPU µs per 2xx request between two cpu_ticks readings.
@@ -266,8 +279,8 @@ floor_skips_kafka() { if [ "$1" = kafka ]; then echo 0; else echo 1; fi; }
 declare -A BEST
 if part throughput; then
 echo
-echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx | CPU µs/request floor / relay |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx | CPU µs/request floor / relay | of which system (kernel) floor / relay |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
     no_kafka=$(floor_skips_kafka "$mode")
     for c in $CONNS; do
@@ -275,36 +288,46 @@ for mode in $MODES; do
         : >"$OUT/relay.rps"
         : >"$OUT/floor.cpu"
         : >"$OUT/relay.cpu"
+        : >"$OUT/floor.sys"
+        : >"$OUT/relay.sys"
         rss=0
         bad=0
         for round in $(seq 1 "$ROUNDS"); do
             port=$(free_port)
             start_floor "$no_kafka" "$port"
             t0=$(cpu_ticks "$SERVER_PID")
+            s0=$(sys_ticks "$SERVER_PID")
             run_wrk "$port" "$c" >"$OUT/floor.last"
             t1=$(cpu_ticks "$SERVER_PID")
+            s1=$(sys_ticks "$SERVER_PID")
             awk '{ print $1 }' "$OUT/floor.last" >>"$OUT/floor.rps"
             cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/floor.last")" >>"$OUT/floor.cpu"
+            cpu_per_request "$s0" "$s1" "$(awk '{ print $5 }' "$OUT/floor.last")" >>"$OUT/floor.sys"
             stop_server
             port=$(free_port)
             start_relay "$mode" "$port"
             t0=$(cpu_ticks "$SERVER_PID")
+            s0=$(sys_ticks "$SERVER_PID")
             run_wrk "$port" "$c" >"$OUT/relay.last"
             t1=$(cpu_ticks "$SERVER_PID")
+            s1=$(sys_ticks "$SERVER_PID")
             cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/relay.last")" >>"$OUT/relay.cpu"
+            cpu_per_request "$s0" "$s1" "$(awk '{ print $5 }' "$OUT/relay.last")" >>"$OUT/relay.sys"
             awk '{ print $1 }' "$OUT/relay.last" >>"$OUT/relay.rps"
             bad=$(( bad + $(awk '{ print $4 }' "$OUT/relay.last") ))
             r=$(peak_rss_mib "$SERVER_PID")
             [ "$r" -gt "$rss" ] && rss=$r
             stop_server
-            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps") req/s; CPU µs/request floor $(tail -1 "$OUT/floor.cpu"), relay $(tail -1 "$OUT/relay.cpu")"
+            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps") req/s; CPU µs/request floor $(tail -1 "$OUT/floor.cpu") (system $(tail -1 "$OUT/floor.sys")), relay $(tail -1 "$OUT/relay.cpu") (system $(tail -1 "$OUT/relay.sys"))"
         done
         f=$(median <"$OUT/floor.rps")
         r=$(median <"$OUT/relay.rps")
         fc=$(median <"$OUT/floor.cpu")
         rc=$(median <"$OUT/relay.cpu")
+        fs=$(median <"$OUT/floor.sys")
+        rs=$(median <"$OUT/relay.sys")
         BEST[$mode]=$(( r > ${BEST[$mode]:-0} ? r : ${BEST[$mode]:-0} ))
-        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad | $fc / $rc |"
+        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad | $fc / $rc | $fs / $rs |"
     done
 done
 fi
@@ -407,6 +430,64 @@ for mode in $MODES; do
             END { printf "%+.3f %d\n", d / n, k }' "$OUT/pair.ratios")
         echo "| $mode | $c | $ROUNDS | $a | $b | $diff | $ahead of $ROUNDS |"
     done
+done
+fi
+
+# --- instructions per request (callgrind) ---------------------------------------
+# Each server runs twice under callgrind: once with CG_RATE req/s for
+# CG_SECONDS after a 2 s warm-up, once with the same warm-up and then as long
+# idle; the difference over the requests is the user-space instructions of
+# one request, all threads counted (librdkafka's too), start-up and idle
+# timers cancelled out. Unlike requests/s, the figure stays put when other
+# tenants take the CPU (it leaves out the kernel, waits and cache misses).
+if part instructions; then
+need_apt valgrind valgrind
+CG_RATE=${CG_RATE:-20}
+CG_SECONDS=${CG_SECONDS:-20}
+CG_CONNS=${CG_CONNS:-4}
+# The callgrind run of one server (START... PORT starts it); CG_TOTAL is
+# its instructions. Not in a subshell: the exit trap stops what it started.
+cg_run() { # NAME LOADED(0|1) START...
+    local name=$1 loaded=$2 port out
+    shift 2
+    port=$(free_port)
+    out="$OUT/cg-$name-$loaded.out"
+    UNDER=(valgrind --tool=callgrind --callgrind-out-file="$out")
+    "$@" "$port"
+    UNDER=()
+    wait_http "http://127.0.0.1:$port/"
+    local url="http://127.0.0.1:$port/api/$PROJECT/envelope/" result
+    local headers=("Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope"
+        "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
+    if [ "$loaded" = 1 ]; then
+        result=$("$LOADGEN" --warmup 2 "$url" "$OUT/envelope.gz" "$CG_RATE" "$CG_CONNS" "$CG_SECONDS" "${headers[@]}")
+    else
+        result=$("$LOADGEN" "$url" "$OUT/envelope.gz" "$CG_RATE" "$CG_CONNS" 2 "${headers[@]}")
+        sleep "$CG_SECONDS"
+    fi
+    echo "$name $loaded: $result" >>"$OUT/loadgen.log"
+    case $result in
+        *" errors=0"*) ;;
+        *) echo "load: $name answered with errors under callgrind: $result" >&2; exit 1 ;;
+    esac
+    stop_server
+    CG_TOTAL=$(awk '/^totals:/ { print $2 }' "$out")
+    [ -n "$CG_TOTAL" ] || { echo "load: no callgrind totals in $out" >&2; exit 1; }
+}
+echo
+echo "| ack mode | floor instructions per request | relay instructions per request | relay / floor |"
+echo "|---|---|---|---|"
+for mode in $MODES; do
+    no_kafka=$(floor_skips_kafka "$mode")
+    requests=$(( CG_RATE * CG_SECONDS ))
+    cg_run "floor-$mode" 1 start_floor "$no_kafka"; fa=$CG_TOTAL
+    cg_run "floor-$mode" 0 start_floor "$no_kafka"; fb=$CG_TOTAL
+    cg_run "relay-$mode" 1 start_relay "$mode"; ra=$CG_TOTAL
+    cg_run "relay-$mode" 0 start_relay "$mode"; rb=$CG_TOTAL
+    read -r f r ratio < <(awk -v fa="$fa" -v fb="$fb" -v ra="$ra" -v rb="$rb" -v n="$requests" \
+        'BEGIN { f = (fa - fb) / n; r = (ra - rb) / n; printf "%.0fk %.0fk %.2f\n", f / 1000, r / 1000, r / f }')
+    log "instructions $mode: floor $fa - $fb, relay $ra - $rb, over $requests requests"
+    echo "| $mode | $f | $r | $ratio |"
 done
 fi
 
