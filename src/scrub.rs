@@ -1055,9 +1055,14 @@ struct Walk<'s> {
 }
 
 /// A redaction, and where each segment of its dotted path ends in that path
-/// (keys may hold dots, so the dots alone cannot tell). One string and one
-/// list per redaction: a list of owned segments cost an allocation each.
-type Placed = (Vec<usize>, Redaction);
+/// (keys may hold dots, so the dots alone cannot tell). One string per
+/// redaction, and its bounds inline up to 8 segments (an exception's frame
+/// variable is 8 deep): a list of owned segments cost an allocation each,
+/// and a `Vec` of bounds one more.
+type Placed = (Ends, Redaction);
+
+/// Where each segment of a dotted path ends.
+type Ends = smallvec::SmallVec<[usize; 8]>;
 
 /// The segments of a dotted path, from where each ends.
 fn segments<'a>(ends: &'a [usize], dotted: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -1133,7 +1138,7 @@ impl<'s> Walk<'s> {
         // rest of recording (a few redactions per event, each path a handful
         // of segments).
         let mut dotted = String::with_capacity(path.len() * 12);
-        let mut ends = Vec::with_capacity(path.len());
+        let mut ends = Ends::with_capacity(path.len());
         let mut digits = itoa::Buffer::new();
         for seg in path {
             if !ends.is_empty() {
@@ -1186,7 +1191,7 @@ impl<'s> Walk<'s> {
         let hash_key = self.scrubber.hash_key.as_deref();
         let new = method::redact_text(rule.method, &digits, &rule.replacement, hash_key);
         self.record(path, rule.name.clone(), rule.method);
-        Some(new)
+        Some(new.into_owned())
     }
 
     /// What this pass redacted, each (path, rule, method) once, sorted by
@@ -1360,12 +1365,14 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
         }),
         Value::String(s) => {
             let new = leaf(s);
-            let changed = new != *s;
-            *s = new;
+            let changed = *new != **s;
+            if changed {
+                *s = new.into_owned();
+            }
             changed
         }
         Value::Number(n) => {
-            *v = Value::String(leaf(&n.to_string()));
+            *v = Value::String(leaf(&n.to_string()).into_owned());
             true
         }
         // `true` or `false` hides nothing (`has_password: true`).
@@ -1491,6 +1498,9 @@ fn write_meta(out: &mut Vec<u8>, found: &[Placed]) -> bool {
         *last = true;
     };
     out.push(b'{');
+    // The (rule, method) pairs written at the current path: one list for
+    // all paths, cleared for each (one per path cost an allocation each).
+    let mut written: Vec<(&str, &str)> = Vec::new();
     // Sorted by path: a path's redactions are side by side, and a path comes
     // right before the paths below it.
     for at_one_path in found.chunk_by(same_path) {
@@ -1514,7 +1524,7 @@ fn write_meta(out: &mut Vec<u8>, found: &[Placed]) -> bool {
         }
         member(out, &mut has_member);
         out.extend_from_slice(b"\"\":{\"rem\":[");
-        let mut written: Vec<(&str, &str)> = Vec::new();
+        written.clear();
         for (_, redaction) in at_one_path {
             let entry = (&*redaction.rule, redaction.method.meta_code());
             if !written.contains(&entry) {

@@ -1,5 +1,7 @@
 //! How a found secret is redacted: `remove`, `replace`, `mask` or `hash`.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -51,20 +53,24 @@ impl Method {
 }
 
 /// Redacts `value` as text: what it becomes. `Remove` within text yields "".
-pub fn redact_text(
+/// Borrowed where it is the replacement itself (no allocation for the
+/// commonest methods: most events' redactions are replacements).
+pub fn redact_text<'r>(
     method: Method,
     value: &str,
-    replacement: &str,
+    replacement: &'r str,
     hash_key: Option<&[u8]>,
-) -> String {
+) -> Cow<'r, str> {
     match method {
-        Method::Remove => String::new(),
-        Method::Replace => replacement.to_owned(),
-        Method::Mask => value
-            .chars()
-            .map(|c| if c.is_alphanumeric() { '*' } else { c })
-            .collect(),
-        Method::Hash => hmac_hex(hash_key.unwrap_or_default(), value),
+        Method::Remove => Cow::Borrowed(""),
+        Method::Replace => Cow::Borrowed(replacement),
+        Method::Mask => Cow::Owned(
+            value
+                .chars()
+                .map(|c| if c.is_alphanumeric() { '*' } else { c })
+                .collect(),
+        ),
+        Method::Hash => Cow::Owned(hmac_hex(hash_key.unwrap_or_default(), value)),
     }
 }
 

@@ -358,6 +358,28 @@ fn the_text_pass_scrubs_as_the_tree_pass() {
     );
 }
 
+/// A string under a sensitive key is redacted by the text pass without a
+/// tree of its own: alike with every method, escaped or not, already
+/// redacted or not, and beside values that are not strings.
+#[test]
+fn the_text_pass_redacts_secret_strings_as_the_tree_pass_with_every_method() {
+    for method in [Method::Replace, Method::Mask, Method::Hash, Method::Remove] {
+        let mut settings = settings();
+        settings.methods = vec![("password".into(), method)];
+        let s = Scrubber::new(&settings).unwrap();
+        for text in [
+            r#"{"extra": {"password": "hunter2", "order_secret": "s3cret"}}"#,
+            r#"{"extra": {"password": "hun\"ter\u00e92", "token": "a\nb"}}"#,
+            r#"{"extra": {"password": "[Filtered]", "api_key": "", "secret": "****"}}"#,
+            r#"{"extra": {"password": ["x", 5, {"a": "y"}], "token": 12345, "secret": null}}"#,
+            r#"{"request": {"data": {"password": "p@ss w0rd!", "next": "ok"}}}"#,
+        ] {
+            let scrubbed = both_ways(&s, text);
+            assert!(scrubbed.is_some(), "fell back on {text} ({method:?})");
+        }
+    }
+}
+
 #[test]
 fn the_text_pass_leaves_the_rare_shapes_to_the_tree() {
     let s = scrubber();
@@ -461,7 +483,7 @@ fn meta_written_directly_is_the_trees_bytes() {
                 *end = at + 1;
                 Some(at)
             })
-            .collect::<Vec<_>>();
+            .collect::<Ends>();
         (
             ends,
             Redaction {

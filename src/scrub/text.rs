@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 
 use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
-use super::{record_all, redact_all, write_meta, Method, Redaction, Scrubber, Walk};
+use super::{
+    method, record_all, redact_all, write_meta, Method, Redaction, Scrubber, Walk, FILTERED,
+};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
 const MAX_PAIRS_DEPTH: usize = 4;
@@ -159,6 +161,22 @@ impl<'j> Pass<'_, 'j> {
 
     /// Writes `with` in place of the text from `start` to `end`.
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        self.copy_up_to(start);
+        self.out.extend_from_slice(with);
+        self.copied = end;
+    }
+
+    /// Writes `with` as a JSON string in place of the text from `start` to
+    /// `end`: quoted and escaped straight into the output (a buffer of its
+    /// own cost an allocation per redaction).
+    fn replace_quoted(&mut self, start: usize, end: usize, with: &str) {
+        self.copy_up_to(start);
+        serde_json::to_writer(&mut self.out, with).expect("a string always serializes");
+        self.copied = end;
+    }
+
+    /// Copies the text not yet copied, up to `start`, to the output.
+    fn copy_up_to(&mut self, start: usize) {
         if self.out.is_empty() {
             // Room for `_meta` too (some 70 bytes a redaction), so that
             // it does not copy the whole event again to grow.
@@ -166,8 +184,6 @@ impl<'j> Pass<'_, 'j> {
                 .reserve(self.bytes.len() + self.bytes.len() / 8 + 1024);
         }
         self.out.extend_from_slice(&self.bytes[self.copied..start]);
-        self.out.extend_from_slice(with);
-        self.copied = end;
     }
 
     /// Scrubs the string whose contents span `start..end` (its value
@@ -176,9 +192,7 @@ impl<'j> Pass<'_, 'j> {
     fn scrub_string(&mut self, start: usize, end: usize, text: &str, path: &[Seg<'_>]) -> bool {
         match self.walk.string(text, path) {
             Some(new) => {
-                let mut quoted = Vec::with_capacity(new.len() + 2);
-                serde_json::to_writer(&mut quoted, &new).expect("a string always serializes");
-                self.replace(start - 1, end + 1, &quoted);
+                self.replace_quoted(start - 1, end + 1, &new);
                 true
             }
             None => false,
@@ -301,8 +315,7 @@ impl<'j> Pass<'_, 'j> {
                     .then(|| self.text[start..self.pos].parse::<u64>().ok())
                     .flatten();
                 if let Some(new) = whole.and_then(|n| self.walk.number(n, path)) {
-                    let quoted = serde_json::to_vec(&new).expect("a string always serializes");
-                    self.replace(start, self.pos, &quoted);
+                    self.replace_quoted(start, self.pos, &new);
                 }
                 Ok(())
             }
@@ -593,6 +606,26 @@ impl<'j> Pass<'_, 'j> {
             }
             // The tree pass keeps a value an incoming `_meta` says was hashed;
             // events with a `_meta` go to the tree pass, so none is kept here.
+            if self.peek()? == b'"' && scrubber.password_method != Method::Remove {
+                // A string, the common case: redacted as `redact_all` would
+                // redact it, without reading it into a tree and writing it out.
+                let (_, _, text) = self.string()?;
+                let new = method::redact_text(
+                    scrubber.password_method,
+                    &text,
+                    FILTERED,
+                    scrubber.hash_key.as_deref(),
+                );
+                if *new != *text {
+                    self.replace_quoted(start, self.pos, &new);
+                    self.walk.record(
+                        path,
+                        scrubber.password_rule.clone(),
+                        scrubber.password_method,
+                    );
+                }
+                return Ok(());
+            }
             self.skip_value()?;
             let mut value: Value =
                 serde_json::from_str(&self.text[start..self.pos]).map_err(|_| Fallback)?;
