@@ -4,6 +4,7 @@
 //! numbers); else the message with its variable parts normalized, so that
 //! `user 1234 not found` and `user 98 not found` group together.
 
+use std::cell::Cell;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -44,37 +45,48 @@ pub fn fingerprint(event: &Value) -> Option<String> {
 
 /// The fingerprint of an event read as a view (see [`fingerprint`]).
 pub fn of(event: &EventView<'_>) -> Option<String> {
-    let parts = own_fingerprint(event).or_else(|| default_parts(event))?;
+    // Each part is hashed as it is found, its pieces one after another and
+    // then a line end: the same bytes as the parts written out whole, with
+    // no string for each.
     let mut hash = Sha256::new();
-    for part in &parts {
-        hash.update(part.as_bytes());
+    let parts = Cell::new(0);
+    let mut part = |pieces: &[&str]| {
+        for piece in pieces {
+            hash.update(piece.as_bytes());
+        }
         hash.update(b"\n");
+        parts.set(parts.get() + 1);
+    };
+    own_fingerprint(event, &mut part);
+    if parts.get() == 0 {
+        default_parts(event, &mut part);
+    }
+    if parts.get() == 0 {
+        return None;
     }
     let digest = hash.finalize();
     Some(hex::encode(&digest[..16]))
 }
 
-/// The SDK's `fingerprint` array, with `{{ default }}` expanded.
-fn own_fingerprint(event: &EventView<'_>) -> Option<Vec<String>> {
-    let values = event.fingerprint.0.as_ref()?;
-    let mut parts = Vec::new();
+/// Hands `part` the parts of the SDK's `fingerprint` array, with
+/// `{{ default }}` expanded; none when it has none.
+fn own_fingerprint(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
+    let Some(values) = event.fingerprint.0.as_ref() else {
+        return;
+    };
     for v in values {
-        let s = match v {
-            Field::Str(s) => s.to_string(),
-            Field::Num(n) => n.to_string(),
-            _ => continue,
-        };
-        if s == DEFAULT_MARKER {
-            parts.extend(default_parts(event).unwrap_or_default());
-        } else {
-            parts.push(s);
+        match v {
+            Field::Str(s) if s == DEFAULT_MARKER => default_parts(event, part),
+            Field::Str(s) => part(&[s]),
+            Field::Num(n) => part(&[&n.to_string()]),
+            _ => {}
         }
     }
-    (!parts.is_empty()).then_some(parts)
 }
 
-/// Exception types and in-app frames, else the normalized message.
-fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
+/// Hands `part` the exception types and in-app frames, else the normalized
+/// message; nothing when the event has neither.
+fn default_parts(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
     let exceptions = event
         .exception
         .0
@@ -82,10 +94,11 @@ fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
         .and_then(|e| e.values.0.as_ref())
         .filter(|v| !v.is_empty());
     if let Some(exceptions) = exceptions {
-        let mut parts = Vec::new();
+        let mut any = false;
         for exception in exceptions.iter().filter_map(|e| e.0.as_ref()) {
             if let Some(ty) = exception.ty.as_str() {
-                parts.push(["type:", ty].concat());
+                part(&["type:", ty]);
+                any = true;
             }
             let frames = exception
                 .stacktrace
@@ -95,28 +108,23 @@ fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
                 .unwrap_or_default();
             // A frame that is not an object counts, as an empty one.
             let empty = Frame::default();
-            let frames: Vec<&Frame<'_>> = frames
-                .iter()
-                .map(|f| f.0.as_ref().unwrap_or(&empty))
-                .collect();
-            let in_app: Vec<&Frame<'_>> = frames
-                .iter()
-                .copied()
-                .filter(|f| f.in_app == Field::Bool(true))
-                .collect();
-            let chosen = if in_app.is_empty() { frames } else { in_app };
-            for frame in chosen {
+            let frames = frames.iter().map(|f| f.0.as_ref().unwrap_or(&empty));
+            let in_app = |f: &&Frame<'_>| f.in_app == Field::Bool(true);
+            // The in-app frames when there are some, else all of them.
+            let only_in_app = frames.clone().any(|f| in_app(&f));
+            for frame in frames.filter(|f| !only_in_app || in_app(f)) {
                 let location = frame
                     .module
                     .as_str()
                     .or(frame.filename.as_str())
                     .unwrap_or("");
                 let function = frame.function.as_str().unwrap_or("");
-                parts.push(["frame:", location, ":", function].concat());
+                part(&["frame:", location, ":", function]);
+                any = true;
             }
         }
-        if !parts.is_empty() {
-            return Some(parts);
+        if any {
+            return;
         }
     }
     let logentry = event.logentry.0.as_ref();
@@ -129,9 +137,10 @@ fn default_parts(event: &EventView<'_>) -> Option<Vec<String>> {
         .and_then(|l| l.message.as_str())
         .or_else(|| logentry.and_then(|l| l.formatted.as_str()))
         .or_else(|| message_object.and_then(|m| m.formatted.as_str()))
-        .or_else(|| message_object.and_then(|m| m.message.as_str()))
-        .or(message_text)?;
-    Some(vec![format!("message:{}", normalize(message))])
+        .or_else(|| message_object.and_then(|m| m.message.as_str()));
+    if let Some(message) = message.or(message_text) {
+        part(&["message:", &normalize(message)]);
+    }
 }
 
 /// A message with its variable parts replaced by placeholders.
