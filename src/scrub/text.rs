@@ -175,6 +175,16 @@ impl<'j> Pass<'_, 'j> {
         self.copied = end;
     }
 
+    /// Records a value under a sensitive key, redacted whole.
+    fn record_secret(&mut self, path: &[Seg<'_>]) {
+        let scrubber = self.walk.scrubber;
+        self.walk.record(
+            path,
+            scrubber.password_rule.clone(),
+            scrubber.password_method,
+        );
+    }
+
     /// Copies the text not yet copied, up to `start`, to the output.
     fn copy_up_to(&mut self, start: usize) {
         if self.out.is_empty() {
@@ -618,11 +628,7 @@ impl<'j> Pass<'_, 'j> {
                 );
                 if *new != *text {
                     self.replace_quoted(start, self.pos, &new);
-                    self.walk.record(
-                        path,
-                        scrubber.password_rule.clone(),
-                        scrubber.password_method,
-                    );
+                    self.record_secret(path);
                 }
                 return Ok(());
             }
@@ -636,11 +642,7 @@ impl<'j> Pass<'_, 'j> {
             ) {
                 let new = serde_json::to_vec(&value).expect("a JSON tree always serializes");
                 self.replace(start, self.pos, &new);
-                self.walk.record(
-                    path,
-                    scrubber.password_rule.clone(),
-                    scrubber.password_method,
-                );
+                self.record_secret(path);
             }
             return Ok(());
         }
