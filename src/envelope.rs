@@ -469,22 +469,26 @@ fn starts_object(line: &[u8]) -> bool {
     line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// An event id as 32 lowercase hex digits, from a UUID with or without dashes.
+/// An event id as 32 lowercase hex digits, from a UUID with or without dashes
+/// (dashes only where a UUID has them). One allocation, for the answer.
 pub fn normalize_event_id(id: &str) -> Option<String> {
-    let hex: String = match id.len() {
-        32 => id.to_owned(),
-        36 => {
-            let b = id.as_bytes();
-            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-                return None;
-            }
-            id.chars().filter(|c| *c != '-').collect()
-        }
+    let b = id.as_bytes();
+    let dashed = match b.len() {
+        32 => false,
+        36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => true,
         _ => return None,
     };
-    hex.bytes()
-        .all(|b| b.is_ascii_hexdigit())
-        .then(|| hex.to_ascii_lowercase())
+    let mut hex = String::with_capacity(32);
+    for (i, &c) in b.iter().enumerate() {
+        if dashed && matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        if !c.is_ascii_hexdigit() {
+            return None;
+        }
+        hex.push(char::from(c.to_ascii_lowercase()));
+    }
+    Some(hex)
 }
 
 /// Why an event payload was refused.

@@ -192,6 +192,24 @@ fn event_ids_normalize() {
         None
     );
     assert_eq!(normalize_event_id("zzc79c33ec9942ab8353589fcb2e04dc"), None);
+    // A dash elsewhere too: 31 digits once the dashes are gone, not an id.
+    assert_eq!(
+        normalize_event_id("9ec79c33-ec99-42ab-8353-589fcb2e04-c"),
+        None
+    );
+    assert_eq!(
+        normalize_event_id("9ec79c33-ec99-42ab-8353-589fcb2e04d-"),
+        None
+    );
+    assert_eq!(
+        normalize_event_id("-ec79c33ec9942ab8353589fcb2e04dc"),
+        None,
+        "32 characters with a dash"
+    );
+    assert_eq!(
+        normalize_event_id("9EC79C33EC9942AB8353589FCB2E04DC").as_deref(),
+        Some(ID)
+    );
 }
 
 #[test]
