@@ -473,14 +473,15 @@ fn starts_object(line: &[u8]) -> bool {
 /// (dashes only where a UUID has them). One allocation, for the answer.
 pub fn normalize_event_id(id: &str) -> Option<String> {
     let b = id.as_bytes();
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
     let dashed = match b.len() {
         32 => false,
-        36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => true,
+        36 if DASHES.iter().all(|&i| b[i] == b'-') => true,
         _ => return None,
     };
     let mut hex = String::with_capacity(32);
     for (i, &c) in b.iter().enumerate() {
-        if dashed && matches!(i, 8 | 13 | 18 | 23) {
+        if dashed && DASHES.contains(&i) {
             continue;
         }
         if !c.is_ascii_hexdigit() {

@@ -4,7 +4,6 @@
 //! numbers); else the message with its variable parts normalized, so that
 //! `user 1234 not found` and `user 98 not found` group together.
 
-use std::cell::Cell;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -49,19 +48,13 @@ pub fn of(event: &EventView<'_>) -> Option<String> {
     // then a line end: the same bytes as the parts written out whole, with
     // no string for each.
     let mut hash = Sha256::new();
-    let parts = Cell::new(0);
     let mut part = |pieces: &[&str]| {
         for piece in pieces {
             hash.update(piece.as_bytes());
         }
         hash.update(b"\n");
-        parts.set(parts.get() + 1);
     };
-    own_fingerprint(event, &mut part);
-    if parts.get() == 0 {
-        default_parts(event, &mut part);
-    }
-    if parts.get() == 0 {
+    if !own_fingerprint(event, &mut part) && !default_parts(event, &mut part) {
         return None;
     }
     let digest = hash.finalize();
@@ -69,24 +62,32 @@ pub fn of(event: &EventView<'_>) -> Option<String> {
 }
 
 /// Hands `part` the parts of the SDK's `fingerprint` array, with
-/// `{{ default }}` expanded; none when it has none.
-fn own_fingerprint(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
+/// `{{ default }}` expanded; whether there was any.
+fn own_fingerprint(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) -> bool {
     let Some(values) = event.fingerprint.0.as_ref() else {
-        return;
+        return false;
     };
+    let mut any = false;
     for v in values {
         match v {
-            Field::Str(s) if s == DEFAULT_MARKER => default_parts(event, part),
-            Field::Str(s) => part(&[s]),
-            Field::Num(n) => part(&[&n.to_string()]),
+            Field::Str(s) if s == DEFAULT_MARKER => any |= default_parts(event, part),
+            Field::Str(s) => {
+                part(&[s]);
+                any = true;
+            }
+            Field::Num(n) => {
+                part(&[&n.to_string()]);
+                any = true;
+            }
             _ => {}
         }
     }
+    any
 }
 
 /// Hands `part` the exception types and in-app frames, else the normalized
-/// message; nothing when the event has neither.
-fn default_parts(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
+/// message; whether there was any.
+fn default_parts(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) -> bool {
     let exceptions = event
         .exception
         .0
@@ -124,7 +125,7 @@ fn default_parts(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
             }
         }
         if any {
-            return;
+            return true;
         }
     }
     let logentry = event.logentry.0.as_ref();
@@ -138,9 +139,11 @@ fn default_parts(event: &EventView<'_>, part: &mut dyn FnMut(&[&str])) {
         .or_else(|| logentry.and_then(|l| l.formatted.as_str()))
         .or_else(|| message_object.and_then(|m| m.formatted.as_str()))
         .or_else(|| message_object.and_then(|m| m.message.as_str()));
-    if let Some(message) = message.or(message_text) {
-        part(&["message:", &normalize(message)]);
-    }
+    let Some(message) = message.or(message_text) else {
+        return false;
+    };
+    part(&["message:", &normalize(message)]);
+    true
 }
 
 /// A message with its variable parts replaced by placeholders.

@@ -19,6 +19,7 @@
 //! second pass only ever redacts further. An incoming `_meta` never shields a
 //! value from scrubbing.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -1355,7 +1356,6 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
         *v = Value::Null;
         return changed;
     }
-    let leaf = |text: &str| method::redact_text(method, text, FILTERED, hash_key);
     match v {
         Value::Object(map) => map.iter_mut().fold(false, |changed, (_, child)| {
             redact_all(child, method, hash_key) | changed
@@ -1363,22 +1363,29 @@ fn redact_all(v: &mut Value, method: Method, hash_key: Option<&[u8]>) -> bool {
         Value::Array(items) => items.iter_mut().fold(false, |changed, child| {
             redact_all(child, method, hash_key) | changed
         }),
-        Value::String(s) => {
-            let new = leaf(s);
-            let changed = *new != **s;
-            if changed {
+        Value::String(s) => match redact_secret(s, method, hash_key) {
+            Some(new) => {
                 *s = new.into_owned();
+                true
             }
-            changed
-        }
+            None => false,
+        },
         Value::Number(n) => {
-            *v = Value::String(leaf(&n.to_string()).into_owned());
+            let text = n.to_string();
+            *v = Value::String(method::redact_text(method, &text, FILTERED, hash_key).into_owned());
             true
         }
         // `true` or `false` hides nothing (`has_password: true`).
         Value::Bool(_) => false,
         Value::Null => false,
     }
+}
+
+/// What a string under a sensitive key becomes (a leaf of [`redact_all`],
+/// which handles `remove` itself); `None` when it stays as it is.
+fn redact_secret(text: &str, method: Method, hash_key: Option<&[u8]>) -> Option<Cow<'static, str>> {
+    let new = method::redact_text(method, text, FILTERED, hash_key);
+    (*new != *text).then_some(new)
 }
 
 /// `s` with its percent-escapes decoded (invalid UTF-8 replaced), when it

@@ -21,9 +21,7 @@ use serde_json::{Map, Value};
 
 use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
-use super::{
-    method, record_all, redact_all, write_meta, Method, Redaction, Scrubber, Walk, FILTERED,
-};
+use super::{record_all, redact_all, redact_secret, write_meta, Method, Redaction, Scrubber, Walk};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
 const MAX_PAIRS_DEPTH: usize = 4;
@@ -620,13 +618,8 @@ impl<'j> Pass<'_, 'j> {
                 // A string, the common case: redacted as `redact_all` would
                 // redact it, without reading it into a tree and writing it out.
                 let (_, _, text) = self.string()?;
-                let new = method::redact_text(
-                    scrubber.password_method,
-                    &text,
-                    FILTERED,
-                    scrubber.hash_key.as_deref(),
-                );
-                if *new != *text {
+                let hash_key = scrubber.hash_key.as_deref();
+                if let Some(new) = redact_secret(&text, scrubber.password_method, hash_key) {
                     self.replace_quoted(start, self.pos, &new);
                     self.record_secret(path);
                 }
