@@ -116,14 +116,19 @@ log "mock broker at $BROKERS"
 python3 "$SHARED/perf_body.py" "$OUT" "$KEY" "$PROJECT" >"$OUT/body.size"
 log "body: $(cat "$OUT/body.size") (event JSON bytes, gzip'd bytes)"
 
-# The same request at a constant rate (examples/loadgen.rs), after WARMUP at
-# that rate, as "rate p50 p99 errors warmup_p99 warmup_errors".
+# The yardstick's request at a constant rate (examples/loadgen.rs), after a
+# warm-up at that rate when WARMUP_SECONDS is given; prints loadgen's line.
+paced() { # PORT RATE CONNS SECONDS [WARMUP_SECONDS]
+    "$LOADGEN" ${5:+--warmup "$5"} "http://127.0.0.1:$1/api/$PROJECT/envelope/" \
+        "$OUT/envelope.gz" "$2" "$3" \
+        "$4" "Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope" \
+        "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY"
+}
+
+# paced for DURATION after WARMUP, as "rate p50 p99 errors warmup_p99 warmup_errors".
 run_paced() { # PORT RATE CONNS
     local out
-    out=$("$LOADGEN" --warmup "${WARMUP%s}" "http://127.0.0.1:$1/api/$PROJECT/envelope/" \
-        "$OUT/envelope.gz" "$2" "$3" \
-        "${DURATION%s}" "Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope" \
-        "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
+    out=$(paced "$1" "$2" "$3" "${DURATION%s}" "${WARMUP%s}")
     echo "$out" >>"$OUT/loadgen.log"
     echo "$out" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 }
         END { print v["rate"], v["p50"], v["p99"], v["errors"],
@@ -456,13 +461,11 @@ cg_run() { # NAME LOADED(0|1) START...
     "$@" "$port"
     UNDER=()
     wait_http "http://127.0.0.1:$port/"
-    local url="http://127.0.0.1:$port/api/$PROJECT/envelope/" result
-    local headers=("Content-Encoding: gzip" "Content-Type: application/x-sentry-envelope"
-        "X-Sentry-Auth: Sentry sentry_version=7, sentry_client=perf/1.0, sentry_key=$KEY")
+    local result
     if [ "$loaded" = 1 ]; then
-        result=$("$LOADGEN" --warmup 2 "$url" "$OUT/envelope.gz" "$CG_RATE" "$CG_CONNS" "$CG_SECONDS" "${headers[@]}")
+        result=$(paced "$port" "$CG_RATE" "$CG_CONNS" "$CG_SECONDS" 2)
     else
-        result=$("$LOADGEN" "$url" "$OUT/envelope.gz" "$CG_RATE" "$CG_CONNS" 2 "${headers[@]}")
+        result=$(paced "$port" "$CG_RATE" "$CG_CONNS" 2)
         sleep "$CG_SECONDS"
     fi
     echo "$name $loaded: $result" >>"$OUT/loadgen.log"
