@@ -284,8 +284,16 @@ const BUILTIN_SAFE_FIELDS: [&str; 19] = [
     "**.frames.*.module",
 ];
 
+/// Each scrubber's [`Scrubber::id`].
+static NEXT_SCRUBBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The compiled scrubber for one project.
 pub struct Scrubber {
+    /// Unique over the process's life (a reload's scrubbers get new ones):
+    /// what a thread's cache of key classes is kept under (see
+    /// `text::KeyClasses`). An address could be a freed scrubber's, whose
+    /// settings were not these.
+    id: u64,
     /// Pattern rules, in `set` order.
     patterns: Vec<PatternRule>,
     /// All patterns at once: the one scan most strings get. One copy per
@@ -535,6 +543,7 @@ impl Compiler {
         }
         let (key_values, xml_tags) = self.text_patterns();
         Ok(Scrubber {
+            id: NEXT_SCRUBBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             patterns,
             sets,
             key_values,

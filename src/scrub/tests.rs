@@ -1690,3 +1690,100 @@ fn nul_separated_entries_are_scrubbed_each() {
         "a tar header's padding"
     );
 }
+
+/// Scrubbers whose settings differ only in their one sensitive key, `field{i}`.
+fn scrubbers_each_with_a_key(n: usize) -> Vec<Scrubber> {
+    (0..n)
+        .map(|i| {
+            let mut settings = settings();
+            settings.sensitive_fields = vec![format!("field{i}")];
+            Scrubber::new(&settings).unwrap()
+        })
+        .collect()
+}
+
+/// The keys of `extra` that the text pass redacted.
+fn redacted_keys(scrubber: &Scrubber, text: &str) -> Vec<String> {
+    let (out, _) = scrubber.scrub_event_text(text).unwrap().unwrap_or_default();
+    let out: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    let mut keys: Vec<String> = out["extra"]
+        .as_object()
+        .map(|extra| {
+            extra
+                .iter()
+                .filter(|(_, v)| *v != "plain")
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn key_classes_kept_across_events_are_kept_apart_by_scrubber() {
+    // More scrubbers than a thread keeps classes for, used in turns on one
+    // thread: each must redact its own key only, whatever ran before.
+    let n = text::CACHED_SCRUBBERS + 2;
+    let scrubbers = scrubbers_each_with_a_key(n);
+    let fields: Vec<String> = (0..n).map(|i| format!(r#""field{i}": "plain""#)).collect();
+    let event = format!(r#"{{"extra": {{{}}}}}"#, fields.join(", "));
+    for round in 0..3 {
+        for i in (0..n).chain((0..n).rev()).chain([0, n - 1, 0, 1, 0]) {
+            assert_eq!(
+                redacted_keys(&scrubbers[i], &event),
+                vec![format!("field{i}")],
+                "scrubber {i}, round {round}"
+            );
+        }
+    }
+    // A scrubber built again from the same settings (a reload) is another.
+    let again = scrubbers_each_with_a_key(1).remove(0);
+    assert_ne!(again.id, scrubbers[0].id);
+}
+
+#[test]
+fn the_classes_kept_are_bounded() {
+    let s = scrubber();
+    // More distinct keys than are kept, then keys that must still be found;
+    // a key too long to keep, twice.
+    let long = format!("{}_password", "x".repeat(text::MAX_CACHED_KEY));
+    let many: Vec<String> = (0..text::CACHED_KEYS + 10)
+        .map(|i| format!(r#""item{i}": "plain""#))
+        .collect();
+    let event = format!(
+        r#"{{"extra": {{{}, "password": "hunter2", "{long}": "hunter2"}}}}"#,
+        many.join(", ")
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            redacted_keys(&s, &event),
+            vec!["password".to_owned(), long.clone()]
+        );
+    }
+    text::KEY_CLASSES.with(|cache| {
+        let cache = cache.borrow();
+        assert!(cache.lists.len() <= text::CACHED_SCRUBBERS);
+        for (_, classes) in &cache.lists {
+            assert!(classes.len() <= text::CACHED_KEYS, "{}", classes.len());
+            assert!(classes.keys().all(|k| k.len() <= text::MAX_CACHED_KEY));
+        }
+    });
+}
+
+#[test]
+fn the_most_recently_used_scrubber_s_classes_stay() {
+    let mut cache = text::KeyClasses::default();
+    for id in 0..text::CACHED_SCRUBBERS as u64 + 2 {
+        cache.of(id);
+    }
+    cache.of(3);
+    let ids: Vec<u64> = cache.lists.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [3, 5, 4, 2]);
+    // Each keeps its own list.
+    cache
+        .of(5)
+        .insert("k".into(), text::KeyClass::of(&scrubber(), "password"));
+    assert!(cache.of(3).is_empty());
+    assert_eq!(cache.of(5).len(), 1);
+}

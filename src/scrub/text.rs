@@ -41,6 +41,19 @@ impl Scrubber {
     /// [`Scrubber::scrub_event`] would give them (keys keep their order
     /// here, and `_meta` is added last).
     pub fn scrub_event_text(&self, json: &str) -> Result<Option<Scrubbed>, Fallback> {
+        KEY_CLASSES.with(|cache| match cache.try_borrow_mut() {
+            Ok(mut cache) => self.scrub_text_with(json, cache.of(self.id)),
+            // Only if a scrub ever ran inside another on this thread.
+            Err(_) => self.scrub_text_with(json, &mut Classes::default()),
+        })
+    }
+
+    /// [`Self::scrub_event_text`], with the key classes found so far.
+    fn scrub_text_with(
+        &self,
+        json: &str,
+        classes: &mut Classes,
+    ) -> Result<Option<Scrubbed>, Fallback> {
         let mut pass = Pass {
             walk: Walk {
                 scrubber: self,
@@ -53,8 +66,7 @@ impl Scrubber {
             out: Vec::new(),
             copied: 0,
             pairs_depth: 0,
-            // Python-SDK events have some 60 distinct keys.
-            classes: rustc_hash::FxHashMap::with_capacity_and_hasher(64, Default::default()),
+            classes,
         };
         pass.ws();
         if pass.peek()? != b'{' {
@@ -101,14 +113,64 @@ struct Pass<'s, 'j> {
     copied: usize,
     /// How many arrays of pairs enclose the cursor.
     pairs_depth: usize,
-    /// What each key seen so far says (events repeat their keys: every
-    /// frame has a `function`, every breadcrumb a `category`).
-    classes: rustc_hash::FxHashMap<&'j str, KeyClass>,
+    /// What each key seen so far says, on this thread, by this scrubber.
+    classes: &'s mut Classes,
+}
+
+/// What keys say, by key, as one scrubber classified them.
+pub(super) type Classes = rustc_hash::FxHashMap<Box<str>, KeyClass>;
+
+/// Longer keys are classified each time they come (they are rare, and an
+/// attacker's long keys would otherwise take the cache's memory).
+pub(super) const MAX_CACHED_KEY: usize = 64;
+
+/// Keys kept per scrubber: a Python-SDK event has some 60 distinct keys,
+/// and one application's events a few hundred (frame variables). A full
+/// list starts over, so that keys seen once (random ones included) cannot
+/// crowd out those that come back.
+pub(super) const CACHED_KEYS: usize = 512;
+
+/// Scrubbers a thread keeps classes for: the global one, and a few
+/// projects' own `[scrub]`; the least recently used goes first.
+pub(super) const CACHED_SCRUBBERS: usize = 4;
+
+thread_local! {
+    /// This thread's key classes, across events.
+    pub(super) static KEY_CLASSES: std::cell::RefCell<KeyClasses> = Default::default();
+}
+
+/// What each key says, kept across the events a thread scrubs: events
+/// repeat their keys (every frame has a `function`, every event of an SDK
+/// the same names), and classifying a key (an Aho-Corasick search, the safe
+/// keys compared) took some 500 instructions, 5% of an event's instructions, when
+/// it was done once per event. A class depends on the scrubber's settings
+/// alone, so the classes are kept by [`Scrubber::id`]: a reload's new
+/// scrubbers start afresh. Bounded: at most [`CACHED_KEYS`] keys of up to
+/// [`MAX_CACHED_KEY`] bytes for each of [`CACHED_SCRUBBERS`] scrubbers, per
+/// thread.
+#[derive(Default)]
+pub(super) struct KeyClasses {
+    /// By scrubber, the most recently used first.
+    pub(super) lists: Vec<(u64, Classes)>,
+}
+
+impl KeyClasses {
+    /// The classes of scrubber `id`, which becomes the most recently used.
+    pub(super) fn of(&mut self, id: u64) -> &mut Classes {
+        match self.lists.iter().position(|(owner, _)| *owner == id) {
+            Some(at) => self.lists[..=at].rotate_right(1),
+            None => {
+                self.lists.truncate(CACHED_SCRUBBERS - 1);
+                self.lists.insert(0, (id, Classes::default()));
+            }
+        }
+        &mut self.lists[0].1
+    }
 }
 
 /// What a key says about the values under it.
 #[derive(Debug, Clone, Copy)]
-struct KeyClass {
+pub(super) struct KeyClass {
     /// A safe path ends in this key (the whole path still decides).
     safe_key: bool,
     /// Values under it are client IPs.
@@ -118,7 +180,7 @@ struct KeyClass {
 }
 
 impl KeyClass {
-    fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
+    pub(super) fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
         KeyClass {
             safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key)
                 || super::is_release_key(key),
@@ -129,6 +191,21 @@ impl KeyClass {
 }
 
 impl<'j> Pass<'_, 'j> {
+    /// What `key` says, classified once per thread while it is cached.
+    fn class_of(&mut self, key: &str) -> KeyClass {
+        if let Some(class) = self.classes.get(key) {
+            return *class;
+        }
+        let class = KeyClass::of(self.walk.scrubber, key);
+        if key.len() <= MAX_CACHED_KEY {
+            if self.classes.len() >= CACHED_KEYS {
+                self.classes.clear();
+            }
+            self.classes.insert(key.into(), class);
+        }
+        class
+    }
+
     fn peek(&self) -> Result<u8, Fallback> {
         self.bytes.get(self.pos).copied().ok_or(Fallback)
     }
@@ -355,14 +432,7 @@ impl<'j> Pass<'_, 'j> {
             self.expect(b':')?;
             self.ws();
             path.push(Seg::Key(key));
-            let class = match self.classes.get(key) {
-                Some(class) => *class,
-                None => {
-                    let class = KeyClass::of(self.walk.scrubber, key);
-                    self.classes.insert(key, class);
-                    class
-                }
-            };
+            let class = self.class_of(key);
             let start = self.pos;
             match (key, named) {
                 ("value", Some(name)) => self.entry(
