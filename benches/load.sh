@@ -205,14 +205,24 @@ stop_server() {
     wait "$SERVER_PID" 2>/dev/null || true
 }
 
-# CPU time a process has used, in clock ticks (user + system).
+# CPU time a process has used, in clock ticks, as "total system" (user +
+# system, and the kernel's part of it), from one read of /proc.
 cpu_ticks() { # PID
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+    awk '{ print $14 + $15, $15 }' "/proc/$1/stat"
 }
 
-# The kernel's part of it: system time only, in clock ticks.
-sys_ticks() { # PID
-    awk '{ print $15 }' "/proc/$1/stat"
+# A wrk run against the server just started (SERVER_PID), kept as NAME:
+# appends its req/s, CPU µs per request and the system part of that to
+# $OUT/NAME.rps, .cpu and .sys; wrk's summary stays in $OUT/NAME.last.
+measure() { # NAME PORT CONNS
+    local t0 s0 t1 s1 ok
+    read -r t0 s0 < <(cpu_ticks "$SERVER_PID")
+    run_wrk "$2" "$3" >"$OUT/$1.last"
+    read -r t1 s1 < <(cpu_ticks "$SERVER_PID")
+    ok=$(awk '{ print $5 }' "$OUT/$1.last")
+    awk '{ print $1 }' "$OUT/$1.last" >>"$OUT/$1.rps"
+    cpu_per_request "$t0" "$t1" "$ok" >>"$OUT/$1.cpu"
+    cpu_per_request "$s0" "$s1" "$ok" >>"$OUT/$1.sys"
 }
 
 # CPU µs per 2xx request between two cpu_ticks readings.
@@ -300,25 +310,11 @@ for mode in $MODES; do
         for round in $(seq 1 "$ROUNDS"); do
             port=$(free_port)
             start_floor "$no_kafka" "$port"
-            t0=$(cpu_ticks "$SERVER_PID")
-            s0=$(sys_ticks "$SERVER_PID")
-            run_wrk "$port" "$c" >"$OUT/floor.last"
-            t1=$(cpu_ticks "$SERVER_PID")
-            s1=$(sys_ticks "$SERVER_PID")
-            awk '{ print $1 }' "$OUT/floor.last" >>"$OUT/floor.rps"
-            cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/floor.last")" >>"$OUT/floor.cpu"
-            cpu_per_request "$s0" "$s1" "$(awk '{ print $5 }' "$OUT/floor.last")" >>"$OUT/floor.sys"
+            measure floor "$port" "$c"
             stop_server
             port=$(free_port)
             start_relay "$mode" "$port"
-            t0=$(cpu_ticks "$SERVER_PID")
-            s0=$(sys_ticks "$SERVER_PID")
-            run_wrk "$port" "$c" >"$OUT/relay.last"
-            t1=$(cpu_ticks "$SERVER_PID")
-            s1=$(sys_ticks "$SERVER_PID")
-            cpu_per_request "$t0" "$t1" "$(awk '{ print $5 }' "$OUT/relay.last")" >>"$OUT/relay.cpu"
-            cpu_per_request "$s0" "$s1" "$(awk '{ print $5 }' "$OUT/relay.last")" >>"$OUT/relay.sys"
-            awk '{ print $1 }' "$OUT/relay.last" >>"$OUT/relay.rps"
+            measure relay "$port" "$c"
             bad=$(( bad + $(awk '{ print $4 }' "$OUT/relay.last") ))
             r=$(peak_rss_mib "$SERVER_PID")
             [ "$r" -gt "$rss" ] && rss=$r
