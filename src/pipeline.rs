@@ -607,6 +607,10 @@ impl Pipeline {
             });
         }
 
+        // The inflated body is not needed past here: freed now, by the thread
+        // that has it in its cache, rather than held across the wait for the
+        // disk or the broker (a request thread's next body reuses it).
+        drop(envelope);
         // Stage: produce, and wait for every acknowledgement. Should this future
         // be dropped before the acknowledgements arrive, the guard counts the
         // items as `internal` rather than let them leave without an outcome.
