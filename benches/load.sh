@@ -36,7 +36,9 @@
 # (median of the rounds) and their ratio, and the CPU each server used per
 # 2xx answer (from /proc/PID/stat: steadier than requests/s on a shared
 # machine, where other tenants move the absolute figures), and the system
-# (kernel) part of it apart. `kafka` is compared with
+# (kernel) part of it apart; and the broker's CPU per answer (the mock
+# cluster is a process of its own on the same cores: a server that
+# produces makes it work, one under FLOOR_NO_KAFKA does not). `kafka` is compared with
 # `floor pipeline` producing to the broker; `spool` and `memory` with
 # `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
 # latency of both at half the relay's own best rate, the relay's peak RSS,
@@ -109,7 +111,8 @@ wait_http() { # URL
 
 # --- the broker and the body ----------------------------------------------------
 "$FLOOR" mock >"$OUT/mock.addr" 2>"$OUT/mock.log" &
-PIDS+=($!)
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
 for _ in $(seq 1 100); do [ -s "$OUT/mock.addr" ] && break; sleep 0.1; done
 BROKERS=$(head -1 "$OUT/mock.addr")
 log "mock broker at $BROKERS"
@@ -213,16 +216,21 @@ cpu_ticks() { # PID
 
 # A wrk run against the server just started (SERVER_PID), kept as NAME:
 # appends its req/s, CPU µs per request and the system part of that to
-# $OUT/NAME.rps, .cpu and .sys; wrk's summary stays in $OUT/NAME.last.
+# $OUT/NAME.rps, .cpu and .sys, and the broker's CPU µs per request
+# (MOCK_PID: the work a server's produce gives the broker, on the same
+# cores) to .broker; wrk's summary stays in $OUT/NAME.last.
 measure() { # NAME PORT CONNS
-    local t0 s0 t1 s1 ok
+    local t0 s0 t1 s1 b0 b1 ok
+    read -r b0 _ < <(cpu_ticks "$MOCK_PID")
     read -r t0 s0 < <(cpu_ticks "$SERVER_PID")
     run_wrk "$2" "$3" >"$OUT/$1.last"
     read -r t1 s1 < <(cpu_ticks "$SERVER_PID")
+    read -r b1 _ < <(cpu_ticks "$MOCK_PID")
     ok=$(awk '{ print $5 }' "$OUT/$1.last")
     awk '{ print $1 }' "$OUT/$1.last" >>"$OUT/$1.rps"
     cpu_per_request "$t0" "$t1" "$ok" >>"$OUT/$1.cpu"
     cpu_per_request "$s0" "$s1" "$ok" >>"$OUT/$1.sys"
+    cpu_per_request "$b0" "$b1" "$ok" >>"$OUT/$1.broker"
 }
 
 # CPU µs per 2xx request between two cpu_ticks readings.
@@ -294,8 +302,8 @@ floor_skips_kafka() { if [ "$1" = kafka ]; then echo 0; else echo 1; fi; }
 declare -A BEST
 if part throughput; then
 echo
-echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx | CPU µs/request floor / relay | of which system (kernel) floor / relay |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| ack mode | connections | floor req/s | relay req/s | relay / floor | relay peak RSS | relay non-2xx | CPU µs/request floor / relay | of which system (kernel) floor / relay | the broker's CPU µs/request floor / relay |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
     no_kafka=$(floor_skips_kafka "$mode")
     for c in $CONNS; do
@@ -305,6 +313,8 @@ for mode in $MODES; do
         : >"$OUT/relay.cpu"
         : >"$OUT/floor.sys"
         : >"$OUT/relay.sys"
+        : >"$OUT/floor.broker"
+        : >"$OUT/relay.broker"
         rss=0
         bad=0
         for round in $(seq 1 "$ROUNDS"); do
@@ -319,7 +329,7 @@ for mode in $MODES; do
             r=$(peak_rss_mib "$SERVER_PID")
             [ "$r" -gt "$rss" ] && rss=$r
             stop_server
-            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps") req/s; CPU µs/request floor $(tail -1 "$OUT/floor.cpu") (system $(tail -1 "$OUT/floor.sys")), relay $(tail -1 "$OUT/relay.cpu") (system $(tail -1 "$OUT/relay.sys"))"
+            log "$mode c=$c round $round: floor $(tail -1 "$OUT/floor.rps"), relay $(tail -1 "$OUT/relay.rps") req/s; CPU µs/request floor $(tail -1 "$OUT/floor.cpu") (system $(tail -1 "$OUT/floor.sys")), relay $(tail -1 "$OUT/relay.cpu") (system $(tail -1 "$OUT/relay.sys")); broker floor $(tail -1 "$OUT/floor.broker"), relay $(tail -1 "$OUT/relay.broker")"
         done
         f=$(median <"$OUT/floor.rps")
         r=$(median <"$OUT/relay.rps")
@@ -327,8 +337,10 @@ for mode in $MODES; do
         rc=$(median <"$OUT/relay.cpu")
         fs=$(median <"$OUT/floor.sys")
         rs=$(median <"$OUT/relay.sys")
+        fb=$(median <"$OUT/floor.broker")
+        rb=$(median <"$OUT/relay.broker")
         BEST[$mode]=$(( r > ${BEST[$mode]:-0} ? r : ${BEST[$mode]:-0} ))
-        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad | $fc / $rc | $fs / $rs |"
+        echo "| $mode | $c | $f | $r | $(awk -v r="$r" -v f="$f" 'BEGIN { printf "%.2f", r / f }') | $rss MiB | $bad | $fc / $rc | $fs / $rs | $fb / $rb |"
     done
 done
 fi
