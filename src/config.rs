@@ -108,6 +108,11 @@ pub mod file {
         /// past it, new requests get 503. At least `limits.max_inflated_size`.
         /// Defaults to "64MiB".
         pub max_body_memory: ByteSize,
+        /// Threads that serve requests (read, inflate, scrub, answer). 0 is
+        /// one per CPU the relay may use, as the runtime counts them: a
+        /// container's CPU limit counts, and `TOKIO_WORKER_THREADS` sets it
+        /// too. Read at start only. Defaults to 0.
+        pub worker_threads: usize,
     }
 
     impl Default for Server {
@@ -120,6 +125,7 @@ pub mod file {
                 idle_timeout: Duration::from_secs(60),
                 lingering_time: Duration::from_secs(2),
                 max_body_memory: ByteSize::mib(64),
+                worker_threads: 0,
             }
         }
     }
@@ -654,6 +660,8 @@ pub struct ServerConfig {
     pub lingering_time: Duration,
     /// Bytes of request bodies held in memory at once.
     pub max_body_memory: usize,
+    /// Threads that serve requests; `None` lets the runtime count the CPUs.
+    pub worker_threads: Option<NonZeroUsize>,
 }
 
 /// Size and count limits, in bytes and items.
@@ -952,6 +960,13 @@ impl Config {
                 )
             })?;
 
+        if raw.server.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::new(
+                "server.worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0 is one per CPU)"),
+            ));
+        }
+
         let output = match (raw.kafka, raw.file_sink) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -1014,6 +1029,7 @@ impl Config {
                 idle_timeout: raw.server.idle_timeout,
                 lingering_time: raw.server.lingering_time,
                 max_body_memory,
+                worker_threads: NonZeroUsize::new(raw.server.worker_threads),
             },
             admin_listen,
             limits,
@@ -1058,6 +1074,9 @@ impl Config {
         )
     }
 }
+
+/// The most request threads `server.worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// Environment variables that override keys: `EDGE_RELAY_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "EDGE_RELAY_";
@@ -1753,6 +1772,24 @@ mod tests {
         let direct = |keys: &str| with_spool(keys).spool_direct_io;
         assert!(direct(""));
         assert!(!direct("direct_io = false"));
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_s_count_and_are_bounded() {
+        let threads = |text: &str| parse(text).map(|c| c.server.worker_threads);
+        assert_eq!(threads("").expect("valid"), None);
+        assert_eq!(
+            threads("[server]\nworker_threads = 0\n").expect("valid"),
+            None
+        );
+        assert_eq!(
+            threads("[server]\nworker_threads = 3\n").expect("valid"),
+            NonZeroUsize::new(3)
+        );
+        let e = threads("[server]\nworker_threads = 1025\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.worker_threads"), "{e}");
+        let e = threads("[server]\nworker_threads = -1\n").unwrap_err();
+        assert!(e.to_string().contains("worker_threads"), "{e}");
     }
 
     #[test]

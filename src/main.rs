@@ -171,7 +171,11 @@ fn main() -> ExitCode {
 fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     init_logging(&config.log_level, config.log_json)?;
     raise_open_file_limit(config.server.max_connections.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.server.worker_threads {
+        runtime.worker_threads(threads.get());
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -73,6 +73,8 @@ pub struct Metrics {
     /// The share of the last sampling interval the runtime's worker threads
     /// spent working (0 to 1): how close the relay is to its CPU limit.
     pub runtime_busy: prometheus::Gauge,
+    /// Threads that serve requests (`server.worker_threads`, or one per CPU).
+    pub runtime_workers: IntGauge,
     /// The spool writer's commit delay in use, which that share picks.
     pub spool_commit_delay: prometheus::Gauge,
     /// How long each of the spool writer's flushes took (a group's write and
@@ -276,6 +278,11 @@ impl Metrics {
                 "Share of the last 50 ms the request threads spent working (0 to 1); near 1, \
                  the relay is at its CPU limit and the spool batches flushes harder.",
             )?,
+            runtime_workers: IntGauge::new(
+                "edge_relay_runtime_workers",
+                "Threads that serve requests: server.worker_threads, or one per CPU the \
+                 relay may use when that is 0.",
+            )?,
             spool_commit_delay: prometheus::Gauge::new(
                 "edge_relay_spool_commit_delay_seconds",
                 "The spool writer's wait for more appends before a flush, now: \
@@ -413,6 +420,7 @@ impl Metrics {
             Box::new(self.in_flight_bytes.clone()),
             Box::new(self.body_memory_bytes.clone()),
             Box::new(self.runtime_busy.clone()),
+            Box::new(self.runtime_workers.clone()),
             Box::new(self.spool_commit_delay.clone()),
             Box::new(self.spool_flush_duration.clone()),
             Box::new(self.connections_refused.clone()),

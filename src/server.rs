@@ -207,6 +207,12 @@ impl Relay {
     /// Serves until `shutdown` resolves with a grace period, then drains within it.
     pub async fn run(self, shutdown: impl Future<Output = Duration>) -> ShutdownReport {
         let state = self.state;
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        state
+            .pipeline
+            .metrics
+            .runtime_workers
+            .set(i64::try_from(workers).unwrap_or(i64::MAX));
         let (stop_admin, admin_stopped) = watch::channel(false);
         let admin = tokio::spawn(serve_admin(
             self.admin,

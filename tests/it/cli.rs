@@ -358,6 +358,39 @@ fn probe_reports_readiness() {
     assert!(!probe("/healthz"), "nothing listens after the stop");
 }
 
+/// `server.worker_threads` sets how many threads serve requests, which
+/// `/metrics` reports; 0 leaves the count to the runtime (one per CPU).
+#[test]
+fn worker_threads_set_the_request_threads() {
+    use crate::e2e_tansu::{signal_and_wait, start_relay};
+    let workers = |threads: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = dir.path().join("items.jsonl");
+        let mut relay = start_relay(
+            dir.path(),
+            &config_text_with_server(
+                &format!("worker_threads = {threads}\n"),
+                &format!("[file_sink]\npath = \"{}\"\n", sink.display()),
+            ),
+        );
+        let url = format!("http://{}/metrics", relay.admin);
+        let metrics = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() });
+        assert!(signal_and_wait(&mut relay.process, "TERM").success());
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("edge_relay_runtime_workers "))
+            .unwrap_or_else(|| panic!("no edge_relay_runtime_workers in {metrics}"))
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(workers(3), 3);
+    assert_eq!(workers(1), 1);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(workers(0), cpus, "one per CPU");
+}
+
 fn relay_probe(url: &str) -> bool {
     relay()
         .args(["probe", "--url", url])
