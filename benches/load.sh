@@ -38,8 +38,8 @@
 # machine, where other tenants move the absolute figures), and the system
 # (kernel) part of it apart; and the broker's CPU per answer (the mock
 # cluster is a process of its own on the same cores: a server that
-# produces makes it work, one under FLOOR_NO_KAFKA does not). `kafka` is compared with
-# `floor pipeline` producing to the broker; `spool` and `memory` with
+# produces makes it work, one under FLOOR_NO_KAFKA does not). `kafka` is
+# compared with `floor pipeline` producing to the broker; `spool` and `memory` with
 # `floor pipeline` under FLOOR_NO_KAFKA=1, as the issue asks. Then the p99
 # latency of both at half the relay's own best rate, the relay's peak RSS,
 # and a 10x overload (ten times the connections) with its 503s and RSS.
@@ -307,14 +307,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
     no_kafka=$(floor_skips_kafka "$mode")
     for c in $CONNS; do
-        : >"$OUT/floor.rps"
-        : >"$OUT/relay.rps"
-        : >"$OUT/floor.cpu"
-        : >"$OUT/relay.cpu"
-        : >"$OUT/floor.sys"
-        : >"$OUT/relay.sys"
-        : >"$OUT/floor.broker"
-        : >"$OUT/relay.broker"
+        for kept in "$OUT"/{floor,relay}.{rps,cpu,sys,broker}; do : >"$kept"; done
         rss=0
         bad=0
         for round in $(seq 1 "$ROUNDS"); do
