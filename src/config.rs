@@ -159,7 +159,8 @@ pub mod file {
         /// client reports), which is scrubbed as a tree. JSON attachments
         /// larger than this are scrubbed as text. Defaults to "1MiB".
         pub max_event_size: ByteSize,
-        /// Largest single attachment or other binary item. Defaults to "20MiB".
+        /// Largest single attachment or other binary item, and of a gzip'd
+        /// attachment once inflated (it is scrubbed inflated). Defaults to "20MiB".
         pub max_attachment_size: ByteSize,
         /// Most items in one envelope. Defaults to 1000.
         pub max_items: usize,

@@ -16,6 +16,10 @@
 //!
 //! Legacy `/store/` bodies (base64 of the event or of its zlib stream, sent
 //! without a `Content-Encoding`) are decoded here too, under the same cap.
+//!
+//! And gzip'd attachments (a rotated `app.log.gz`): recognised by their
+//! magic ([`is_gzip`]), inflated by [`decode`] under the attachment's cap,
+//! and gzip'd again ([`gzip`]) once scrubbed.
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -161,6 +165,24 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, De
             inflate(decoder, encoding, input.len(), limit)
         }
     }
+}
+
+/// Whether bytes begin as a gzip stream does: its magic and the deflate
+/// method (RFC 1952), whatever the file's name or content type says.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b, 0x08])
+}
+
+/// `data` gzip'd in one call to libdeflate at its default level (6): a
+/// scrubbed attachment that came gzip'd leaves gzip'd.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
+    let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
+    let written = compressor
+        .gzip_compress(data, &mut out)
+        .expect("the bound holds whatever gzip writes");
+    out.truncate(written);
+    out
 }
 
 /// Whether a `/store/` body is in the legacy encoding rather than JSON text:

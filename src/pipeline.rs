@@ -718,8 +718,9 @@ impl Pipeline {
 
     /// Scrubs one item: JSON items over their text, or as a tree when the
     /// text pass declines (recording what was redacted in `_meta` either
-    /// way), text attachments as text, binary payloads untouched. An item
-    /// that should be JSON and is not is refused rather than forwarded unscrubbed.
+    /// way), text attachments as text (gzip'd ones inflated first), binary
+    /// payloads untouched. An item that should be JSON and is not is refused
+    /// rather than forwarded unscrubbed.
     fn scrub(
         &self,
         item: &Item,
@@ -774,6 +775,7 @@ impl Pipeline {
                 (Bytes::from(out), redactions)
             }
             ScrubKind::Text => return self.scrub_as_text(item, project, started),
+            ScrubKind::Gzip => return self.scrub_gzip(item, project, started),
         };
         self.count_redactions(&project.label, &redactions.1);
         self.observe_scrub(started);
@@ -791,6 +793,49 @@ impl Pipeline {
             Some((scrubbed, redactions)) => {
                 self.count_redactions(&project.label, &redactions);
                 Bytes::from(scrubbed)
+            }
+        };
+        self.observe_scrub(started);
+        Ok(out)
+    }
+
+    /// A gzip'd attachment (a rotated `app.log.gz`) is inflated within
+    /// `limits.max_attachment_size`, scrubbed as a text attachment is when
+    /// what it holds is text, and gzip'd again when anything was redacted;
+    /// else it leaves as it came (byte for byte). What it holds that is not
+    /// text (a `.tar.gz`, a gzip'd dump) is binary, and passes untouched as
+    /// binary attachments do. One that does not inflate is refused
+    /// (`invalid`), and so is one that inflates past the limit
+    /// (`too_large`): forwarded, it would carry whatever it holds unscrubbed.
+    ///
+    /// The inflated copy lives only while the request's thread scrubs it (no
+    /// wait in between): at most one attachment's limit per request thread.
+    fn scrub_gzip(
+        &self,
+        item: &Item,
+        project: &Project,
+        started: std::time::Instant,
+    ) -> Result<Bytes, DropReason> {
+        let limit = self.config.load().limits.max_attachment_size;
+        let inflated = match decompress::decode(Encoding::Gzip, item.payload.clone(), limit) {
+            Ok(inflated) => inflated,
+            Err(e) => {
+                tracing::debug!(error = %e, item_type = %item.type_name, "gzip'd item refused");
+                return Err(match e {
+                    DecodeError::TooLarge { .. } => DropReason::TooLarge,
+                    _ => DropReason::Invalid,
+                });
+            }
+        };
+        let out = match looks_like_text(&inflated)
+            .then(|| project.scrubber.scrub_bytes(&inflated))
+            .flatten()
+        {
+            None => item.payload.clone(),
+            Some((scrubbed, redactions)) => {
+                drop(inflated);
+                self.count_redactions(&project.label, &redactions);
+                Bytes::from(decompress::gzip(&scrubbed))
             }
         };
         self.observe_scrub(started);
@@ -1226,14 +1271,24 @@ enum ScrubKind {
     Json { required: bool },
     /// As UTF-8 text.
     Text,
+    /// Inflated, then as text if it is text (a gzip'd log).
+    Gzip,
     /// Not at all (binary attachments, replay recordings).
     Binary,
 }
 
-/// Text attachments (`text/*`, JSON, logs) are scrubbed like events; binary ones are not.
+/// Text attachments (`text/*`, JSON, logs, gzip'd or not) are scrubbed like
+/// events; binary ones are not.
 fn scrub_kind(item: &Item) -> ScrubKind {
     if item.ty.is_json(&item.type_name) {
         return ScrubKind::Json { required: true };
+    }
+    // gzip by its bytes, whatever its name (`app.log.gz`, `logs.tgz`) or
+    // type (`application/gzip`, or the type of what it holds) says.
+    if matches!(item.ty, ItemType::Attachment | ItemType::Other)
+        && decompress::is_gzip(&item.payload)
+    {
+        return ScrubKind::Gzip;
     }
     let content_type = item
         .content_type

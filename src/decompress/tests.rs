@@ -486,3 +486,41 @@ fn legacy_store_bodies_decode_under_the_cap() {
     assert!(!is_legacy_store(b"  {\"message\":\"hi\"}"));
     assert!(!is_legacy_store(b" \n"));
 }
+
+#[test]
+fn gzip_output_is_gzip_that_any_reader_inflates() {
+    let log = b"2026-12-07 10:00:01 INFO user=alice token=abc123\n".repeat(200);
+    let out = super::gzip(&log);
+    assert!(is_gzip(&out));
+    assert!(
+        out.len() < log.len() / 10,
+        "compressed: {} bytes",
+        out.len()
+    );
+    // Read back by this module, and by flate2's stream as a consumer would.
+    assert_eq!(
+        &decode(Encoding::Gzip, Bytes::from(out.clone()), 1 << 20).unwrap()[..],
+        &log[..]
+    );
+    let mut back = Vec::new();
+    MultiGzDecoder::new(&out[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, log);
+    assert!(is_gzip(&super::gzip(b"")));
+}
+
+#[test]
+fn gzip_is_told_by_its_magic_and_method() {
+    assert!(is_gzip(&gzip(b"text")));
+    // Magic alone, another method byte, a zlib stream, text, too short.
+    for bytes in [
+        &b"\x1f\x8b"[..],
+        b"\x1f\x8b\x07\x00",
+        &zlib(b"text"),
+        b"1f8b08 is text",
+        b"",
+    ] {
+        assert!(!is_gzip(bytes), "{bytes:?}");
+    }
+}

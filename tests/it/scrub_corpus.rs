@@ -4,6 +4,8 @@
 //! cluster: no byte sequence of any secret may reach Kafka, and every
 //! look-alike must.
 
+use std::io::Read;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -203,10 +205,14 @@ const LATIN1_LINE: &[u8] =
 /// What the relay makes of it.
 const LATIN1_SCRUBBED: &[u8] = b"Gr\xfc\xdfe an J\xf6rg passwort=[Filtered]\n";
 
-/// Per envelope: the event and eleven attachments (the log as UTF-8 twice,
+/// Per envelope: the event and fourteen attachments (the log as UTF-8 twice,
 /// as UTF-16 with its byte-order mark twice and without it twice, as
-/// Latin-1 twice, a process's environment and command line, and an image).
-const ITEMS_PER_ENVELOPE: usize = 12;
+/// Latin-1 twice, gzip'd twice, a process's environment and command line,
+/// an image, and an image gzip'd).
+const ITEMS_PER_ENVELOPE: usize = 15;
+
+/// The image of every envelope, and the image gzip'd: binary inside gzip.
+const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\nBINARY-MARKER";
 
 /// A process's environment and command line as Linux writes them
 /// (`/proc/self/environ`, `/proc/self/cmdline`: entries each ended by a
@@ -241,7 +247,7 @@ fn nul_separated(entries: &[&str]) -> Vec<u8> {
 }
 
 fn envelope(event: &[u8], id: &str) -> Vec<u8> {
-    let binary: Vec<u8> = b"\x89PNG\r\n\x1a\nBINARY-MARKER".to_vec();
+    let binary: Vec<u8> = IMAGE.to_vec();
     let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
     body.extend_from_slice(
         format!("{{\"type\":\"event\",\"length\":{}}}\n", event.len()).as_bytes(),
@@ -287,6 +293,21 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
                 .as_bytes(),
         );
         body.extend_from_slice(&latin1);
+    }
+    // The log gzip'd, as a rotated log is attached: named and typed as gzip,
+    // then typed as what it holds, without a name that says gzip. And an
+    // image gzip'd: binary inside.
+    let gzipped_log = gzip(LOG.as_bytes());
+    for (bytes, filename, content_type) in [
+        (&gzipped_log, "app.log.1.gz", "application/gzip"),
+        (&gzipped_log, "logs", "text/plain"),
+        (&gzip(IMAGE), "shot.png.gz", "application/x-gzip"),
+    ] {
+        body.extend_from_slice(
+            format!("\n{{\"type\":\"attachment\",\"length\":{},\"filename\":\"{filename}\",\"content_type\":\"{content_type}\"}}\n", bytes.len())
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
     }
     // The environment and the command line, labelled as files with no type.
     for (entries, filename) in NUL_SEPARATED.iter().zip(["environ", "cmdline"]) {
@@ -378,8 +399,28 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     let mut utf16_seen = 0;
     let mut latin1_seen = 0;
     let mut nul_separated_seen = 0;
+    let mut gzipped_seen = 0;
     let mut saw_incoming_meta = false;
     for m in &got {
+        // A gzip'd attachment leaves gzip'd: read inflated. The image inside
+        // gzip leaves as it came, byte for byte.
+        let mut m = m.clone();
+        if m.payload.starts_with(b"\x1f\x8b\x08") {
+            gzipped_seen += 1;
+            let mut inflated = Vec::new();
+            flate2::read::MultiGzDecoder::new(&m.payload[..])
+                .read_to_end(&mut inflated)
+                .expect("a gzip'd attachment leaves as gzip");
+            if inflated == IMAGE {
+                assert_eq!(
+                    m.payload,
+                    gzip(IMAGE),
+                    "binary inside gzip passes untouched"
+                );
+                continue;
+            }
+            m.payload = inflated;
+        }
         // The environment and command line leave with an entry per NUL, as they came.
         let entries = NUL_SEPARATED
             .iter()
@@ -472,6 +513,11 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
         latin1_seen,
         2 * events.len(),
         "Latin-1 attachments stay Latin-1"
+    );
+    assert_eq!(
+        gzipped_seen,
+        3 * events.len(),
+        "gzip'd attachments stay gzip'd"
     );
     assert_eq!(
         nul_separated_seen,

@@ -1,5 +1,6 @@
 //! The real Rust `sentry` SDK, configured with a DSN that points at the relay.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,4 +192,108 @@ async fn rust_sdk_sessions_keep_their_id() {
     let sid = session["sid"].as_str().expect("a session has a sid");
     assert!(uuid::Uuid::parse_str(sid).is_ok(), "{session}");
     assert_eq!(session["attrs"]["release"], "shop@2.4.1");
+}
+
+/// A rotated log the SDK attaches gzip'd (`app.log.1.gz`) leaves gzip'd and
+/// scrubbed. A gzip'd attachment the relay cannot scrub is refused and
+/// counted, never forwarded: one that does not inflate (`invalid`), and one
+/// that inflates past `max_attachment_size` (`too_large`). Their events go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_gzipped_log_attachments_are_scrubbed_or_refused() {
+    let kafka = mock_kafka();
+    let text = config_text(&kafka_section(&kafka.bootstrap_servers())).replacen(
+        "[[projects]]",
+        "[limits]\nmax_attachment_size = \"64KiB\"\n\n[[projects]]",
+        1,
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let dsn = relay.dsn();
+
+    let log = "2026-12-07T10:00:00Z INFO login alice.smith@example.com token=qtok-789\n\
+               2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n";
+    let good = gzip(log.as_bytes());
+    let truncated = good[..good.len() - 12].to_vec();
+    // 400 KiB of log lines: a few KiB gzip'd, past the limit inflated.
+    let large = gzip(log.repeat(400 << 10 >> 7).as_bytes());
+    assert!(large.len() < 64 << 10);
+    let attachments = [
+        (good.clone(), "app.log.1.gz"),
+        (truncated, "app.log.2.gz"),
+        (large, "app.log.3.gz"),
+    ];
+    let event_ids = tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        let mut ids = Vec::new();
+        for (buffer, filename) in attachments {
+            let attachment = sentry::protocol::Attachment {
+                buffer,
+                filename: filename.into(),
+                content_type: Some("application/gzip".into()),
+                ty: None,
+            };
+            let id = hub.with_scope(
+                |scope| scope.add_attachment(attachment),
+                || hub.capture_message(&format!("with {filename}"), Level::Error),
+            );
+            ids.push(id.simple().to_string());
+        }
+        assert!(client.flush(Some(Duration::from_secs(30))));
+        ids
+    })
+    .await
+    .unwrap();
+
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-attachments"],
+        4,
+    )
+    .await;
+    let events = got.iter().filter(|m| m.topic == "ingest-events").count();
+    assert_eq!(events, 3, "every event goes on");
+    let attachments: Vec<_> = got
+        .iter()
+        .filter(|m| m.topic == "ingest-attachments")
+        .collect();
+    assert_eq!(
+        attachments.len(),
+        1,
+        "only the attachment that could be scrubbed"
+    );
+    assert_eq!(attachments[0].key, event_ids[0]);
+    assert!(
+        attachments[0].payload.starts_with(b"\x1f\x8b\x08"),
+        "still gzip"
+    );
+    let mut inflated = String::new();
+    flate2::read::MultiGzDecoder::new(&attachments[0].payload[..])
+        .read_to_string(&mut inflated)
+        .unwrap();
+    assert_eq!(
+        inflated,
+        "2026-12-07T10:00:00Z INFO login [email] token=[Filtered]\n\
+         2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n"
+    );
+    for reason in ["invalid", "too_large"] {
+        assert_eq!(
+            relay.metric(
+                "edge_relay_items_dropped_total",
+                &[
+                    ("project", "42"),
+                    ("category", "attachment"),
+                    ("reason", reason)
+                ]
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+    assert!(
+        relay.metric(
+            "edge_relay_scrub_redactions_total",
+            &[("project", "42"), ("rule", "email")]
+        ) >= 1.0
+    );
 }
