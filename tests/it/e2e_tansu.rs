@@ -4,7 +4,7 @@
 //! The README's test command (`scripts/test`) installs tansu and a virtualenv
 //! with the SDK; without them this test fails and says how to get them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -267,11 +267,27 @@ pub fn spawn_relay(mut command: Command, level: &str) -> RelayProcess {
     relay
 }
 
+/// A log with a secret and a look-alike, which the Python SDK attaches gzip'd.
+const LOG: &str = "2026-12-07T10:00:00Z INFO login alice.smith@example.com token=qtok-789\n\
+                   2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n";
+
 fn python_sdk_send(python: &PathBuf, dsn: &str, compression: &str, count: usize) -> Vec<String> {
+    python_sdk_send_with(python, dsn, compression, count, None)
+}
+
+/// [`python_sdk_send`], each event with `log` attached gzip'd if given.
+fn python_sdk_send_with(
+    python: &PathBuf,
+    dsn: &str,
+    compression: &str,
+    count: usize,
+    log: Option<&str>,
+) -> Vec<String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/send_events.py");
     let out = Command::new(python)
         .arg(script)
         .args([dsn, compression, &count.to_string()])
+        .args(log)
         .output()
         .expect("python runs");
     assert!(
@@ -312,10 +328,12 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
 
     let dsn = format!("http://{KEY}@{sdk}/{PROJECT}");
     let (python_gzip, dsn_gzip) = (python.clone(), dsn.clone());
-    let gzip_ids =
-        tokio::task::spawn_blocking(move || python_sdk_send(&python_gzip, &dsn_gzip, "gzip", 5))
-            .await
-            .unwrap();
+    // The gzip'd events each carry a gzip'd log: it reaches tansu gzip'd and scrubbed.
+    let gzip_ids = tokio::task::spawn_blocking(move || {
+        python_sdk_send_with(&python_gzip, &dsn_gzip, "gzip", 5, Some(LOG))
+    })
+    .await
+    .unwrap();
     let br_ids = tokio::task::spawn_blocking(move || python_sdk_send(&python, &dsn, "br", 5))
         .await
         .unwrap();
@@ -333,6 +351,24 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
         humantime::parse_rfc3339(&m.headers["received_at"]).expect("RFC 3339");
         let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(event["exception"]["values"][0]["type"], "ValueError");
+    }
+    let logs = consume_async(brokers.clone(), &["ingest-attachments"], 5).await;
+    let mut keys: Vec<String> = logs.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    let mut want = gzip_ids.clone();
+    want.sort();
+    assert_eq!(keys, want, "each gzip'd event's log, once");
+    for m in &logs {
+        assert_eq!(m.headers["item_type"], "attachment");
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&m.payload[..])
+            .read_to_string(&mut text)
+            .expect("the log leaves gzip'd");
+        assert_eq!(
+            text,
+            "2026-12-07T10:00:00Z INFO login [email] token=[Filtered]\n\
+             2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n"
+        );
     }
 
     let metrics = client
