@@ -9,11 +9,18 @@ use arc_swap::ArcSwap;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureRecord, Producer as _};
 
 use super::{ProduceError, Record, StartError};
 use crate::config::{KafkaConfig, Topics};
 use crate::metrics::Metrics;
+
+mod client_logs;
+
+use client_logs::ClientLogs;
+
+/// librdkafka's producer, its log lines and errors throttled ([`ClientLogs`]).
+type FutureProducer = rdkafka::producer::FutureProducer<ClientLogs>;
 
 /// The producer and what the relay knows of the brokers' health.
 pub struct KafkaSink {
@@ -58,7 +65,9 @@ impl KafkaSink {
         for (key, value) in &config.producer {
             client.set(key, value);
         }
-        let producer: FutureProducer = client.create().map_err(StartError::Kafka)?;
+        let producer: FutureProducer = client
+            .create_with_context(ClientLogs::default())
+            .map_err(StartError::Kafka)?;
         let producer = Arc::new(ArcSwap::from_pointee(producer));
         let renewal = Arc::new(Renewal {
             client,
@@ -240,7 +249,10 @@ impl Renewal {
     /// Creates the fresh producer and drops the old one, which blocks while
     /// librdkafka purges its queue: call it from a thread that may block.
     fn renew(&self, why: &str) {
-        match self.client.create::<FutureProducer>() {
+        match self
+            .client
+            .create_with_context::<_, FutureProducer>(ClientLogs::default())
+        {
             Ok(fresh) => {
                 *self.last.lock().expect("renewal lock") = Some(Instant::now());
                 self.producer.store(Arc::new(fresh));

@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::e2e_tansu::{start_relay, RelayProcess, Tansu, TANSU_TOPICS};
+use crate::e2e_tansu::{free_port, start_relay, RelayProcess, Tansu, TANSU_TOPICS};
 use crate::support::*;
 
 /// Peak resident memory the relay may reach in these tests. The load is
@@ -381,4 +381,54 @@ async fn stalled_and_refusing_brokers_lose_nothing() {
     let rss = peak_rss_kib(&relay);
     assert_delivered(&tansu.brokers, &ok, possible);
     assert!(rss < RSS_BOUND_KIB, "peak RSS {rss} KiB");
+}
+
+/// With no broker listening, librdkafka reports every failed connect and
+/// the "all brokers are down" after it, on each retry (here every 10 ms at
+/// most). The relay writes each kind of those lines at most once per 30 s
+/// (`unlogged` says how many were held back), so an outage does not flood
+/// the log. Judged by the relay's own timestamps, not by a clock here: no
+/// two lines of one kind closer than 30 s.
+#[test]
+fn an_outage_does_not_flood_the_log_with_librdkafka_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_text(&format!(
+        "{}[kafka.producer]\n\"reconnect.backoff.ms\" = \"10\"\n\"reconnect.backoff.max.ms\" = \"10\"\n",
+        kafka_section(&format!("127.0.0.1:{}", free_port()))
+    ));
+    let relay = start_relay(dir.path(), &config);
+    let mut lines = relay.started.clone();
+    // Every line for a while: each retry, were it logged, would be one more.
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Ok(line) = relay
+        .logs
+        .recv_timeout(until.saturating_duration_since(Instant::now()))
+    {
+        lines.push(line);
+    }
+    // `librdkafka:` twice: the line's target, then its message.
+    const MARK: &str = " librdkafka: librdkafka: ";
+    let librdkafka: Vec<&String> = lines.iter().filter(|l| l.contains(MARK)).collect();
+    assert!(
+        librdkafka.iter().any(|l| l.contains("Connection refused")),
+        "the first failed connect is logged: {lines:#?}"
+    );
+    let mut last: HashMap<String, std::time::SystemTime> = HashMap::new();
+    for line in &librdkafka {
+        let at = line.split_whitespace().next().expect("a timestamp");
+        let at = humantime::parse_rfc3339(at).expect("an RFC 3339 timestamp");
+        // The kind: a log line's facility and thread, or a global error's code.
+        let (_, text) = line.split_once(MARK).unwrap();
+        let kind: String = text
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(before) = last.insert(kind.clone(), at) {
+            assert!(
+                at.duration_since(before).unwrap_or_default() >= Duration::from_secs(30),
+                "{kind} twice within 30 s: {librdkafka:#?}"
+            );
+        }
+    }
 }
