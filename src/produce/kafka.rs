@@ -80,6 +80,7 @@ impl KafkaSink {
             stop: Arc::new(AtomicBool::new(false)),
         };
         spawn_health_check(
+            config.brokers.clone(),
             producer.clone(),
             renewal.clone(),
             config.health_interval,
@@ -304,9 +305,12 @@ struct Health {
 
 /// Asks the brokers for metadata every `interval` on a thread of its own (the
 /// call blocks) and records whether they answered, and whether the producer
-/// has failed fatally. When the brokers answer again after an outage, the
-/// producer is renewed before `up` is set (see [`Renewal`]).
+/// has failed fatally, and logs when the brokers go and come back (and when
+/// they were unreachable from the start). When the brokers answer again
+/// after an outage, the producer is renewed before `up` is set (see
+/// [`Renewal`]).
 fn spawn_health_check(
+    brokers: String,
     producer: Arc<ArcSwap<FutureProducer>>,
     renewal: Arc<Renewal>,
     interval: Duration,
@@ -342,12 +346,12 @@ fn spawn_health_check(
                 was_ever_up |= ok;
                 health.up.store(ok, Ordering::Relaxed);
                 metrics.kafka_up.set(i64::from(ok));
-                if ok != was {
-                    if ok {
-                        tracing::info!("kafka brokers are reachable");
-                    } else {
-                        tracing::warn!("kafka brokers are unreachable; new items go to the spool until they return");
-                    }
+                // Said when they go, and when they were never there: at
+                // start, once as many checks have failed as take them down.
+                if ok && !was {
+                    tracing::info!("kafka brokers are reachable");
+                } else if !ok && (was || (!was_ever_up && failures == FAILURES_TO_DOWN)) {
+                    tracing::warn!(brokers = %brokers, "kafka brokers are unreachable; new items go to the spool until they return");
                 }
                 // Sleep in short steps so a dropped sink stops its thread promptly.
                 let until = Instant::now() + interval;

@@ -383,28 +383,41 @@ async fn stalled_and_refusing_brokers_lose_nothing() {
     assert!(rss < RSS_BOUND_KIB, "peak RSS {rss} KiB");
 }
 
-/// With no broker listening, librdkafka reports every failed connect and
-/// the "all brokers are down" after it, on each retry (here every 10 ms at
-/// most). The relay writes each kind of those lines at most once per 30 s
-/// (`unlogged` says how many were held back), so an outage does not flood
-/// the log. Judged by the relay's own timestamps, not by a clock here: no
-/// two lines of one kind closer than 30 s.
+/// With no broker listening from the start, the relay says so in a line of
+/// its own, naming the brokers, once its health checks have failed as many
+/// times as take Kafka down. Meanwhile librdkafka reports every failed
+/// connect and the "all brokers are down" after it, on each retry (here
+/// every 10 ms at most: hundreds of times before that line); the relay
+/// writes each kind of those lines at most once per 30 s (`unlogged` says
+/// how many were held back), so an outage does not flood the log. Judged by
+/// the relay's own timestamps, not by a clock here: no two lines of one
+/// kind closer than 30 s.
 #[test]
 fn an_outage_does_not_flood_the_log_with_librdkafka_lines() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_text(&format!(
         "{}[kafka.producer]\n\"reconnect.backoff.ms\" = \"10\"\n\"reconnect.backoff.max.ms\" = \"10\"\n",
-        kafka_section(&format!("127.0.0.1:{}", free_port()))
+        kafka_section("BROKERS")
     ));
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let config = config.replace("BROKERS", &brokers);
     let relay = start_relay(dir.path(), &config);
     let mut lines = relay.started.clone();
-    // Every line for a while: each retry, were it logged, would be one more.
-    let until = Instant::now() + Duration::from_secs(3);
-    while let Ok(line) = relay
-        .logs
-        .recv_timeout(until.saturating_duration_since(Instant::now()))
-    {
+    // Every line until the relay's own: each retry, were it logged, would be one more.
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let line = relay
+            .logs
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .expect("the relay says the brokers are unreachable");
+        let done = line.contains("kafka brokers are unreachable");
+        if done {
+            assert!(line.contains(&brokers), "it names them: {line}");
+        }
         lines.push(line);
+        if done {
+            break;
+        }
     }
     // `librdkafka:` twice: the line's target, then its message.
     const MARK: &str = " librdkafka: librdkafka: ";
