@@ -42,6 +42,9 @@ pub struct Metrics {
     pub kafka_up: IntGauge,
     /// The relay's view of Kafka: 1 for the current state (up, degraded, down), 0 for the others.
     pub kafka_state: IntGaugeVec,
+    /// librdkafka's global errors, by its error code: every one, though
+    /// their log lines are held back.
+    pub kafka_client_errors: IntCounterVec,
     /// Bytes of items in the spool.
     pub spool_bytes: IntGauge,
     /// `spool.max_size`, so that alerts can say how full the spool is.
@@ -216,6 +219,13 @@ impl Metrics {
                     "The relay's view of Kafka: 1 for the current state (up, degraded, down).",
                 ),
                 &["state"],
+            )?,
+            kafka_client_errors: IntCounterVec::new(
+                Opts::new(
+                    "edge_relay_kafka_client_errors_total",
+                    "librdkafka's global errors (a failed connect, all brokers down, ...), by its error code.",
+                ),
+                &["error"],
             )?,
             spool_bytes: IntGauge::new(
                 "edge_relay_spool_bytes",
@@ -406,6 +416,7 @@ impl Metrics {
             Box::new(self.produce_duration.clone()),
             Box::new(self.kafka_up.clone()),
             Box::new(self.kafka_state.clone()),
+            Box::new(self.kafka_client_errors.clone()),
             Box::new(self.spool_bytes.clone()),
             Box::new(self.spool_max_bytes.clone()),
             Box::new(self.spool_items.clone()),

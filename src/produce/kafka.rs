@@ -66,13 +66,14 @@ impl KafkaSink {
             client.set(key, value);
         }
         let producer: FutureProducer = client
-            .create_with_context(ClientLogs::default())
+            .create_with_context(ClientLogs::new(metrics.kafka_client_errors.clone()))
             .map_err(StartError::Kafka)?;
         let producer = Arc::new(ArcSwap::from_pointee(producer));
         let renewal = Arc::new(Renewal {
             client,
             producer: producer.clone(),
             last: std::sync::Mutex::new(None),
+            errors: metrics.kafka_client_errors.clone(),
         });
         let health = Health {
             up: Arc::new(AtomicBool::new(false)),
@@ -241,6 +242,8 @@ pub struct Renewal {
     producer: Arc<ArcSwap<FutureProducer>>,
     /// When it was last renewed, to renew at most once per [`RENEW_EVERY`].
     last: std::sync::Mutex<Option<Instant>>,
+    /// Where a fresh producer counts its global errors.
+    errors: prometheus::IntCounterVec,
 }
 
 /// The shortest time between two renewals.
@@ -252,7 +255,7 @@ impl Renewal {
     fn renew(&self, why: &str) {
         match self
             .client
-            .create_with_context::<_, FutureProducer>(ClientLogs::default())
+            .create_with_context::<_, FutureProducer>(ClientLogs::new(self.errors.clone()))
         {
             Ok(fresh) => {
                 *self.last.lock().expect("renewal lock") = Some(Instant::now());

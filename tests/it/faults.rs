@@ -389,9 +389,10 @@ async fn stalled_and_refusing_brokers_lose_nothing() {
 /// connect and the "all brokers are down" after it, on each retry (here
 /// every 10 ms at most: hundreds of times before that line); the relay
 /// writes each kind of those lines at most once per 30 s (`unlogged` says
-/// how many were held back), so an outage does not flood the log. Judged by
-/// the relay's own timestamps, not by a clock here: no two lines of one
-/// kind closer than 30 s.
+/// how many were held back), so an outage does not flood the log, while
+/// `edge_relay_kafka_client_errors_total` counts every one. Judged by the
+/// relay's own timestamps, not by a clock here: no two lines of one kind
+/// closer than 30 s.
 #[test]
 fn an_outage_does_not_flood_the_log_with_librdkafka_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,4 +445,17 @@ fn an_outage_does_not_flood_the_log_with_librdkafka_lines() {
             );
         }
     }
+    // The counter has every one of them, logged or held back.
+    let logged = librdkafka
+        .iter()
+        .filter(|l| l.contains("Global error: BrokerTransportFailure"))
+        .count();
+    let counted = tokio::runtime::Runtime::new().unwrap().block_on(scrape(
+        relay.admin,
+        "edge_relay_kafka_client_errors_total{error=\"BrokerTransportFailure\"}",
+    ));
+    assert!(
+        counted > logged as f64 && logged >= 1,
+        "{counted} counted, {logged} logged"
+    );
 }

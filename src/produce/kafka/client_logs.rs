@@ -8,7 +8,8 @@
 //! are unreachable (and `edge_relay_kafka_up`, `/readyz`). So each kind of
 //! line (a log line's facility, a global error's code) is written at most
 //! once per [`EVERY`], the first at once; the next one written says how
-//! many like it were held back (`unlogged`).
+//! many like it were held back (`unlogged`). Every global error is counted
+//! (`edge_relay_kafka_client_errors_total`, by its code), held back or not.
 //!
 //! Not [`crate::pipeline::DropLogs`]: its kinds are the drop reasons, known
 //! in advance and counted on every request without a lock. These are
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounterVec;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
@@ -30,10 +32,21 @@ pub const EVERY: Duration = Duration::from_secs(30);
 const MAX_KINDS: usize = 256;
 
 /// The producer's context: its log lines and global errors go to
-/// `tracing`, throttled per kind.
-#[derive(Default)]
+/// `tracing`, throttled per kind, and its global errors are counted.
 pub struct ClientLogs {
     throttle: Throttle,
+    /// `edge_relay_kafka_client_errors_total`.
+    errors: IntCounterVec,
+}
+
+impl ClientLogs {
+    /// Counts global errors in `errors` (labelled by `error`).
+    pub fn new(errors: IntCounterVec) -> ClientLogs {
+        ClientLogs {
+            throttle: Throttle::default(),
+            errors,
+        }
+    }
 }
 
 impl ClientContext for ClientLogs {
@@ -62,11 +75,21 @@ impl ClientContext for ClientLogs {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = match error.rdkafka_error_code() {
-            Some(code) => format!("error {code:?}"),
-            None => format!("error {error}"),
+        // Global errors carry a code; should one not, its kind of error
+        // (without the message) keeps the label's values few.
+        let code = match error.rdkafka_error_code() {
+            Some(code) => format!("{code:?}"),
+            None => format!("{error:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap_or("Other")
+                .to_owned(),
         };
-        if let Some(unlogged) = self.throttle.admit(&kind, Instant::now()) {
+        self.errors.with_label_values(&[&code]).inc();
+        if let Some(unlogged) = self
+            .throttle
+            .admit(&format!("error {code}"), Instant::now())
+        {
             tracing::error!(target: "librdkafka", unlogged, "librdkafka: {error}: {reason}");
         }
     }
