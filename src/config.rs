@@ -152,7 +152,8 @@ pub mod file {
     pub struct Limits {
         /// Largest body on the wire (compressed). Defaults to "20MiB".
         pub max_body_size: ByteSize,
-        /// Largest body after decompression. Defaults to "50MiB".
+        /// Largest body after decompression, and what an envelope's gzip'd
+        /// attachments inflate to together. Defaults to "50MiB".
         pub max_inflated_size: ByteSize,
         /// Largest single event or transaction payload, and of any other JSON
         /// item (spans, logs, sessions, check-ins, profiles, replay events,
@@ -160,7 +161,9 @@ pub mod file {
         /// larger than this are scrubbed as text. Defaults to "1MiB".
         pub max_event_size: ByteSize,
         /// Largest single attachment or other binary item, and of a gzip'd
-        /// attachment once inflated (it is scrubbed inflated). Defaults to "20MiB".
+        /// attachment once inflated (it is scrubbed inflated; an envelope's
+        /// gzip'd attachments together inflate to at most
+        /// `max_inflated_size`). Defaults to "20MiB".
         pub max_attachment_size: ByteSize,
         /// Most items in one envelope. Defaults to 1000.
         pub max_items: usize,

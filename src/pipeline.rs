@@ -465,6 +465,10 @@ impl Pipeline {
         // replays) share its fate.
         let sampling = self.sample_envelope(&envelope, &project, &checked);
 
+        // What the envelope's gzip'd attachments may inflate to, together:
+        // as much as a body may, so that a small body of many of them costs
+        // no more than a large one.
+        let mut gzip_budget = limits.max_inflated_size;
         let now = self.clock.now();
         let mut limits: Vec<Limited> = Vec::new();
         let mut records = Vec::with_capacity(checked.len());
@@ -575,7 +579,7 @@ impl Pipeline {
             };
 
             // Stage: scrub PII.
-            let payload = match self.scrub(item, &project, event) {
+            let payload = match self.scrub(item, &project, event, &mut gzip_budget) {
                 Ok(payload) => payload,
                 Err(reason) => {
                     drop(&mut fates, reason);
@@ -720,12 +724,14 @@ impl Pipeline {
     /// text pass declines (recording what was redacted in `_meta` either
     /// way), text attachments as text (gzip'd ones inflated first), binary
     /// payloads untouched. An item that should be JSON and is not is refused
-    /// rather than forwarded unscrubbed.
+    /// rather than forwarded unscrubbed. `gzip_budget`: what gzip'd
+    /// attachments may still inflate to in this envelope.
     fn scrub(
         &self,
         item: &Item,
         project: &Project,
         event: Option<Event<'_>>,
+        gzip_budget: &mut usize,
     ) -> Result<Bytes, DropReason> {
         let started = std::time::Instant::now();
         let scrubber = &project.scrubber;
@@ -775,7 +781,7 @@ impl Pipeline {
                 (Bytes::from(out), redactions)
             }
             ScrubKind::Text => return self.scrub_as_text(item, project, started),
-            ScrubKind::Gzip => return self.scrub_gzip(item, project, started),
+            ScrubKind::Gzip => return self.scrub_gzip(item, project, started, gzip_budget),
         };
         self.count_redactions(&project.label, &redactions.1);
         self.observe_scrub(started);
@@ -800,23 +806,34 @@ impl Pipeline {
     }
 
     /// A gzip'd attachment (a rotated `app.log.gz`) is inflated within
-    /// `limits.max_attachment_size`, scrubbed as a text attachment is when
-    /// what it holds is text, and gzip'd again when anything was redacted;
-    /// else it leaves as it came (byte for byte). What it holds that is not
-    /// text (a `.tar.gz`, a gzip'd dump) is binary, and passes untouched as
-    /// binary attachments do. One that does not inflate is refused
-    /// (`invalid`), and so is one that inflates past the limit
-    /// (`too_large`): forwarded, it would carry whatever it holds unscrubbed.
+    /// `limits.max_attachment_size`, and within what the envelope's gzip'd
+    /// attachments may still inflate to (`gzip_budget`, which starts at
+    /// `limits.max_inflated_size`). What it holds is then judged as an
+    /// attachment of that name would be (`app.log.gz` as `app.log`; a gzip
+    /// content type says nothing of it, `text/plain` does): text by its name,
+    /// type or bytes is scrubbed as a text attachment is, and gzip'd again
+    /// when anything was redacted; else the attachment leaves byte for byte
+    /// as it came. What holds no text by any of these (a `.tar.gz`, a
+    /// gzip'd image) is binary, and passes untouched as binary attachments
+    /// do. One that does not inflate, or holds gzip again, is refused
+    /// (`invalid`), and one that inflates past either limit too
+    /// (`too_large`): forwarded, it would carry what it holds unscrubbed.
     ///
-    /// The inflated copy lives only while the request's thread scrubs it (no
-    /// wait in between): at most one attachment's limit per request thread.
+    /// Its copies (inflated, scrubbed, gzip'd again) live only while the
+    /// request's thread scrubs it, with no wait in between.
     fn scrub_gzip(
         &self,
         item: &Item,
         project: &Project,
         started: std::time::Instant,
+        gzip_budget: &mut usize,
     ) -> Result<Bytes, DropReason> {
-        let limit = self.config.load().limits.max_attachment_size;
+        let limit = self
+            .config
+            .load()
+            .limits
+            .max_attachment_size
+            .min(*gzip_budget);
         let inflated = match decompress::decode(Encoding::Gzip, item.payload.clone(), limit) {
             Ok(inflated) => inflated,
             Err(e) => {
@@ -827,13 +844,39 @@ impl Pipeline {
                 });
             }
         };
-        let out = match looks_like_text(&inflated)
-            .then(|| project.scrubber.scrub_bytes(&inflated))
-            .flatten()
-        {
+        *gzip_budget -= inflated.len();
+        let inner = Item {
+            ty: item.ty,
+            type_name: item.type_name.clone(),
+            raw_header: item.raw_header.clone(),
+            content_type: item.content_type.clone().filter(|t| !says_compressed(t)),
+            filename: item.filename.as_deref().map(|name| {
+                let lower = name.to_ascii_lowercase();
+                match lower.strip_suffix(".tgz") {
+                    Some(stem) => format!("{stem}.tar"),
+                    None => lower
+                        .strip_suffix(".gz")
+                        .or_else(|| lower.strip_suffix(".gzip"))
+                        .unwrap_or(&lower)
+                        .to_owned(),
+                }
+            }),
+            payload: inflated,
+        };
+        let scrubbed = match scrub_kind(&inner) {
+            ScrubKind::Gzip => {
+                tracing::debug!(item_type = %item.type_name, "gzip'd item holds gzip again: refused");
+                return Err(DropReason::Invalid);
+            }
+            ScrubKind::Binary => None,
+            ScrubKind::Json { .. } | ScrubKind::Text => {
+                project.scrubber.scrub_bytes(&inner.payload)
+            }
+        };
+        let out = match scrubbed {
             None => item.payload.clone(),
             Some((scrubbed, redactions)) => {
-                drop(inflated);
+                drop(inner);
                 self.count_redactions(&project.label, &redactions);
                 Bytes::from(decompress::gzip(&scrubbed))
             }
@@ -1325,6 +1368,14 @@ fn scrub_kind(item: &Item) -> ScrubKind {
         return ScrubKind::Text;
     }
     ScrubKind::Binary
+}
+
+/// Whether a content type says only that the bytes are compressed or
+/// opaque (`application/gzip`, `application/x-gzip`,
+/// `application/octet-stream`), not what they hold.
+fn says_compressed(content_type: &str) -> bool {
+    let t = content_type.to_ascii_lowercase();
+    t.contains("gzip") || t.starts_with("application/octet-stream")
 }
 
 /// Whether bytes are text: valid UTF-8 (or UTF-16, see

@@ -534,3 +534,127 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
         );
     }
 }
+
+/// gzip'd attachments at their edges, over raw HTTP: what a gzip'd log
+/// holds is judged as the log would be (by its name without `.gz`, so a log
+/// with NULs and control bytes in it is still text), every member of a
+/// multi-member gzip is read, one with nothing to redact leaves byte for
+/// byte, gzip inside gzip is refused, and the envelope's gzip'd attachments
+/// together inflate to at most `max_inflated_size` (the rest `too_large`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_attachments_at_their_edges() {
+    let kafka = mock_kafka();
+    let text = config_text(&kafka_section(&kafka.bootstrap_servers())).replacen(
+        "[[projects]]",
+        "[limits]\nmax_body_size = \"1MiB\"\nmax_inflated_size = \"1MiB\"\n\
+         max_attachment_size = \"512KiB\"\n\n[[projects]]",
+        1,
+    );
+    let relay = TestRelay::start(&text).await;
+    relay.wait_ready().await;
+    let secret_line = "2026-12-07 login alice.smith@example.com token=qtok-789\n";
+    // A crash log: a run of NULs and a bell before the secret.
+    let crashed = [
+        b"2026-12-07 started\n".as_slice(),
+        &[0u8; 64],
+        b"\x07\n",
+        secret_line.as_bytes(),
+    ]
+    .concat();
+    let two_members = [
+        gzip(b"2026-12-07 first member\n"),
+        gzip(secret_line.as_bytes()),
+    ]
+    .concat();
+    let quiet = gzip(b"2026-12-07 all quiet\n");
+    let nested = gzip(&gzip(secret_line.as_bytes()));
+    // 400 KiB of log lines, a few KiB gzip'd: two fit in the envelope's 1 MiB, the third not.
+    let large = gzip(
+        secret_line
+            .repeat((400 << 10) / secret_line.len())
+            .as_bytes(),
+    );
+    let id = new_event_id();
+    let event = format!("{{\"event_id\":\"{id}\",\"message\":\"with logs\"}}");
+    let mut body = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
+    let mut item = |bytes: &[u8], header: String| {
+        body.extend_from_slice(header.as_bytes());
+        body.push(b'\n');
+        body.extend_from_slice(bytes);
+        body.push(b'\n');
+    };
+    item(
+        event.as_bytes(),
+        format!("{{\"type\":\"event\",\"length\":{}}}", event.len()),
+    );
+    let attachment = |name: &str, len: usize| {
+        format!("{{\"type\":\"attachment\",\"length\":{len},\"filename\":\"{name}\",\"content_type\":\"application/gzip\"}}")
+    };
+    for (bytes, name) in [
+        (&gzip(&crashed), "crash.log.gz"),
+        (&two_members, "app.log.gz"),
+        (&quiet, "quiet.log.gz"),
+        (&nested, "app.log.gz.gz"),
+        (&large, "big-1.log.gz"),
+        (&large, "big-2.log.gz"),
+        (&large, "big-3.log.gz"),
+    ] {
+        item(bytes, attachment(name, bytes.len()));
+    }
+    let r = reqwest::Client::new()
+        .post(relay.envelope_url())
+        .header("x-sentry-auth", auth_header(KEY))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-attachments"], 5).await;
+    assert_eq!(
+        got.len(),
+        5,
+        "all but the nested one and the third large one"
+    );
+    let inflated: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(&m.payload[..])
+                .read_to_string(&mut text)
+                .expect("each leaves gzip'd");
+            text
+        })
+        .collect();
+    for text in &inflated {
+        assert!(!text.contains("alice.smith@example.com"), "{text:?}");
+        assert!(!text.contains("qtok-789"), "{text:?}");
+    }
+    assert!(
+        inflated
+            .iter()
+            .any(|t| t.contains('\u{7}') && t.contains("[email]")),
+        "the crash log, its control bytes kept"
+    );
+    assert!(inflated
+        .iter()
+        .any(|t| t.starts_with("2026-12-07 first member\n") && t.contains("[email]")));
+    assert!(
+        got.iter().any(|m| m.payload == quiet),
+        "nothing to redact: byte for byte"
+    );
+    for reason in ["invalid", "too_large"] {
+        assert_eq!(
+            relay.metric(
+                "edge_relay_items_dropped_total",
+                &[
+                    ("project", "42"),
+                    ("category", "attachment"),
+                    ("reason", reason)
+                ]
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+}
