@@ -29,7 +29,7 @@ fn tool(var: &str, default: PathBuf) -> PathBuf {
     path
 }
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

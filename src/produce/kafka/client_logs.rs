@@ -1,14 +1,17 @@
 //! librdkafka's own log lines and global errors, throttled.
 //!
-//! While the brokers are down, librdkafka reports every failed connect, and
-//! the "all brokers are down" that follows it, each time it retries: tens
-//! of lines a second at `ERROR` (about 1 100 in 40 s against one closed
-//! port, before this), for as long as the outage lasts. They say nothing
-//! new after the first, and the relay's own line already says the brokers
-//! are unreachable (and `edge_relay_kafka_up`, `/readyz`). So each kind of
-//! line (a log line's facility, a global error's code) is written at most
-//! once per [`EVERY`], the first at once; the next one written says how
-//! many like it were held back (`unlogged`). Every global error is counted
+//! While the brokers are down, librdkafka reports "all brokers are down"
+//! each time it retries, and failed connects too (those it folds itself
+//! when they repeat, saying how many it suppressed): tens of lines a
+//! second at `ERROR` (about 1 100 in 40 s against one closed port, before
+//! this), for as long as the outage lasts. They say nothing new after the
+//! first, and the relay's own line already says the brokers are
+//! unreachable (and `edge_relay_kafka_up`, `/readyz`). So each kind of
+//! line (a log line's level and facility, a global error's code) is
+//! written at most once per [`EVERY`], the first at once; the next one
+//! written says how many like it were held back (`unlogged`). What was
+//! held back after the last line of a kind is not reported (the counter
+//! has the errors). Every global error is counted
 //! (`edge_relay_kafka_client_errors_total`, by its code), held back or not.
 //!
 //! Not [`crate::pipeline::DropLogs`]: its kinds are the drop reasons, known
@@ -57,7 +60,8 @@ impl ClientContext for ClientLogs {
             tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}");
             return;
         }
-        let Some(unlogged) = self.throttle.admit(&format!("log {fac}"), Instant::now()) else {
+        let kind = format!("log {level:?} {fac}");
+        let Some(unlogged) = self.throttle.admit(&kind, Instant::now()) else {
             return;
         };
         match level {
@@ -75,16 +79,11 @@ impl ClientContext for ClientLogs {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Global errors carry a code; should one not, its kind of error
-        // (without the message) keeps the label's values few.
-        let code = match error.rdkafka_error_code() {
-            Some(code) => format!("{code:?}"),
-            None => format!("{error:?}")
-                .split(['(', ' '])
-                .next()
-                .unwrap_or("Other")
-                .to_owned(),
-        };
+        // Global errors carry librdkafka's code (a bounded set of names);
+        // one without would be counted as `Other`.
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "Other".to_owned(), |code| format!("{code:?}"));
         self.errors.with_label_values(&[&code]).inc();
         if let Some(unlogged) = self
             .throttle
