@@ -277,18 +277,7 @@ async fn rust_sdk_gzipped_log_attachments_are_scrubbed_or_refused() {
          2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n"
     );
     for reason in ["invalid", "too_large"] {
-        assert_eq!(
-            relay.metric(
-                "edge_relay_items_dropped_total",
-                &[
-                    ("project", "42"),
-                    ("category", "attachment"),
-                    ("reason", reason)
-                ]
-            ),
-            1.0,
-            "{reason}"
-        );
+        assert_eq!(relay.dropped("attachment", reason), 1.0, "{reason}");
     }
     assert!(
         relay.metric(
