@@ -849,18 +849,8 @@ impl Pipeline {
             ty: item.ty,
             type_name: item.type_name.clone(),
             raw_header: item.raw_header.clone(),
-            content_type: item.content_type.clone().filter(|t| !says_compressed(t)),
-            filename: item.filename.as_deref().map(|name| {
-                let lower = name.to_ascii_lowercase();
-                match lower.strip_suffix(".tgz") {
-                    Some(stem) => format!("{stem}.tar"),
-                    None => lower
-                        .strip_suffix(".gz")
-                        .or_else(|| lower.strip_suffix(".gzip"))
-                        .unwrap_or(&lower)
-                        .to_owned(),
-                }
-            }),
+            content_type: item.content_type.clone().filter(|t| !is_opaque_type(t)),
+            filename: item.filename.as_deref().map(gunzipped_name),
             payload: inflated,
         };
         let scrubbed = match scrub_kind(&inner) {
@@ -1373,9 +1363,23 @@ fn scrub_kind(item: &Item) -> ScrubKind {
 /// Whether a content type says only that the bytes are compressed or
 /// opaque (`application/gzip`, `application/x-gzip`,
 /// `application/octet-stream`), not what they hold.
-fn says_compressed(content_type: &str) -> bool {
+fn is_opaque_type(content_type: &str) -> bool {
     let t = content_type.to_ascii_lowercase();
     t.contains("gzip") || t.starts_with("application/octet-stream")
+}
+
+/// The name of what a gzip'd file holds, lowercased: `app.log.gz` and
+/// `app.log.gzip` are `app.log`, `logs.tgz` is `logs.tar`.
+fn gunzipped_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if let Some(stem) = lower.strip_suffix(".tgz") {
+        return format!("{stem}.tar");
+    }
+    lower
+        .strip_suffix(".gz")
+        .or_else(|| lower.strip_suffix(".gzip"))
+        .unwrap_or(&lower)
+        .to_owned()
 }
 
 /// Whether bytes are text: valid UTF-8 (or UTF-16, see
@@ -1566,6 +1570,17 @@ fn observe(stage: &prometheus::Histogram, started: std::time::Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gzipped_file_is_named_as_what_it_holds() {
+        assert_eq!(gunzipped_name("App.log.1.GZ"), "app.log.1");
+        assert_eq!(gunzipped_name("export.json.gzip"), "export.json");
+        assert_eq!(gunzipped_name("logs.tgz"), "logs.tar");
+        assert_eq!(gunzipped_name("logcat"), "logcat");
+        assert!(is_opaque_type("application/x-gzip"));
+        assert!(is_opaque_type("application/octet-stream"));
+        assert!(!is_opaque_type("text/plain; charset=utf-8"));
+    }
 
     /// Bytes that an attachment labelled `application/octet-stream` is
     /// scrubbed as text for, and bytes it is not.

@@ -28,7 +28,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 
 /// The least time between two lines of one kind.
-pub const EVERY: Duration = Duration::from_secs(30);
+const EVERY: Duration = Duration::from_secs(30);
 
 /// Most kinds remembered; past it they are forgotten (all at once), which
 /// at worst lets one more line of each through. librdkafka has some tens.
