@@ -29,11 +29,13 @@ use serde_json::{Map, Value};
 pub mod method;
 pub mod path;
 pub mod rules;
+pub mod template;
 mod text;
 
 pub use method::Method;
 use path::{Seg, Selector};
 use rules::{value_after, KeyMatcher, Sensitivity, Validator};
+use template::{ParamKey, Slots};
 pub use text::Fallback;
 
 /// Bytes that are UTF-16 text: the text, and whether it is big-endian.
@@ -933,7 +935,8 @@ impl Scrubber {
 }
 
 impl Scrubber {
-    /// The option an argument names when it is a flag alone (`--password`)
+    /// The option an argument names when it is a flag alone (`--password`,
+    /// or a key with its separator: `token:`)
     /// and the option is sensitive: the next argument is its value.
     fn sensitive_flag<'a>(&self, arg: Option<&'a str>) -> Option<&'a str> {
         rules::flag_name(arg?).filter(|name| self.keys.is_sensitive(name))
@@ -1222,10 +1225,24 @@ impl<'s> Walk<'s> {
                     .and_then(Value::as_str)
                     .filter(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
                     .map(str::to_owned);
+                // A log message's template beside its parameters: each
+                // parameter is judged by its slot (see [`template`]).
+                let slots = map
+                    .keys()
+                    .any(|k| template::param_key(k).is_some())
+                    .then(|| template::template_of(map).map(|t| self.scrubber.secret_slots(t)))
+                    .flatten()
+                    .unwrap_or_default();
                 for (key, child) in map.iter_mut() {
                     path.push(Seg::Key(key));
-                    match &named {
-                        Some(name) if key == "value" => self.entry(name, child, path),
+                    match (&named, template::param_key(key)) {
+                        (Some(name), _) if key == "value" => self.entry(name, child, path),
+                        (_, Some(ParamKey::All)) if !slots.is_empty() => {
+                            self.params(child, &slots, path)
+                        }
+                        (_, Some(ParamKey::One(slot))) if slots.has(slot) => {
+                            self.secret(child, path)
+                        }
                         _ => self.entry(key, child, path),
                     }
                     path.pop();
@@ -1233,7 +1250,8 @@ impl<'s> Walk<'s> {
             }
             Value::Array(items) => {
                 // The option named by the argument before, when it is a
-                // sensitive flag alone: `["--password", "hunter2"]` (argv).
+                // sensitive flag alone: `["--password", "hunter2"]` (argv),
+                // `["token:", "abc"]` (a console line's arguments).
                 let mut flag: Option<String> = None;
                 for (i, child) in items.iter_mut().enumerate() {
                     path.push(Seg::Index(i));
@@ -1323,6 +1341,7 @@ impl<'s> Walk<'s> {
         };
         if secret {
             if is_typed(value) {
+                // Its `value` by the same key (a count stays a count).
                 let inner = value
                     .get_mut("value")
                     .expect("a typed attribute has a value");
@@ -1331,29 +1350,79 @@ impl<'s> Walk<'s> {
                 path.pop();
                 return;
             }
-            // Replace, mask and remove give the same result when applied twice;
-            // a hash would hash the hash. A value this relay already
-            // pseudonymised (its `_meta` says so and it is one hex digest) stays.
-            let hashed_before = scrubber.password_method == Method::Hash
-                && self.done.contains(&join(path))
-                && value.as_str().is_some_and(is_hex_digest);
-            if hashed_before {
-                return;
-            }
-            if redact_all(
-                value,
-                scrubber.password_method,
-                scrubber.hash_key.as_deref(),
-            ) {
-                self.record(
-                    path,
-                    scrubber.password_rule.clone(),
-                    scrubber.password_method,
-                );
-            }
+            self.secret(value, path);
             return;
         }
         self.value(value, path);
+    }
+
+    /// A log message's parameters (`params`: a list by position, or an
+    /// object by name) beside a template whose `slots` hold secrets.
+    fn params<'m>(&mut self, params: &'m mut Value, slots: &Slots, path: &mut Vec<Seg<'m>>) {
+        if self.skip(path) {
+            return;
+        }
+        match params {
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push(Seg::Index(i));
+                    if slots.has_index(i) {
+                        self.secret(item, path);
+                    } else if !self.skip(path) {
+                        self.value(item, path);
+                    }
+                    path.pop();
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    path.push(Seg::Key(key));
+                    match slots.has(key) {
+                        true => self.secret(item, path),
+                        false => self.entry(key, item, path),
+                    }
+                    path.pop();
+                }
+            }
+            other => self.value(other, path),
+        }
+    }
+
+    /// A secret: redacted whole (a typed attribute's `value`).
+    fn secret<'m>(&mut self, value: &'m mut Value, path: &mut Vec<Seg<'m>>) {
+        if self.skip(path) {
+            return;
+        }
+        let scrubber = self.scrubber;
+        if is_typed(value) {
+            let inner = value
+                .get_mut("value")
+                .expect("a typed attribute has a value");
+            path.push(Seg::Key("value"));
+            self.secret(inner, path);
+            path.pop();
+            return;
+        }
+        // Replace, mask and remove give the same result when applied twice;
+        // a hash would hash the hash. A value this relay already
+        // pseudonymised (its `_meta` says so and it is one hex digest) stays.
+        let hashed_before = scrubber.password_method == Method::Hash
+            && self.done.contains(&join(path))
+            && value.as_str().is_some_and(is_hex_digest);
+        if hashed_before {
+            return;
+        }
+        if redact_all(
+            value,
+            scrubber.password_method,
+            scrubber.hash_key.as_deref(),
+        ) {
+            self.record(
+                path,
+                scrubber.password_rule.clone(),
+                scrubber.password_method,
+            );
+        }
     }
 }
 

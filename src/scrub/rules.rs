@@ -474,12 +474,21 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
 
 /// The option a command-line flag names (`--password`, `-token`), when the
 /// argument is a flag alone, whose value is the next argument (`sys.argv`,
-/// `process.argv`): `None` for anything else, `--password=x` included.
+/// `process.argv`); or the key an argument names when it is a key alone
+/// with its separator (`token:`, `password =`), as a console line's
+/// arguments give it (`console.log("token:", t)`: the browser and Node
+/// SDKs' breadcrumbs keep them in `data.arguments`). `None` for anything
+/// else, `--password=x` and `token: x` included.
 pub fn flag_name(arg: &str) -> Option<&str> {
-    let name = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
-    let b = name.as_bytes();
     let word = |c: &u8| c.is_ascii_alphanumeric() || b"_.-".contains(c);
-    (b.first()?.is_ascii_alphabetic() && b.iter().all(word)).then_some(name)
+    if let Some(name) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) {
+        let b = name.as_bytes();
+        return (b.first()?.is_ascii_alphabetic() && b.iter().all(word)).then_some(name);
+    }
+    let key = arg.trim_end().strip_suffix([':', '='])?.trim_end();
+    let b = key.as_bytes();
+    (b.len() <= 64 && b.first()?.is_ascii_alphabetic() && b.iter().all(|c| word(c) || *c == b' '))
+        .then_some(key)
 }
 
 /// Long options followed by a value in a command line held in one string
@@ -1167,12 +1176,17 @@ fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usi
         && local.len() >= 16
         && local.bytes().all(|c| c.is_ascii_hexdigit());
     // An SSH or scp target (`git@github.com:acme/app.git`, `deploy@db:/srv`):
-    // a host and a path, not an address.
-    let remote = haystack.as_bytes()[end..].starts_with(b":")
-        && haystack
-            .as_bytes()
-            .get(end + 1)
-            .is_some_and(|c| !c.is_ascii_whitespace() && !c.is_ascii_digit());
+    // a host and a path, not an address. What follows the `:` must be a
+    // path: an address before a `:` and a word (a cache key,
+    // `user:alice@example.com:prefs`; `alice@example.com: invalid`) is
+    // still an address.
+    let after = haystack.as_bytes()[end..].strip_prefix(b":").unwrap_or_default();
+    let path = &after[..after
+        .iter()
+        .position(|c| c.is_ascii_whitespace() || b"\"'`,;)]}".contains(c))
+        .unwrap_or(after.len())];
+    let remote = after.first().is_some_and(|c| !c.is_ascii_digit())
+        && (path.contains(&b'/') || path.ends_with(b".git"));
     (!file && !key && !remote).then_some(start..end)
 }
 

@@ -1189,6 +1189,7 @@ fn releases_attributes_pairs_and_prose() {
         "UPDATE users SET reset_password_token = $1, password = :password WHERE id = ?",
         "WHERE auth_token=%(auth_token)s AND session = @p1",
         "git@github.com:acme/backend.git: Permission denied (publickey)",
+        "scp deploy@db.internal:/srv/app.tar . failed",
     ] {
         assert_eq!(text(input), input);
     }
@@ -1197,6 +1198,10 @@ fn releases_attributes_pairs_and_prose() {
         ("login failed, password: hunter", "hunter"),
         ("token: 9f86d081884c7d65 rejected", "9f86d0"),
         ("mail bob@example.com: bounced", "bob@"),
+        // An address in a cache key, and before a `:` and a word.
+        ("GET user:alice.smith@example.com:prefs", "alice"),
+        ("login failed for alice.smith@example.com:invalid password", "alice"),
+        ("\"alice@example.com\":\"x\"", "alice"),
     ] {
         let out = text(input);
         assert!(!out.contains(secret), "{input} gave {out}");
@@ -1786,4 +1791,120 @@ fn the_most_recently_used_scrubber_s_classes_stay() {
         .insert("k".into(), text::KeyClass::of(&scrubber(), "password"));
     assert!(cache.of(3).is_empty());
     assert_eq!(cache.of(5).len(), 1);
+}
+
+/// A logged message's parameters, sent beside its template: Python's
+/// logging integration (`logentry`: `message`, `formatted`, `params`; a
+/// mapping for `%(name)s`), Java's (`message` as an object, `{}` slots),
+/// and Sentry logs (`sentry.message.template`, `sentry.message.parameter.N`,
+/// the template after the parameters, as the Python SDK writes them). A
+/// parameter in a secret slot is redacted whole; the others are scrubbed
+/// as any value is.
+#[test]
+fn log_parameters_in_secret_slots_are_redacted() {
+    let s = scrubber();
+    let event = r#"{"logentry":{"message":"login failed password=%s for %s from %s","formatted":"login failed password=Hunt3rTwo! for bob from 10.1.2.3",
+        "params":["Hunt3rTwo!","bob","10.1.2.3"]},
+        "extra":{"job":{"message":"retry %(user)s with --token %(token)s","params":{"user":"bob","token":"tk-99-secret"}}}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes log parameters");
+    assert_eq!(
+        tree["logentry"]["params"],
+        json!(["[Filtered]", "bob", "[ip]"])
+    );
+    assert_eq!(
+        tree["logentry"]["formatted"],
+        "login failed password=[Filtered] for bob from [ip]"
+    );
+    assert_eq!(
+        tree["extra"]["job"]["params"],
+        json!({"user": "bob", "token": "[Filtered]"})
+    );
+    assert!(tree["_meta"]["logentry"]["params"]["0"][""]["rem"][0][0] == "password");
+
+    let java = r#"{"message":{"message":"user={} password={} url=https://{}:{}@db/app","formatted":"...",
+        "params":["bob","J4vaLogPw","app","DbPw9"]}}"#;
+    let tree = both_ways(&s, java).expect("the text pass takes log parameters");
+    // `urlauth` takes a URL's `user:pass` whole, so both of its slots.
+    assert_eq!(
+        tree["message"]["params"],
+        json!(["bob", "[Filtered]", "[Filtered]", "[Filtered]"])
+    );
+
+    // Sentry logs: the parameters come before their template.
+    let logs = r#"{"items":[{"body":"user bob password=Hunt3rTwo!","attributes":{
+        "sentry.message.parameter.0":{"value":"bob","type":"string"},
+        "sentry.message.parameter.1":{"value":"Hunt3rTwo!","type":"string"},
+        "sentry.message.parameter.2":{"value":7,"type":"integer"},
+        "sentry.message.template":{"value":"user %s password=%s attempt %d","type":"string"}}},
+        {"body":"Authorization: Bearer abc123xyz","attributes":{"sentry.message.template":"Authorization: {scheme} {credentials}",
+        "sentry.message.parameter.scheme":"Bearer","sentry.message.parameter.credentials":"abc123xyz"}}]}"#;
+    let tree = both_ways(&s, logs).expect("the text pass takes log parameters");
+    let attrs = &tree["items"][0]["attributes"];
+    assert_eq!(attrs["sentry.message.parameter.0"]["value"], "bob");
+    assert_eq!(
+        attrs["sentry.message.parameter.1"],
+        json!({"value": "[Filtered]", "type": "string"})
+    );
+    assert_eq!(attrs["sentry.message.parameter.2"]["value"], 7);
+    assert_eq!(
+        tree["items"][1]["attributes"]["sentry.message.parameter.credentials"],
+        "[Filtered]"
+    );
+
+    // Nothing secret in the template: the parameters are scrubbed as values.
+    let plain = r#"{"logentry":{"message":"order %s for %s: {} items, 100%% done, {{literal}}","params":["A-1","alice@example.com","3"]}}"#;
+    let tree = both_ways(&s, plain).expect("the text pass takes log parameters");
+    assert_eq!(
+        tree["logentry"]["params"],
+        json!(["A-1", "[email]", "3"])
+    );
+    assert!(s.secret_slots("user %s did %s at {}").is_empty());
+}
+
+/// The slots a template has, and what names their parameters go by.
+#[test]
+fn template_slots_are_read_as_printf_and_braces_write_them() {
+    use crate::scrub::template::slots;
+    let names = |t: &str| -> Vec<Vec<String>> { slots(t).into_iter().map(|(_, n)| n).collect() };
+    assert_eq!(names("a %s b %5.2f c %-3d %%s %(key)r"), [vec!["0"], vec!["1"], vec!["2"], vec!["key"]]);
+    assert_eq!(names("{} {1} {name} {user:>8} {{x}} {@Id}"), [
+        vec!["0".to_owned()],
+        vec!["1".to_owned()],
+        vec!["name".to_owned(), "1".to_owned()],
+        vec!["user".to_owned(), "2".to_owned()],
+        vec!["Id".to_owned(), "3".to_owned()],
+    ]);
+    // JSON or code in a message has no slot; nor has a lone `%` or `{`.
+    assert!(names(r#"payload {"a": 1} at 50% { x"#).is_empty());
+    let s = scrubber();
+    assert!(s.secret_slots("password=%s").has_index(0));
+    assert!(s.secret_slots("--api-key {}").has_index(0));
+    assert!(s.secret_slots("password={secret} user={user}").has("secret"));
+    assert!(!s.secret_slots("password={secret} user={user}").has("user"));
+}
+
+/// A console line's arguments (`console.log("token:", t)`), which the
+/// browser and Node SDKs keep in a breadcrumb's `data.arguments` beside the
+/// joined `message`: a key alone with its separator names the next
+/// argument, as a flag alone does in an argv list.
+#[test]
+fn console_arguments_after_a_sensitive_key_are_redacted() {
+    let s = scrubber();
+    let event = r#"{"breadcrumbs":{"values":[{"category":"console","message":"token: C0ns0leTok3n99",
+        "data":{"arguments":["token:","C0ns0leTok3n99"],"logger":"console"}},
+        {"category":"console","data":{"arguments":["password =",{"value":"pw9"},"Status:","ok","Session:","-1"]}}]}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes console arguments");
+    let crumbs = &tree["breadcrumbs"]["values"];
+    assert_eq!(crumbs[0]["message"], "token: [Filtered]");
+    assert_eq!(crumbs[0]["data"]["arguments"], json!(["token:", "[Filtered]"]));
+    assert_eq!(
+        crumbs[1]["data"]["arguments"],
+        json!(["password =", {"value": "[Filtered]"}, "Status:", "ok", "Session:", "-1"])
+    );
+    use crate::scrub::rules::flag_name;
+    assert_eq!(flag_name("token:"), Some("token"));
+    assert_eq!(flag_name("API key :"), Some("API key"));
+    assert_eq!(flag_name("token: abc"), None);
+    assert_eq!(flag_name("--password="), None);
+    assert_eq!(flag_name(":"), None);
 }

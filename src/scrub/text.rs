@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
+use super::template::{param_key, ParamKey, Slots, TEMPLATE_ATTRIBUTE};
 use super::{record_all, redact_all, redact_secret, write_meta, Method, Redaction, Scrubber, Walk};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
@@ -180,6 +181,15 @@ pub(super) struct KeyClass {
 }
 
 impl KeyClass {
+    /// The class of a secret at the same place: a parameter in a secret slot.
+    fn secret(self) -> KeyClass {
+        KeyClass {
+            ip: false,
+            sensitivity: Sensitivity::Secret,
+            ..self
+        }
+    }
+
     pub(super) fn of(scrubber: &Scrubber, key: &str) -> KeyClass {
         KeyClass {
             safe_key: scrubber.safe_by_key.iter().any(|(k, _)| k == key)
@@ -409,6 +419,7 @@ impl<'j> Pass<'_, 'j> {
     }
 
     fn object(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+        let open = self.pos;
         self.expect(b'{')?;
         self.ws();
         if self.peek()? == b'}' {
@@ -418,6 +429,9 @@ impl<'j> Pass<'_, 'j> {
         // `{"name": "password", "value": "..."}`: the name is the value's key.
         let mut named: Option<KeyClass> = None;
         let mut value_seen = false;
+        // The secret slots of a log message's template beside its
+        // parameters, read (ahead) at the first parameter.
+        let mut slots: Option<Slots> = None;
         loop {
             self.ws();
             let (_, _, key) = self.string()?;
@@ -434,14 +448,27 @@ impl<'j> Pass<'_, 'j> {
             path.push(Seg::Key(key));
             let class = self.class_of(key);
             let start = self.pos;
-            match (key, named) {
-                ("value", Some(name)) => self.entry(
+            match (key, named, param_key(key)) {
+                ("value", Some(name), _) => self.entry(
                     KeyClass {
                         safe_key: class.safe_key,
                         ..name
                     },
                     path,
                 )?,
+                (_, _, Some(param)) => {
+                    if slots.is_none() {
+                        slots = Some(self.slots_ahead(open)?);
+                    }
+                    let slots = slots.as_ref().expect("read above");
+                    match param {
+                        ParamKey::All if !slots.is_empty() => self.params(class, slots, path)?,
+                        ParamKey::One(slot) if slots.has(slot) => {
+                            self.entry(class.secret(), path)?
+                        }
+                        _ => self.entry(class, path)?,
+                    }
+                }
                 _ => self.entry(class, path)?,
             }
             path.pop();
@@ -484,7 +511,8 @@ impl<'j> Pass<'_, 'j> {
         }
         let mut index = 0;
         // The option named by the argument before, when it is a sensitive
-        // flag alone: `["--password", "hunter2"]` (argv).
+        // flag alone: `["--password", "hunter2"]` (argv), `["token:", "abc"]`
+        // (a console line's arguments).
         let mut flag: Option<KeyClass> = None;
         loop {
             self.ws();
@@ -549,10 +577,15 @@ impl<'j> Pass<'_, 'j> {
 
     /// What the value from `start` to the cursor says as an argument: the
     /// class of the option it names, when it is a string that is a
-    /// sensitive flag alone (`"--password"`).
+    /// sensitive flag alone (`"--password"`, `"token:"`).
     #[inline]
     fn flag_in(&self, start: usize) -> Result<Option<KeyClass>, Fallback> {
-        if self.bytes.get(start + 1) != Some(&b'-') || self.bytes[start] != b'"' {
+        if self.bytes[start] != b'"' {
+            return Ok(None);
+        }
+        // A flag (`"--password"`), or a key with its separator last (`"token:"`).
+        let inner = &self.bytes[start + 1..self.pos - 1];
+        if inner.first() != Some(&b'-') && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'=')) {
             return Ok(None);
         }
         let raw = &self.text[start..self.pos];
@@ -565,6 +598,141 @@ impl<'j> Pass<'_, 'j> {
         Ok(scrubber
             .sensitive_flag(Some(&arg))
             .map(|name| KeyClass::of(scrubber, name)))
+    }
+
+    /// A log message's parameters (`params`: a list by position, or an
+    /// object by name) beside a template whose `slots` hold secrets; as
+    /// the tree pass walks them.
+    fn params(
+        &mut self,
+        class: KeyClass,
+        slots: &Slots,
+        path: &mut Vec<Seg<'j>>,
+    ) -> Result<(), Fallback> {
+        if self.walk.scrubber.may_be_safe(class.safe_key) && self.walk.skip(path) {
+            return self.skip_value();
+        }
+        let by_name = match self.peek()? {
+            b'[' => false,
+            b'{' => true,
+            _ => return self.value(path),
+        };
+        self.pos += 1;
+        self.ws();
+        if matches!(self.peek()?, b']' | b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            self.ws();
+            if by_name {
+                let (_, _, key) = self.string()?;
+                let Cow::Borrowed(key) = key else {
+                    return Err(Fallback);
+                };
+                self.ws();
+                self.expect(b':')?;
+                self.ws();
+                path.push(Seg::Key(key));
+                let class = self.class_of(key);
+                match slots.has(key) {
+                    true => self.entry(class.secret(), path)?,
+                    false => self.entry(class, path)?,
+                }
+            } else {
+                path.push(Seg::Index(index));
+                if slots.has_index(index) {
+                    self.entry(KeyClass::of(self.walk.scrubber, "").secret(), path)?;
+                } else if self.walk.skip(path) {
+                    self.skip_value()?;
+                } else {
+                    self.value(path)?;
+                }
+            }
+            path.pop();
+            index += 1;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' | b'}' => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    /// The secret slots of the template in the object that opens at
+    /// `open` (a look ahead; the cursor stays): see [`template_of`].
+    fn slots_ahead(&mut self, open: usize) -> Result<Slots, Fallback> {
+        let saved = self.pos;
+        self.pos = open;
+        let template = self.template_ahead();
+        self.pos = saved;
+        Ok(template?
+            .map(|t| self.walk.scrubber.secret_slots(&t))
+            .unwrap_or_default())
+    }
+
+    /// [`template_of`] over the text of the object at the cursor.
+    fn template_ahead(&mut self) -> Result<Option<Cow<'j, str>>, Fallback> {
+        self.expect(b'{')?;
+        let (mut attribute, mut message) = (None, None);
+        loop {
+            self.ws();
+            if self.peek()? == b'}' {
+                break;
+            }
+            let (_, _, key) = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            match (&*key, self.peek()?) {
+                (TEMPLATE_ATTRIBUTE, b'"') => attribute = Some(self.string()?.2),
+                (TEMPLATE_ATTRIBUTE, b'{') => attribute = self.typed_value_ahead()?,
+                ("message", b'"') => message = Some(self.string()?.2),
+                _ => self.skip_value()?,
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => break,
+                _ => return Err(Fallback),
+            }
+        }
+        Ok(attribute.or(message))
+    }
+
+    /// The string `value` of the object at the cursor, if it has one.
+    fn typed_value_ahead(&mut self) -> Result<Option<Cow<'j, str>>, Fallback> {
+        self.expect(b'{')?;
+        let mut value = None;
+        loop {
+            self.ws();
+            if self.peek()? == b'}' {
+                self.pos += 1;
+                return Ok(value);
+            }
+            let (_, _, key) = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            match (&*key, self.peek()?) {
+                ("value", b'"') => value = Some(self.string()?.2),
+                _ => self.skip_value()?,
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Ok(value);
+                }
+                _ => return Err(Fallback),
+            }
+        }
     }
 
     /// Whether the array at the cursor is a `[string, value]` pair (a look

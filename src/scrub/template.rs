@@ -1,0 +1,222 @@
+//! A log message's parameters, judged by where they stand in its template.
+//!
+//! SDKs send a logged message twice: formatted (`login failed password=hunter2`,
+//! which the text rules scrub), and as its template with the parameters
+//! apart (`password=%s` and `["hunter2"]`: Python's logging integration in
+//! `logentry`, Java's in `message`; the `sentry.message.template` and
+//! `sentry.message.parameter.N` attributes of Sentry logs). A parameter
+//! alone says nothing of what it is; its slot in the template does. So the
+//! template is scrubbed with a stand-in in each slot, and a parameter whose
+//! stand-in the rules redacted is a secret, redacted whole as a value
+//! under a sensitive key is.
+
+use serde_json::{Map, Value};
+
+use super::Scrubber;
+
+/// The attribute of a Sentry log (or span) that holds its message's template.
+pub const TEMPLATE_ATTRIBUTE: &str = "sentry.message.template";
+
+/// The prefix of the attributes that hold a Sentry log's parameters, each
+/// named by its slot (`sentry.message.parameter.0`, `...parameter.user`).
+const PARAMETER_PREFIX: &str = "sentry.message.parameter.";
+
+/// Slots read from one template at most: the parameters of the rest are
+/// judged as any value is.
+const MAX_SLOTS: usize = 64;
+
+/// The names of a template's slots whose parameter is a secret: a
+/// position (`"0"`), or the name a slot gives (`%(user)s`, `{user}`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Slots(Vec<Box<str>>);
+
+impl Slots {
+    /// Whether no parameter is a secret.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the parameter named `name` (a position or a slot's name) is a secret.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|n| &**n == name)
+    }
+
+    /// Whether the parameter at position `i` is a secret.
+    pub fn has_index(&self, i: usize) -> bool {
+        self.0.iter().any(|n| n.parse() == Ok(i))
+    }
+}
+
+/// What a key of an object that holds a template names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKey<'k> {
+    /// The parameters together (`params`: a list by position, or an object
+    /// by name).
+    All,
+    /// One parameter (`sentry.message.parameter.0`: `"0"`).
+    One(&'k str),
+}
+
+/// What `key` names among a template's parameters, if anything.
+pub fn param_key(key: &str) -> Option<ParamKey<'_>> {
+    if key == "params" {
+        return Some(ParamKey::All);
+    }
+    key.strip_prefix(PARAMETER_PREFIX).map(ParamKey::One)
+}
+
+/// The template an object holds beside its parameters: a log's
+/// `sentry.message.template` attribute (a string, or typed:
+/// `{"value": "...", "type": "string"}`), else its `message`.
+pub fn template_of(map: &Map<String, Value>) -> Option<&str> {
+    let attribute = match map.get(TEMPLATE_ATTRIBUTE) {
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(Value::Object(typed)) => typed.get("value").and_then(Value::as_str),
+        _ => None,
+    };
+    attribute.or_else(|| map.get("message").and_then(Value::as_str))
+}
+
+/// Each slot of a template, in order: where it is, and the names its
+/// parameter may go by. printf's (`%s`, `%5.2f`, `%(user)s`; `%%` is no
+/// slot) and braces (`{}`, `{0}`, `{user}`, `{user:>8}`; `{{` is no slot).
+/// A slot by position or a bare `%s` is named by its position among the
+/// slots without a name of their own; one named `{user}` answers to its
+/// name and to its position too (.NET's and Serilog's templates name their
+/// slots and pass the values by position). At most [`MAX_SLOTS`].
+pub fn slots(template: &str) -> Vec<(std::ops::Range<usize>, Vec<String>)> {
+    let b = template.as_bytes();
+    let mut out = Vec::new();
+    let mut next = 0usize;
+    let mut at = 0;
+    while at < b.len() && out.len() < MAX_SLOTS {
+        let found = match b[at] {
+            b'%' if b.get(at + 1) == Some(&b'%') => {
+                at += 2;
+                continue;
+            }
+            b'{' if b.get(at + 1) == Some(&b'{') => {
+                at += 2;
+                continue;
+            }
+            b'%' => printf_slot(b, at),
+            b'{' => brace_slot(b, at),
+            _ => None,
+        };
+        let Some((end, name)) = found else {
+            at += 1;
+            continue;
+        };
+        let names = match name {
+            Name::Next => {
+                next += 1;
+                vec![(next - 1).to_string()]
+            }
+            Name::Index(i) => vec![i.to_string()],
+            Name::Named(n) => {
+                next += 1;
+                vec![n.to_owned(), (next - 1).to_string()]
+            }
+            Name::Key(n) => vec![n.to_owned()],
+        };
+        out.push((at..end, names));
+        at = end;
+    }
+    out
+}
+
+/// How a slot names its parameter.
+enum Name<'t> {
+    /// By its place among the unnamed slots (`%s`, `{}`).
+    Next,
+    /// By an explicit position (`{1}`).
+    Index(usize),
+    /// By a name, and by its place too (`{user}`).
+    Named(&'t str),
+    /// By a key of a mapping only (`%(user)s`).
+    Key(&'t str),
+}
+
+/// A printf slot at `at` (a `%`): its end and name.
+fn printf_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
+    let mut i = at + 1;
+    let mut key = None;
+    if b.get(i) == Some(&b'(') {
+        let close = i + b[i..].iter().take(65).position(|&c| c == b')')?;
+        key = Some(std::str::from_utf8(&b[i + 1..close]).ok()?);
+        i = close + 1;
+    }
+    while b.get(i).is_some_and(|c| b"-#0 +'".contains(c)) {
+        i += 1;
+    }
+    while b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'*' || *c == b'.') {
+        i += 1;
+    }
+    while b.get(i).is_some_and(|c| b"hlLqjzt".contains(c)) {
+        i += 1;
+    }
+    if !b.get(i).is_some_and(|c| b"diouxXeEfFgGcrsaSp@".contains(c)) {
+        return None;
+    }
+    Some((i + 1, key.map_or(Name::Next, Name::Key)))
+}
+
+/// A brace slot at `at` (a `{`): its end and name. What is inside must be
+/// nothing, a position or a name (with a format after `:` or `!`): JSON
+/// or code in a message (`{"a": 1}`) is no slot.
+fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
+    let close = at + 1 + b[at + 1..].iter().take(65).position(|&c| c == b'}')?;
+    let inner = std::str::from_utf8(&b[at + 1..close]).ok()?;
+    if inner.contains('{') {
+        return None;
+    }
+    let field = inner.split([':', '!', ',']).next().unwrap_or_default().trim();
+    let name = if field.is_empty() && !inner.starts_with(' ') {
+        Name::Next
+    } else if let Ok(i) = field.parse::<usize>() {
+        Name::Index(i)
+    } else if field
+        .trim_start_matches('@')
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && field.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_' || c == '@')
+    {
+        Name::Named(field.trim_start_matches('@'))
+    } else {
+        return None;
+    };
+    Some((close + 1, name))
+}
+
+impl Scrubber {
+    /// The slots of `template` whose parameter is a secret: the template is
+    /// scrubbed with a stand-in in each slot, and a slot whose stand-in was
+    /// redacted (after `password=`, `--token `, in `https://%s:%s@host`...)
+    /// holds a secret. The stand-ins have letters and digits, as a secret
+    /// has, so that no rule takes them for prose or a placeholder.
+    pub fn secret_slots(&self, template: &str) -> Slots {
+        let slots = slots(template);
+        if slots.is_empty() {
+            return Slots::default();
+        }
+        let stand_in = |i: usize| format!("Zq{i}x7Kv");
+        let mut probe = String::with_capacity(template.len() + 8 * slots.len());
+        let mut copied = 0;
+        for (i, (range, _)) in slots.iter().enumerate() {
+            probe.push_str(&template[copied..range.start]);
+            probe.push_str(&stand_in(i));
+            copied = range.end;
+        }
+        probe.push_str(&template[copied..]);
+        let Some(scrubbed) = self.scrub_str(&probe, &[], &mut Vec::new()) else {
+            return Slots::default();
+        };
+        let mut secret = Vec::new();
+        for (i, (_, names)) in slots.into_iter().enumerate() {
+            if !scrubbed.contains(&stand_in(i)) {
+                secret.extend(names.into_iter().map(String::into_boxed_str));
+            }
+        }
+        Slots(secret)
+    }
+}
