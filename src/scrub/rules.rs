@@ -1180,7 +1180,9 @@ fn email(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usi
     // path: an address before a `:` and a word (a cache key,
     // `user:alice@example.com:prefs`; `alice@example.com: invalid`) is
     // still an address.
-    let after = haystack.as_bytes()[end..].strip_prefix(b":").unwrap_or_default();
+    let after = haystack.as_bytes()[end..]
+        .strip_prefix(b":")
+        .unwrap_or_default();
     let path = &after[..after
         .iter()
         .position(|c| c.is_ascii_whitespace() || b"\"'`,;)]}".contains(c))

@@ -149,7 +149,10 @@ fn printf_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
     while b.get(i).is_some_and(|c| b"-#0 +'".contains(c)) {
         i += 1;
     }
-    while b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'*' || *c == b'.') {
+    while b
+        .get(i)
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'*' || *c == b'.')
+    {
         i += 1;
     }
     while b.get(i).is_some_and(|c| b"hlLqjzt".contains(c)) {
@@ -170,7 +173,11 @@ fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
     if inner.contains('{') {
         return None;
     }
-    let field = inner.split([':', '!', ',']).next().unwrap_or_default().trim();
+    let field = inner
+        .split([':', '!', ','])
+        .next()
+        .unwrap_or_default()
+        .trim();
     let name = if field.is_empty() && !inner.starts_with(' ') {
         Name::Next
     } else if let Ok(i) = field.parse::<usize>() {
@@ -179,7 +186,10 @@ fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
         .trim_start_matches('@')
         .chars()
         .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-        && field.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_' || c == '@')
+        && field
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '@')
     {
         Name::Named(field.trim_start_matches('@'))
     } else {

@@ -1200,7 +1200,10 @@ fn releases_attributes_pairs_and_prose() {
         ("mail bob@example.com: bounced", "bob@"),
         // An address in a cache key, and before a `:` and a word.
         ("GET user:alice.smith@example.com:prefs", "alice"),
-        ("login failed for alice.smith@example.com:invalid password", "alice"),
+        (
+            "login failed for alice.smith@example.com:invalid password",
+            "alice",
+        ),
         ("\"alice@example.com\":\"x\"", "alice"),
     ] {
         let out = text(input);
@@ -1854,10 +1857,7 @@ fn log_parameters_in_secret_slots_are_redacted() {
     // Nothing secret in the template: the parameters are scrubbed as values.
     let plain = r#"{"logentry":{"message":"order %s for %s: {} items, 100%% done, {{literal}}","params":["A-1","alice@example.com","3"]}}"#;
     let tree = both_ways(&s, plain).expect("the text pass takes log parameters");
-    assert_eq!(
-        tree["logentry"]["params"],
-        json!(["A-1", "[email]", "3"])
-    );
+    assert_eq!(tree["logentry"]["params"], json!(["A-1", "[email]", "3"]));
     assert!(s.secret_slots("user %s did %s at {}").is_empty());
 }
 
@@ -1866,20 +1866,28 @@ fn log_parameters_in_secret_slots_are_redacted() {
 fn template_slots_are_read_as_printf_and_braces_write_them() {
     use crate::scrub::template::slots;
     let names = |t: &str| -> Vec<Vec<String>> { slots(t).into_iter().map(|(_, n)| n).collect() };
-    assert_eq!(names("a %s b %5.2f c %-3d %%s %(key)r"), [vec!["0"], vec!["1"], vec!["2"], vec!["key"]]);
-    assert_eq!(names("{} {1} {name} {user:>8} {{x}} {@Id}"), [
-        vec!["0".to_owned()],
-        vec!["1".to_owned()],
-        vec!["name".to_owned(), "1".to_owned()],
-        vec!["user".to_owned(), "2".to_owned()],
-        vec!["Id".to_owned(), "3".to_owned()],
-    ]);
+    assert_eq!(
+        names("a %s b %5.2f c %-3d %%s %(key)r"),
+        [vec!["0"], vec!["1"], vec!["2"], vec!["key"]]
+    );
+    assert_eq!(
+        names("{} {1} {name} {user:>8} {{x}} {@Id}"),
+        [
+            vec!["0".to_owned()],
+            vec!["1".to_owned()],
+            vec!["name".to_owned(), "1".to_owned()],
+            vec!["user".to_owned(), "2".to_owned()],
+            vec!["Id".to_owned(), "3".to_owned()],
+        ]
+    );
     // JSON or code in a message has no slot; nor has a lone `%` or `{`.
     assert!(names(r#"payload {"a": 1} at 50% { x"#).is_empty());
     let s = scrubber();
     assert!(s.secret_slots("password=%s").has_index(0));
     assert!(s.secret_slots("--api-key {}").has_index(0));
-    assert!(s.secret_slots("password={secret} user={user}").has("secret"));
+    assert!(s
+        .secret_slots("password={secret} user={user}")
+        .has("secret"));
     assert!(!s.secret_slots("password={secret} user={user}").has("user"));
 }
 
@@ -1896,7 +1904,10 @@ fn console_arguments_after_a_sensitive_key_are_redacted() {
     let tree = both_ways(&s, event).expect("the text pass takes console arguments");
     let crumbs = &tree["breadcrumbs"]["values"];
     assert_eq!(crumbs[0]["message"], "token: [Filtered]");
-    assert_eq!(crumbs[0]["data"]["arguments"], json!(["token:", "[Filtered]"]));
+    assert_eq!(
+        crumbs[0]["data"]["arguments"],
+        json!(["token:", "[Filtered]"])
+    );
     assert_eq!(
         crumbs[1]["data"]["arguments"],
         json!(["password =", {"value": "[Filtered]"}, "Status:", "ok", "Session:", "-1"])

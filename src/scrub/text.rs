@@ -585,7 +585,9 @@ impl<'j> Pass<'_, 'j> {
         }
         // A flag (`"--password"`), or a key with its separator last (`"token:"`).
         let inner = &self.bytes[start + 1..self.pos - 1];
-        if inner.first() != Some(&b'-') && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'=')) {
+        if inner.first() != Some(&b'-')
+            && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'='))
+        {
             return Ok(None);
         }
         let raw = &self.text[start..self.pos];

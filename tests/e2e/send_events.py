@@ -1,33 +1,62 @@
 """Sends error events to a relay with the real Python sentry-sdk and prints their ids as JSON.
 
-Usage: send_events.py DSN COMPRESSION COUNT [LOG]   (COMPRESSION: gzip or br)
+Usage: send_events.py DSN COMPRESSION COUNT [LOG [LOGGED]]   (COMPRESSION: gzip or br)
 
-With LOG, each event carries that text as a gzip'd log attachment
-(`app.log.1.gz`, `application/gzip`), as an app attaches a rotated log.
+With LOG (not empty), each event carries that text as a gzip'd log
+attachment (`app.log.1.gz`, `application/gzip`), as an app attaches a
+rotated log.
+
+With LOGGED (`logged`), each error is reported through Python's logging,
+as the SDK's logging integration does by default: `logger.exception` with
+a password among the message's parameters (the event's `logentry`), after
+a `logger.warning` with an API key among its parameters, sent as a Sentry
+log (`enable_logs`: `sentry.message.parameter.N` attributes).
 """
 import gzip
 import json
+import logging
 import sys
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
+
+# The secrets the logged messages carry as parameters.
+PASSWORD = "Hunt3rTwo!"
+API_KEY = "ak-5f9e2c1d7b"
 
 
-def main(dsn: str, compression: str, count: int, log: str | None) -> None:
+def main(dsn: str, compression: str, count: int, log: str | None, logged: bool) -> None:
     if compression == "br":
         import brotli  # noqa: F401  (the SDK silently falls back to gzip without it)
+    integrations = []
+    if logged:
+        integrations.append(
+            LoggingIntegration(
+                level=None, event_level=logging.ERROR, sentry_logs_level=logging.WARNING
+            )
+        )
     sentry_sdk.init(
         dsn=dsn,
         release="shop@2.4.1",
         environment="production",
         default_integrations=False,
+        integrations=integrations,
+        enable_logs=logged,
         _experiments={"transport_compression_algo": compression},
     )
+    logger = logging.getLogger("shop.checkout")
+    logger.addHandler(logging.NullHandler())  # the SDK's, not stderr
     ids = []
     for i in range(count):
         try:
             raise ValueError(f"order {i} could not be charged")
         except ValueError:
-            if log is None:
+            if logged:
+                logger.warning("retrying with --api-key %s for %s", API_KEY, "bob")
+                logger.exception("login failed password=%s for %s", PASSWORD, "bob")
+                ids.append(sentry_sdk.last_event_id())
+                continue
+            if not log:
                 ids.append(sentry_sdk.capture_exception())
                 continue
             with sentry_sdk.new_scope() as scope:
@@ -44,4 +73,10 @@ def main(dsn: str, compression: str, count: int, log: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)
+    main(
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        sys.argv[4] if len(sys.argv) > 4 else None,
+        len(sys.argv) > 5 and sys.argv[5] == "logged",
+    )

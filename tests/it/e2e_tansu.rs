@@ -159,11 +159,12 @@ impl Tansu {
 }
 
 /// The topics the relay's tests read.
-pub const TANSU_TOPICS: [&str; 4] = [
+pub const TANSU_TOPICS: [&str; 5] = [
     "ingest-events",
     "ingest-transactions",
     "ingest-attachments",
     "ingest-sessions",
+    "ingest-logs",
 ];
 
 fn start_tansu(dir: &std::path::Path) -> (Tansu, String) {
@@ -272,22 +273,42 @@ const LOG: &str = "2026-12-07T10:00:00Z INFO login alice.smith@example.com token
                    2026-12-07T10:00:01Z INFO order 4111111111111112 shipped\n";
 
 fn python_sdk_send(python: &PathBuf, dsn: &str, compression: &str, count: usize) -> Vec<String> {
-    python_sdk_send_with(python, dsn, compression, count, None)
+    python_sdk_send_with(python, dsn, compression, count, Sent::Plain)
 }
 
-/// [`python_sdk_send`], each event with `log` attached gzip'd if given.
+/// What each event of [`python_sdk_send_with`] comes with.
+enum Sent<'a> {
+    /// Nothing more.
+    Plain,
+    /// This log attached gzip'd.
+    Log(&'a str),
+    /// Reported through Python's logging, with a password among the
+    /// message's parameters, after a Sentry log with an API key among its
+    /// parameters (see `send_events.py`).
+    Logged,
+}
+
+/// The password and the API key `send_events.py` logs as parameters.
+const LOGGED_SECRETS: [&str; 2] = ["Hunt3rTwo!", "ak-5f9e2c1d7b"];
+
+/// [`python_sdk_send`], each event with what `sent` says.
 fn python_sdk_send_with(
     python: &PathBuf,
     dsn: &str,
     compression: &str,
     count: usize,
-    log: Option<&str>,
+    sent: Sent<'_>,
 ) -> Vec<String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/send_events.py");
+    let extra: &[&str] = match sent {
+        Sent::Plain => &[],
+        Sent::Log(log) => &[log],
+        Sent::Logged => &["", "logged"],
+    };
     let out = Command::new(python)
         .arg(script)
         .args([dsn, compression, &count.to_string()])
-        .args(log)
+        .args(extra)
         .output()
         .expect("python runs");
     assert!(
@@ -330,13 +351,17 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
     let (python_gzip, dsn_gzip) = (python.clone(), dsn.clone());
     // The gzip'd events each carry a gzip'd log: it reaches tansu gzip'd and scrubbed.
     let gzip_ids = tokio::task::spawn_blocking(move || {
-        python_sdk_send_with(&python_gzip, &dsn_gzip, "gzip", 5, Some(LOG))
+        python_sdk_send_with(&python_gzip, &dsn_gzip, "gzip", 5, Sent::Log(LOG))
     })
     .await
     .unwrap();
-    let br_ids = tokio::task::spawn_blocking(move || python_sdk_send(&python, &dsn, "br", 5))
-        .await
-        .unwrap();
+    // The br events come through Python's logging, with secrets among the
+    // logged messages' parameters.
+    let br_ids = tokio::task::spawn_blocking(move || {
+        python_sdk_send_with(&python, &dsn, "br", 5, Sent::Logged)
+    })
+    .await
+    .unwrap();
 
     let got = consume_async(brokers.clone(), &["ingest-events"], 10).await;
     let mut keys: Vec<String> = got.iter().map(|m| m.key.clone()).collect();
@@ -351,6 +376,41 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
         humantime::parse_rfc3339(&m.headers["received_at"]).expect("RFC 3339");
         let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(event["exception"]["values"][0]["type"], "ValueError");
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(
+            !LOGGED_SECRETS.iter().any(|s| text.contains(s)),
+            "a logged secret reached Kafka: {text}"
+        );
+        if br_ids.contains(&m.key) {
+            assert_eq!(
+                event["logentry"]["params"],
+                serde_json::json!(["[Filtered]", "bob"]),
+                "the logged password, by its slot: {text}"
+            );
+        }
+    }
+    // The Sentry logs, in as many items as the SDK batched them in: ten
+    // logs, each parameter in a secret slot redacted, the others kept.
+    let logged = consume_async(brokers.clone(), &["ingest-logs"], 1).await;
+    let mut logs = Vec::new();
+    for m in &logged {
+        assert_eq!(m.headers["item_type"], "log");
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(
+            !LOGGED_SECRETS.iter().any(|s| text.contains(s)),
+            "a logged secret reached Kafka: {text}"
+        );
+        let item: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        logs.extend(item["items"].as_array().expect("a log item's logs").clone());
+    }
+    assert_eq!(logs.len(), 10, "two logs per event: {logged:?}");
+    for log in &logs {
+        let attributes = &log["attributes"];
+        assert_eq!(
+            attributes["sentry.message.parameter.0"]["value"],
+            "[Filtered]"
+        );
+        assert_eq!(attributes["sentry.message.parameter.1"]["value"], "bob");
     }
     let logs = consume_async(brokers.clone(), &["ingest-attachments"], 5).await;
     let mut keys: Vec<String> = logs.iter().map(|m| m.key.clone()).collect();
@@ -379,13 +439,21 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
         .text()
         .await
         .unwrap();
-    for encoding in ["gzip", "br"] {
-        let line = format!("edge_relay_request_encodings_total{{encoding=\"{encoding}\"}} 5");
-        assert!(
-            metrics.contains(&line),
-            "the SDK sent {encoding}: {metrics}"
-        );
-    }
+    // Five events each, and with br the logs' envelopes besides.
+    let requests = |encoding: &str| -> usize {
+        let line = format!("edge_relay_request_encodings_total{{encoding=\"{encoding}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the SDK sent {encoding}: {metrics}"))
+    };
+    assert_eq!(requests("gzip"), 5);
+    let br = requests("br");
+    assert!(
+        (6..=15).contains(&br),
+        "five events, then one to ten envelopes of logs: {br}"
+    );
 
     // The Python SDK backs off after a 429: of five errors, one is accepted,
     // one is refused, and three are never sent.

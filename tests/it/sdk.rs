@@ -286,3 +286,62 @@ async fn rust_sdk_gzipped_log_attachments_are_scrubbed_or_refused() {
         ) >= 1.0
     );
 }
+
+/// A logged message's parameters and a console line's arguments, as SDKs
+/// send them beside the joined text: the Rust SDK's `logentry` (template
+/// and positional parameters) and breadcrumbs with `data.arguments`, as
+/// the browser and Node SDKs record `console.log("token:", t)`. The
+/// secrets among them never reach Kafka; the other parameters stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+    let event_id = tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        hub.add_breadcrumb(sentry::Breadcrumb {
+            category: Some("console".into()),
+            message: Some("token: C0ns0leTok3n99".into()),
+            data: [(
+                "arguments".to_owned(),
+                serde_json::json!(["token:", "C0ns0leTok3n99"]),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
+        let event = Event {
+            logentry: Some(sentry::protocol::LogEntry {
+                message: "login failed password=%s for %s (attempt {})".into(),
+                params: vec!["Hunt3rTwo!".into(), "bob".into(), 3.into()],
+            }),
+            level: Level::Error,
+            ..Default::default()
+        };
+        let id = hub.capture_event(event).simple().to_string();
+        assert!(client.flush(Some(Duration::from_secs(30))));
+        id
+    })
+    .await
+    .unwrap();
+
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].key, event_id);
+    let text = String::from_utf8_lossy(&got[0].payload);
+    for secret in ["Hunt3rTwo!", "C0ns0leTok3n99"] {
+        assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
+    }
+    let event: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
+    assert_eq!(
+        event["logentry"]["params"],
+        serde_json::json!(["[Filtered]", "bob", 3])
+    );
+    let crumb = &event["breadcrumbs"]["values"][0];
+    assert_eq!(crumb["message"], "token: [Filtered]");
+    assert_eq!(
+        crumb["data"]["arguments"],
+        serde_json::json!(["token:", "[Filtered]"])
+    );
+}
