@@ -679,7 +679,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 82] = [
+const SENSITIVE_SUBSTRINGS: [&str; 111] = [
     "password",
     "passwd",
     "secret",
@@ -736,6 +736,41 @@ const SENSITIVE_SUBSTRINGS: [&str; 82] = [
     "securitycode",
     "pin_code",
     "pincode",
+    // Card codes as payment forms name them (Authorize.net's `cardCode`),
+    // and one-time codes of second factors and sign-up checks.
+    "cardcode",
+    "card_code",
+    "mfa_code",
+    "mfacode",
+    "verification_code",
+    "verificationcode",
+    // Passwords whose key glues a word before a short one (`$dbpass`,
+    // `DB_PWD` is a word already), and more keys: Fernet (Airflow's
+    // `FERNET_KEY`), AES, JWT and licence keys, Datadog's application
+    // key, Honeycomb's key header (`X-Honeycomb-Team`).
+    "dbpass",
+    "dbpwd",
+    "userpass",
+    "rootpass",
+    "rootpw",
+    "adminpass",
+    "adminpwd",
+    "sshpass",
+    "smtppass",
+    "ftppass",
+    "mailpass",
+    "fernet_key",
+    "fernetkey",
+    "aes_key",
+    "aeskey",
+    "jwt_key",
+    "license_key",
+    "license-key",
+    "licensekey",
+    "licence_key",
+    "application_key",
+    "application-key",
+    "honeycomb-team",
     // "Password" in other languages, as login and sign-up forms name their
     // fields: German (`Passwort`, and `Paßwort` as it was spelled before
     // 1996), Spanish (`contraseña`, `contrasena`), French, Portuguese,
@@ -785,9 +820,11 @@ const SENSITIVE_SUBSTRINGS: [&str; 82] = [
 /// longer words: Polish and Czech (`haslo`, not `hasLocation`; `heslo`),
 /// Italian, Romanian and Turkish (`parola`), Spanish (`clave`), French
 /// (`mdp`, not `mdpi`), Norwegian (`passord`, not `passorder`).
-const SENSITIVE_WORDS: [&str; 17] = [
+const SENSITIVE_WORDS: [&str; 23] = [
     "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin", "haslo", "heslo",
-    "parola", "clave", "mdp", "passord",
+    "parola", "clave", "mdp",
+    "passord", // Password field names of web forms (`psw`), and more.
+    "psw", "pswd", "pword", "creds", "totp", "2fa",
 ];
 
 /// Keys whose values are client IP addresses.
@@ -897,7 +934,10 @@ impl KeyMatcher {
     /// Whether a sensitive word occurs anywhere in `text`: the cheap test
     /// before looking for `key=value` pairs in it.
     pub fn mentions(&self, text: &str) -> bool {
-        self.automaton.is_match(text) || self.own.as_ref().is_some_and(|own| own.is_match(text))
+        self.automaton.is_match(text)
+            || self.own.as_ref().is_some_and(|own| own.is_match(text))
+            || (self.token != usize::MAX
+                && memchr::memmem::find(text.as_bytes(), b"_KEY").is_some())
     }
 
     /// Whether values under this key are secrets.
@@ -938,7 +978,7 @@ impl KeyMatcher {
             own.find_overlapping_iter(key)
                 .any(|m| secret_at(m.start(), m.end(), true, false))
         });
-        match (secret, counts) {
+        match (secret || is_env_key(key), counts) {
             (true, _) => Sensitivity::Secret,
             (false, true) => Sensitivity::Counts,
             (false, false) => Sensitivity::None,
@@ -949,6 +989,18 @@ impl KeyMatcher {
     pub fn is_ip_field(key: &str) -> bool {
         IP_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
     }
+}
+
+/// Whether a key is an environment variable's name that ends in `_KEY`
+/// (`OPENAI_KEY`, `MAILGUN_KEY`, `SECRET_KEY_BASE` aside): upper case,
+/// digits and `_` only. Such variables hold keys; the built-in words
+/// cannot list every vendor's name before it.
+fn is_env_key(key: &str) -> bool {
+    key.len() > 4
+        && key.ends_with("_KEY")
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Words after a sensitive word that make the key about the secret, not
@@ -1531,6 +1583,33 @@ mod tests {
             "salasana",
             "adgangskode",
             "passord",
+            // Form, config and header names (not built of the words above).
+            "psw",
+            "pswd",
+            "pword",
+            "db_creds",
+            "awsCreds",
+            "$dbpass",
+            "DBPASS",
+            "dbpwd",
+            "userpass",
+            "rootpw",
+            "SSHPASS",
+            "cardCode",
+            "totp_code",
+            "totp",
+            "mfa_code",
+            "verification_code",
+            "AIRFLOW__CORE__FERNET_KEY",
+            "NEW_RELIC_LICENSE_KEY",
+            "MAILGUN_KEY",
+            "OPENAI_KEY",
+            "aes_key",
+            "jwt_key",
+            "license_key",
+            "DD-APPLICATION-KEY",
+            "X-Honeycomb-Team",
+            "X-License-Key",
             "jelszó",
             "hasło",
             "haslo",
@@ -1576,6 +1655,17 @@ mod tests {
             "mdpi_density",
             "classifier",
             "passorder_id",
+            "bypass_cache",
+            "compass",
+            "upswing",
+            "cache_key",
+            "primary_key",
+            "partition_key",
+            "Idempotency-Key",
+            "KEY",
+            "verification_code_sent_at",
+            "totp_enabled",
+            "2fa_enabled",
         ] {
             assert!(!m.is_sensitive(key), "{key}");
         }

@@ -1919,3 +1919,30 @@ fn console_arguments_after_a_sensitive_key_are_redacted() {
     assert_eq!(flag_name("--password="), None);
     assert_eq!(flag_name(":"), None);
 }
+
+/// Keys that name passwords and keys without the usual words: a web
+/// form's `psw`, a PHP config's `$dbpass`, second-factor codes, and an
+/// environment variable ending in `_KEY`, in a tree and in text.
+#[test]
+fn more_key_names_hide_their_values() {
+    let s = scrubber();
+    let event = r#"{"request":{"data":"uname=bob&psw=Hunt3rTwo!"},
+        "extra":{"environ":{"OPENAI_KEY":"sk-T3Blbk","AIRFLOW__CORE__FERNET_KEY":"Fern3tK3y=","PATH":"/usr/bin"},
+            "vars":{"dbpass":"x1","cardCode":"737","totp_code":"481516","creds":"('admin', 'x')","cache_key":"user:42"}},
+        "message":"boot with MAILGUN_KEY=key-0123abcd and OTHER=1"}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes these");
+    assert_eq!(tree["request"]["data"], "uname=bob&psw=[Filtered]");
+    let environ = &tree["extra"]["environ"];
+    assert_eq!(environ["OPENAI_KEY"], "[Filtered]");
+    assert_eq!(environ["AIRFLOW__CORE__FERNET_KEY"], "[Filtered]");
+    assert_eq!(environ["PATH"], "/usr/bin");
+    let vars = &tree["extra"]["vars"];
+    for key in ["dbpass", "cardCode", "totp_code", "creds"] {
+        assert_eq!(vars[key], "[Filtered]", "{key}");
+    }
+    assert_eq!(vars["cache_key"], "user:42");
+    assert_eq!(
+        tree["message"],
+        "boot with MAILGUN_KEY=[Filtered] and OTHER=1"
+    );
+}
