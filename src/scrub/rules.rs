@@ -211,18 +211,37 @@ pub const BUILTINS: &[Builtin] = &[
               | (?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}  # Stripe secret and restricted keys
               | gh[pousr]_[A-Za-z0-9]{30,}         # GitHub tokens
               | github_pat_[A-Za-z0-9_]{40,}
-              | xox[abprs]-[A-Za-z0-9-]{10,}       # Slack tokens
+              | xox[abeprs]-[A-Za-z0-9-]{10,}      # Slack tokens (xoxe: refresh)
               | AIza[0-9A-Za-z_-]{35}              # Google API keys
               | glpat-[0-9A-Za-z_-]{20,}           # GitLab tokens
               | npm_[A-Za-z0-9]{36}                # npm tokens
               | whsec_[A-Za-z0-9+/=]{20,}          # Stripe webhook secrets
-              | sk-(?:proj|ant|svcacct)-[A-Za-z0-9_-]{20,}  # OpenAI and Anthropic keys
+              | sk-(?:proj|ant|svcacct|admin|None)-[A-Za-z0-9_-]{20,}  # OpenAI and Anthropic keys
+              | sk-[A-Za-z0-9]{48}                 # OpenAI keys of before 2024
               | SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}  # SendGrid keys
               | hooks\.slack\.com/services/[A-Za-z0-9/]{20,}  # Slack webhook URLs
               | discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{40,}  # Discord webhook URLs
               | bot[0-9]{8,10}:AA[A-Za-z0-9_-]{33}  # Telegram bot tokens (in their API URLs)
               | hf_[A-Za-z0-9]{34}                 # Hugging Face tokens
               | ya29\.[A-Za-z0-9_-]{20,}           # Google OAuth access tokens
+              | GOCSPX-[A-Za-z0-9_-]{28}           # Google OAuth client secrets
+              | sntry[su]_[A-Za-z0-9+/=_-]{40,}    # Sentry's own auth tokens
+              | shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}  # Shopify tokens
+              | hv[sbr]\.[A-Za-z0-9_-]{24,}        # HashiCorp Vault tokens
+              | do[opr]_v1_[a-f0-9]{64}            # DigitalOcean tokens
+              | pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}  # PyPI tokens
+              | ATATT3x[A-Za-z0-9_=-]{50,}         # Atlassian API tokens
+              | lin_api_[A-Za-z0-9]{40}            # Linear keys
+              | PMAK-[a-f0-9]{24}-[a-f0-9]{34}     # Postman keys
+              | gl(?:sa|c)_[A-Za-z0-9_+/=]{32,}    # Grafana tokens
+              | NRAK-[A-Z0-9]{27}                  # New Relic user keys
+              | gsk_[A-Za-z0-9]{52}                # Groq keys
+              | sbp_[a-f0-9]{40}                   # Supabase tokens
+              | dapi[a-f0-9]{32}                   # Databricks tokens
+              | AGE-SECRET-KEY-1[0-9A-Z]{58}       # age private keys
+              | SK[0-9a-fA-F]{32}                  # Twilio API keys
+              | key-[0-9a-f]{32}                   # Mailgun keys
+              | AAAA[A-Za-z0-9_-]{7}:APA91b[A-Za-z0-9_-]{100,}  # Firebase server keys
             )(?-u:\b)",
         group: 0,
         validator: Validator::None,

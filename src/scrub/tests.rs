@@ -1946,3 +1946,54 @@ fn more_key_names_hide_their_values() {
         "boot with MAILGUN_KEY=[Filtered] and OTHER=1"
     );
 }
+
+/// Vendors' keys and tokens in free text, told by their own prefixes and
+/// shapes (no key before them): Sentry's own auth tokens among them.
+#[test]
+fn more_vendor_tokens_in_text() {
+    let hex = |n: usize| "0123456789abcdef".repeat(8)[..n].to_owned();
+    let alnum = |n: usize| "Ab3dEf7hIj9kLm2nOp4qRs6tUv8wXy1z".repeat(8)[..n].to_owned();
+    let cases = [
+        format!(
+            "sntrys_eyJpYXQiOjE3MDAwMDAwMDAsInVybCI6Imh0dHBzOi8vc2VudHJ5LmlvIn0_{}",
+            alnum(43)
+        ),
+        format!("sntryu_{}", hex(64)),
+        format!("sk-{}", alnum(48)),
+        format!("sk-None-{}", alnum(40)),
+        format!("SK{}", hex(32)),
+        format!("key-{}", hex(32)),
+        format!("shpat_{}", hex(32)),
+        format!("hvs.{}", alnum(90)),
+        format!("dop_v1_{}", hex(64)),
+        format!("GOCSPX-{}", alnum(28)),
+        format!("pypi-AgEIcHlwaS5vcmc{}", alnum(60)),
+        format!("ATATT3x{}", alnum(120)),
+        format!("lin_api_{}", alnum(40)),
+        format!("PMAK-{}-{}", hex(24), hex(34)),
+        format!("glsa_{}_{}", alnum(32), hex(8)),
+        format!("NRAK-{}", "A1B2C3D4E5F6G7H8I9J0K1L2M3N"),
+        format!("gsk_{}", alnum(52)),
+        format!("sbp_{}", hex(40)),
+        format!("dapi{}", hex(32)),
+        format!(
+            "AGE-SECRET-KEY-1{}",
+            "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L".repeat(2)[..58].to_owned()
+        ),
+        format!("xoxe-1-{}", alnum(60)),
+        format!("AAAAbcD3fG5:APA91b{}", alnum(120)),
+    ];
+    for token in &cases {
+        let input = format!("request failed using {token} (retrying)");
+        let out = text(&input);
+        assert_eq!(out, "request failed using [cloudkey] (retrying)", "{token}");
+    }
+    // Look-alikes: a word, a short hex id, a commit, a UUID.
+    for input in [
+        "skip sk-learn and key-value stores",
+        "commit 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b by dapi",
+        "request 123e4567-e89b-12d3-a456-426614174000 of SKU SK-1234",
+    ] {
+        assert_eq!(text(input), input);
+    }
+}
