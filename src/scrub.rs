@@ -766,6 +766,7 @@ impl Scrubber {
     /// it, a `%2F` in a URL's password no `/`), then decoded, for what only
     /// shows so (`bob%40example.com`); when that finds a secret, it is
     /// written decoded with every secret redacted.
+    #[inline(always)]
     fn scrub_str(
         &self,
         s: &str,

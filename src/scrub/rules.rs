@@ -499,15 +499,18 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
 /// SDKs' breadcrumbs keep them in `data.arguments`). `None` for anything
 /// else, `--password=x` and `token: x` included.
 pub fn flag_name(arg: &str) -> Option<&str> {
-    let word = |c: &u8| c.is_ascii_alphanumeric() || b"_.-".contains(c);
+    let word = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
     if let Some(name) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) {
         let b = name.as_bytes();
         return (b.first()?.is_ascii_alphabetic() && b.iter().all(word)).then_some(name);
     }
-    let key = arg.trim_end().strip_suffix([':', '='])?.trim_end();
-    let b = key.as_bytes();
-    (b.len() <= 64 && b.first()?.is_ascii_alphabetic() && b.iter().all(|c| word(c) || *c == b' '))
-        .then_some(key)
+    let b = arg.as_bytes().trim_ascii_end();
+    let b = b.strip_suffix(b":").or_else(|| b.strip_suffix(b"="))?;
+    let b = b.trim_ascii_end();
+    // From the end: a line of code before its `:` (`def f(x):`) fails at once.
+    let key = |c: &u8| word(c) || *c == b' ';
+    (b.len() <= 64 && b.iter().rev().all(key) && b.first()?.is_ascii_alphabetic())
+        .then(|| &arg[..b.len()])
 }
 
 /// Long options followed by a value in a command line held in one string
@@ -884,6 +887,9 @@ pub struct KeyMatcher {
     words_from: usize,
     /// The id of the built-in `token` (`usize::MAX` without the built-ins).
     token: usize,
+    /// The id of `_key`, which only [`KeyMatcher::mentions`] counts
+    /// (`usize::MAX` without the built-ins).
+    env_key: usize,
     /// Configured words (substrings) that are not in `automaton`.
     own: Option<Arc<AhoCorasick>>,
 }
@@ -922,14 +928,25 @@ impl KeyMatcher {
             .iter()
             .position(|s| builtin && *s == "token")
             .unwrap_or(usize::MAX);
-        let patterns: Vec<&str> = substrings
+        let mut patterns: Vec<&str> = substrings
             .into_iter()
             .chain(builtin_words.iter().copied())
             .collect();
+        // `_KEY` last, for `mentions` only: text that holds
+        // `OPENAI_KEY=...` is searched for pairs; a key is judged by
+        // [`is_env_key`], not by this match.
+        let env_key = match builtin {
+            true => {
+                patterns.push("_key");
+                patterns.len() - 1
+            }
+            false => usize::MAX,
+        };
         KeyMatcher {
             automaton: automaton(&patterns, true),
             words_from,
             token,
+            env_key,
             own: None,
         }
     }
@@ -953,10 +970,7 @@ impl KeyMatcher {
     /// Whether a sensitive word occurs anywhere in `text`: the cheap test
     /// before looking for `key=value` pairs in it.
     pub fn mentions(&self, text: &str) -> bool {
-        self.automaton.is_match(text)
-            || self.own.as_ref().is_some_and(|own| own.is_match(text))
-            || (self.token != usize::MAX
-                && memchr::memmem::find(text.as_bytes(), b"_KEY").is_some())
+        self.automaton.is_match(text) || self.own.as_ref().is_some_and(|own| own.is_match(text))
     }
 
     /// Whether values under this key are secrets.
@@ -992,7 +1006,8 @@ impl KeyMatcher {
         };
         let secret = self.automaton.find_overlapping_iter(key).any(|m| {
             let id = m.pattern().as_usize();
-            secret_at(m.start(), m.end(), id < self.words_from, id == self.token)
+            id != self.env_key
+                && secret_at(m.start(), m.end(), id < self.words_from, id == self.token)
         }) || self.own.as_ref().is_some_and(|own| {
             own.find_overlapping_iter(key)
                 .any(|m| secret_at(m.start(), m.end(), true, false))

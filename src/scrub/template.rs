@@ -218,7 +218,7 @@ impl Scrubber {
             copied = range.end;
         }
         probe.push_str(&template[copied..]);
-        let Some(scrubbed) = self.scrub_str(&probe, &[], &mut Vec::new()) else {
+        let Some((scrubbed, _)) = self.scrub_text(&probe) else {
             return Slots::default();
         };
         let mut secret = Vec::new();

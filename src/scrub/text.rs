@@ -68,6 +68,7 @@ impl Scrubber {
             copied: 0,
             pairs_depth: 0,
             classes,
+            slots: None,
         };
         pass.ws();
         if pass.peek()? != b'{' {
@@ -116,6 +117,9 @@ struct Pass<'s, 'j> {
     pairs_depth: usize,
     /// What each key seen so far says, on this thread, by this scrubber.
     classes: &'s mut Classes,
+    /// The secret slots of the last template read, and where the object
+    /// that holds it opens (see [`Pass::parameter`]).
+    slots: Option<(usize, Slots)>,
 }
 
 /// What keys say, by key, as one scrubber classified them.
@@ -178,6 +182,8 @@ pub(super) struct KeyClass {
     ip: bool,
     /// Whether values under it are secrets (or counts, as numbers).
     sensitivity: Sensitivity,
+    /// It names a log message's parameters (see [`param_key`]).
+    param: bool,
 }
 
 impl KeyClass {
@@ -196,16 +202,24 @@ impl KeyClass {
                 || super::is_release_key(key),
             ip: KeyMatcher::is_ip_field(key),
             sensitivity: scrubber.keys.classify(key),
+            param: param_key(key).is_some(),
         }
     }
 }
 
 impl<'j> Pass<'_, 'j> {
     /// What `key` says, classified once per thread while it is cached.
+    #[inline(always)]
     fn class_of(&mut self, key: &str) -> KeyClass {
-        if let Some(class) = self.classes.get(key) {
-            return *class;
+        match self.classes.get(key) {
+            Some(class) => *class,
+            None => self.classify(key),
         }
+    }
+
+    /// [`Self::class_of`] for a key not cached: classified, and cached.
+    #[inline(never)]
+    fn classify(&mut self, key: &str) -> KeyClass {
         let class = KeyClass::of(self.walk.scrubber, key);
         if key.len() <= MAX_CACHED_KEY {
             if self.classes.len() >= CACHED_KEYS {
@@ -429,9 +443,6 @@ impl<'j> Pass<'_, 'j> {
         // `{"name": "password", "value": "..."}`: the name is the value's key.
         let mut named: Option<KeyClass> = None;
         let mut value_seen = false;
-        // The secret slots of a log message's template beside its
-        // parameters, read (ahead) at the first parameter.
-        let mut slots: Option<Slots> = None;
         loop {
             self.ws();
             let (_, _, key) = self.string()?;
@@ -448,27 +459,15 @@ impl<'j> Pass<'_, 'j> {
             path.push(Seg::Key(key));
             let class = self.class_of(key);
             let start = self.pos;
-            match (key, named, param_key(key)) {
-                ("value", Some(name), _) => self.entry(
+            match (key, named) {
+                ("value", Some(name)) => self.entry(
                     KeyClass {
                         safe_key: class.safe_key,
                         ..name
                     },
                     path,
                 )?,
-                (_, _, Some(param)) => {
-                    if slots.is_none() {
-                        slots = Some(self.slots_ahead(open)?);
-                    }
-                    let slots = slots.as_ref().expect("read above");
-                    match param {
-                        ParamKey::All if !slots.is_empty() => self.params(class, slots, path)?,
-                        ParamKey::One(slot) if slots.has(slot) => {
-                            self.entry(class.secret(), path)?
-                        }
-                        _ => self.entry(class, path)?,
-                    }
-                }
+                _ if class.param => self.parameter(key, class, open, path)?,
                 _ => self.entry(class, path)?,
             }
             path.pop();
@@ -600,6 +599,33 @@ impl<'j> Pass<'_, 'j> {
         Ok(scrubber
             .sensitive_flag(Some(&arg))
             .map(|name| KeyClass::of(scrubber, name)))
+    }
+
+    /// The value of a key that names a log message's parameters, in the
+    /// object that opens at `open`: judged by its slot in the template
+    /// beside it, whose secret slots are read at the first such key (and
+    /// again if a nested object's took their place). Apart from
+    /// [`Self::object`], which every object of every event runs.
+    #[inline(never)]
+    fn parameter(
+        &mut self,
+        key: &str,
+        class: KeyClass,
+        open: usize,
+        path: &mut Vec<Seg<'j>>,
+    ) -> Result<(), Fallback> {
+        let param = param_key(key).expect("a key its class says names parameters");
+        let slots = match self.slots.take() {
+            Some((at, slots)) if at == open => slots,
+            _ => self.slots_ahead(open)?,
+        };
+        let result = match param {
+            ParamKey::All if !slots.is_empty() => self.params(class, &slots, path),
+            ParamKey::One(slot) if slots.has(slot) => self.entry(class.secret(), path),
+            _ => self.entry(class, path),
+        };
+        self.slots = Some((open, slots));
+        result
     }
 
     /// A log message's parameters (`params`: a list by position, or an
