@@ -893,8 +893,11 @@ impl Scrubber {
             if flagged {
                 for (name, after) in rules::long_options(s) {
                     if self.keys.is_sensitive(&s[name]) {
-                        // `--password --verbose`: the next word is another option.
-                        secret(value_after(s, after).filter(|v| !s[v.clone()].starts_with('-')));
+                        // `--password --verbose`: the next word is another
+                        // option; `--token %s` holds a placeholder.
+                        secret(value_after(s, after).filter(|v| {
+                            !s[v.clone()].starts_with('-') && !rules::is_code(&s[v.clone()])
+                        }));
                     }
                 }
             }

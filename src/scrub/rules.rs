@@ -328,9 +328,11 @@ const AUTH_SCHEMES: [&str; 8] = [
 /// The value that follows a key's separator at `from`, after spaces (and
 /// Ruby's `=>`). Quoted (also `b'...'`, and `\"...` in JSON held in a JSON
 /// string): up to its closing quote, spaces and commas included. A list or
-/// an object: up to its closing bracket. Else up to a separator (`&`, `#`,
-/// a quote, `}`, `?` which starts a query, a space, and `;` or `,` before a
-/// space or the next key), and an auth scheme takes the word after it too.
+/// an object: up to its closing bracket. Else up to a separator (a quote,
+/// `}`, a space; `;`, `,`, `&` and `?` before a space, the end or the next
+/// key, so `password=ab&cd` is one value and `a=1&b=2` two; and `#` in a
+/// query string, where it starts the fragment, but not elsewhere:
+/// `Password=P@ss#word1`), and an auth scheme takes the word after it too.
 /// `None` when it is empty.
 pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     let b = s.as_bytes();
@@ -373,13 +375,25 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
         }
         i > from && matches!(b.get(spaces(i)), Some(b'=' | b':'))
     };
+    // Whether the key before `from` is a query string's (after `?` or `&`).
+    let in_query = {
+        let mut i = from;
+        while i > 0 && matches!(b[i - 1], b'=' | b':' | b' ' | b'\t') {
+            i -= 1;
+        }
+        while i > 0 && (b[i - 1].is_ascii_alphanumeric() || b"_.-[]%".contains(&b[i - 1])) {
+            i -= 1;
+        }
+        i > 0 && matches!(b[i - 1], b'?' | b'&')
+    };
     let word = |from: usize| {
         let mut i = from;
         while let Some(&c) = b.get(i) {
-            let list = (c == b',' || c == b';')
+            let list = matches!(c, b',' | b';' | b'&' | b'?')
                 && b.get(i + 1)
                     .is_none_or(|&n| n.is_ascii_whitespace() || next_key(i + 1));
-            if list || c.is_ascii_whitespace() || b"&#\"'}?".contains(&c) {
+            let fragment = c == b'#' && in_query;
+            if list || fragment || c.is_ascii_whitespace() || b"\"'}".contains(&c) {
                 break;
             }
             i += 1;
@@ -566,8 +580,12 @@ pub fn value_for(
     // A connection string: the key starts the text or follows a `;`, and
     // the next `;` is followed by the next `Key=`.
     let listed = s[..key_start].trim_end().is_empty() || s[..key_start].trim_end().ends_with(';');
+    // (Or the `;` ends the text: `...;Password=P@ss#word1;`.)
     let next_pair = memchr::memchr(b';', &b[from..]).is_some_and(|i| {
         let rest = s[from + i + 1..].trim_start();
+        if rest.is_empty() {
+            return true;
+        }
         let key_len = rest
             .bytes()
             .take_while(|c| c.is_ascii_alphanumeric() || b" _.-".contains(c))
@@ -676,7 +694,12 @@ fn is_placeholder(value: &str) -> bool {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && w.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
     };
-    matches!(v, "%s" | "%d" | "?")
+    // A log template's slot (`password={password}`, `token={0}`).
+    let slot = v
+        .strip_prefix('{')
+        .and_then(|n| n.strip_suffix('}'))
+        .is_some_and(|n| word(n) || (!n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())));
+    slot || matches!(v, "%s" | "%d" | "?")
         || v.strip_prefix('$')
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
         || v.strip_prefix(':').is_some_and(word)

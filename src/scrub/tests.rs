@@ -1997,3 +1997,42 @@ fn more_vendor_tokens_in_text() {
         assert_eq!(text(input), input);
     }
 }
+
+/// A password's `#`, `&` or `?` is part of it outside a query string; in
+/// a query string `&` and `#` still end a value. A log template's slots
+/// are no values.
+#[test]
+fn values_run_over_hash_and_ampersand_outside_query_strings() {
+    for (input, want) in [
+        (
+            "Server=db;Database=app;User Id=sa;Password=P@ss#word1;",
+            "Server=db;Database=app;User Id=sa;Password=[Filtered];",
+        ),
+        ("DB_PASSWORD=Sup3r#Secr3t&more", "DB_PASSWORD=[Filtered]"),
+        (
+            "DB_PASSWORD=abc?Secr3tTail next",
+            "DB_PASSWORD=[Filtered] next",
+        ),
+        (
+            "GET /cb?token=abc123&state=xyz#top",
+            "GET /cb?token=[Filtered]&state=xyz#top",
+        ),
+        (
+            "https://a.example/?x=1&api_key=k9f8#frag",
+            "https://a.example/?x=1&api_key=[Filtered]#frag",
+        ),
+        ("password=abc&user=bob", "password=[Filtered]&user=bob"),
+        ("token=what? no", "token=[Filtered]? no"),
+        // Templates: slots stay.
+        (
+            "retry with --api-key %s for %s",
+            "retry with --api-key %s for %s",
+        ),
+        (
+            "login password={password} user={0}",
+            "login password={password} user={0}",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
