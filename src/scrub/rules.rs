@@ -505,6 +505,36 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
     }
 }
 
+/// Whether `key`, found at `at` in `s`, is `key` after a word that makes it
+/// a secret's name in prose: `Invalid API key: ...`, `'Secret Key': ...`
+/// (the pattern finds `key:` alone; `api key` as one key is a sensitive
+/// word already).
+pub fn is_qualified_key(s: &str, at: usize, key: &str) -> bool {
+    if !key.eq_ignore_ascii_case("key") || !s[..at].ends_with([' ', '\t']) {
+        return false;
+    }
+    let before = s[..at].trim_end();
+    let word = before
+        .bytes()
+        .rposition(|c| !c.is_ascii_alphabetic())
+        .map_or(before, |i| &before[i + 1..]);
+    QUALIFIERS.iter().any(|q| q.eq_ignore_ascii_case(word))
+}
+
+/// Words before `key` in prose that name a secret key (see [`is_qualified_key`]).
+const QUALIFIERS: [&str; 10] = [
+    "api",
+    "secret",
+    "access",
+    "private",
+    "license",
+    "licence",
+    "encryption",
+    "signing",
+    "master",
+    "subscription",
+];
+
 /// The option a command-line flag names (`--password`, `-token`), when the
 /// argument is a flag alone, whose value is the next argument (`sys.argv`,
 /// `process.argv`); or the key an argument names when it is a key alone
@@ -724,7 +754,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 111] = [
+const SENSITIVE_SUBSTRINGS: [&str; 119] = [
     "password",
     "passwd",
     "secret",
@@ -816,6 +846,16 @@ const SENSITIVE_SUBSTRINGS: [&str; 111] = [
     "application_key",
     "application-key",
     "honeycomb-team",
+    // The same keys named in prose (`Invalid access key: ...`), which
+    // `is_qualified_key` reads in text.
+    "access key",
+    "private key",
+    "license key",
+    "licence key",
+    "encryption key",
+    "signing key",
+    "master key",
+    "subscription key",
     // "Password" in other languages, as login and sign-up forms name their
     // fields: German (`Passwort`, and `Paßwort` as it was spelled before
     // 1996), Spanish (`contraseña`, `contrasena`), French, Portuguese,

@@ -2036,3 +2036,24 @@ fn values_run_over_hash_and_ampersand_outside_query_strings() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// `key:` after a word that makes it a secret's name, in prose and in a
+/// Python dict's repr: `API key`, `Secret Key`.
+#[test]
+fn qualified_keys_in_prose_hide_their_values() {
+    for (input, want) in [
+        (
+            "Invalid API key: 3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c",
+            "Invalid API key: [Filtered]",
+        ),
+        (
+            "{'API Key': 'k3yv4lue1234', 'Secret Key': 'secr3tv4lue567', 'Sort Key': 'name'}",
+            "{'API Key': '[Filtered]', 'Secret Key': '[Filtered]', 'Sort Key': 'name'}",
+        ),
+        ("License key: ABCD-1234-EFGH", "License key: [Filtered]"),
+        ("cache key: user:42", "cache key: user:42"),
+        ("key: value", "key: value"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
