@@ -204,6 +204,19 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
+        // Oracle's `user/password@` (EZConnect): in a JDBC URL
+        // (`jdbc:oracle:thin:scott/tiger@db:1521:ORCL`) and on the command
+        // lines of its tools (`sqlplus system/pw@//db/XE`, `connect`).
+        name: "urlauth",
+        pattern: r#"(?x)
+            (?: (?i:jdbc:oracle:[a-z0-9]+:)
+              | (?-u:\b)(?i:sqlplus|sqlldr|expdp|impdp|rman|connect) \s+ )
+            ( [A-Za-z0-9_$\#."]+ / [^\s@/]+ ) @"#,
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
         name: "cloudkey",
         pattern: r"(?x)
             (?-u:\b)(?:

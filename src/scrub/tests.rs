@@ -2057,3 +2057,30 @@ fn qualified_keys_in_prose_hide_their_values() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// Oracle's `user/password@` in a JDBC URL and on its tools' command lines.
+#[test]
+fn oracle_credentials_are_urlauth() {
+    for (input, want) in [
+        (
+            "Cannot connect to jdbc:oracle:thin:scott/T1gerPass@dbhost:1521:ORCL",
+            "Cannot connect to jdbc:oracle:thin:[urlauth]@dbhost:1521:ORCL",
+        ),
+        (
+            "sqlplus system/Orac1ePwd@//db:1521/XE failed",
+            "sqlplus [urlauth]@//db:1521/XE failed",
+        ),
+        (
+            "SQL> connect app/S3cret@prod",
+            "SQL> connect [urlauth]@prod",
+        ),
+        // No password: nothing to hide.
+        (
+            "jdbc:oracle:thin:@dbhost:1521:ORCL",
+            "jdbc:oracle:thin:@dbhost:1521:ORCL",
+        ),
+        ("cannot connect to db/1@2x", "cannot connect to db/1@2x"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
