@@ -943,7 +943,15 @@ impl Scrubber {
     /// or a key with its separator: `token:`)
     /// and the option is sensitive: the next argument is its value.
     fn sensitive_flag<'a>(&self, arg: Option<&'a str>) -> Option<&'a str> {
-        rules::flag_name(arg?).filter(|name| self.keys.is_sensitive(name))
+        rules::flag_name(arg?).filter(|name| {
+            // A key of several words names a secret by its last one
+            // (`API key:` by both): `Auth failed:` is prose.
+            let (before, last) = name.rsplit_once(' ').unwrap_or(("", name));
+            self.keys.is_sensitive(name)
+                && (before.is_empty()
+                    || self.keys.is_sensitive(last)
+                    || rules::is_qualified_key(name, before.len() + 1, last))
+        })
     }
 
     /// Whether text is what a redaction wrote: `[Filtered]`, a rule's
@@ -1252,65 +1260,7 @@ impl<'s> Walk<'s> {
                     path.pop();
                 }
             }
-            Value::Array(items) => {
-                // The option named by the argument before, when it is a
-                // sensitive flag alone: `["--password", "hunter2"]` (argv),
-                // `["token:", "abc"]` (a console line's arguments).
-                let mut flag: Option<String> = None;
-                for (i, child) in items.iter_mut().enumerate() {
-                    path.push(Seg::Index(i));
-                    let this = self
-                        .scrubber
-                        .sensitive_flag(child.as_str())
-                        .map(str::to_owned);
-                    let option = std::mem::replace(&mut flag, this)
-                        .filter(|_| !child.as_str().is_some_and(|s| s.starts_with('-')));
-                    let pair = matches!(&*child, Value::Array(p) if is_pair(p));
-                    if pair {
-                        // `[["token", "abc"], ...]`: query strings, headers and
-                        // cookies as pairs (each pair, whatever its neighbours).
-                        let Value::Array(items) = child else {
-                            unreachable!("a pair is an array")
-                        };
-                        let (key, value) = items.split_at_mut(1);
-                        // The first of a pair is text too (a list of tuples).
-                        path.push(Seg::Index(0));
-                        let new_key = match (self.skip(path), &key[0]) {
-                            (false, Value::String(k)) => self.string(k, path),
-                            _ => None,
-                        };
-                        path.pop();
-                        match new_key {
-                            // The key stays: it names the value (as in the
-                            // text pass), and decides as it came.
-                            None => {
-                                let key: &'m [Value] = key;
-                                let named = key[0].as_str().unwrap_or_default();
-                                path.push(Seg::Pair(named));
-                                self.entry(named, &mut value[0], path);
-                            }
-                            // The key itself held a secret: the value is
-                            // judged by the key as it came, and is only an index.
-                            Some(new) => {
-                                path.push(Seg::Index(1));
-                                self.entry(
-                                    key[0].as_str().unwrap_or_default(),
-                                    &mut value[0],
-                                    path,
-                                );
-                                key[0] = Value::String(new);
-                            }
-                        }
-                        path.pop();
-                    } else if !self.skip(path) {
-                        match option {
-                            Some(option) => self.entry(&option, child, path),
-                            None => self.value(child, path),
-                        }
-                    }
-                    path.pop();
-                }
-            }
+            Value::Array(items) => self.array(items, path, None),
             Value::String(s) => {
                 if let Some(new) = self.string(s, path) {
                     *s = new;
@@ -1360,24 +1310,83 @@ impl<'s> Walk<'s> {
         self.value(value, path);
     }
 
+    /// The items of a list. With `slots`, it holds a log message's
+    /// parameters, and an item in a secret slot is redacted whole.
+    fn array<'m>(
+        &mut self,
+        items: &'m mut [Value],
+        path: &mut Vec<Seg<'m>>,
+        slots: Option<&Slots>,
+    ) {
+        // The option named by the argument before, when it is a
+        // sensitive flag alone: `["--password", "hunter2"]` (argv),
+        // `["token:", "abc"]` (a console line's arguments).
+        let mut flag: Option<String> = None;
+        for (i, child) in items.iter_mut().enumerate() {
+            path.push(Seg::Index(i));
+            let this = self
+                .scrubber
+                .sensitive_flag(child.as_str())
+                .map(str::to_owned);
+            let option = std::mem::replace(&mut flag, this)
+                .filter(|_| !child.as_str().is_some_and(|s| s.starts_with('-')));
+            let pair = matches!(&*child, Value::Array(p) if is_pair(p));
+            if slots.is_some_and(|slots| slots.has_index(i)) {
+                self.secret(child, path);
+            } else if pair {
+                // `[["token", "abc"], ...]`: query strings, headers and
+                // cookies as pairs (each pair, whatever its neighbours).
+                let Value::Array(items) = child else {
+                    unreachable!("a pair is an array")
+                };
+                let (key, value) = items.split_at_mut(1);
+                // The first of a pair is text too (a list of tuples).
+                path.push(Seg::Index(0));
+                let new_key = match (self.skip(path), &key[0]) {
+                    (false, Value::String(k)) => self.string(k, path),
+                    _ => None,
+                };
+                path.pop();
+                match new_key {
+                    // The key stays: it names the value (as in the
+                    // text pass), and decides as it came.
+                    None => {
+                        let key: &'m [Value] = key;
+                        let named = key[0].as_str().unwrap_or_default();
+                        path.push(Seg::Pair(named));
+                        self.entry(named, &mut value[0], path);
+                    }
+                    // The key itself held a secret: the value is
+                    // judged by the key as it came, and is only an index.
+                    Some(new) => {
+                        path.push(Seg::Index(1));
+                        self.entry(key[0].as_str().unwrap_or_default(), &mut value[0], path);
+                        key[0] = Value::String(new);
+                    }
+                }
+                path.pop();
+            } else if !self.skip(path) {
+                match option {
+                    Some(option) => self.entry(&option, child, path),
+                    None => self.value(child, path),
+                }
+            }
+            path.pop();
+        }
+    }
+
     /// A log message's parameters (`params`: a list by position, or an
-    /// object by name) beside a template whose `slots` hold secrets.
+    /// object by name, or one value) beside a template whose `slots` hold
+    /// secrets: walked as any value is, but for what is in a secret slot.
     fn params<'m>(&mut self, params: &'m mut Value, slots: &Slots, path: &mut Vec<Seg<'m>>) {
         if self.skip(path) {
             return;
         }
         match params {
-            Value::Array(items) => {
-                for (i, item) in items.iter_mut().enumerate() {
-                    path.push(Seg::Index(i));
-                    if slots.has_index(i) {
-                        self.secret(item, path);
-                    } else if !self.skip(path) {
-                        self.value(item, path);
-                    }
-                    path.pop();
-                }
-            }
+            Value::Array(items) => self.array(items, path, Some(slots)),
+            // One mapping, which a printf template's first slot formats
+            // whole (Python's logging takes a lone mapping as the parameters).
+            _ if slots.has_index(0) => self.secret(params, path),
             Value::Object(map) => {
                 for (key, item) in map.iter_mut() {
                     path.push(Seg::Key(key));

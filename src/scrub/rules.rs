@@ -252,8 +252,6 @@ pub const BUILTINS: &[Builtin] = &[
               | sbp_[a-f0-9]{40}                   # Supabase tokens
               | dapi[a-f0-9]{32}                   # Databricks tokens
               | AGE-SECRET-KEY-1[0-9A-Z]{58}       # age private keys
-              | SK[0-9a-fA-F]{32}                  # Twilio API keys
-              | key-[0-9a-f]{32}                   # Mailgun keys
               | AAAA[A-Za-z0-9_-]{7}:APA91b[A-Za-z0-9_-]{100,}  # Firebase server keys
             )(?-u:\b)",
         group: 0,
@@ -742,7 +740,14 @@ fn is_placeholder(value: &str) -> bool {
         .strip_prefix('{')
         .and_then(|n| n.strip_suffix('}'))
         .is_some_and(|n| word(n) || (!n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())));
-    slot || matches!(v, "%s" | "%d" | "?")
+    // printf's slot by position (`%2$s`).
+    let positional = v.strip_prefix('%').is_some_and(|r| {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = &r.as_bytes()[digits..];
+        digits > 0 && rest.len() == 2 && rest[0] == b'$' && rest[1].is_ascii_alphabetic()
+    });
+    slot || positional
+        || matches!(v, "%s" | "%d" | "?")
         || v.strip_prefix('$')
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
         || v.strip_prefix(':').is_some_and(word)
@@ -920,8 +925,8 @@ const SENSITIVE_SUBSTRINGS: [&str; 119] = [
 /// (`mdp`, not `mdpi`), Norwegian (`passord`, not `passorder`).
 const SENSITIVE_WORDS: [&str; 23] = [
     "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin", "haslo", "heslo",
-    "parola", "clave", "mdp",
-    "passord", // Password field names of web forms (`psw`), and more.
+    "parola", "clave", "mdp", "passord",
+    // Password field names of web forms (`psw`), and more.
     "psw", "pswd", "pword", "creds", "totp", "2fa",
 ];
 
@@ -1088,7 +1093,8 @@ impl KeyMatcher {
             own.find_overlapping_iter(key)
                 .any(|m| secret_at(m.start(), m.end(), true, false))
         });
-        match (secret || is_env_key(key), counts) {
+        let env_key = self.env_key != usize::MAX && is_env_key(key);
+        match (secret || env_key, counts) {
             (true, _) => Sensitivity::Secret,
             (false, true) => Sensitivity::Counts,
             (false, false) => Sensitivity::None,
@@ -1106,19 +1112,47 @@ impl KeyMatcher {
 /// digits and `_` only. Such variables hold keys; the built-in words
 /// cannot list every vendor's name before it.
 fn is_env_key(key: &str) -> bool {
-    key.len() > 4
-        && key.ends_with("_KEY")
-        && key
+    let Some(name) = key.strip_suffix("_KEY") else {
+        return false;
+    };
+    let word = name.rsplit('_').next().unwrap_or_default();
+    !name.is_empty()
+        && name
             .bytes()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+        && !NOT_SECRET_KEYS.contains(&word)
 }
+
+/// Words before `_KEY` that name no secret: keys of data (`PRIMARY_KEY`,
+/// `CACHE_KEY`, an S3 object's `S3_KEY`), and `GPG_KEY`, which Python's
+/// container images set to a public key's fingerprint.
+const NOT_SECRET_KEYS: [&str; 16] = [
+    "PRIMARY",
+    "FOREIGN",
+    "SORT",
+    "PARTITION",
+    "CACHE",
+    "ROUTING",
+    "IDEMPOTENCY",
+    "DEDUP",
+    "SHARD",
+    "GROUP",
+    "LOOKUP",
+    "HASH",
+    "OBJECT",
+    "S3",
+    "GPG",
+    "PUBLIC",
+];
 
 /// Words after a sensitive word that make the key about the secret, not
 /// the secret itself: `token_type`, `signature_algorithm`,
 /// `llm.token_count.prompt`, `auth.provider`, `session.sampled`.
-const DESCRIPTORS: [&str; 39] = [
+const DESCRIPTORS: [&str; 41] = [
     "type",
     "types",
+    "size",
+    "status",
     "algorithm",
     "alg",
     "count",

@@ -78,47 +78,58 @@ pub fn template_of(map: &Map<String, Value>) -> Option<&str> {
 }
 
 /// Each slot of a template, in order: where it is, and the names its
-/// parameter may go by. printf's (`%s`, `%5.2f`, `%(user)s`; `%%` is no
-/// slot) and braces (`{}`, `{0}`, `{user}`, `{user:>8}`; `{{` is no slot).
-/// A slot by position or a bare `%s` is named by its position among the
-/// slots without a name of their own; one named `{user}` answers to its
-/// name and to its position too (.NET's and Serilog's templates name their
-/// slots and pass the values by position). At most [`MAX_SLOTS`].
+/// parameter may go by. A template is read in one syntax: printf's if it
+/// has a printf slot (`%s`, `%5.2f`, `%(user)s`, `%1$s`; `%%` is no slot),
+/// else braces (`{}`, `{0}`, `{user}`, `{@user}`, `{$user}`, `{user:>8}`;
+/// `{{` is no slot): a `{}` in a printf template, or `50% done` beside
+/// braces, is text. A bare slot is named by its position; one named
+/// `{user}` answers to its name and to its position among all the slots
+/// (.NET's and Serilog's templates name their slots and pass the values by
+/// position), and a `{}` after one to both positions it may have (among
+/// all the slots, and among the bare ones, as Python's `str.format`
+/// counts). At most [`MAX_SLOTS`].
 pub fn slots(template: &str) -> Vec<(std::ops::Range<usize>, Vec<String>)> {
+    let printf = read(template, b'%');
+    if printf.is_empty() {
+        read(template, b'{')
+    } else {
+        printf
+    }
+}
+
+/// The slots of one syntax: printf's when `open` is `%`, else braces.
+fn read(template: &str, open: u8) -> Vec<(std::ops::Range<usize>, Vec<String>)> {
     let b = template.as_bytes();
     let mut out = Vec::new();
-    let mut next = 0usize;
+    // Positions among all the slots, and among the bare ones.
+    let (mut all, mut bare) = (0usize, 0usize);
     let mut at = 0;
-    while at < b.len() && out.len() < MAX_SLOTS {
-        let found = match b[at] {
-            b'%' if b.get(at + 1) == Some(&b'%') => {
-                at += 2;
-                continue;
-            }
-            b'{' if b.get(at + 1) == Some(&b'{') => {
-                at += 2;
-                continue;
-            }
-            b'%' => printf_slot(b, at),
-            b'{' => brace_slot(b, at),
-            _ => None,
+    while out.len() < MAX_SLOTS {
+        let Some(found) = memchr::memchr(open, &b[at..]) else {
+            break;
         };
-        let Some((end, name)) = found else {
+        at += found;
+        if b.get(at + 1) == Some(&open) {
+            at += 2;
+            continue;
+        }
+        let slot = match open {
+            b'%' => printf_slot(b, at),
+            _ => brace_slot(b, at),
+        };
+        let Some((end, name)) = slot else {
             at += 1;
             continue;
         };
-        let names = match name {
-            Name::Next => {
-                next += 1;
-                vec![(next - 1).to_string()]
-            }
+        let mut names = match name {
+            Name::Next => vec![all.to_string(), bare.to_string()],
             Name::Index(i) => vec![i.to_string()],
-            Name::Named(n) => {
-                next += 1;
-                vec![n.to_owned(), (next - 1).to_string()]
-            }
+            Name::Named(n) => vec![n.to_owned(), all.to_string()],
             Name::Key(n) => vec![n.to_owned()],
         };
+        names.dedup();
+        all += usize::from(!matches!(name, Name::Index(_) | Name::Key(_)));
+        bare += usize::from(matches!(name, Name::Next));
         out.push((at..end, names));
         at = end;
     }
@@ -127,9 +138,9 @@ pub fn slots(template: &str) -> Vec<(std::ops::Range<usize>, Vec<String>)> {
 
 /// How a slot names its parameter.
 enum Name<'t> {
-    /// By its place among the unnamed slots (`%s`, `{}`).
+    /// By its place among the slots (`%s`, `{}`).
     Next,
-    /// By an explicit position (`{1}`).
+    /// By an explicit position (`{1}`, `%2$s`: the second).
     Index(usize),
     /// By a name, and by its place too (`{user}`).
     Named(&'t str),
@@ -137,16 +148,25 @@ enum Name<'t> {
     Key(&'t str),
 }
 
-/// A printf slot at `at` (a `%`): its end and name.
+/// A printf slot at `at` (a `%`): its end and name. No space flag: in
+/// `50% done`, `% d` is prose.
 fn printf_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
     let mut i = at + 1;
-    let mut key = None;
+    let mut name = Name::Next;
     if b.get(i) == Some(&b'(') {
         let close = i + b[i..].iter().take(65).position(|&c| c == b')')?;
-        key = Some(std::str::from_utf8(&b[i + 1..close]).ok()?);
+        name = Name::Key(std::str::from_utf8(&b[i + 1..close]).ok()?);
         i = close + 1;
+    } else {
+        // `%2$s`: the second parameter.
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0 && b.get(i + digits) == Some(&b'$') {
+            let n: usize = std::str::from_utf8(&b[i..i + digits]).ok()?.parse().ok()?;
+            name = Name::Index(n.checked_sub(1)?);
+            i += digits + 1;
+        }
     }
-    while b.get(i).is_some_and(|c| b"-#0 +'".contains(c)) {
+    while b.get(i).is_some_and(|c| b"-#0+'".contains(c)) {
         i += 1;
     }
     while b
@@ -161,16 +181,17 @@ fn printf_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
     if !b.get(i).is_some_and(|c| b"diouxXeEfFgGcrsaSp@".contains(c)) {
         return None;
     }
-    Some((i + 1, key.map_or(Name::Next, Name::Key)))
+    Some((i + 1, name))
 }
 
 /// A brace slot at `at` (a `{`): its end and name. What is inside must be
-/// nothing, a position or a name (with a format after `:` or `!`): JSON
-/// or code in a message (`{"a": 1}`) is no slot.
+/// nothing, a position or a name (Serilog's `@` and `$` before it, a
+/// format after `:`, `!` or `,`): JSON or code in a message (`{"a": 1}`)
+/// is no slot.
 fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
     let close = at + 1 + b[at + 1..].iter().take(65).position(|&c| c == b'}')?;
     let inner = std::str::from_utf8(&b[at + 1..close]).ok()?;
-    if inner.contains('{') {
+    if inner.contains('{') || inner.starts_with(' ') {
         return None;
     }
     let field = inner
@@ -178,20 +199,20 @@ fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
         .next()
         .unwrap_or_default()
         .trim();
-    let name = if field.is_empty() && !inner.starts_with(' ') {
+    let field = field.strip_prefix(['@', '$']).unwrap_or(field);
+    let name = if field.is_empty() {
         Name::Next
     } else if let Ok(i) = field.parse::<usize>() {
         Name::Index(i)
     } else if field
-        .trim_start_matches('@')
         .chars()
         .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
         && field
             .chars()
             .next()
-            .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '@')
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
     {
-        Name::Named(field.trim_start_matches('@'))
+        Name::Named(field)
     } else {
         return None;
     };

@@ -1961,8 +1961,6 @@ fn more_vendor_tokens_in_text() {
         format!("sntryu_{}", hex(64)),
         format!("sk-{}", alnum(48)),
         format!("sk-None-{}", alnum(40)),
-        format!("SK{}", hex(32)),
-        format!("key-{}", hex(32)),
         format!("shpat_{}", hex(32)),
         format!("hvs.{}", alnum(90)),
         format!("dop_v1_{}", hex(64)),
@@ -1993,6 +1991,10 @@ fn more_vendor_tokens_in_text() {
         "skip sk-learn and key-value stores",
         "commit 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b by dapi",
         "request 123e4567-e89b-12d3-a456-426614174000 of SKU SK-1234",
+        // Identifiers of the shapes of keys that are not secret: a Twilio
+        // key's SID, a lock's key of a hex digest.
+        "twilio key SK0123456789abcdef0123456789abcdef",
+        "took lock-key-0123456789abcdef0123456789abcdef",
     ] {
         assert_eq!(text(input), input);
     }
@@ -2083,4 +2085,77 @@ fn oracle_credentials_are_urlauth() {
     ] {
         assert_eq!(text(input), want, "{input}");
     }
+}
+
+/// Review cases of the log parameters: a template read in one syntax
+/// (`50% done` beside braces is prose), parameters still walked as lists
+/// (a pair among them), one mapping formatted whole by a `%s`, Serilog's
+/// `{$name}` and printf's `%2$s`, a template given twice (the tree
+/// decides), and a console key of several words named by its last.
+#[test]
+fn log_parameters_review_cases() {
+    let s = scrubber();
+    let cases = [
+        (
+            r#"{"message":{"message":"Upload 50% done, token={}","params":["abc123"]}}"#,
+            json!({"message": "Upload 50% done, token={}", "params": ["[Filtered]"]}),
+        ),
+        (
+            r#"{"logentry":{"message":"password=%s h=%s","params":["pw",["token","abc123"]]}}"#,
+            json!({"message": "password=%s h=%s", "params": ["[Filtered]", ["token", "[Filtered]"]]}),
+        ),
+        (
+            r#"{"logentry":{"message":"token=%s","params":{"a":"abc123"}}}"#,
+            json!({"message": "token=%s", "params": {"a": "[Filtered]"}}),
+        ),
+        (
+            r#"{"logentry":{"message":"{$User} password={Pwd}","params":["bob","pw1"]}}"#,
+            json!({"message": "{$User} password={Pwd}", "params": ["bob", "[Filtered]"]}),
+        ),
+        (
+            r#"{"logentry":{"message":"user %1$s password=%2$s","params":["bob","pw1"]}}"#,
+            json!({"message": "user %1$s password=%2$s", "params": ["bob", "[Filtered]"]}),
+        ),
+    ];
+    for (event, want) in cases {
+        let tree = both_ways(&s, event).expect("the text pass takes it");
+        let entry = tree.get("logentry").unwrap_or(&tree["message"]);
+        assert_eq!(entry["message"], want["message"], "{event}");
+        assert_eq!(entry["params"], want["params"], "{event}");
+    }
+    // A template given twice: the text pass declines, the tree decides.
+    let twice = r#"{"logentry":{"message":"hi %s","message":"password=%s","params":["pw"]}}"#;
+    assert!(s.scrub_event_text(twice).is_err());
+    let mut tree: Value = serde_json::from_str(twice).unwrap();
+    s.scrub_event(&mut tree);
+    assert_eq!(tree["logentry"]["params"], json!(["[Filtered]"]));
+    // Console keys: an escaped separator; prose before a `:`.
+    let console = r#"{"data":{"arguments":["token\u003a","abc123","Auth failed:",{"code":401},"API key:","k-9"]}}"#;
+    let tree = both_ways(&s, console).expect("the text pass takes it");
+    assert_eq!(
+        tree["data"]["arguments"],
+        json!(["token:", "[Filtered]", "Auth failed:", {"code": 401}, "API key:", "[Filtered]"])
+    );
+}
+
+/// Upper-case names ending in `_KEY` are secrets but for keys of data and
+/// public keys, and only with the built-in words on.
+#[test]
+fn environment_keys_but_not_keys_of_data() {
+    let s = scrubber();
+    let event = r#"{"extra":{"OPENAI_KEY":"sk-x1","PRIMARY_KEY":"id","CACHE_KEY":"user:42","GPG_KEY":"A035C8C1","S3_KEY":"reports/a.csv","aes_key_size":256,"license_key_status":"active"}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    let extra = &tree["extra"];
+    assert_eq!(extra["OPENAI_KEY"], "[Filtered]");
+    for key in ["PRIMARY_KEY", "CACHE_KEY", "GPG_KEY", "S3_KEY"] {
+        assert_ne!(extra[key], "[Filtered]", "{key}");
+    }
+    assert_eq!(extra["aes_key_size"], 256);
+    assert_eq!(extra["license_key_status"], "active");
+    let mut settings = settings();
+    settings.defaults = false;
+    let off = Scrubber::new(&settings).unwrap();
+    let mut tree: Value = serde_json::from_str(event).unwrap();
+    off.scrub_event(&mut tree);
+    assert_eq!(tree["extra"]["OPENAI_KEY"], "sk-x1");
 }

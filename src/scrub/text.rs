@@ -409,7 +409,7 @@ impl<'j> Pass<'_, 'j> {
     fn value(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
         match self.peek()? {
             b'{' => self.object(path),
-            b'[' => self.array(path),
+            b'[' => self.array(path, None),
             b'"' => {
                 let (start, end, text) = self.string()?;
                 self.scrub_string(start, end, &text, path);
@@ -501,7 +501,9 @@ impl<'j> Pass<'_, 'j> {
         }
     }
 
-    fn array(&mut self, path: &mut Vec<Seg<'j>>) -> Result<(), Fallback> {
+    /// A list. With `slots`, it holds a log message's parameters, and an
+    /// item in a secret slot is redacted whole.
+    fn array(&mut self, path: &mut Vec<Seg<'j>>, slots: Option<&Slots>) -> Result<(), Fallback> {
         self.expect(b'[')?;
         self.ws();
         if self.peek()? == b']' {
@@ -518,8 +520,10 @@ impl<'j> Pass<'_, 'j> {
             path.push(Seg::Index(index));
             let start = self.pos;
             let option = flag.filter(|_| !self.bytes[start..].starts_with(b"\"-"));
-            let pair = self.peek()? == b'[' && self.is_pair()?;
-            if pair {
+            if slots.is_some_and(|slots| slots.has_index(index)) {
+                let class = KeyClass::of(self.walk.scrubber, "").secret();
+                self.entry(class, path)?;
+            } else if self.peek()? == b'[' && self.is_pair()? {
                 // The look ahead scans the whole pair, so pairs inside pairs
                 // inside pairs would be scanned once per level. Real events
                 // nest them once or twice; deeper goes to the tree, which is linear.
@@ -582,9 +586,11 @@ impl<'j> Pass<'_, 'j> {
         if self.bytes[start] != b'"' {
             return Ok(None);
         }
-        // A flag (`"--password"`), or a key with its separator last (`"token:"`).
+        // A flag (`"--password"`), or a key with its separator last
+        // (`"token:"`); an escaped string is read first (`"token\u003a"`).
         let inner = &self.bytes[start + 1..self.pos - 1];
-        if inner.first() != Some(&b'-')
+        if memchr::memchr(b'\\', inner).is_none()
+            && inner.first() != Some(&b'-')
             && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'='))
         {
             return Ok(None);
@@ -629,8 +635,8 @@ impl<'j> Pass<'_, 'j> {
     }
 
     /// A log message's parameters (`params`: a list by position, or an
-    /// object by name) beside a template whose `slots` hold secrets; as
-    /// the tree pass walks them.
+    /// object by name, or one value) beside a template whose `slots` hold
+    /// secrets; as the tree pass walks them.
     fn params(
         &mut self,
         class: KeyClass,
@@ -640,50 +646,39 @@ impl<'j> Pass<'_, 'j> {
         if self.walk.scrubber.may_be_safe(class.safe_key) && self.walk.skip(path) {
             return self.skip_value();
         }
-        let by_name = match self.peek()? {
-            b'[' => false,
-            b'{' => true,
+        match self.peek()? {
+            b'[' => return self.array(path, Some(slots)),
+            // One mapping, which a printf template's first slot formats whole.
+            _ if slots.has_index(0) => return self.entry(class.secret(), path),
+            b'{' => {}
             _ => return self.value(path),
-        };
+        }
         self.pos += 1;
         self.ws();
-        if matches!(self.peek()?, b']' | b'}') {
+        if self.peek()? == b'}' {
             self.pos += 1;
             return Ok(());
         }
-        let mut index = 0;
         loop {
             self.ws();
-            if by_name {
-                let (_, _, key) = self.string()?;
-                let Cow::Borrowed(key) = key else {
-                    return Err(Fallback);
-                };
-                self.ws();
-                self.expect(b':')?;
-                self.ws();
-                path.push(Seg::Key(key));
-                let class = self.class_of(key);
-                match slots.has(key) {
-                    true => self.entry(class.secret(), path)?,
-                    false => self.entry(class, path)?,
-                }
-            } else {
-                path.push(Seg::Index(index));
-                if slots.has_index(index) {
-                    self.entry(KeyClass::of(self.walk.scrubber, "").secret(), path)?;
-                } else if self.walk.skip(path) {
-                    self.skip_value()?;
-                } else {
-                    self.value(path)?;
-                }
+            let (_, _, key) = self.string()?;
+            let Cow::Borrowed(key) = key else {
+                return Err(Fallback);
+            };
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            path.push(Seg::Key(key));
+            let class = self.class_of(key);
+            match slots.has(key) {
+                true => self.entry(class.secret(), path)?,
+                false => self.entry(class, path)?,
             }
             path.pop();
-            index += 1;
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
-                b']' | b'}' => {
+                b'}' => {
                     self.pos += 1;
                     return Ok(());
                 }
@@ -708,6 +703,7 @@ impl<'j> Pass<'_, 'j> {
     fn template_ahead(&mut self) -> Result<Option<Cow<'j, str>>, Fallback> {
         self.expect(b'{')?;
         let (mut attribute, mut message) = (None, None);
+        let (mut attribute_seen, mut message_seen) = (false, false);
         loop {
             self.ws();
             if self.peek()? == b'}' {
@@ -717,6 +713,16 @@ impl<'j> Pass<'_, 'j> {
             self.ws();
             self.expect(b':')?;
             self.ws();
+            // A template given twice: the tree keeps the last, whatever
+            // it is, and decides.
+            let again = match &*key {
+                TEMPLATE_ATTRIBUTE => std::mem::replace(&mut attribute_seen, true),
+                "message" => std::mem::replace(&mut message_seen, true),
+                _ => false,
+            };
+            if again {
+                return Err(Fallback);
+            }
             match (&*key, self.peek()?) {
                 (TEMPLATE_ATTRIBUTE, b'"') => attribute = Some(self.string()?.2),
                 (TEMPLATE_ATTRIBUTE, b'{') => attribute = self.typed_value_ahead()?,
@@ -737,6 +743,7 @@ impl<'j> Pass<'_, 'j> {
     fn typed_value_ahead(&mut self) -> Result<Option<Cow<'j, str>>, Fallback> {
         self.expect(b'{')?;
         let mut value = None;
+        let mut value_seen = false;
         loop {
             self.ws();
             if self.peek()? == b'}' {
@@ -748,9 +755,11 @@ impl<'j> Pass<'_, 'j> {
             self.expect(b':')?;
             self.ws();
             match (&*key, self.peek()?) {
+                ("value", _) if value_seen => return Err(Fallback),
                 ("value", b'"') => value = Some(self.string()?.2),
                 _ => self.skip_value()?,
             }
+            value_seen |= key == "value";
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
