@@ -581,7 +581,7 @@ impl<'j> Pass<'_, 'j> {
     /// What the value from `start` to the cursor says as an argument: the
     /// class of the option it names, when it is a string that is a
     /// sensitive flag alone (`"--password"`, `"token:"`).
-    #[inline]
+    #[inline(always)]
     fn flag_in(&self, start: usize) -> Result<Option<KeyClass>, Fallback> {
         if self.bytes[start] != b'"' {
             return Ok(None);
@@ -589,7 +589,10 @@ impl<'j> Pass<'_, 'j> {
         // A flag (`"--password"`), or a key with its separator last
         // (`"token:"`); an escaped string is read first (`"token\u003a"`).
         let inner = &self.bytes[start + 1..self.pos - 1];
-        if memchr::memchr(b'\\', inner).is_none()
+        // (An escape that ends the string, `\u003a` or a `\n` after the
+        // `:`, is in its last bytes.)
+        let tail = &inner[inner.len().saturating_sub(12)..];
+        if !tail.iter().any(|&c| c == b'\\')
             && inner.first() != Some(&b'-')
             && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'='))
         {
