@@ -592,7 +592,7 @@ impl<'j> Pass<'_, 'j> {
         // (An escape that ends the string, `\u003a` or a `\n` after the
         // `:`, is in its last bytes.)
         let tail = &inner[inner.len().saturating_sub(12)..];
-        if !tail.iter().any(|&c| c == b'\\')
+        if !tail.contains(&b'\\')
             && inner.first() != Some(&b'-')
             && !matches!(inner.trim_ascii_end().last(), Some(b':' | b'='))
         {
