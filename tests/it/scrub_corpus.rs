@@ -205,11 +205,20 @@ const LATIN1_LINE: &[u8] =
 /// What the relay makes of it.
 const LATIN1_SCRUBBED: &[u8] = b"Gr\xfc\xdfe an J\xf6rg passwort=[Filtered]\n";
 
-/// Per envelope: the event and fourteen attachments (the log as UTF-8 twice,
-/// as UTF-16 with its byte-order mark twice and without it twice, as
-/// Latin-1 twice, gzip'd twice, a process's environment and command line,
-/// an image, and an image gzip'd).
-const ITEMS_PER_ENVELOPE: usize = 15;
+/// Per envelope: the event and sixteen attachments (the log as UTF-8 twice,
+/// as UTF-16 with its byte-order mark twice and without it twice, and
+/// without it after lines in Russian twice, as Latin-1 twice, gzip'd
+/// twice, a process's environment and command line, an image, and an
+/// image gzip'd).
+const ITEMS_PER_ENVELOPE: usize = 17;
+
+/// Lines in Russian before the log, as a Windows program in Russian writes
+/// its log in UTF-16 without a mark: mostly beyond ASCII.
+const RUSSIAN: &str = "Ошибка оплаты заказа: пользователь не найден, повторите позже.\r\n\
+                       Ошибка оплаты заказа: пользователь не найден, повторите позже.\r\n\
+                       Ошибка оплаты заказа: пользователь не найден, повторите позже.\r\n\
+                       Ошибка оплаты заказа: пользователь не найден, повторите позже.\r\n\
+                       Ошибка оплаты заказа: пользователь не найден, повторите позже.\r\n";
 
 /// The image of every envelope, and the image gzip'd: binary inside gzip.
 const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\nBINARY-MARKER";
@@ -268,12 +277,14 @@ fn envelope(event: &[u8], id: &str) -> Vec<u8> {
     // The same log in UTF-16 with its byte-order mark, as Windows tools write
     // "Unicode" files: little-endian and labelled text, big-endian and not.
     // Then without the mark (little-endian, as .NET's `Encoding.Unicode`
-    // gives bytes), labelled text and not.
+    // gives bytes), labelled text and not; and so after lines in Russian.
     for (big_endian, mark, filename, content_type) in [
         (false, "\u{FEFF}", "app-utf16.log", "text/plain"),
         (true, "\u{FEFF}", "export", "application/octet-stream"),
         (false, "", "app-utf16-nomark.log", "text/plain"),
         (false, "", "export-nomark", "application/octet-stream"),
+        (false, RUSSIAN, "app-ru.log", "text/plain"),
+        (true, RUSSIAN, "export-ru", "application/octet-stream"),
     ] {
         let log = edge_relay::scrub::utf16_bytes(&format!("{mark}{LOG}"), big_endian);
         body.extend_from_slice(
@@ -506,7 +517,7 @@ async fn no_secret_from_any_sdk_shape_reaches_kafka() {
     );
     assert_eq!(
         utf16_seen,
-        4 * events.len(),
+        6 * events.len(),
         "UTF-16 attachments stay UTF-16"
     );
     assert_eq!(

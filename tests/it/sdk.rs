@@ -291,7 +291,9 @@ async fn rust_sdk_gzipped_log_attachments_are_scrubbed_or_refused() {
 /// send them beside the joined text: the Rust SDK's `logentry` (template
 /// and positional parameters) and breadcrumbs with `data.arguments`, as
 /// the browser and Node SDKs record `console.log("token:", t)`. The
-/// secrets among them never reach Kafka; the other parameters stay.
+/// secrets among them never reach Kafka; the other parameters stay. The
+/// event carries a log in Russian in UTF-16 without a byte-order mark,
+/// which leaves scrubbed and in UTF-16.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
     let kafka = mock_kafka();
@@ -319,13 +321,34 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
             level: Level::Error,
             ..Default::default()
         };
-        let id = hub.capture_event(event).simple().to_string();
+        let log = "Ошибка входа пользователя, повторите попытку позже.\r\n".repeat(5)
+            + "2026-12-07 10:00 вход alice.smith@example.com token=qtok-789\r\n";
+        let attachment = sentry::protocol::Attachment {
+            buffer: edge_relay::scrub::utf16_bytes(&log, false),
+            filename: "app-ru.log".into(),
+            content_type: Some("application/octet-stream".into()),
+            ty: None,
+        };
+        let id = hub.with_scope(
+            |scope| scope.add_attachment(attachment),
+            || hub.capture_event(event),
+        );
+        let id = id.simple().to_string();
         assert!(client.flush(Some(Duration::from_secs(30))));
         id
     })
     .await
     .unwrap();
 
+    let attachments = consume_async(kafka.bootstrap_servers(), &["ingest-attachments"], 1).await;
+    assert_eq!(attachments.len(), 1);
+    let (log, big_endian) =
+        edge_relay::scrub::utf16_text(&attachments[0].payload).expect("left as UTF-16");
+    assert!(!big_endian);
+    assert!(
+        log.ends_with("2026-12-07 10:00 вход [email] token=[Filtered]\r\n"),
+        "{log}"
+    );
     let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].key, event_id);
