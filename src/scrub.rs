@@ -29,6 +29,7 @@ use serde_json::{Map, Value};
 pub mod method;
 pub mod path;
 pub mod rules;
+mod sql;
 pub mod template;
 mod text;
 
@@ -943,6 +944,13 @@ impl Scrubber {
                     }
                 }
             }
+            // A failed statement's parameters, as SQLAlchemy's message
+            // gives them (see [`sql`]).
+            if keyed && SQL_PARAMETERS.find(b).is_some() {
+                for range in self.sql_parameter_secrets(s) {
+                    secret(Some(range));
+                }
+            }
             if tagged {
                 for caps in self.xml_tags.captures_iter(s) {
                     let (tag, name) = (caps.get(0).expect("a match"), caps.get(1).expect("a name"));
@@ -1029,6 +1037,11 @@ impl Scrubber {
         value.contains('*') && !value.chars().any(char::is_alphanumeric)
     }
 }
+
+/// Where SQLAlchemy's message gives a statement's parameters, as a
+/// searcher built once.
+static SQL_PARAMETERS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"[parameters: ("));
 
 /// Adds what a part of an attachment redacted to what the whole did, each
 /// rule and method once.

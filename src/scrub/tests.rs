@@ -2213,3 +2213,28 @@ fn unmarked_utf16_beyond_ascii_is_text() {
         assert!(utf16_text(&bytes).is_none(), "{bytes:?}");
     }
 }
+
+/// SQLAlchemy's message for a failed statement (its default shows the
+/// parameters), as the Python SDK sends it in an exception's value: a
+/// parameter is redacted when its placeholder fills a sensitive column of
+/// an INSERT, or stands where a rule redacts a value.
+#[test]
+fn sqlalchemy_parameters_of_sensitive_columns_are_redacted() {
+    let s = scrubber();
+    let event = r#"{"exception":{"values":[{"type":"IntegrityError","value":"(sqlite3.IntegrityError) UNIQUE constraint failed: users.email\n[SQL: INSERT INTO users (name, email, password_hash, api_token) VALUES (?, ?, ?, ?)]\n[parameters: ('bob', 'bob@example.com', 'pbkdf2:sha256:600000$Xq9$abc', 'tk_live_9f8e')]\n(Background on this error at: https://sqlalche.me/e/20/gkpj)"},
+        {"type":"OperationalError","value":"(psycopg2.OperationalError) deadlock\n[SQL: UPDATE users SET password = %s, reset_token = %s WHERE id = %s]\n[parameters: ('N3wPass!', 'rst-77', 42)]"}]}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    let values = &tree["exception"]["values"];
+    let first = values[0]["value"].as_str().unwrap();
+    assert!(
+        first.contains("[parameters: ('bob', '[email]', '[Filtered]', '[Filtered]')]"),
+        "{first}"
+    );
+    let second = values[1]["value"].as_str().unwrap();
+    assert!(
+        second.contains("[parameters: ('[Filtered]', '[Filtered]', 42)]"),
+        "{second}"
+    );
+    // The statement itself keeps its placeholders.
+    assert!(second.contains("SET password = %s, reset_token = %s WHERE id = %s"));
+}

@@ -313,7 +313,16 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
             .collect(),
             ..Default::default()
         });
+        // SQLAlchemy's message for a failed INSERT, with its parameters.
+        let sql_error = "(sqlite3.IntegrityError) UNIQUE constraint failed: users.email\n\
+            [SQL: INSERT INTO users (email, password) VALUES (?, ?)]\n\
+            [parameters: ('bob@example.com', 'SqlPa55word')]";
         let event = Event {
+            exception: Values::from(vec![Exception {
+                ty: "IntegrityError".into(),
+                value: Some(sql_error.into()),
+                ..Default::default()
+            }]),
             logentry: Some(sentry::protocol::LogEntry {
                 message: "login failed password=%s for %s (attempt {})".into(),
                 params: vec!["Hunt3rTwo!".into(), "bob".into(), 3.into()],
@@ -353,7 +362,12 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].key, event_id);
     let text = String::from_utf8_lossy(&got[0].payload);
-    for secret in ["Hunt3rTwo!", "C0ns0leTok3n99"] {
+    for secret in [
+        "Hunt3rTwo!",
+        "C0ns0leTok3n99",
+        "SqlPa55word",
+        "bob@example.com",
+    ] {
         assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
     }
     let event: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
@@ -361,6 +375,10 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
         event["logentry"]["params"],
         serde_json::json!(["[Filtered]", "bob", 3])
     );
+    assert!(event["exception"]["values"][0]["value"]
+        .as_str()
+        .unwrap()
+        .ends_with("[parameters: ('[email]', '[Filtered]')]"));
     let crumb = &event["breadcrumbs"]["values"][0];
     assert_eq!(crumb["message"], "token: [Filtered]");
     assert_eq!(
