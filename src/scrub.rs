@@ -1038,6 +1038,15 @@ impl Scrubber {
     }
 }
 
+/// Keys whose text names the value under a sibling key of
+/// [`NAMED_VALUES`]: a form field's `name` (`serializeArray()`, HAR,
+/// Kubernetes' `env`), the `key` or `Key` of Postman's variables and AWS
+/// tags, CloudFormation's `ParameterKey`.
+pub(crate) const NAMERS: [&str; 5] = ["name", "Name", "key", "Key", "ParameterKey"];
+
+/// The keys of the values that [`NAMERS`] name.
+pub(crate) const NAMED_VALUES: [&str; 3] = ["value", "Value", "ParameterValue"];
+
 /// Where SQLAlchemy's message gives a statement's parameters, as a
 /// searcher built once.
 static SQL_PARAMETERS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -1306,12 +1315,12 @@ impl<'s> Walk<'s> {
         match v {
             Value::Object(map) => {
                 // `{"name": "password", "value": "..."}` (a form's
-                // `serializeArray()`, Kubernetes `env`, HAR): the name is
-                // the value's key.
-                let named = map
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .filter(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
+                // `serializeArray()`, Kubernetes `env`, HAR; `Key` and
+                // `Value` of AWS tags...): the name is the value's key.
+                let named = NAMERS
+                    .iter()
+                    .filter_map(|namer| map.get(*namer)?.as_str())
+                    .find(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
                     .map(str::to_owned);
                 // A log message's template beside its parameters: each
                 // parameter is judged by its slot (see [`template`]).
@@ -1324,7 +1333,9 @@ impl<'s> Walk<'s> {
                 for (key, child) in map.iter_mut() {
                     path.push(Seg::Key(key));
                     match (&named, template::param_key(key)) {
-                        (Some(name), _) if key == "value" => self.entry(name, child, path),
+                        (Some(name), _) if NAMED_VALUES.contains(&key.as_str()) => {
+                            self.entry(name, child, path)
+                        }
                         (_, Some(ParamKey::All)) if !slots.is_empty() => {
                             self.params(child, &slots, path)
                         }

@@ -2238,3 +2238,25 @@ fn sqlalchemy_parameters_of_sensitive_columns_are_redacted() {
     // The statement itself keeps its placeholders.
     assert!(second.contains("SET password = %s, reset_token = %s WHERE id = %s"));
 }
+
+/// Entries that name their value by another key than `name`: Postman's
+/// variables (`key`/`value`), AWS tags (`Key`/`Value`), CloudFormation's
+/// parameters (`ParameterKey`/`ParameterValue`).
+#[test]
+fn values_named_by_a_key_or_a_parameter_key() {
+    let s = scrubber();
+    let event = r#"{"extra":{"postman":[{"key":"password","value":"pm-pw-1"},{"key":"baseUrl","value":"https://api.example.com"}],
+        "tags":[{"Key":"DB_PASSWORD","Value":"aws-pw-2"},{"Key":"team","Value":"payments"}],
+        "stack":[{"ParameterKey":"DbPassword","ParameterValue":"cfn-pw-3"},{"ParameterKey":"Env","ParameterValue":"prod"}]}}"#;
+    let tree = both_ways(&s, event).expect("the text pass takes it");
+    let extra = &tree["extra"];
+    assert_eq!(extra["postman"][0]["value"], "[Filtered]");
+    assert_eq!(extra["postman"][1]["value"], "https://api.example.com");
+    assert_eq!(extra["tags"][0]["Value"], "[Filtered]");
+    assert_eq!(extra["tags"][1]["Value"], "payments");
+    assert_eq!(extra["stack"][0]["ParameterValue"], "[Filtered]");
+    assert_eq!(extra["stack"][1]["ParameterValue"], "prod");
+    // Two names that name secrets: the tree decides.
+    let two = r#"{"a":{"name":"password","key":"token","value":"x1"}}"#;
+    assert!(s.scrub_event_text(two).is_err());
+}

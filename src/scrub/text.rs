@@ -22,7 +22,10 @@ use serde_json::{Map, Value};
 use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
 use super::template::{param_key, ParamKey, Slots, TEMPLATE_ATTRIBUTE};
-use super::{record_all, redact_all, redact_secret, write_meta, Method, Redaction, Scrubber, Walk};
+use super::{
+    record_all, redact_all, redact_secret, write_meta, Method, Redaction, Scrubber, Walk,
+    NAMED_VALUES, NAMERS,
+};
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
 const MAX_PAIRS_DEPTH: usize = 4;
@@ -184,6 +187,10 @@ pub(super) struct KeyClass {
     sensitivity: Sensitivity,
     /// It names a log message's parameters (see [`param_key`]).
     param: bool,
+    /// Its text names a sibling's value (`name`: see [`NAMERS`]).
+    namer: bool,
+    /// Its value is named by a sibling (`value`: see [`NAMED_VALUES`]).
+    named_value: bool,
 }
 
 impl KeyClass {
@@ -203,6 +210,8 @@ impl KeyClass {
             ip: KeyMatcher::is_ip_field(key),
             sensitivity: scrubber.keys.classify(key),
             param: param_key(key).is_some(),
+            namer: NAMERS.contains(&key),
+            named_value: NAMED_VALUES.contains(&key),
         }
     }
 }
@@ -460,7 +469,7 @@ impl<'j> Pass<'_, 'j> {
             let class = self.class_of(key);
             let start = self.pos;
             match (key, named) {
-                ("value", Some(name)) => self.entry(
+                (_, Some(name)) if class.named_value => self.entry(
                     KeyClass {
                         safe_key: class.safe_key,
                         ..name
@@ -471,9 +480,9 @@ impl<'j> Pass<'_, 'j> {
                 _ => self.entry(class, path)?,
             }
             path.pop();
-            if key == "value" {
+            if class.named_value {
                 value_seen = true;
-            } else if key == "name" && self.bytes[start] == b'"' {
+            } else if class.namer && self.bytes[start] == b'"' {
                 let raw = &self.text[start..self.pos];
                 let name: Cow<'_, str> = if raw.contains('\\') {
                     Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
@@ -482,8 +491,9 @@ impl<'j> Pass<'_, 'j> {
                 };
                 let scrubber = self.walk.scrubber;
                 if scrubber.keys.classify(&name) != Sensitivity::None {
-                    // A value before its name: the tree pass reads both first.
-                    if value_seen {
+                    // A value before its name, or two names: the tree pass
+                    // reads them all first.
+                    if value_seen || named.is_some() {
                         return Err(Fallback);
                     }
                     named = Some(KeyClass::of(scrubber, &name));
