@@ -927,7 +927,10 @@ impl Scrubber {
                         continue;
                     };
                     let key = &m.as_str()[key];
-                    if self.keys.is_sensitive(key) || rules::is_qualified_key(s, m.start(), key) {
+                    if self.keys.is_sensitive(key)
+                        || rules::is_qualified_key(s, m.start(), key)
+                        || rules::is_oauth_code(s, m.start(), key)
+                    {
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
                         let value = rules::value_for(s, m.start(), key, m.end());

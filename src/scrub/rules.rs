@@ -516,6 +516,14 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
     }
 }
 
+/// Whether `key`, found at `at` in `s`, is an OAuth authorization code in
+/// a query string: `code`, after `?` or `&`, where the query also carries
+/// `state=` (the authorization response's, `/callback?code=...&state=...`).
+/// The code is a credential until the app exchanges it.
+pub fn is_oauth_code(s: &str, at: usize, key: &str) -> bool {
+    key == "code" && s[..at].ends_with(['?', '&']) && s.contains("state=")
+}
+
 /// Whether `key`, found at `at` in `s`, is `key` after a word that makes it
 /// a secret's name in prose: `Invalid API key: ...`, `'Secret Key': ...`
 /// (the pattern finds `key:` alone; `api key` as one key is a sensitive
@@ -772,7 +780,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 119] = [
+const SENSITIVE_SUBSTRINGS: [&str; 121] = [
     "password",
     "passwd",
     "secret",
@@ -864,6 +872,9 @@ const SENSITIVE_SUBSTRINGS: [&str; 119] = [
     "application_key",
     "application-key",
     "honeycomb-team",
+    // OAuth's PKCE verifier and OAuth 1's verifier.
+    "code_verifier",
+    "oauth_verifier",
     // The same keys named in prose (`Invalid access key: ...`), which
     // `is_qualified_key` reads in text.
     "access key",
@@ -968,8 +979,8 @@ pub struct KeyMatcher {
     words_from: usize,
     /// The id of the built-in `token` (`usize::MAX` without the built-ins).
     token: usize,
-    /// The id of `_key`, which only [`KeyMatcher::mentions`] counts
-    /// (`usize::MAX` without the built-ins).
+    /// The id of `_key`, which only [`KeyMatcher::mentions`] counts, as it
+    /// does the ids after it (`usize::MAX` without the built-ins).
     env_key: usize,
     /// Configured words (substrings) that are not in `automaton`.
     own: Option<Arc<AhoCorasick>>,
@@ -1013,13 +1024,14 @@ impl KeyMatcher {
             .into_iter()
             .chain(builtin_words.iter().copied())
             .collect();
-        // `_KEY` last, for `mentions` only: text that holds
-        // `OPENAI_KEY=...` is searched for pairs; a key is judged by
-        // [`is_env_key`], not by this match.
+        // Last, for `mentions` only: text that holds `OPENAI_KEY=...` or an
+        // OAuth callback's `code=...&state=...` is searched for pairs; a
+        // key is judged by [`is_env_key`] and [`is_oauth_code`], not by
+        // these matches.
         let env_key = match builtin {
             true => {
-                patterns.push("_key");
-                patterns.len() - 1
+                patterns.extend(["_key", "state="]);
+                patterns.len() - 2
             }
             false => usize::MAX,
         };
@@ -1087,7 +1099,7 @@ impl KeyMatcher {
         };
         let secret = self.automaton.find_overlapping_iter(key).any(|m| {
             let id = m.pattern().as_usize();
-            id != self.env_key
+            id < self.env_key
                 && secret_at(m.start(), m.end(), id < self.words_from, id == self.token)
         }) || self.own.as_ref().is_some_and(|own| {
             own.find_overlapping_iter(key)

@@ -2260,3 +2260,30 @@ fn values_named_by_a_key_or_a_parameter_key() {
     let two = r#"{"a":{"name":"password","key":"token","value":"x1"}}"#;
     assert!(s.scrub_event_text(two).is_err());
 }
+
+/// An OAuth callback's authorization code (with its `state`), and PKCE's
+/// and OAuth 1's verifiers; a `code` elsewhere is no secret.
+#[test]
+fn oauth_codes_and_verifiers_are_redacted() {
+    for (input, want) in [
+        (
+            "https://app.example.com/oauth/callback?code=4/0AeaYSHDq8zQ9xYz&state=abc",
+            "https://app.example.com/oauth/callback?code=[Filtered]&state=abc",
+        ),
+        (
+            "POST /token grant_type=authorization_code&code_verifier=dBjftJeZ4CVP&client_id=app",
+            "POST /token grant_type=authorization_code&code_verifier=[Filtered]&client_id=app",
+        ),
+        (
+            "/callback?oauth_token=t1&oauth_verifier=v9",
+            "/callback?oauth_token=[Filtered]&oauth_verifier=[Filtered]",
+        ),
+        (
+            "GET /items?code=SKU-1&page=2",
+            "GET /items?code=SKU-1&page=2",
+        ),
+        ("exit code=1 state=done", "exit code=1 state=done"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
