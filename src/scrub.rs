@@ -141,7 +141,18 @@ fn is_text_unit(unit: u16) -> bool {
         c.is_alphanumeric()
             || c.is_whitespace()
             || matches!(c, '\x1b' | '!'..='~' | '\u{a1}'..='\u{bf}' | '\u{d7}' | '\u{f7}'
-                | '\u{2010}'..='\u{2bff}' | '\u{3000}'..='\u{303f}' | '\u{ff00}'..='\u{ffef}')
+                // Combining marks (decomposed accents), and the blocks of
+                // scripts whose punctuation and signs are not letters:
+                // Arabic (its comma), the Indic scripts (danda, virama), Thai.
+                | '\u{300}'..='\u{36f}' | '\u{600}'..='\u{6ff}' | '\u{900}'..='\u{dff}'
+                | '\u{e00}'..='\u{e7f}'
+                // Zero-width spaces and joiners, marks of direction.
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2010}'..='\u{2bff}' | '\u{3000}'..='\u{303f}'
+                // Variation selectors (an emoji's), a mark in the text, the
+                // replacement character.
+                | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{fffd}'
+                | '\u{ff00}'..='\u{ffef}')
     })
 }
 
@@ -935,7 +946,9 @@ impl Scrubber {
                         // (`token = getToken()`, `key = self.api_key`).
                         let value = rules::value_for(s, m.start(), key, m.end());
                         secret(value.filter(|v| {
-                            !rules::is_code(&s[v.clone()]) && !rules::is_prose(s, v.clone())
+                            !rules::is_code(&s[v.clone()])
+                                && !rules::is_prose(s, v.clone())
+                                && !rules::is_named_slot(key, &s[v.clone()])
                         }));
                     } else if key.eq_ignore_ascii_case("name") {
                         // A form field or an HTML input named by a sensitive key.

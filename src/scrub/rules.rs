@@ -380,7 +380,7 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
         let from = i;
         while b
             .get(i)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || b"_.-[]".contains(c))
+            .is_some_and(|c| c.is_ascii_alphanumeric() || b"_.-[]%".contains(c))
         {
             i += 1;
         }
@@ -403,8 +403,10 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
             let list = matches!(c, b',' | b';' | b'&' | b'?')
                 && b.get(i + 1)
                     .is_none_or(|&n| n.is_ascii_whitespace() || next_key(i + 1));
+            // `&amp;` in HTML ends a query's value too.
+            let amp = c == b'&' && b[i + 1..].starts_with(b"amp;");
             let fragment = c == b'#' && in_query;
-            if list || fragment || c.is_ascii_whitespace() || b"\"'}".contains(&c) {
+            if list || amp || fragment || c.is_ascii_whitespace() || b"\"'}".contains(&c) {
                 break;
             }
             i += 1;
@@ -514,6 +516,21 @@ fn php_dumped(s: &str, at: usize) -> Option<std::ops::Range<usize>> {
         }
         _ => None,
     }
+}
+
+/// Whether a value is a log template's slot named after its key
+/// (`password={password}`, `apiKey={api_key}`): case and `_` aside.
+pub fn is_named_slot(key: &str, value: &str) -> bool {
+    let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) else {
+        return false;
+    };
+    let plain = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | '.' | '@' | '$'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    !name.is_empty() && plain(name) == plain(key)
 }
 
 /// Whether `key`, found at `at` in `s`, is an OAuth authorization code in
@@ -743,11 +760,12 @@ fn is_placeholder(value: &str) -> bool {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && w.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
     };
-    // A log template's slot (`password={password}`, `token={0}`).
+    // A log template's slot by position (`token={0}`); one by name is the
+    // caller's to judge (`password={password}`, but ODBC's `PWD={Summer24}`).
     let slot = v
         .strip_prefix('{')
         .and_then(|n| n.strip_suffix('}'))
-        .is_some_and(|n| word(n) || (!n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())));
+        .is_some_and(|n| n.bytes().all(|c| c.is_ascii_digit()));
     // printf's slot by position (`%2$s`).
     let positional = v.strip_prefix('%').is_some_and(|r| {
         let digits = r.bytes().take_while(u8::is_ascii_digit).count();

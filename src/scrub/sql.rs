@@ -17,100 +17,180 @@ use std::ops::Range;
 
 use super::Scrubber;
 
-/// The most parameters read from one tuple.
-const MAX_PARAMETERS: usize = 256;
+/// The most parameters read for one statement.
+const MAX_PARAMETERS: usize = 4096;
+
+/// The longest statement read: past it, the parameters are left to the
+/// other rules (a statement is a line or a few; a longer "statement" is a
+/// log's text between two messages).
+const MAX_STATEMENT: usize = 64 << 10;
+
+/// The stand-in of placeholder `i` in the probe.
+fn stand_in(i: usize) -> String {
+    format!("Zq{i}x7Kv")
+}
 
 impl Scrubber {
-    /// The ranges of `s` that hold secret parameters of the statement
-    /// SQLAlchemy's message carries (empty when it carries none): the
-    /// inside of a quoted one, or the whole of another.
+    /// The ranges of `s` that hold secret parameters of the statements
+    /// SQLAlchemy's messages carry (empty when they carry none): the
+    /// inside of a quoted one, or the whole of another. Each
+    /// `[parameters: ...]` (a tuple, or a list of them for `executemany`)
+    /// goes with the `[SQL: ...]` before it.
     pub(super) fn sql_parameter_secrets(&self, s: &str) -> Vec<Range<usize>> {
-        let Some((statement, parameters)) = statement_and_parameters(s) else {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some((statement, parameters, next)) = statement_and_parameters(s, from) {
+            from = next;
+            let secret = self.secret_placeholders(&s[statement]);
+            if !secret.iter().any(|&is| is) {
+                continue;
+            }
+            for tuple in tuples(s, parameters) {
+                for (i, item) in tuple_items(s, tuple).into_iter().enumerate() {
+                    if secret.get(i).copied().unwrap_or(false) {
+                        out.push(item);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Which of a statement's placeholders hold secrets: those that fill a
+    /// sensitive column of an INSERT, and those where the rules redact a
+    /// value (each placeholder as a stand-in: `SET password = Zq0x7Kv`).
+    /// The probe is scrubbed without decoding, so that it cannot hold
+    /// another statement's parameters.
+    fn secret_placeholders(&self, statement: &str) -> Vec<bool> {
+        let placeholders = placeholders(statement);
+        let Some(count) = placeholders.iter().map(|(_, i)| i + 1).max() else {
             return Vec::new();
         };
-        let placeholders = placeholders(&s[statement.clone()]);
-        if placeholders.is_empty() {
-            return Vec::new();
-        }
-        let mut secret = vec![false; placeholders.len()];
-        // In the column list of an INSERT.
-        for (i, column) in insert_columns(&s[statement.clone()], &placeholders) {
+        let mut secret = vec![false; count];
+        for (i, column) in insert_columns(statement, &placeholders) {
             if self.keys.is_sensitive(column) {
                 secret[i] = true;
             }
         }
-        // Where the rules redact a value: each placeholder as a stand-in.
-        let text = &s[statement];
-        let stand_in = |i: usize| format!("Zq{i}x7Kv");
-        let mut probe = String::with_capacity(text.len() + 8 * placeholders.len());
+        let mut probe = String::with_capacity(statement.len() + 8 * placeholders.len());
         let mut copied = 0;
-        for (i, range) in placeholders.iter().enumerate() {
-            probe.push_str(&text[copied..range.start]);
-            probe.push_str(&stand_in(i));
+        for (range, i) in &placeholders {
+            probe.push_str(&statement[copied..range.start]);
+            probe.push_str(&stand_in(*i));
             copied = range.end;
         }
-        probe.push_str(&text[copied..]);
-        if let Some((scrubbed, _)) = self.scrub_text(&probe) {
-            for (i, is) in secret.iter_mut().enumerate() {
-                *is |= !scrubbed.contains(&stand_in(i));
+        probe.push_str(&statement[copied..]);
+        if let Some(scrubbed) = self.scrub_plain(&probe, &[], &mut Vec::new()) {
+            // The stand-ins that are left, in one pass over the scrubbed probe.
+            let mut left = vec![false; count];
+            for at in memchr::memmem::find_iter(scrubbed.as_bytes(), b"Zq") {
+                let digits = scrubbed.as_bytes()[at + 2..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                let rest = &scrubbed[at + 2 + digits..];
+                if let (true, Ok(i)) = (
+                    rest.starts_with("x7Kv"),
+                    scrubbed[at + 2..at + 2 + digits].parse::<usize>(),
+                ) {
+                    if let Some(l) = left.get_mut(i) {
+                        *l = true;
+                    }
+                }
+            }
+            for (is, left) in secret.iter_mut().zip(left) {
+                *is |= !left;
             }
         }
-        let items = tuple_items(s, parameters);
-        items
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| secret.get(*i).copied().unwrap_or(false))
-            .map(|(_, item)| item)
-            .collect()
+        secret
     }
 }
 
-/// Where the statement (`[SQL: ...]`) and its parameters' tuple
-/// (`[parameters: (...)]`, the position of its `(`) are in `s`.
-fn statement_and_parameters(s: &str) -> Option<(Range<usize>, usize)> {
-    let at = memchr::memmem::find(s.as_bytes(), b"[parameters: (")?;
-    let sql = memchr::memmem::rfind(&s.as_bytes()[..at], b"[SQL: ")?;
-    let start = sql + "[SQL: ".len();
-    let end = s[start..at].trim_end().strip_suffix(']')?.len() + start;
-    Some((start..end, at + "[parameters: ".len()))
+/// The next statement (`[SQL: ...]`) from `from` on, where its parameters
+/// (`[parameters: ` then a tuple or a list) open, and where to look for
+/// the next. A statement past [`MAX_STATEMENT`] is skipped.
+fn statement_and_parameters(s: &str, mut from: usize) -> Option<(Range<usize>, usize, usize)> {
+    loop {
+        let at = from + memchr::memmem::find(&s.as_bytes()[from..], b"[parameters: ")?;
+        let open = at + "[parameters: ".len();
+        let next = open;
+        let Some(sql) = memchr::memmem::rfind(&s.as_bytes()[from..at], b"[SQL: ") else {
+            from = next;
+            continue;
+        };
+        let start = from + sql + "[SQL: ".len();
+        let Some(statement) = s[start..at].trim_end().strip_suffix(']') else {
+            from = next;
+            continue;
+        };
+        if statement.len() > MAX_STATEMENT || !matches!(s.as_bytes().get(open), Some(b'(' | b'[')) {
+            from = next;
+            continue;
+        }
+        return Some((start..start + statement.len(), open, next));
+    }
 }
 
-/// The positional placeholders of a statement, in order: `?`, `%s`, or
-/// `$1`; outside quoted text.
-fn placeholders(statement: &str) -> Vec<Range<usize>> {
+/// The positional placeholders of a statement, in order, outside quoted
+/// text, each with the parameter it takes. Of one style: `$n` (the n-th
+/// parameter, whatever its place) if there is one, else `%s`, else `?` (so
+/// a `?` of PostgreSQL's JSON operators in a `%s` statement is none).
+fn placeholders(statement: &str) -> Vec<(Range<usize>, usize)> {
     let b = statement.as_bytes();
-    let mut out = Vec::new();
+    let mut found: Vec<(u8, Range<usize>, Option<usize>)> = Vec::new();
     let mut quote: Option<u8> = None;
     let mut i = 0;
-    while i < b.len() && out.len() < MAX_PARAMETERS {
+    while i < b.len() && found.len() < MAX_PARAMETERS {
         let c = b[i];
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' | b'`' => quote = Some(c),
-                b'?' => out.push(i..i + 1),
-                b'%' if b.get(i + 1) == Some(&b's') => {
-                    out.push(i..i + 2);
-                    i += 1;
-                }
-                b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                    let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-                    out.push(i..i + 1 + digits);
-                    i += digits;
-                }
-                _ => {}
-            },
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
         }
-        i += 1;
+        let (kind, end, index) = match c {
+            b'\'' | b'"' | b'`' => {
+                quote = Some(c);
+                i += 1;
+                continue;
+            }
+            b'?' => (b'?', i + 1, None),
+            b'%' if b.get(i + 1) == Some(&b's') => (b'%', i + 2, None),
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let n = statement[i + 1..i + 1 + digits].parse::<usize>().ok();
+                (b'$', i + 1 + digits, n.and_then(|n| n.checked_sub(1)))
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        found.push((kind, i..end, index));
+        i = end;
     }
-    out
+    let style = [b'$', b'%', b'?']
+        .into_iter()
+        .find(|style| found.iter().any(|(kind, _, _)| kind == style));
+    found
+        .into_iter()
+        .filter(|(kind, _, _)| Some(*kind) == style)
+        .enumerate()
+        .filter_map(|(order, (_, range, index))| {
+            let index = index.unwrap_or(order);
+            (index < MAX_PARAMETERS).then_some((range, index))
+        })
+        .collect()
 }
 
-/// For an `INSERT INTO t (a, b) VALUES (?, ?), (?, ?)`: each placeholder
-/// in a row of values (its index among `placeholders`) and the column it
-/// fills.
-fn insert_columns<'s>(statement: &'s str, placeholders: &[Range<usize>]) -> Vec<(usize, &'s str)> {
+/// For an `INSERT INTO t (a, b) VALUES (?, ?), (?, crypt(?, ...))`: each
+/// placeholder in a row of values (its parameter) and the column it
+/// fills, also inside a call.
+fn insert_columns<'s>(
+    statement: &'s str,
+    placeholders: &[(Range<usize>, usize)],
+) -> Vec<(usize, &'s str)> {
     let lower = statement.to_ascii_lowercase();
     let Some(insert) = lower.find("insert into") else {
         return Vec::new();
@@ -128,23 +208,21 @@ fn insert_columns<'s>(statement: &'s str, placeholders: &[Range<usize>]) -> Vec<
     if !lower[close + 1..].trim_start().starts_with("values") {
         return Vec::new();
     }
-    // Each placeholder after the column list, by its place in its row.
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut column = 0usize;
     let b = statement.as_bytes();
     let mut next = placeholders
         .iter()
-        .enumerate()
-        .skip_while(|(_, r)| r.start < close)
+        .skip_while(|(r, _)| r.start < close)
         .peekable();
     let mut quote: Option<u8> = None;
     for (at, &c) in b.iter().enumerate().skip(close + 1) {
-        while next.peek().is_some_and(|(_, r)| r.start < at) {
+        while next.peek().is_some_and(|(r, _)| r.start < at) {
             next.next();
         }
-        if let Some((i, r)) = next.peek() {
-            if r.start == at && depth == 1 {
+        if let Some((r, i)) = next.peek() {
+            if r.start == at && depth >= 1 {
                 if let Some(name) = columns.get(column) {
                     out.push((*i, *name));
                 }
@@ -166,6 +244,46 @@ fn insert_columns<'s>(statement: &'s str, placeholders: &[Range<usize>]) -> Vec<
                 _ => {}
             },
         }
+    }
+    out
+}
+
+/// The tuples of the parameters that open at `open`: the one tuple, or
+/// each of a list's (`executemany`), by where each opens.
+fn tuples(s: &str, open: usize) -> Vec<usize> {
+    let b = s.as_bytes();
+    if b.get(open) == Some(&b'(') {
+        return vec![open];
+    }
+    // A list of tuples: each `(` at the list's own level.
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = open + 1;
+    while i < b.len() && out.len() < MAX_PARAMETERS {
+        let c = b[i];
+        match quote {
+            Some(_) if c == b'\\' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' => quote = Some(c),
+                b'(' | b'[' | b'{' => {
+                    if depth == 0 && c == b'(' {
+                        out.push(i);
+                    }
+                    depth += 1;
+                }
+                b')' | b']' | b'}' => {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
     }
     out
 }
@@ -229,7 +347,7 @@ mod tests {
     #[test]
     fn statements_placeholders_and_tuples_are_read() {
         let s = "x\n[SQL: INSERT INTO users (email, password) VALUES (?, ?)]\n[parameters: ('a@b.co', 'pw\\'1', None, datetime.datetime(2024, 1, 1), 5)]";
-        let (statement, open) = statement_and_parameters(s).unwrap();
+        let (statement, open, _) = statement_and_parameters(s, 0).unwrap();
         assert_eq!(
             &s[statement.clone()],
             "INSERT INTO users (email, password) VALUES (?, ?)"
@@ -245,13 +363,23 @@ mod tests {
                 "5"
             ]
         );
-        let p = placeholders("UPDATE t SET a = '?', b = ? WHERE c = %s AND d = $2");
-        assert_eq!(p.len(), 3);
-        let statement = "INSERT INTO users (name, \"password\") VALUES (?, ?), (?, ?)";
+        let p = placeholders("UPDATE t SET a = '?', b = ? WHERE c = ? AND d = %s");
+        assert_eq!(
+            p.iter().map(|(r, i)| (r.start, *i)).collect::<Vec<_>>(),
+            [(48, 0)]
+        );
+        let p = placeholders("UPDATE t SET password = $2 WHERE id = $1");
+        assert_eq!(p.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [1, 0]);
+        let p = placeholders("SELECT 1 WHERE data ? %s AND api_token = %s");
+        assert_eq!(p.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 1]);
+        let statement = "INSERT INTO users (name, \"password\") VALUES (?, ?), (?, crypt(?, 'bf'))";
         let p = placeholders(statement);
         assert_eq!(
             insert_columns(statement, &p),
             [(0, "name"), (1, "password"), (2, "name"), (3, "password")]
         );
+        let s = "[parameters: [('a', 'b'), ('c', ('d',))]]";
+        let opens = tuples(s, "[parameters: ".len());
+        assert_eq!(opens.len(), 2);
     }
 }
