@@ -239,6 +239,24 @@ impl<'j> Pass<'_, 'j> {
         class
     }
 
+    /// After a member of an object or a list: passes the `,` before the
+    /// next one (`false`), or the `close` that ends them (`true`).
+    #[inline]
+    fn after_member(&mut self, close: u8) -> Result<bool, Fallback> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.pos += 1;
+                Ok(false)
+            }
+            c if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(Fallback),
+        }
+    }
+
     fn peek(&self) -> Result<u8, Fallback> {
         self.bytes.get(self.pos).copied().ok_or(Fallback)
     }
@@ -499,14 +517,8 @@ impl<'j> Pass<'_, 'j> {
                     named = Some(KeyClass::of(scrubber, &name));
                 }
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -576,14 +588,8 @@ impl<'j> Pass<'_, 'j> {
             flag = self.flag_in(start)?;
             path.pop();
             index += 1;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Fallback),
+            if self.after_member(b']')? {
+                return Ok(());
             }
         }
     }
@@ -688,14 +694,8 @@ impl<'j> Pass<'_, 'j> {
                 false => self.entry(class, path)?,
             }
             path.pop();
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -742,11 +742,8 @@ impl<'j> Pass<'_, 'j> {
                 ("message", b'"') => message = Some(self.string()?.2),
                 _ => self.skip_value()?,
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => break,
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                break;
             }
         }
         Ok(attribute.or(message))
@@ -773,14 +770,8 @@ impl<'j> Pass<'_, 'j> {
                 _ => self.skip_value()?,
             }
             value_seen |= key == "value";
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Ok(value);
-                }
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                return Ok(value);
             }
         }
     }
@@ -836,11 +827,8 @@ impl<'j> Pass<'_, 'j> {
             self.expect(b':')?;
             self.ws();
             self.skip_value()?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => return Ok(value),
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                return Ok(value);
             }
         }
     }
@@ -863,14 +851,8 @@ impl<'j> Pass<'_, 'j> {
             } else {
                 self.skip_value()?;
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Fallback),
+            if self.after_member(b'}')? {
+                return Ok(());
             }
         }
     }
