@@ -239,6 +239,22 @@ impl<'j> Pass<'_, 'j> {
         class
     }
 
+    /// An object member's key and the `:` after it, up to its value. A key
+    /// with escapes falls back: a key is part of the path, which borrows
+    /// from the text.
+    #[inline]
+    fn member_key(&mut self) -> Result<&'j str, Fallback> {
+        self.ws();
+        let (_, _, key) = self.string()?;
+        let Cow::Borrowed(key) = key else {
+            return Err(Fallback);
+        };
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Ok(key)
+    }
+
     /// After a member of an object or a list: passes the `,` before the
     /// next one (`false`), or the `close` that ends them (`true`).
     #[inline]
@@ -471,18 +487,10 @@ impl<'j> Pass<'_, 'j> {
         let mut named: Option<KeyClass> = None;
         let mut value_seen = false;
         loop {
-            self.ws();
-            let (_, _, key) = self.string()?;
-            // A key is part of the path, which borrows from the text.
-            let Cow::Borrowed(key) = key else {
-                return Err(Fallback);
-            };
+            let key = self.member_key()?;
             if path.is_empty() && key == "_meta" {
                 return Err(Fallback);
             }
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
             path.push(Seg::Key(key));
             let class = self.class_of(key);
             let start = self.pos;
@@ -679,14 +687,7 @@ impl<'j> Pass<'_, 'j> {
             return Ok(());
         }
         loop {
-            self.ws();
-            let (_, _, key) = self.string()?;
-            let Cow::Borrowed(key) = key else {
-                return Err(Fallback);
-            };
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
+            let key = self.member_key()?;
             path.push(Seg::Key(key));
             let class = self.class_of(key);
             match slots.has(key) {
