@@ -25,11 +25,6 @@ const MAX_PARAMETERS: usize = 4096;
 /// log's text between two messages).
 const MAX_STATEMENT: usize = 64 << 10;
 
-/// The stand-in of placeholder `i` in the probe.
-fn stand_in(i: usize) -> String {
-    format!("Zq{i}x7Kv")
-}
-
 impl Scrubber {
     /// The ranges of `s` that hold secret parameters of the statements
     /// SQLAlchemy's messages carry (empty when they carry none): the
@@ -58,9 +53,7 @@ impl Scrubber {
 
     /// Which of a statement's placeholders hold secrets: those that fill a
     /// sensitive column of an INSERT, and those where the rules redact a
-    /// value (each placeholder as a stand-in: `SET password = Zq0x7Kv`).
-    /// The probe is scrubbed without decoding, so that it cannot hold
-    /// another statement's parameters.
+    /// value (see [`Scrubber::redacted_stand_ins`]: `SET password = ?`).
     fn secret_placeholders(&self, statement: &str) -> Vec<bool> {
         let placeholders = placeholders(statement);
         let Some(count) = placeholders.iter().map(|(_, i)| i + 1).max() else {
@@ -72,35 +65,9 @@ impl Scrubber {
                 secret[i] = true;
             }
         }
-        let mut probe = String::with_capacity(statement.len() + 8 * placeholders.len());
-        let mut copied = 0;
-        for (range, i) in &placeholders {
-            probe.push_str(&statement[copied..range.start]);
-            probe.push_str(&stand_in(*i));
-            copied = range.end;
-        }
-        probe.push_str(&statement[copied..]);
-        if let Some(scrubbed) = self.scrub_plain(&probe, &[], &mut Vec::new()) {
-            // The stand-ins that are left, in one pass over the scrubbed probe.
-            let mut left = vec![false; count];
-            for at in memchr::memmem::find_iter(scrubbed.as_bytes(), b"Zq") {
-                let digits = scrubbed.as_bytes()[at + 2..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .count();
-                let rest = &scrubbed[at + 2 + digits..];
-                if let (true, Ok(i)) = (
-                    rest.starts_with("x7Kv"),
-                    scrubbed[at + 2..at + 2 + digits].parse::<usize>(),
-                ) {
-                    if let Some(l) = left.get_mut(i) {
-                        *l = true;
-                    }
-                }
-            }
-            for (is, left) in secret.iter_mut().zip(left) {
-                *is |= !left;
-            }
+        let redacted = self.redacted_stand_ins(statement, &placeholders, count);
+        for (is, redacted) in secret.iter_mut().zip(redacted) {
+            *is |= redacted;
         }
         secret
     }

@@ -10,6 +10,8 @@
 //! stand-in the rules redacted is a secret, redacted whole as a value
 //! under a sensitive key is.
 
+use std::fmt::Write;
+
 use serde_json::{Map, Value};
 
 use super::Scrubber;
@@ -220,34 +222,73 @@ fn brace_slot(b: &[u8], at: usize) -> Option<(usize, Name<'_>)> {
 }
 
 impl Scrubber {
-    /// The slots of `template` whose parameter is a secret: the template is
-    /// scrubbed with a stand-in in each slot, and a slot whose stand-in was
-    /// redacted (after `password=`, `--token `, in `https://%s:%s@host`...)
-    /// holds a secret. The stand-ins have letters and digits, as a secret
-    /// has, so that no rule takes them for prose or a placeholder.
+    /// The slots of `template` whose parameter is a secret (see
+    /// [`Self::redacted_stand_ins`]).
     pub fn secret_slots(&self, template: &str) -> Slots {
         let slots = slots(template);
-        if slots.is_empty() {
-            return Slots::default();
+        let ranges: Vec<_> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| (r.clone(), i))
+            .collect();
+        let redacted = self.redacted_stand_ins(template, &ranges, slots.len());
+        let secret = slots
+            .into_iter()
+            .zip(redacted)
+            .filter(|(_, redacted)| *redacted)
+            .flat_map(|((_, names), _)| names)
+            .map(String::into_boxed_str)
+            .collect();
+        Slots(secret)
+    }
+
+    /// Which of `count` parameters the rules take for secrets where they
+    /// stand in `text`: each range is put in for the parameter it takes, a
+    /// stand-in with letters and digits as a secret has (so that no rule
+    /// takes it for prose or a placeholder), and a parameter whose stand-in
+    /// was redacted (after `password=`, `--token `, in `https://%s:%s@host`)
+    /// is a secret. The probe is scrubbed without percent-decoding: decoded,
+    /// it could hold what called this again (a statement's parameters).
+    pub(super) fn redacted_stand_ins(
+        &self,
+        text: &str,
+        ranges: &[(std::ops::Range<usize>, usize)],
+        count: usize,
+    ) -> Vec<bool> {
+        if ranges.is_empty() {
+            return vec![false; count];
         }
-        let stand_in = |i: usize| format!("Zq{i}x7Kv");
-        let mut probe = String::with_capacity(template.len() + 8 * slots.len());
+        let mut probe = String::with_capacity(text.len() + 8 * ranges.len());
         let mut copied = 0;
-        for (i, (range, _)) in slots.iter().enumerate() {
-            probe.push_str(&template[copied..range.start]);
-            probe.push_str(&stand_in(i));
+        for (range, i) in ranges {
+            probe.push_str(&text[copied..range.start]);
+            let _ = write!(probe, "Zq{i}x7Kv");
             copied = range.end;
         }
-        probe.push_str(&template[copied..]);
-        let Some((scrubbed, _)) = self.scrub_text(&probe) else {
-            return Slots::default();
+        probe.push_str(&text[copied..]);
+        let Some(scrubbed) = self.scrub_plain(&probe, &[], &mut Vec::new()) else {
+            return vec![false; count];
         };
-        let mut secret = Vec::new();
-        for (i, (_, names)) in slots.into_iter().enumerate() {
-            if !scrubbed.contains(&stand_in(i)) {
-                secret.extend(names.into_iter().map(String::into_boxed_str));
+        // Each parameter put in, but for the stand-ins that are left (one
+        // pass over the scrubbed probe).
+        let mut redacted = vec![false; count];
+        for (_, i) in ranges {
+            if let Some(r) = redacted.get_mut(*i) {
+                *r = true;
             }
         }
-        Slots(secret)
+        for at in memchr::memmem::find_iter(scrubbed.as_bytes(), b"Zq") {
+            let digits = scrubbed.as_bytes()[at + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            let index = &scrubbed[at + 2..at + 2 + digits];
+            if scrubbed[at + 2 + digits..].starts_with("x7Kv") {
+                if let Some(r) = index.parse().ok().and_then(|i: usize| redacted.get_mut(i)) {
+                    *r = false;
+                }
+            }
+        }
+        redacted
     }
 }
