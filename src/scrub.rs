@@ -939,7 +939,8 @@ impl Scrubber {
                     };
                     let key = &m.as_str()[key];
                     if self.keys.is_sensitive(key)
-                        || rules::is_qualified_key(s, m.start(), key)
+                        || rules::two_word_key(s, m.start(), key)
+                            .is_some_and(|key| self.keys.is_sensitive(key))
                         || rules::is_oauth_code(s, m.start(), key)
                     {
                         // Code in a frame's context line is no secret
@@ -1031,13 +1032,14 @@ impl Scrubber {
     /// and the option is sensitive: the next argument is its value.
     fn sensitive_flag<'a>(&self, arg: Option<&'a str>) -> Option<&'a str> {
         rules::flag_name(arg?).filter(|name| {
-            // A key of several words names a secret by its last one
-            // (`API key:` by both): `Auth failed:` is prose.
+            // A key of several words names a secret by its last one, or
+            // its last two (`API key:`): `Auth failed:` is prose.
             let (before, last) = name.rsplit_once(' ').unwrap_or(("", name));
             self.keys.is_sensitive(name)
                 && (before.is_empty()
                     || self.keys.is_sensitive(last)
-                    || rules::is_qualified_key(name, before.len() + 1, last))
+                    || rules::two_word_key(name, before.len() + 1, last)
+                        .is_some_and(|key| self.keys.is_sensitive(key)))
         })
     }
 

@@ -541,35 +541,22 @@ pub fn is_oauth_code(s: &str, at: usize, key: &str) -> bool {
     key == "code" && s[..at].ends_with(['?', '&']) && s.contains("state=")
 }
 
-/// Whether `key`, found at `at` in `s`, is `key` after a word that makes it
-/// a secret's name in prose: `Invalid API key: ...`, `'Secret Key': ...`
-/// (the pattern finds `key:` alone; `api key` as one key is a sensitive
-/// word already).
-pub fn is_qualified_key(s: &str, at: usize, key: &str) -> bool {
+/// The key named in two words that ends at `at + key.len()` in `s`, when
+/// the pattern found `key` alone after a word and a space (`Invalid API
+/// key: ...`, `'Secret Key': ...`): `API key`, for the key matcher to
+/// judge as it judges any key (`api key` and the like are among its
+/// words; `cache key` is not).
+pub fn two_word_key<'s>(s: &'s str, at: usize, key: &str) -> Option<&'s str> {
     if !key.eq_ignore_ascii_case("key") || !s[..at].ends_with([' ', '\t']) {
-        return false;
+        return None;
     }
     let before = s[..at].trim_end();
     let word = before
         .bytes()
         .rposition(|c| !c.is_ascii_alphabetic())
-        .map_or(before, |i| &before[i + 1..]);
-    QUALIFIERS.iter().any(|q| q.eq_ignore_ascii_case(word))
+        .map_or(0, |i| i + 1);
+    (word < before.len()).then(|| &s[word..at + key.len()])
 }
-
-/// Words before `key` in prose that name a secret key (see [`is_qualified_key`]).
-const QUALIFIERS: [&str; 10] = [
-    "api",
-    "secret",
-    "access",
-    "private",
-    "license",
-    "licence",
-    "encryption",
-    "signing",
-    "master",
-    "subscription",
-];
 
 /// The option a command-line flag names (`--password`, `-token`), when the
 /// argument is a flag alone, whose value is the next argument (`sys.argv`,
@@ -894,7 +881,7 @@ const SENSITIVE_SUBSTRINGS: [&str; 121] = [
     "code_verifier",
     "oauth_verifier",
     // The same keys named in prose (`Invalid access key: ...`), which
-    // `is_qualified_key` reads in text.
+    // `two_word_key` reads in text.
     "access key",
     "private key",
     "license key",
