@@ -255,6 +255,15 @@ impl<'j> Pass<'_, 'j> {
         Ok(key)
     }
 
+    /// The string the cursor just passed, from its quote at `start`, decoded.
+    fn string_before(&self, start: usize) -> Result<Cow<'j, str>, Fallback> {
+        let raw: &'j str = &self.text[start..self.pos];
+        Ok(match raw.contains('\\') {
+            true => Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?),
+            false => Cow::Borrowed(&raw[1..raw.len() - 1]),
+        })
+    }
+
     /// After a member of an object or a list: passes the `,` before the
     /// next one (`false`), or the `close` that ends them (`true`).
     #[inline]
@@ -494,8 +503,8 @@ impl<'j> Pass<'_, 'j> {
             path.push(Seg::Key(key));
             let class = self.class_of(key);
             let start = self.pos;
-            match (key, named) {
-                (_, Some(name)) if class.named_value => self.entry(
+            match named {
+                Some(name) if class.named_value => self.entry(
                     KeyClass {
                         safe_key: class.safe_key,
                         ..name
@@ -509,12 +518,7 @@ impl<'j> Pass<'_, 'j> {
             if class.named_value {
                 value_seen = true;
             } else if class.namer && self.bytes[start] == b'"' {
-                let raw = &self.text[start..self.pos];
-                let name: Cow<'_, str> = if raw.contains('\\') {
-                    Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
-                } else {
-                    Cow::Borrowed(&raw[1..raw.len() - 1])
-                };
+                let name = self.string_before(start)?;
                 let scrubber = self.walk.scrubber;
                 if scrubber.keys.classify(&name) != Sensitivity::None {
                     // A value before its name, or two names: the tree pass
@@ -622,12 +626,7 @@ impl<'j> Pass<'_, 'j> {
         {
             return Ok(None);
         }
-        let raw = &self.text[start..self.pos];
-        let arg: Cow<'_, str> = if raw.contains('\\') {
-            Cow::Owned(serde_json::from_str(raw).map_err(|_| Fallback)?)
-        } else {
-            Cow::Borrowed(&raw[1..raw.len() - 1])
-        };
+        let arg = self.string_before(start)?;
         let scrubber = self.walk.scrubber;
         Ok(scrubber
             .sensitive_flag(Some(&arg))
@@ -719,17 +718,10 @@ impl<'j> Pass<'_, 'j> {
         let (mut attribute, mut message) = (None, None);
         let (mut attribute_seen, mut message_seen) = (false, false);
         loop {
-            self.ws();
-            if self.peek()? == b'}' {
-                break;
-            }
-            let (_, _, key) = self.string()?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
+            let key = self.member_key()?;
             // A template given twice: the tree keeps the last, whatever
             // it is, and decides.
-            let again = match &*key {
+            let again = match key {
                 TEMPLATE_ATTRIBUTE => std::mem::replace(&mut attribute_seen, true),
                 "message" => std::mem::replace(&mut message_seen, true),
                 _ => false,
@@ -737,7 +729,7 @@ impl<'j> Pass<'_, 'j> {
             if again {
                 return Err(Fallback);
             }
-            match (&*key, self.peek()?) {
+            match (key, self.peek()?) {
                 (TEMPLATE_ATTRIBUTE, b'"') => attribute = Some(self.string()?.2),
                 (TEMPLATE_ATTRIBUTE, b'{') => attribute = self.typed_value_ahead()?,
                 ("message", b'"') => message = Some(self.string()?.2),
