@@ -1065,10 +1065,10 @@ pub(crate) const NAMERS: [&str; 5] = ["name", "Name", "key", "Key", "ParameterKe
 /// The keys of the values that [`NAMERS`] name.
 pub(crate) const NAMED_VALUES: [&str; 3] = ["value", "Value", "ParameterValue"];
 
-/// Where SQLAlchemy's message gives a statement's parameters, as a
-/// searcher built once.
+/// Where SQLAlchemy's message gives a statement's parameters (a tuple, or
+/// a list of them), as a searcher built once.
 static SQL_PARAMETERS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"[parameters: ("));
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"[parameters: "));
 
 /// Adds what a part of an attachment redacted to what the whole did, each
 /// rule and method once.

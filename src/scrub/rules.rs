@@ -376,12 +376,11 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
     };
     // A `,` or `;` ends the value only before a space, the end, or the next
     // `key=` (`a=1,b=2`; `password=abc,def` is one value).
+    // A byte of a key (`filter%5Bx%5D` too).
+    let key_byte = |c: &u8| c.is_ascii_alphanumeric() || b"_.-[]%".contains(c);
     let next_key = |mut i: usize| {
         let from = i;
-        while b
-            .get(i)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || b"_.-[]%".contains(c))
-        {
+        while b.get(i).is_some_and(key_byte) {
             i += 1;
         }
         i > from && matches!(b.get(spaces(i)), Some(b'=' | b':'))
@@ -392,7 +391,7 @@ pub fn value_after(s: &str, from: usize) -> Option<std::ops::Range<usize>> {
         while i > 0 && matches!(b[i - 1], b'=' | b':' | b' ' | b'\t') {
             i -= 1;
         }
-        while i > 0 && (b[i - 1].is_ascii_alphanumeric() || b"_.-[]%".contains(&b[i - 1])) {
+        while i > 0 && key_byte(&b[i - 1]) {
             i -= 1;
         }
         i > 0 && matches!(b[i - 1], b'?' | b'&')
@@ -984,9 +983,9 @@ pub struct KeyMatcher {
     words_from: usize,
     /// The id of the built-in `token` (`usize::MAX` without the built-ins).
     token: usize,
-    /// The id of `_key`, which only [`KeyMatcher::mentions`] counts, as it
-    /// does the ids after it (`usize::MAX` without the built-ins).
-    env_key: usize,
+    /// The first of the ids that only [`KeyMatcher::mentions`] counts
+    /// (`_key`, `state=`; `usize::MAX` without the built-ins).
+    mention_only: usize,
     /// Configured words (substrings) that are not in `automaton`.
     own: Option<Arc<AhoCorasick>>,
 }
@@ -1033,7 +1032,7 @@ impl KeyMatcher {
         // OAuth callback's `code=...&state=...` is searched for pairs; a
         // key is judged by [`is_env_key`] and [`is_oauth_code`], not by
         // these matches.
-        let env_key = match builtin {
+        let mention_only = match builtin {
             true => {
                 patterns.extend(["_key", "state="]);
                 patterns.len() - 2
@@ -1044,7 +1043,7 @@ impl KeyMatcher {
             automaton: automaton(&patterns, true),
             words_from,
             token,
-            env_key,
+            mention_only,
             own: None,
         }
     }
@@ -1104,13 +1103,13 @@ impl KeyMatcher {
         };
         let secret = self.automaton.find_overlapping_iter(key).any(|m| {
             let id = m.pattern().as_usize();
-            id < self.env_key
+            id < self.mention_only
                 && secret_at(m.start(), m.end(), id < self.words_from, id == self.token)
         }) || self.own.as_ref().is_some_and(|own| {
             own.find_overlapping_iter(key)
                 .any(|m| secret_at(m.start(), m.end(), true, false))
         });
-        let env_key = self.env_key != usize::MAX && is_env_key(key);
+        let env_key = self.mention_only != usize::MAX && is_env_key(key);
         match (secret || env_key, counts) {
             (true, _) => Sensitivity::Secret,
             (false, true) => Sensitivity::Counts,

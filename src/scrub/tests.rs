@@ -2309,6 +2309,12 @@ fn second_review_cases() {
         "{out}"
     );
     assert!(out.contains("[parameters: (7, '[Filtered]')]"), "{out}");
+    // `executemany`'s list alone in a message.
+    let many = text("x\n[SQL: INSERT INTO users (name, api_token) VALUES (?, ?)]\n[parameters: [('bob', 'tok-3')]]");
+    assert!(
+        many.ends_with("[parameters: [('bob', '[Filtered]')]]"),
+        "{many}"
+    );
     assert_eq!(
         text("Driver={ODBC Driver 18};Server=db;UID=sa;PWD={Summer2024};"),
         "Driver={ODBC Driver 18};Server=db;UID=sa;PWD=[Filtered];"
