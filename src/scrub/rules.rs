@@ -31,6 +31,9 @@ pub enum Validator {
     /// A user's folder name; a Windows one may go on past spaces
     /// (`C:\Users\John Smith\`).
     UserPath,
+    /// Path segments after a capability word (`/reset/`) that look
+    /// generated, not written.
+    UrlToken,
 }
 
 /// A built-in rule before compilation.
@@ -253,9 +256,37 @@ pub const BUILTINS: &[Builtin] = &[
               | dapi[a-f0-9]{32}                   # Databricks tokens
               | AGE-SECRET-KEY-1[0-9A-Z]{58}       # age private keys
               | AAAA[A-Za-z0-9_-]{7}:APA91b[A-Za-z0-9_-]{100,}  # Firebase server keys
+              | hooks\.zapier\.com/hooks/catch/[0-9]+/[A-Za-z0-9]+  # Zapier webhook URLs
+              | maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/[A-Za-z0-9_-]{16,}  # IFTTT keys
             )(?-u:\b)",
         group: 0,
         validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // Capability tokens in a URL's path: whoever holds the link may do
+        // what it names. A password reset (Django's `/reset/<uid>/<token>/`,
+        // Drupal's `/user/reset/<uid>/<time>/<hash>`, allauth's
+        // `/password/reset/key/<key>/`), an email check, an invitation, a
+        // magic login link, an unsubscribe or share link, a webhook (Teams'
+        // `/IncomingWebhook/<hex>/<id>`, Mattermost's `/hooks/<token>`), a key
+        // or token in the path. SDKs send them by default: `request.url` and
+        // HTTP breadcrumbs. The word must be a whole segment; the validator
+        // redacts, among the three segments after it, from the first that
+        // looks generated to the last that does (`UrlToken`). A route
+        // template (`/reset/{uidb64}/{token}/`, `/invite/:token`) is no match.
+        name: "urltoken",
+        pattern: r#"(?x)
+            / (?i-u: password[-_]?reset | reset (?: [-_]?password )? | forgot[-_]?password
+                   | verify (?: [-_]?email )? | (?: email[-_]? )? verification
+                   | confirm (?: [-_]?email )? | confirmation | activate | activation
+                   | (?: accept[-_]? )? invit (?: e | es | ation | ations )
+                   | magic (?: [-_]?links? )? | (?: login | signin | sign[-_]in ) [-_]links?
+                   | unsubscribe | share | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys?
+                   | keys? | secrets? | webhooks? | hooks | incomingwebhook )
+            / [^\s?\#"'<>()\[\]{},;\|`]+"#,
+        group: 0,
+        validator: Validator::UrlToken,
         method: Method::Replace,
     },
     Builtin {
@@ -272,7 +303,7 @@ pub const BUILTINS: &[Builtin] = &[
 ];
 
 /// Names of the built-in rules, including the key-based `password` rule.
-pub const BUILTIN_NAMES: [&str; 12] = [
+pub const BUILTIN_NAMES: [&str; 13] = [
     "creditcard",
     "email",
     "ip",
@@ -284,6 +315,7 @@ pub const BUILTIN_NAMES: [&str; 12] = [
     "urlauth",
     "password",
     "cloudkey",
+    "urltoken",
     "userpath",
 ];
 
@@ -1271,6 +1303,7 @@ pub fn validate(
         Validator::Luhn => return card(haystack, start, end),
         Validator::Email => return email(haystack, start, end),
         Validator::UserPath => return Some(start..user_end(haystack, start, end)),
+        Validator::UrlToken => return url_token(haystack, start, end),
         Validator::None => true,
         Validator::Iban => {
             // The pattern may run on into the next words (`... 0130 00 BIC
@@ -1307,6 +1340,44 @@ pub fn validate(
         }
     };
     whole.then_some(start..end)
+}
+
+/// Of the (up to) three path segments after a capability word (the match
+/// `haystack[start..end]`: `/reset/` and the rest of the path), the span
+/// from the first that looks generated to the end of the last that does.
+fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+    // After the word's closing `/`.
+    let mut at = start + 1 + haystack[start + 1..end].find('/')? + 1;
+    let mut found: Option<std::ops::Range<usize>> = None;
+    for segment in haystack[at..end].split('/').take(3) {
+        if is_generated(segment) {
+            found = Some(found.map_or(at, |f| f.start)..at + segment.len());
+        }
+        at += segment.len() + 1;
+    }
+    found
+}
+
+/// Whether a path segment looks generated rather than written: 16
+/// characters or more, with a run of six or more letters and digits that
+/// mixes both (`c3k2lp-8f1e…`, hex, UUIDs, most base64), or of twenty or
+/// more letters a quarter of them upper case and some lower (base64
+/// without a digit). Not words: `2024-annual-report`, `ResetPasswordDone`,
+/// ids of digits alone.
+fn is_generated(segment: &str) -> bool {
+    segment.len() >= 16
+        && segment
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|run| {
+                let digits = run.bytes().filter(u8::is_ascii_digit).count();
+                let upper = run.bytes().filter(u8::is_ascii_uppercase).count();
+                let letters = run.len() - digits;
+                (run.len() >= 6 && digits > 0 && letters > 0)
+                    || (run.len() >= 20
+                        && digits == 0
+                        && upper * 4 >= run.len()
+                        && upper < run.len())
+            })
 }
 
 /// Whether four numbers at `start` are a version, not an address: a

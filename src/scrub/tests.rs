@@ -2333,3 +2333,84 @@ fn second_review_cases() {
         assert!(!out.contains("9f86d0"), "{out}");
     }
 }
+
+/// Capability tokens in a URL's path (`urltoken`), and vendors' webhook
+/// URLs, from `request.url`, HTTP breadcrumbs and route-less transaction
+/// names; what only looks like them stays.
+#[test]
+fn tokens_in_url_paths_are_redacted() {
+    for (input, want) in [
+        (
+            "https://app.example.com/accounts/reset/MTIz/c3k2lp-8f1e2d3c4b5a69780f1e2d3c4b5a6978/",
+            "https://app.example.com/accounts/reset/MTIz/[urltoken]/",
+        ),
+        (
+            "/user/reset/12/1733580000/Qk3vZ8pLmN2xR7tY9wE4uI1oA6sD5fG0hJ",
+            "/user/reset/12/1733580000/[urltoken]",
+        ),
+        (
+            "GET https://app.example.com/invite/k8Jd92LmQp4xZr7Tn3Vb6Wc1/accept [200]",
+            "GET https://app.example.com/invite/[urltoken]/accept [200]",
+        ),
+        (
+            "https://app.example.com/Magic-Link/login/f3a9c81b7e2d4056a1b2c3d4e5f60718?next=/",
+            "https://app.example.com/Magic-Link/login/[urltoken]?next=/",
+        ),
+        (
+            "https://x.webhook.office.com/webhookb2/7a3b1c2d-1111-2222-3333-444455556666@9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff/IncomingWebhook/0123456789abcdef0123456789abcdef/1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d",
+            "https://x.webhook.office.com/webhookb2/7a3b1c2d-1111-2222-3333-444455556666@9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff/IncomingWebhook/[urltoken]",
+        ),
+        (
+            "POST https://chat.example.com/hooks/xk3p9q2m7r8s4t6u1v5w0y2z3a",
+            "POST https://chat.example.com/hooks/[urltoken]",
+        ),
+        (
+            "https://example.com/email/unsubscribe/ZmxvYmJlclBhcnNlckNvbXBvbmVudA",
+            "https://example.com/email/unsubscribe/[urltoken]",
+        ),
+        (
+            "https://hooks.zapier.com/hooks/catch/1234567/3abcdef/",
+            "https://[cloudkey]/",
+        ),
+        (
+            "https://maker.ifttt.com/trigger/door_open/with/key/dGhpc2lzYXNlY3JldGtleTEy",
+            "https://[cloudkey]",
+        ),
+        // Not generated, or not after a capability word: kept.
+        (
+            "/accounts/reset/{uidb64}/{token}/ and /invite/:token",
+            "/accounts/reset/{uidb64}/{token}/ and /invite/:token",
+        ),
+        (
+            "https://app.example.com/users/8f1e2d3c-4b5a-6978-0f1e-2d3c4b5a6978/orders/42",
+            "https://app.example.com/users/8f1e2d3c-4b5a-6978-0f1e-2d3c4b5a6978/orders/42",
+        ),
+        (
+            "/share/2024-annual-report-final and /verify/ResetPasswordDoneView and /keys/12345678901234567",
+            "/share/2024-annual-report-final and /verify/ResetPasswordDoneView and /keys/12345678901234567",
+        ),
+        (
+            "/accounts/password_reset/done/ /resetting/abc123def456ghi789",
+            "/accounts/password_reset/done/ /resetting/abc123def456ghi789",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+    // In an event, both passes alike, and `_meta` names the rule.
+    let s = scrubber();
+    let event = json!({
+        "request": {"url": "https://app.example.com/accounts/reset/MTIz/c3k2lp-8f1e2d3c4b5a6978/"},
+        "breadcrumbs": {"values": [{"type": "http", "data": {
+            "url": "https://app.example.com/api/tokens/tok_9Xk2LmQp4xZr7Tn3Vb6W", "method": "DELETE"}}]},
+    });
+    let tree = both_ways(&s, &event.to_string()).expect("no fallback");
+    assert_eq!(
+        tree["request"]["url"],
+        "https://app.example.com/accounts/reset/MTIz/[urltoken]/"
+    );
+    assert_eq!(
+        tree["breadcrumbs"]["values"][0]["data"]["url"],
+        "https://app.example.com/api/tokens/[urltoken]"
+    );
+    assert_eq!(tree["_meta"]["request"]["url"][""]["rem"][0][0], "urltoken");
+}

@@ -288,8 +288,9 @@ enum Sent<'a> {
     Logged,
 }
 
-/// The password and the API key `send_events.py` logs as parameters.
-const LOGGED_SECRETS: [&str; 2] = ["Hunt3rTwo!", "ak-5f9e2c1d7b"];
+/// The password and the API key `send_events.py` logs as parameters, and
+/// the token of the password-reset link it fetches (an HTTP breadcrumb).
+const LOGGED_SECRETS: [&str; 3] = ["Hunt3rTwo!", "ak-5f9e2c1d7b", "c3k2lp-8f1e2d3c4b5a6978e0d1"];
 
 /// [`python_sdk_send`], each event with what `sent` says.
 fn python_sdk_send_with(
@@ -387,6 +388,21 @@ async fn python_sdk_through_the_relay_binary_into_tansu() {
                 serde_json::json!(["[Filtered]", "bob"]),
                 "the logged password, by its slot: {text}"
             );
+            let crumbs = event["breadcrumbs"]["values"]
+                .as_array()
+                .expect("breadcrumbs");
+            let fetched: Vec<&str> = crumbs
+                .iter()
+                .filter(|c| c["type"] == "http")
+                .map(|c| c["data"]["url"].as_str().expect("an HTTP breadcrumb's URL"))
+                .collect();
+            assert!(
+                !fetched.is_empty(),
+                "the stdlib integration's breadcrumb: {text}"
+            );
+            for url in fetched {
+                assert!(url.ends_with("/accounts/reset/MTIz/[urltoken]/"), "{url}");
+            }
         }
     }
     // The Sentry logs, in as many items as the SDK batched them in: ten

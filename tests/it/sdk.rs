@@ -386,3 +386,93 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
         serde_json::json!(["token:", "[Filtered]"])
     );
 }
+
+/// Capability tokens in URL paths (a password-reset link, an invitation,
+/// a webhook) reach Kafka redacted from where the SDK puts them: the
+/// event's `request.url`, an HTTP breadcrumb, a route-less transaction's
+/// name and its HTTP span's description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_tokens_in_url_paths_are_scrubbed() {
+    const RESET: &str = "c3k2lp-8f1e2d3c4b5a6978e0d1";
+    const INVITE: &str = "k8Jd92LmQp4xZr7Tn3Vb6Wc1";
+    const ZAPIER: &str = "hooks.zapier.com/hooks/catch/1234567/3abcdef";
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+    tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        hub.add_breadcrumb(sentry::Breadcrumb {
+            ty: "http".into(),
+            category: Some("http".into()),
+            data: [
+                ("method".to_owned(), "GET".into()),
+                (
+                    "url".to_owned(),
+                    format!("https://app.example.com/invite/{INVITE}/accept").into(),
+                ),
+                ("status_code".to_owned(), 200.into()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
+        let event = Event {
+            message: Some("password reset failed".into()),
+            request: Some(sentry::protocol::Request {
+                url: Some(
+                    format!("https://app.example.com/accounts/reset/MTIz/{RESET}/")
+                        .parse()
+                        .unwrap(),
+                ),
+                method: Some("GET".into()),
+                ..Default::default()
+            }),
+            level: Level::Error,
+            ..Default::default()
+        };
+        hub.capture_event(event);
+        let name = format!("/accounts/reset/MTIz/{RESET}/");
+        let tx = hub.start_transaction(sentry::TransactionContext::new(&name, "http.server"));
+        let span = tx.start_child("http.client", &format!("POST https://{ZAPIER}/"));
+        span.finish();
+        tx.finish();
+        assert!(client.flush(Some(Duration::from_secs(30))));
+    })
+    .await
+    .unwrap();
+
+    let got = consume_async(
+        kafka.bootstrap_servers(),
+        &["ingest-events", "ingest-transactions"],
+        2,
+    )
+    .await;
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        let text = String::from_utf8_lossy(&m.payload);
+        for secret in [RESET, INVITE, ZAPIER] {
+            assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
+        }
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if m.topic == "ingest-events" {
+            assert_eq!(
+                body["request"]["url"],
+                "https://app.example.com/accounts/reset/MTIz/[urltoken]/"
+            );
+            assert_eq!(
+                body["breadcrumbs"]["values"][0]["data"]["url"],
+                "https://app.example.com/invite/[urltoken]/accept"
+            );
+        } else {
+            assert_eq!(body["transaction"], "/accounts/reset/MTIz/[urltoken]/");
+            assert_eq!(body["spans"][0]["description"], "POST https://[cloudkey]/");
+        }
+    }
+    assert!(
+        relay.metric(
+            "edge_relay_scrub_redactions_total",
+            &[("project", "42"), ("rule", "urltoken")]
+        ) >= 3.0
+    );
+}
