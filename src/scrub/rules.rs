@@ -135,8 +135,11 @@ pub const BUILTINS: &[Builtin] = &[
         name: "urlauth",
         pattern: r"(?x)
             (?i:[a-z][a-z0-9+.-]*) ://
-            ( [^\s/?\#@:]* : [^\s/?\#]* )  # user:password (the user may be empty)
-            @                              # the last `@`: a password may hold one",
+            ( [^\s/?\#@:]* :             # user: (the user may be empty)
+              (?: [^\s/?\#]*              # the password, up to the last `@`: it may hold one
+                | [^\s/?\#@]* [^\s/?\#@0-9] [^\s/?\#@]* / [^\s?\#@]* )  # or a `/` (base64),
+            )                              # after what is no port (`host:8080/a@b` is no password)
+            @",
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -1317,7 +1320,16 @@ pub fn validate(
                 .find(|&at| iban(&s[..at]))
                 .map(|at| start..start + at);
         }
-        Validator::Ipv4 => !is_version(haystack, start) && ipv4(s),
+        // Java's `host/203.0.113.7:5432` (an `InetSocketAddress`) reads as
+        // a product's version but for its port.
+        Validator::Ipv4 => {
+            let port = haystack.as_bytes()[end..].starts_with(b":")
+                && haystack
+                    .as_bytes()
+                    .get(end + 1)
+                    .is_some_and(u8::is_ascii_digit);
+            (port || !is_version(haystack, start)) && ipv4(s)
+        }
         Validator::Ipv6 => {
             // Not part of a longer word (`std::vector`), with a digit (not
             // `Feed::add`, a PHP method), and a real address.

@@ -2414,3 +2414,40 @@ fn tokens_in_url_paths_are_redacted() {
     );
     assert_eq!(tree["_meta"]["request"]["url"][""]["rem"][0][0], "urltoken");
 }
+
+/// A URL's password with a `/` in it (a generated, base64 one), and Java's
+/// `host/address:port`: both were kept.
+#[test]
+fn slashed_url_passwords_and_java_socket_addresses() {
+    for (input, want) in [
+        (
+            "DATABASE_URL postgres://app:Xq7/k9+zR2=@db.internal:5432/orders",
+            "DATABASE_URL postgres://[urlauth]@db.internal:5432/orders",
+        ),
+        (
+            "redis://:aB3/cD4/eF5@cache:6379/0",
+            "redis://[urlauth]@cache:6379/0",
+        ),
+        (
+            "Connection to client/203.0.113.77:5432 refused",
+            "Connection to client/[ip]:5432 refused",
+        ),
+        // A port before the path, or no password: no `urlauth`.
+        (
+            "https://example.com:8443/users/bob/@mentions",
+            "https://example.com:8443/users/bob/@mentions",
+        ),
+        (
+            "ftp://mirror.example.com:21/pub/pkg@latest",
+            "ftp://mirror.example.com:21/pub/pkg@latest",
+        ),
+        ("https://example.com:/a/b@c", "https://example.com:/a/b@c"),
+        // A product's version in a user agent stays.
+        (
+            "Mozilla/5.0 (X11) Chrome/131.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (X11) Chrome/131.0.0.0 Safari/537.36",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}

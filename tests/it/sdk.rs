@@ -390,10 +390,13 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
 /// Capability tokens in URL paths (a password-reset link, an invitation,
 /// a webhook) reach Kafka redacted from where the SDK puts them: the
 /// event's `request.url`, an HTTP breadcrumb, a route-less transaction's
-/// name and its HTTP span's description.
+/// name and its HTTP span's description. So do a database URL's password
+/// with a `/` in it and the address in Java's `host/address:port`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_sdk_tokens_in_url_paths_are_scrubbed() {
+async fn rust_sdk_tokens_in_urls_are_scrubbed() {
     const RESET: &str = "c3k2lp-8f1e2d3c4b5a6978e0d1";
+    const DB_PASSWORD: &str = "Xq7/k9+zR2=";
+    const CLIENT: &str = "203.0.113.77";
     const INVITE: &str = "k8Jd92LmQp4xZr7Tn3Vb6Wc1";
     const ZAPIER: &str = "hooks.zapier.com/hooks/catch/1234567/3abcdef";
     let kafka = mock_kafka();
@@ -419,6 +422,14 @@ async fn rust_sdk_tokens_in_url_paths_are_scrubbed() {
         });
         let event = Event {
             message: Some("password reset failed".into()),
+            exception: Values::from(vec![Exception {
+                ty: "OperationalError".into(),
+                value: Some(format!(
+                    "cannot reach postgres://app:{DB_PASSWORD}@db.internal:5432/orders \
+                     from client/{CLIENT}:41822"
+                )),
+                ..Default::default()
+            }]),
             request: Some(sentry::protocol::Request {
                 url: Some(
                     format!("https://app.example.com/accounts/reset/MTIz/{RESET}/")
@@ -451,7 +462,7 @@ async fn rust_sdk_tokens_in_url_paths_are_scrubbed() {
     assert_eq!(got.len(), 2);
     for m in &got {
         let text = String::from_utf8_lossy(&m.payload);
-        for secret in [RESET, INVITE, ZAPIER] {
+        for secret in [RESET, INVITE, ZAPIER, DB_PASSWORD, CLIENT] {
             assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
         }
         let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
@@ -463,6 +474,11 @@ async fn rust_sdk_tokens_in_url_paths_are_scrubbed() {
             assert_eq!(
                 body["breadcrumbs"]["values"][0]["data"]["url"],
                 "https://app.example.com/invite/[urltoken]/accept"
+            );
+            assert_eq!(
+                body["exception"]["values"][0]["value"],
+                "cannot reach postgres://[urlauth]@db.internal:5432/orders \
+                 from client/[ip]:41822"
             );
         } else {
             assert_eq!(body["transaction"], "/accounts/reset/MTIz/[urltoken]/");
