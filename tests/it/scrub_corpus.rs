@@ -34,6 +34,7 @@ const SECRETS: &[&str] = &[
     "qtok-789",                                              // token in a query string
     "os-secret-val",                                         // configured sensitive field
     "apikey-val-321",                                        // api key header
+    "c3k2lp-8f1e2d3c4b5a6978e0d1",                           // password-reset link's token
 ];
 
 /// Look-alikes that must survive untouched.
@@ -86,6 +87,7 @@ fn common(event_id: &str, platform: &str) -> Value {
         "message": "checkout failed for order 4111111111111112 at 12:30:45, trace 9ec79c33-ec99-42ab-8353-589fcb2e04dc",
         "breadcrumbs": {"values": [
             {"category": "http", "data": {"url": "https://api.example.com/v1/pay?access_token=qtok-789&page=2", "method": "POST"}},
+            {"category": "http", "data": {"url": "https://shop.example.com/accounts/reset/MTIz/c3k2lp-8f1e2d3c4b5a6978e0d1/", "method": "GET"}},
             {"category": "log", "message": "login by alice.smith@example.com from 203.0.113.77 / 2001:db8::7334"},
             {"category": "query", "message": "UPDATE users SET ssn = '123-45-6789', iban = 'DE89370400440532013000'"},
             {"category": "auth", "message": "Authorization: Bearer bearerTok3nValue"},
