@@ -153,7 +153,8 @@ pub mod file {
         /// Largest body on the wire (compressed). Defaults to "20MiB".
         pub max_body_size: ByteSize,
         /// Largest body after decompression, and what an envelope's gzip'd
-        /// attachments inflate to together. Defaults to "50MiB".
+        /// attachments and zlib'd replay recordings inflate to together.
+        /// Defaults to "50MiB".
         pub max_inflated_size: ByteSize,
         /// Largest single event or transaction payload, and of any other JSON
         /// item (spans, logs, sessions, check-ins, profiles, replay events,
@@ -161,8 +162,8 @@ pub mod file {
         /// larger than this are scrubbed as text. Defaults to "1MiB".
         pub max_event_size: ByteSize,
         /// Largest single attachment or other binary item, and of a gzip'd
-        /// attachment once inflated (it is scrubbed inflated; an envelope's
-        /// gzip'd attachments together inflate to at most
+        /// attachment or zlib'd replay recording once inflated (it is
+        /// scrubbed inflated; an envelope's together inflate to at most
         /// `max_inflated_size`). Defaults to "20MiB".
         pub max_attachment_size: ByteSize,
         /// Most items in one envelope. Defaults to 1000.

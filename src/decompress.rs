@@ -185,6 +185,19 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `data` in a zlib stream (RFC 1950), in one call to libdeflate at its
+/// default level: a scrubbed replay recording that came compressed leaves
+/// compressed, in the format the SDK wrote.
+pub fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
+    let mut out = vec![0; compressor.zlib_compress_bound(data.len())];
+    let written = compressor
+        .zlib_compress(data, &mut out)
+        .expect("the bound holds whatever zlib writes");
+    out.truncate(written);
+    out
+}
+
 /// Whether a `/store/` body is in the legacy encoding rather than JSON text:
 /// its first byte after whitespace is there and is not `{`.
 pub fn is_legacy_store(body: &[u8]) -> bool {
@@ -295,7 +308,7 @@ fn inflate_whole<R: Read>(
 }
 
 /// A zlib stream starts with a CMF/FLG pair: deflate method, and a check value.
-fn looks_like_zlib(input: &[u8]) -> bool {
+pub fn looks_like_zlib(input: &[u8]) -> bool {
     match input {
         [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
         _ => false,

@@ -782,6 +782,9 @@ impl Pipeline {
             }
             ScrubKind::Text => return self.scrub_as_text(item, project, started),
             ScrubKind::Gzip => return self.scrub_gzip(item, project, started, gzip_budget),
+            ScrubKind::Recording => {
+                return self.scrub_recording(item, project, started, gzip_budget)
+            }
         };
         self.count_redactions(&project.label, &redactions.1);
         self.observe_scrub(started);
@@ -859,7 +862,7 @@ impl Pipeline {
                 return Err(DropReason::Invalid);
             }
             ScrubKind::Binary => None,
-            ScrubKind::Json { .. } | ScrubKind::Text => {
+            ScrubKind::Json { .. } | ScrubKind::Text | ScrubKind::Recording => {
                 project.scrubber.scrub_bytes(&inner.payload)
             }
         };
@@ -869,6 +872,88 @@ impl Pipeline {
                 drop(inner);
                 self.count_redactions(&project.label, &redactions);
                 Bytes::from(decompress::gzip(&scrubbed))
+            }
+        };
+        self.observe_scrub(started);
+        Ok(out)
+    }
+
+    /// A session replay's recording (`replay_recording`): a JSON header
+    /// line (`{"segment_id":3}`), then the segment's rrweb events as JSON,
+    /// zlib'd by the JavaScript SDK by default. The events hold the page's
+    /// URL (a meta event's `href`), the URLs and headers of its requests,
+    /// console messages, and whatever text and inputs the SDK was told not
+    /// to mask: they are scrubbed as a text attachment is, and zlib'd again
+    /// when anything was redacted; else the recording leaves as it came.
+    ///
+    /// The stream is inflated within `limits.max_attachment_size` and what
+    /// the envelope's compressed items may still inflate to (`gzip_budget`).
+    /// A recording without its header line (a JSON object), whose stream
+    /// does not inflate, or that is neither zlib'd nor JSON, is refused (`invalid`), and one that inflates past either
+    /// limit too (`too_large`): forwarded, it would carry what it holds
+    /// unscrubbed.
+    fn scrub_recording(
+        &self,
+        item: &Item,
+        project: &Project,
+        started: std::time::Instant,
+        gzip_budget: &mut usize,
+    ) -> Result<Bytes, DropReason> {
+        let newline = memchr::memchr(b'\n', &item.payload).filter(|&at| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                &item.payload[..at],
+            )
+            .is_ok()
+        });
+        let Some(newline) = newline else {
+            tracing::debug!("replay recording without its header line: refused");
+            return Err(DropReason::Invalid);
+        };
+        let body = item.payload.slice(newline + 1..);
+        let zlibbed = decompress::looks_like_zlib(&body);
+        let events = if zlibbed {
+            let limit = self
+                .config
+                .load()
+                .limits
+                .max_attachment_size
+                .min(*gzip_budget);
+            match decompress::decode(Encoding::Deflate, body, limit) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::debug!(error = %e, "replay recording refused");
+                    return Err(match e {
+                        DecodeError::TooLarge { .. } => DropReason::TooLarge,
+                        _ => DropReason::Invalid,
+                    });
+                }
+            }
+        } else if matches!(
+            body.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'[') | Some(b'{')
+        ) {
+            body
+        } else {
+            // Neither zlib nor JSON (gzip, say): what it holds cannot be read.
+            tracing::debug!("replay recording neither zlib'd nor JSON: refused");
+            return Err(DropReason::Invalid);
+        };
+        if zlibbed {
+            *gzip_budget -= events.len();
+        }
+        let out = match project.scrubber.scrub_bytes(&events) {
+            None => item.payload.clone(),
+            Some((scrubbed, redactions)) => {
+                drop(events);
+                self.count_redactions(&project.label, &redactions);
+                let mut out = Vec::with_capacity(newline + 1 + scrubbed.len());
+                out.extend_from_slice(&item.payload[..=newline]);
+                if zlibbed {
+                    out.extend_from_slice(&decompress::zlib(&scrubbed));
+                } else {
+                    out.extend_from_slice(&scrubbed);
+                }
+                Bytes::from(out)
             }
         };
         self.observe_scrub(started);
@@ -1306,13 +1391,19 @@ enum ScrubKind {
     Text,
     /// Inflated, then as text if it is text (a gzip'd log).
     Gzip,
-    /// Not at all (binary attachments, replay recordings).
+    /// Not at all (binary attachments, replay videos).
     Binary,
+    /// A replay recording: its header line kept, its events (zlib'd or
+    /// not) as text.
+    Recording,
 }
 
 /// Text attachments (`text/*`, JSON, logs, gzip'd or not) are scrubbed like
 /// events; binary ones are not.
 fn scrub_kind(item: &Item) -> ScrubKind {
+    if item.type_name == "replay_recording" {
+        return ScrubKind::Recording;
+    }
     if item.ty.is_json(&item.type_name) {
         return ScrubKind::Json { required: true };
     }

@@ -1139,3 +1139,131 @@ async fn unsupported_sentry_endpoints_are_refused_and_counted() {
     .await;
     assert_eq!(r.status(), 200);
 }
+
+/// A session replay's recording, as the JavaScript SDK sends it beside its
+/// replay event: a header line, then the rrweb events zlib'd. The page's
+/// URL (a password-reset link), a request's URL and `Authorization`
+/// header, and a console message with an email reach Kafka scrubbed, the
+/// recording still a header line and a zlib stream; one with nothing to
+/// redact leaves byte for byte; one whose stream does not inflate, or
+/// without its header line, is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_recordings_are_scrubbed_and_zlibbed_again() {
+    use std::io::Read;
+    const TOKEN: &str = "c3k2lp-8f1e2d3c4b5a6978e0d1";
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let client = reqwest::Client::new();
+    let replay_id = new_event_id();
+    let events = serde_json::json!([
+        {"type": 4, "timestamp": 1733580000000u64,
+         "data": {"href": format!("https://app.example.com/accounts/reset/MTIz/{TOKEN}/"),
+                  "width": 1280, "height": 800}},
+        {"type": 5, "timestamp": 1733580000100u64, "data": {"tag": "performanceSpan", "payload": {
+            "op": "resource.fetch", "description": "https://api.example.com/v1/me",
+            "startTimestamp": 1733580000.1, "endTimestamp": 1733580000.2,
+            "data": {"method": "GET", "statusCode": 200,
+                     "request": {"headers": {"authorization": "Bearer 9Xk2LmQp4xZr7Tn3"}}}}}},
+        {"type": 5, "timestamp": 1733580000300u64, "data": {"tag": "breadcrumb", "payload": {
+            "category": "console", "message": "signed in as alice@example.com"}}},
+    ]);
+    let envelope = |recording: &[u8]| {
+        let replay_event = serde_json::json!({
+            "type": "replay_event", "replay_id": replay_id, "segment_id": 0,
+            "urls": [format!("https://app.example.com/accounts/reset/MTIz/{TOKEN}/")],
+        })
+        .to_string();
+        let mut body = format!(
+            "{{\"event_id\":\"{replay_id}\"}}\n{{\"type\":\"replay_event\",\"length\":{}}}\n{replay_event}\n\
+             {{\"type\":\"replay_recording\",\"length\":{}}}\n",
+            replay_event.len(),
+            recording.len()
+        )
+        .into_bytes();
+        body.extend_from_slice(recording);
+        body
+    };
+    let header = b"{\"segment_id\":0}\n";
+    let zlibbed = [&header[..], &deflate(events.to_string().as_bytes())].concat();
+    let clean = [
+        &header[..],
+        br#"[{"type":3,"timestamp":1,"data":{"source":1}}]"#,
+    ]
+    .concat();
+    for recording in [&zlibbed, &clean] {
+        let r = post(
+            &client,
+            &relay.envelope_url(),
+            "gzip",
+            gzip(&envelope(recording)),
+            Some(KEY),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Refused: a stream that does not inflate, no header line, gzip.
+    let broken = [&header[..], &[0x78, 0x9c, 1, 2, 3, 4, 5, 6]].concat();
+    let headless = deflate(events.to_string().as_bytes());
+    let gzipped = [&header[..], &gzip(events.to_string().as_bytes())].concat();
+    for recording in [&broken, &headless, &gzipped] {
+        let before = relay.dropped("replay", "invalid");
+        let r = post(
+            &client,
+            &relay.envelope_url(),
+            "gzip",
+            gzip(&one_item("replay_recording", "", recording)),
+            Some(KEY),
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(relay.dropped("replay", "invalid") - before, 1.0);
+    }
+
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-replays"], 4).await;
+    assert_eq!(got.len(), 4, "two replay events and two recordings");
+    let recordings: Vec<&Consumed> = got
+        .iter()
+        .filter(|m| m.headers["item_type"] == "replay_recording")
+        .collect();
+    assert_eq!(recordings.len(), 2);
+    assert!(
+        recordings.iter().any(|m| m.payload == clean),
+        "the recording with nothing to redact, byte for byte"
+    );
+    let scrubbed = recordings
+        .iter()
+        .find(|m| m.payload != clean)
+        .expect("the scrubbed recording");
+    let body = scrubbed
+        .payload
+        .strip_prefix(&header[..])
+        .expect("the header line kept");
+    let mut inflated = String::new();
+    flate2::read::ZlibDecoder::new(body)
+        .read_to_string(&mut inflated)
+        .expect("still a zlib stream");
+    for secret in [TOKEN, "9Xk2LmQp4xZr7Tn3", "alice@example.com"] {
+        assert!(
+            !inflated.contains(secret),
+            "{secret} reached Kafka: {inflated}"
+        );
+    }
+    let out: serde_json::Value = serde_json::from_str(&inflated).expect("still JSON");
+    assert_eq!(
+        out[0]["data"]["href"],
+        "https://app.example.com/accounts/reset/MTIz/[urltoken]/"
+    );
+    assert_eq!(out[2]["data"]["payload"]["message"], "signed in as [email]");
+    for m in got
+        .iter()
+        .filter(|m| m.headers["item_type"] == "replay_event")
+    {
+        assert!(!String::from_utf8_lossy(&m.payload).contains(TOKEN));
+    }
+    assert!(
+        relay.metric(
+            "edge_relay_scrub_redactions_total",
+            &[("project", "42"), ("rule", "urltoken")]
+        ) >= 3.0
+    );
+}
