@@ -848,13 +848,24 @@ impl Scrubber {
         path: &[Seg<'_>],
         found: &mut Vec<(Arc<str>, Method)>,
     ) -> Option<String> {
-        if !has_escapes(s) {
+        let b = s.as_bytes();
+        if memchr::memchr2(b'%', b'\\', b).is_none() {
             return self.scrub_plain(s, path, found);
         }
-        let raw = self.scrub_plain(s, path, found);
-        match percent_decoded(raw.as_deref().unwrap_or(s)) {
-            Some(decoded) => self.scrub_plain(&decoded, path, found).or(raw),
-            None => raw,
+        let mut out = self.scrub_plain(s, path, found);
+        // JSON held in a string with its slashes escaped (PHP's
+        // `json_encode`: `"url":"https:\/\/app\/invite\/..."`): read with
+        // them unescaped, and written so if anything was redacted.
+        let slashed = memchr::memchr_iter(b'\\', b).any(|at| b.get(at + 1) == Some(&b'/'));
+        if slashed {
+            let unslashed = out.as_deref().unwrap_or(s).replace("\\/", "/");
+            if let Some(scrubbed) = self.scrub_plain(&unslashed, path, found) {
+                out = Some(scrubbed);
+            }
+        }
+        match percent_decoded(out.as_deref().unwrap_or(s)) {
+            Some(decoded) => self.scrub_plain(&decoded, path, found).or(out),
+            None => out,
         }
     }
 
@@ -941,7 +952,7 @@ impl Scrubber {
                     if self.keys.is_sensitive(key)
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))
-                        || rules::is_oauth_code(s, m.start(), key)
+                        || rules::is_link_code(s, m.start(), key)
                     {
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
@@ -1587,11 +1598,27 @@ fn redact_secret(text: &str, method: Method, hash_key: Option<&[u8]>) -> Option<
 /// `s` with its percent-escapes decoded (invalid UTF-8 replaced), when it
 /// has any; `None` (and no allocation) when it has none.
 fn percent_decoded(s: &str) -> Option<String> {
-    has_escapes(s).then(|| {
+    let once = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
-    })
+    };
+    if !has_escapes(s) {
+        return None;
+    }
+    let mut decoded = once(s);
+    // Encoded twice or three times (a redirect's URL inside another's
+    // query: `%2540` for `@`): decoded again while the last round decoded
+    // an encoded `%` (`%25`).
+    let mut again = s.contains("%25");
+    for _ in 0..2 {
+        if !again || !has_escapes(&decoded) {
+            break;
+        }
+        again = decoded.contains("%25");
+        decoded = once(&decoded);
+    }
+    Some(decoded)
 }
 
 /// Whether `s` has a percent-escape (`%` and two hex digits).

@@ -137,8 +137,9 @@ pub const BUILTINS: &[Builtin] = &[
             (?i:[a-z][a-z0-9+.-]*) ://
             ( [^\s/?\#@:]* :             # user: (the user may be empty)
               (?: [^\s/?\#]*              # the password, up to the last `@`: it may hold one
-                | [^\s/?\#@]* [^\s/?\#@0-9] [^\s/?\#@]* / [^\s?\#@]* )  # or a `/` (base64),
-            )                              # after what is no port (`host:8080/a@b` is no password)
+                | [^\s/?\#@:\[\]]* [^\s/?\#@:\[\]0-9] [^\s/?\#@:\[\]]* / [^\s?\#@]* )  # or a `/`
+            )                              # (base64) after what is no port (`host:8080/a@b`,
+                                           # `[::1]:5173/@vite` hold none)
             @",
         group: 1,
         validator: Validator::None,
@@ -238,9 +239,9 @@ pub const BUILTINS: &[Builtin] = &[
               | sk-(?:proj|ant|svcacct|admin|None)-[A-Za-z0-9_-]{20,}  # OpenAI and Anthropic keys
               | sk-[A-Za-z0-9]{48}                 # OpenAI keys of before 2024
               | SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}  # SendGrid keys
-              | hooks\.slack\.com/services/[A-Za-z0-9/]{20,}  # Slack webhook URLs
+              | hooks\.slack\.com/(?:services|triggers|workflows)/[A-Za-z0-9/]{20,}  # Slack webhook URLs
               | discord(?:app)?\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]{40,}  # Discord webhook URLs
-              | bot[0-9]{8,10}:AA[A-Za-z0-9_-]{33}  # Telegram bot tokens (in their API URLs)
+              | bot[0-9]{8,10}:AA[A-Za-z0-9_-]{30,}  # Telegram bot tokens (in their API URLs)
               | hf_[A-Za-z0-9]{34}                 # Hugging Face tokens
               | ya29\.[A-Za-z0-9_-]{20,}           # Google OAuth access tokens
               | GOCSPX-[A-Za-z0-9_-]{28}           # Google OAuth client secrets
@@ -260,6 +261,8 @@ pub const BUILTINS: &[Builtin] = &[
               | AGE-SECRET-KEY-1[0-9A-Z]{58}       # age private keys
               | AAAA[A-Za-z0-9_-]{7}:APA91b[A-Za-z0-9_-]{100,}  # Firebase server keys
               | hooks\.zapier\.com/hooks/catch/[0-9]+/[A-Za-z0-9]+  # Zapier webhook URLs
+              | events\.pagerduty\.com/integration/[A-Za-z0-9]{32}  # PagerDuty integration keys
+              | api\.vercel\.com/v1/integrations/deploy/[A-Za-z0-9_]+/[A-Za-z0-9]+  # Vercel deploy hooks
               | maker\.ifttt\.com/(?:trigger/[^/\s]+/(?:json/)?with/key|use)/[A-Za-z0-9_-]{16,}  # IFTTT keys
             )(?-u:\b)",
         group: 0,
@@ -270,23 +273,30 @@ pub const BUILTINS: &[Builtin] = &[
         // Capability tokens in a URL's path: whoever holds the link may do
         // what it names. A password reset (Django's `/reset/<uid>/<token>/`,
         // Drupal's `/user/reset/<uid>/<time>/<hash>`, allauth's
-        // `/password/reset/key/<key>/`), an email check, an invitation, a
-        // magic login link, an unsubscribe or share link, a webhook (Teams'
-        // `/IncomingWebhook/<hex>/<id>`, Mattermost's `/hooks/<token>`), a key
-        // or token in the path. SDKs send them by default: `request.url` and
+        // `/password/reset/key/<key>/`, Rails' `/passwords/<token>/edit` and
+        // `/password_resets/<token>/edit`), an email check or login link
+        // (Discourse's `/session/email-login/<hex>`), an activation (Okta's
+        // `/welcome/<token>`), an invitation (Slack's `/shared_invite/<code>`,
+        // Ghost's `/signup/<token>/`), a magic login link, an unsubscribe
+        // link, a webhook (Teams' `/IncomingWebhook/<hex>/<id>`, Mattermost's
+        // `/hooks/<token>`, Netlify's `/build_hooks/<id>`), a key or token in
+        // the path, a Rails app's signed link to a stored file
+        // (`/rails/active_storage/blobs/redirect/<signed id>/invoice.pdf`). (`share` is no such word: `~/.local/share/` is a folder.) SDKs send them by default: `request.url` and
         // HTTP breadcrumbs. The word must be a whole segment; the validator
         // redacts, among the three segments after it, from the first that
         // looks generated to the last that does (`UrlToken`). A route
         // template (`/reset/{uidb64}/{token}/`, `/invite/:token`) is no match.
         name: "urltoken",
         pattern: r#"(?x)
-            / (?i-u: password[-_]?reset | reset (?: [-_]?password )? | forgot[-_]?password
-                   | verify (?: [-_]?email )? | (?: email[-_]? )? verification
-                   | confirm (?: [-_]?email )? | confirmation | activate | activation
-                   | (?: accept[-_]? )? invit (?: e | es | ation | ations )
-                   | magic (?: [-_]?links? )? | (?: login | signin | sign[-_]in ) [-_]links?
-                   | unsubscribe | share | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys?
-                   | keys? | secrets? | webhooks? | hooks | incomingwebhook )
+            / (?i-u: password[-_]?resets? | passwords? | resets? (?: [-_]?password )? | forgot[-_]?password
+                   | verify (?: [-_]?email )? | (?: email[-_]? )? verifications?
+                   | confirm (?: [-_] (?: new[-_] )? email )? | confirmations?
+                   | activate (?: [-_]account )? | activation
+                   | (?: accept[-_]? | shared[-_]? )? invit (?: e | es | ation | ations ) | signup | welcome
+                   | magic (?: [-_]?links? )? | (?: email[-_]? )? login[-_]links? | email[-_]login
+                   | (?: signin | sign[-_]in ) [-_]links? | unsubscribe
+                   | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys? | keys? | secrets?
+                   | webhooks? | (?: build[-_]? )? hooks | incomingwebhook | active_storage )
             / [^\s?\#"'<>()\[\]{},;\|`]+"#,
         group: 0,
         validator: Validator::UrlToken,
@@ -567,13 +577,53 @@ pub fn is_named_slot(key: &str, value: &str) -> bool {
     !name.is_empty() && plain(name) == plain(key)
 }
 
-/// Whether `key`, found at `at` in `s`, is an OAuth authorization code in
-/// a query string: `code`, after `?` or `&`, where the query also carries
-/// `state=` (the authorization response's, `/callback?code=...&state=...`).
-/// The code is a credential until the app exchanges it.
-pub fn is_oauth_code(s: &str, at: usize, key: &str) -> bool {
-    key == "code" && s[..at].ends_with(['?', '&']) && s.contains("state=")
+/// Whether `key`, found at `at` in `s`, is a one-time credential in a
+/// query string (after `?` or `&`): an OAuth authorization code (`code`,
+/// where the query also carries `state=`: `/callback?code=...&state=...`),
+/// or the `code`, `ticket`, `hash` or `confirmation` of a link that resets
+/// a password, confirms an address or signs in (ASP.NET Identity's
+/// `/Account/ResetPassword?code=`, Auth0's `/lo/reset?ticket=`, Symfony's
+/// login links' `&hash=`, Strapi's `/email-confirmation?confirmation=`).
+pub fn is_link_code(s: &str, at: usize, key: &str) -> bool {
+    if !s[..at].ends_with(['?', '&']) {
+        return false;
+    }
+    let link = || {
+        // The URL's path: from its start (after a space or quote) to its `?`.
+        let Some(query) = s[..at].rfind('?') else {
+            return false;
+        };
+        let start = s[..query]
+            .rfind(|c: char| c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '(' | '<'))
+            .map_or(0, |at| at + 1);
+        let path = s[start..query].to_ascii_lowercase();
+        LINK_WORDS.iter().any(|w| path.contains(w))
+    };
+    match key {
+        "code" => s.contains("state=") || link(),
+        "ticket" | "hash" | "confirmation" => link(),
+        _ => false,
+    }
 }
+
+/// Words in a URL's path that make its query's `code` a credential (see
+/// [`is_link_code`]).
+const LINK_WORDS: [&str; 10] = [
+    "reset",
+    "password",
+    "confirm",
+    "verif",
+    "activat",
+    "invit",
+    "magic",
+    "login",
+    "signin",
+    "unsubscribe",
+];
+
+/// Query keys that [`is_link_code`] judges: text that holds one is searched
+/// for pairs ([`KeyMatcher::mentions`]).
+const LINK_KEYS: [&str; 5] = ["state=", "code=", "ticket=", "hash=", "confirmation="];
 
 /// The key named in two words that ends at `at + key.len()` in `s`, when
 /// the pattern found `key` alone after a word and a space (`Invalid API
@@ -819,7 +869,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 121] = [
+const SENSITIVE_SUBSTRINGS: [&str; 122] = [
     "password",
     "passwd",
     "secret",
@@ -853,6 +903,8 @@ const SENSITIVE_SUBSTRINGS: [&str; 121] = [
     "samlresponse",
     // One-time and recovery codes, card security codes.
     "passcode",
+    // Firebase's email-action links: `oobCode`.
+    "oobcode",
     "recovery_code",
     "recoverycode",
     "recovery-code",
@@ -973,11 +1025,13 @@ const SENSITIVE_SUBSTRINGS: [&str; 121] = [
 /// longer words: Polish and Czech (`haslo`, not `hasLocation`; `heslo`),
 /// Italian, Romanian and Turkish (`parola`), Spanish (`clave`), French
 /// (`mdp`, not `mdpi`), Norwegian (`passord`, not `passorder`).
-const SENSITIVE_WORDS: [&str; 23] = [
+const SENSITIVE_WORDS: [&str; 25] = [
     "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin", "haslo", "heslo",
     "parola", "clave", "mdp", "passord",
     // Password field names of web forms (`psw`), and more.
     "psw", "pswd", "pword", "creds", "totp", "2fa",
+    // Dropbox's shared links' key, django-sesame's login token.
+    "rlkey", "sesame",
 ];
 
 /// Keys whose values are client IP addresses.
@@ -1063,14 +1117,15 @@ impl KeyMatcher {
             .into_iter()
             .chain(builtin_words.iter().copied())
             .collect();
-        // Last, for `mentions` only: text that holds `OPENAI_KEY=...` or an
-        // OAuth callback's `code=...&state=...` is searched for pairs; a
-        // key is judged by [`is_env_key`] and [`is_oauth_code`], not by
-        // these matches.
+        // Last, for `mentions` only: text that holds `OPENAI_KEY=...` or a
+        // link's `code=...` is searched for pairs; a key is judged by
+        // [`is_env_key`] and [`is_link_code`], not by these matches.
         let mention_only = match builtin {
             true => {
-                patterns.extend(["_key", "state="]);
-                patterns.len() - 2
+                let first = patterns.len();
+                patterns.push("_key");
+                patterns.extend(LINK_KEYS);
+                first
             }
             false => usize::MAX,
         };
@@ -1370,26 +1425,49 @@ fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range
     found
 }
 
-/// Whether a path segment looks generated rather than written: 16
-/// characters or more, with a run of six or more letters and digits that
-/// mixes both (`c3k2lp-8f1e…`, hex, UUIDs, most base64), or of twenty or
-/// more letters a quarter of them upper case and some lower (base64
-/// without a digit). Not words: `2024-annual-report`, `ResetPasswordDone`,
-/// ids of digits alone.
+/// Whether a path segment looks generated rather than written:
+/// - 16 characters or more, with a run of six or more letters and digits
+///   that mixes both (`c3k2lp-8f1e…`, hex, UUIDs, most base64);
+/// - or 16 letters and digits or more, at least a quarter of them upper
+///   case and a quarter lower (base64 without a digit: `QwErTy-UiOpAsD_fGhJ`);
+/// - or 8 to 15 letters and digits alone, two or more of each kind
+///   (`Kp8Xz2Qa`, an invitation code).
+///
+/// Not words (`2024-annual-report`, `ResetPasswordDoneView`), ids of digits
+/// alone, files (`page-8f2c1a9b3d4e5f60.js`, `useOAuth2Callback.ts`: a built
+/// asset's or a module's name, which source maps are matched by), nor an
+/// Ethereum address (`0x` and 40 hex digits: public).
 fn is_generated(segment: &str) -> bool {
-    segment.len() >= 16
-        && segment
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(|run| {
-                let digits = run.bytes().filter(u8::is_ascii_digit).count();
-                let upper = run.bytes().filter(u8::is_ascii_uppercase).count();
-                let letters = run.len() - digits;
-                (run.len() >= 6 && digits > 0 && letters > 0)
-                    || (run.len() >= 20
-                        && digits == 0
-                        && upper * 4 >= run.len()
-                        && upper < run.len())
-            })
+    let b = segment.as_bytes();
+    let file = segment.rsplit_once('.').is_some_and(|(stem, ext)| {
+        !stem.is_empty()
+            && (1..=5).contains(&ext.len())
+            && ext.bytes().all(|c| c.is_ascii_alphanumeric())
+            && ext.bytes().any(|c| c.is_ascii_alphabetic())
+    });
+    let address =
+        b.len() == 42 && segment.starts_with("0x") && b[2..].iter().all(u8::is_ascii_hexdigit);
+    if file || address {
+        return false;
+    }
+    let count = |f: fn(&u8) -> bool| b.iter().filter(|c| f(c)).count();
+    let (upper, lower, digits) = (
+        count(u8::is_ascii_uppercase),
+        count(u8::is_ascii_lowercase),
+        count(u8::is_ascii_digit),
+    );
+    let alnum = upper + lower + digits;
+    if (8..16).contains(&b.len()) {
+        return alnum == b.len() && upper >= 2 && lower >= 2 && digits >= 2;
+    }
+    b.len() >= 16
+        && ((alnum >= 16 && upper * 4 >= alnum && lower * 4 >= alnum)
+            || segment
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|run| {
+                    let digits = run.bytes().filter(u8::is_ascii_digit).count();
+                    run.len() >= 6 && digits > 0 && digits < run.len()
+                }))
 }
 
 /// Whether four numbers at `start` are a version, not an address: a
@@ -1406,8 +1484,11 @@ fn is_version(haystack: &str, start: usize) -> bool {
             .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_')
             .count();
         let token_start = product.len() - word;
+        // A product's name starts upper case (`Chrome/`, `Edg/`, `OPR/`; the
+        // lower-case ones, `curl/7.88.1`, have three numbers): Java's
+        // `host/203.0.113.7`, a host's name, is lower case.
         return word > 0
-            && product[token_start].is_ascii_alphabetic()
+            && product[token_start].is_ascii_uppercase()
             && (token_start == 0 || matches!(product[token_start - 1], b' ' | b'(' | b';' | b'"'));
     }
     let lower = |tail: &[u8], word: &[u8]| {

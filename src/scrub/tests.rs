@@ -2451,3 +2451,129 @@ fn slashed_url_passwords_and_java_socket_addresses() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// A review of `urltoken` and `urlauth`: framework links it missed, files
+/// and folders it damaged, and the ways a URL hides (JSON's escaped
+/// slashes, percent-encoding twice, a link's query).
+#[test]
+fn url_review_cases() {
+    for (input, want) in [
+        // Missed: words, vendors, shapes.
+        (
+            "https://app.example.com/passwords/eyJfcmFpbHMiOnsiZGF0YSI6MX19--3c9b8a7d6e5f4a3b2c1d/edit",
+            "https://app.example.com/passwords/[urltoken]/edit",
+        ),
+        (
+            "/password_resets/Qk3vZ8pLmN2xR7tY9wE4uI/edit",
+            "/password_resets/[urltoken]/edit",
+        ),
+        (
+            "https://forum.example.com/session/email-login/0123456789abcdef0123456789abcdef",
+            "https://forum.example.com/session/email-login/[urltoken]",
+        ),
+        (
+            "https://acme.okta.com/welcome/drpFRsYtyZ5aX3d-VPGe",
+            "https://acme.okta.com/welcome/[urltoken]",
+        ),
+        (
+            "https://join.slack.com/t/acme-dev/shared_invite/zt-2abc3def4-Xq9Z3kLw7TqP0vN4rS8uYw",
+            "https://join.slack.com/t/acme-dev/shared_invite/[urltoken]",
+        ),
+        (
+            "https://api.telegram.org/bot7123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage",
+            "https://api.telegram.org/[cloudkey]/sendMessage",
+        ),
+        (
+            "POST https://hooks.slack.com/triggers/T0123ABCD/7890123456789/0123456789abcdef0123456789abcdef",
+            "POST https://[cloudkey]",
+        ),
+        (
+            "https://events.pagerduty.com/integration/0123456789abcdef0123456789abcdef/enqueue",
+            "https://[cloudkey]/enqueue",
+        ),
+        ("/invite/QwErTy-UiOpAsD_fGhJkLz", "/invite/[urltoken]"),
+        ("/invite/Kp8Xz2Qa", "/invite/[urltoken]"),
+        (
+            "/rails/active_storage/blobs/redirect/eyJfcmFpbHMiOnsibWVzc2FnZSI6IkJBaHBCcz09In19--0a9c4a4c7e3f/invoice.pdf",
+            "/rails/active_storage/blobs/redirect/[urltoken]/invoice.pdf",
+        ),
+        // Damaged before: files, folders, public ids, IPv6 hosts.
+        (
+            "https://app.example.com/_next/static/chunks/app/(auth)/reset-password/page-8f2c1a9b3d4e5f60.js",
+            "https://app.example.com/_next/static/chunks/app/(auth)/reset-password/page-8f2c1a9b3d4e5f60.js",
+        ),
+        (
+            "webpack://acme-web/./src/hooks/useOAuth2Callback.ts",
+            "webpack://acme-web/./src/hooks/useOAuth2Callback.ts",
+        ),
+        (
+            "/srv/app/.local/share/virtualenvs/shop-backend-Qx7bZ2kF/lib/python3.11/site.py",
+            "/srv/app/.local/share/virtualenvs/shop-backend-Qx7bZ2kF/lib/python3.11/site.py",
+        ),
+        (
+            "https://api.etherscan.io/token/0xdAC17F958D2ee523a2206206994597C13D831ec7",
+            "https://api.etherscan.io/token/0xdAC17F958D2ee523a2206206994597C13D831ec7",
+        ),
+        ("GET http://localhost:5173/@vite/client", "GET http://localhost:5173/@vite/client"),
+        (
+            "https://example.com/verify/ResetPasswordDoneView",
+            "https://example.com/verify/ResetPasswordDoneView",
+        ),
+        // Java's single-label hosts, each address of them.
+        (
+            "Connect to api:443 [api/203.0.113.7, api/203.0.113.8] failed",
+            "Connect to api:443 [api/[ip], api/[ip]] failed",
+        ),
+        // A link's one-time code in its query.
+        (
+            "https://shop.example.com/Account/ConfirmEmail?userId=42&code=Q2ZESjhBTm1mSzd0VG5i",
+            "https://shop.example.com/Account/ConfirmEmail?userId=42&code=[Filtered]",
+        ),
+        (
+            "https://acme.auth0.com/lo/reset?ticket=Xk9c3pWq7Lr2Zq3kLw7T#",
+            "https://acme.auth0.com/lo/reset?ticket=[Filtered]#",
+        ),
+        (
+            "https://app.example.com/__/auth/action?mode=resetPassword&oobCode=Xk9c3pWq7Lr2",
+            "https://app.example.com/__/auth/action?mode=resetPassword&oobCode=[Filtered]",
+        ),
+        (
+            "https://www.dropbox.com/scl/fi/abc/report.pdf?rlkey=k8Jd92LmQp4x&dl=0",
+            "https://www.dropbox.com/scl/fi/abc/report.pdf?rlkey=[Filtered]&dl=0",
+        ),
+        // Not a link's: an HTTP status, an error's code.
+        (
+            "GET https://api.example.com/orders?code=404 failed",
+            "GET https://api.example.com/orders?code=404 failed",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+    // JSON with escaped slashes held in a string (PHP's json_encode).
+    let out = text(
+        r#"Guzzle: {"invite_url":"https:\/\/app.example.com\/invite\/k8Jd92LmQp4xZr7Tn3Vb6Wc1","db":"mysql:\/\/root:hunter2secret@db\/app"}"#,
+    );
+    assert_eq!(
+        out,
+        r#"Guzzle: {"invite_url":"https://app.example.com/invite/[urltoken]","db":"mysql://[urlauth]@db/app"}"#
+    );
+    // Encoded twice: a redirect's URL inside another's query.
+    let out = text("https://login.example.com/?fromURI=https%253A%252F%252Fapp.example.com%252Finvite%252Fk8Jd92LmQp4xZr7Tn3Vb6Wc1%253Fu%253Dalice%2540example.com");
+    assert!(!out.contains("k8Jd92"), "{out}");
+    assert!(!out.contains("alice"), "{out}");
+    // In an event, both passes alike.
+    let s = scrubber();
+    let event = json!({
+        "request": {"url": "https://shop.example.com/Account/ResetPassword?code=Q2ZESjhBTm1mSzd0VG5i"},
+        "extra": {"body": r#"{"next":"https:\/\/app.example.com\/password_resets\/Qk3vZ8pLmN2xR7tY9wE4uI\/edit"}"#},
+    });
+    let tree = both_ways(&s, &event.to_string()).expect("no fallback");
+    assert_eq!(
+        tree["request"]["url"],
+        "https://shop.example.com/Account/ResetPassword?code=[Filtered]"
+    );
+    assert_eq!(
+        tree["extra"]["body"],
+        r#"{"next":"https://app.example.com/password_resets/[urltoken]/edit"}"#
+    );
+}

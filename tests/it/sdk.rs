@@ -390,13 +390,17 @@ async fn rust_sdk_logged_parameters_and_console_arguments_are_scrubbed() {
 /// Capability tokens in URL paths (a password-reset link, an invitation,
 /// a webhook) reach Kafka redacted from where the SDK puts them: the
 /// event's `request.url`, an HTTP breadcrumb, a route-less transaction's
-/// name and its HTTP span's description. So do a database URL's password
-/// with a `/` in it and the address in Java's `host/address:port`.
+/// name and its HTTP span's description; a link's one-time code in its
+/// query; a URL in JSON with escaped slashes held in a string. So do a
+/// database URL's password with a `/` in it and the address in Java's
+/// `host/address:port`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_tokens_in_urls_are_scrubbed() {
     const RESET: &str = "c3k2lp-8f1e2d3c4b5a6978e0d1";
     const DB_PASSWORD: &str = "Xq7/k9+zR2=";
     const CLIENT: &str = "203.0.113.77";
+    const CONFIRM: &str = "Q2ZESjhBTm1mSzd0VG5i";
+    const ESCAPED_INVITE: &str = "Qk3vZ8pLmN2xR7tY9wE4uI";
     const INVITE: &str = "k8Jd92LmQp4xZr7Tn3Vb6Wc1";
     const ZAPIER: &str = "hooks.zapier.com/hooks/catch/1234567/3abcdef";
     let kafka = mock_kafka();
@@ -420,7 +424,23 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
             .collect(),
             ..Default::default()
         });
+        hub.add_breadcrumb(sentry::Breadcrumb {
+            ty: "http".into(),
+            category: Some("http".into()),
+            data: [(
+                "url".to_owned(),
+                format!("https://shop.example.com/Account/ConfirmEmail?userId=42&code={CONFIRM}")
+                    .into(),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
+        // A PHP service's JSON answer, its slashes escaped, logged as a string.
+        let answer =
+            format!(r#"{{"invite_url":"https:\/\/app.example.com\/invite\/{ESCAPED_INVITE}"}}"#);
         let event = Event {
+            extra: [("answer".to_owned(), answer.into())].into_iter().collect(),
             message: Some("password reset failed".into()),
             exception: Values::from(vec![Exception {
                 ty: "OperationalError".into(),
@@ -462,7 +482,15 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
     assert_eq!(got.len(), 2);
     for m in &got {
         let text = String::from_utf8_lossy(&m.payload);
-        for secret in [RESET, INVITE, ZAPIER, DB_PASSWORD, CLIENT] {
+        for secret in [
+            RESET,
+            INVITE,
+            ZAPIER,
+            DB_PASSWORD,
+            CLIENT,
+            CONFIRM,
+            ESCAPED_INVITE,
+        ] {
             assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
         }
         let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
@@ -474,6 +502,14 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
             assert_eq!(
                 body["breadcrumbs"]["values"][0]["data"]["url"],
                 "https://app.example.com/invite/[urltoken]/accept"
+            );
+            assert_eq!(
+                body["breadcrumbs"]["values"][1]["data"]["url"],
+                "https://shop.example.com/Account/ConfirmEmail?userId=42&code=[Filtered]"
+            );
+            assert_eq!(
+                body["extra"]["answer"],
+                r#"{"invite_url":"https://app.example.com/invite/[urltoken]"}"#
             );
             assert_eq!(
                 body["exception"]["values"][0]["value"],
