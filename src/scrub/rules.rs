@@ -176,6 +176,18 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
+        // A `.netrc` entry (curl's, ftp's, git's credentials file):
+        // `machine HOST login USER password PASS`, or `default ...`, on
+        // one line or over several.
+        name: "password",
+        pattern: r"(?x)
+            (?-u:\b) (?: machine \s+ \S+ | default )
+            (?: \s+ (?: login | account ) \s+ \S+ )* \s+ password \s+ ( \S+ )",
+        group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
         // Redis's `AUTH [user] password`, a command alone on its line (as
         // breadcrumbs and spans hold it).
         name: "password",
@@ -198,6 +210,28 @@ pub const BUILTINS: &[Builtin] = &[
         pattern: r#"(?x)
             (?i: (?-u:\b) SET \s+ PASSWORD \s+ FOR ) [^=\n]* = \s* ['"] ( [^'"]* ) ['"]"#,
         group: 1,
+        validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // Password hashes, which a cracker turns back into the passwords of
+        // the weaker ones: in a database's error about a row (PostgreSQL's
+        // `DETAIL: Failing row contains (7, bob, pbkdf2_sha256$...)`,
+        // MySQL's `Duplicate entry`), a dumped user, an `/etc/shadow` or
+        // `.htpasswd` line. bcrypt (`$2b$12$...`), the crypt(3) family
+        // (`$1$`, `$apr1$`, `$5$`, `$6$`, yescrypt's `$y$`), Argon2, and the
+        // `algorithm$...` forms of Django and Werkzeug.
+        name: "password",
+        pattern: r"(?x)
+            \$2[abxy]?\$[0-9]{2}\$[./A-Za-z0-9]{53}
+          | \$(?:1|apr1)\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}
+          | \$[56]\$(?:rounds=[0-9]+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}
+          | \$y\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,64}\$[./A-Za-z0-9]{43}
+          | \$argon2(?:id|i|d)\$v=[0-9]+\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+
+          | (?-u:\b)pbkdf2_sha(?:256|1)\$[0-9]+\$[A-Za-z0-9./+=]{4,}\$[A-Za-z0-9+/=]{20,}
+          | (?-u:\b)scrypt\$[0-9]+\$[A-Za-z0-9./+=]+\$[0-9]+\$[0-9]+\$[A-Za-z0-9+/=]{20,}
+          | (?-u:\b)(?:pbkdf2:sha(?:256|512|1)(?::[0-9]+)?|scrypt:[0-9]+:[0-9]+:[0-9]+)\$[A-Za-z0-9]+\$[0-9a-f]{32,}",
+        group: 0,
         validator: Validator::None,
         method: Method::Replace,
     },

@@ -2577,3 +2577,47 @@ fn url_review_cases() {
         r#"{"next":"https://app.example.com/password_resets/[urltoken]/edit"}"#
     );
 }
+
+/// Password hashes (a database's error about a row, a dumped user, a
+/// shadow or htpasswd line) and `.netrc` entries.
+#[test]
+fn password_hashes_and_netrc_entries() {
+    for (input, want) in [
+        (
+            "null value in column \"email\" violates not-null constraint\nDETAIL:  Failing row contains (7, pbkdf2_sha256$600000$Xk2LmQp4xZr7Tn3Vb6Wc1a$Qm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo=, null, f, bob).",
+            "null value in column \"email\" violates not-null constraint\nDETAIL:  Failing row contains (7, [Filtered], null, f, bob).",
+        ),
+        (
+            "Duplicate entry '$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy' for key 'x'",
+            "Duplicate entry '[Filtered]' for key 'x'",
+        ),
+        (
+            "row: $argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG end",
+            "row: [Filtered] end",
+        ),
+        (
+            "root:$6$rounds=5000$usesomesillystri$D4IrlXatmP7rx3P3InaxBeoomnAihCKRVQP22JZ6EY47Wc6BkroIuUUBOov1i.S5KPgErtP/EN5mcO.ChWQW21:19000:0:99999:7:::",
+            "root:[Filtered]:19000:0:99999:7:::",
+        ),
+        ("bob:$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/", "bob:[Filtered]"),
+        (
+            "stored scrypt:32768:8:1$Xk2LmQp4xZr7Tn3V$0123456789abcdef0123456789abcdef0123456789abcdef",
+            "stored [Filtered]",
+        ),
+        (
+            "machine api.example.com login bob password hunter2secret\n",
+            "machine api.example.com login bob password [Filtered]\n",
+        ),
+        (
+            "machine github.com\n  login bob\n  password ghx_notreal_9Xk2LmQp4\n",
+            "machine github.com\n  login bob\n  password [Filtered]\n",
+        ),
+        // Kept: shell and template dollars, prose.
+        (
+            "echo $1$2 and cost $5$ each; set the machine password policy",
+            "echo $1$2 and cost $5$ each; set the machine password policy",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}

@@ -35,6 +35,7 @@ const SECRETS: &[&str] = &[
     "os-secret-val",                                         // configured sensitive field
     "apikey-val-321",                                        // api key header
     "c3k2lp-8f1e2d3c4b5a6978e0d1",                           // password-reset link's token
+    "Qm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo=",          // a password hash in a failing row
 ];
 
 /// Look-alikes that must survive untouched.
@@ -113,7 +114,9 @@ fn common(event_id: &str, platform: &str) -> Value {
 /// The Python SDK: frames with vars, WSGI request with env and a cookie string.
 fn python(id: &str) -> Value {
     let mut e = common(id, "python");
-    e["exception"] = json!({"values": [{"type": "CardDeclinedError", "value": "declined for alice.smith@example.com",
+    e["exception"] = json!({"values": [
+        {"type": "IntegrityError", "value": "null value in column \"email\" violates not-null constraint\nDETAIL:  Failing row contains (7, pbkdf2_sha256$600000$Xk2LmQp4xZr7Tn3V$Qm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo=, null)."},
+        {"type": "CardDeclinedError", "value": "declined for alice.smith@example.com",
         "stacktrace": frames(&["/home/jdoe_user/app/checkout.py", "app/payments.py"], true)}]});
     e["request"] = json!({
         "url": "https://shop.example.com/checkout", "method": "POST",
