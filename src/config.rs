@@ -159,7 +159,8 @@ pub mod file {
         /// Largest single event or transaction payload, and of any other JSON
         /// item (spans, logs, sessions, check-ins, profiles, replay events,
         /// client reports), which is scrubbed as a tree. JSON attachments
-        /// larger than this are scrubbed as text. Defaults to "1MiB".
+        /// larger or deeper than that are scrubbed string by string, without a
+        /// tree (as text when they are not JSON). Defaults to "1MiB".
         pub max_event_size: ByteSize,
         /// Largest single attachment or other binary item, and of a gzip'd
         /// attachment or zlib'd replay recording once inflated (it is

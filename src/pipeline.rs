@@ -738,11 +738,12 @@ impl Pipeline {
         let redactions = match scrub_kind(item) {
             ScrubKind::Binary => return Ok(item.payload.clone()),
             // JSON by its name or first byte only, past what an event may
-            // be: scrubbed as text, without a tree of it.
+            // be: scrubbed string by string, without a tree of it (as text
+            // if it is not JSON).
             ScrubKind::Json { required: false }
                 if item.payload.len() > self.config.load().limits.max_event_size =>
             {
-                return self.scrub_as_text(item, project, started);
+                return self.scrub_json_or_text(item, project, started);
             }
             ScrubKind::Json { required } => {
                 let tree = match event {
@@ -766,7 +767,8 @@ impl Pipeline {
                     .unwrap_or_else(|| serde_json::from_slice(&item.payload));
                 let mut tree: serde_json::Value = match parsed {
                     Ok(tree) => tree,
-                    Err(_) if !required => return self.scrub_as_text(item, project, started),
+                    // Not JSON by its name, or deeper than a tree may be.
+                    Err(_) if !required => return self.scrub_json_or_text(item, project, started),
                     Err(e) => {
                         tracing::debug!(error = %e, item_type = %item.type_name, "item is not JSON");
                         return Err(DropReason::Invalid);
@@ -789,6 +791,26 @@ impl Pipeline {
         self.count_redactions(&project.label, &redactions.1);
         self.observe_scrub(started);
         Ok(redactions.0)
+    }
+
+    /// An item that may be JSON (a `.json` attachment, an unknown item
+    /// that starts as JSON does), scrubbed string by string when it is,
+    /// else as text.
+    fn scrub_json_or_text(
+        &self,
+        item: &Item,
+        project: &Project,
+        started: std::time::Instant,
+    ) -> Result<Bytes, DropReason> {
+        let out = match project.scrubber.scrub_json_or_bytes(&item.payload) {
+            None => item.payload.clone(),
+            Some((scrubbed, redactions)) => {
+                self.count_redactions(&project.label, &redactions);
+                Bytes::from(scrubbed)
+            }
+        };
+        self.observe_scrub(started);
+        Ok(out)
     }
 
     fn scrub_as_text(
@@ -862,9 +884,9 @@ impl Pipeline {
                 return Err(DropReason::Invalid);
             }
             ScrubKind::Binary => None,
-            ScrubKind::Json { .. } | ScrubKind::Text | ScrubKind::Recording => {
-                project.scrubber.scrub_bytes(&inner.payload)
-            }
+            ScrubKind::Json { .. } => project.scrubber.scrub_json_or_bytes(&inner.payload),
+            // (A recording is never here: `scrub_kind` names it by its type.)
+            ScrubKind::Text | ScrubKind::Recording => project.scrubber.scrub_bytes(&inner.payload),
         };
         let out = match scrubbed {
             None => item.payload.clone(),
@@ -880,18 +902,21 @@ impl Pipeline {
 
     /// A session replay's recording (`replay_recording`): a JSON header
     /// line (`{"segment_id":3}`), then the segment's rrweb events as JSON,
-    /// zlib'd by the JavaScript SDK by default. The events hold the page's
-    /// URL (a meta event's `href`), the URLs and headers of its requests,
-    /// console messages, and whatever text and inputs the SDK was told not
-    /// to mask: they are scrubbed as a text attachment is, and zlib'd again
-    /// when anything was redacted; else the recording leaves as it came.
+    /// zlib'd by the JavaScript SDK by default (gzip'd or plain are read
+    /// too). The events hold the page's URL (a meta event's `href`), the
+    /// URLs and headers of its requests, console messages, and whatever text
+    /// and inputs the SDK was told not to mask: each string is scrubbed
+    /// ([`crate::scrub::Scrubber::scrub_json_strings`]: DOM snapshots nest
+    /// deeper than a tree may), and the events are compressed again as they
+    /// came when anything was redacted; else the recording leaves as it
+    /// came. A header alone, or with an empty body, holds nothing to scrub.
     ///
     /// The stream is inflated within `limits.max_attachment_size` and what
     /// the envelope's compressed items may still inflate to (`gzip_budget`).
     /// A recording without its header line (a JSON object), whose stream
-    /// does not inflate, or that is neither zlib'd nor JSON, is refused (`invalid`), and one that inflates past either
-    /// limit too (`too_large`): forwarded, it would carry what it holds
-    /// unscrubbed.
+    /// does not inflate, or whose events are not JSON, is refused
+    /// (`invalid`), and one that inflates past either limit too
+    /// (`too_large`): forwarded, it would carry what it holds unscrubbed.
     fn scrub_recording(
         &self,
         item: &Item,
@@ -899,27 +924,43 @@ impl Pipeline {
         started: std::time::Instant,
         gzip_budget: &mut usize,
     ) -> Result<Bytes, DropReason> {
-        let newline = memchr::memchr(b'\n', &item.payload).filter(|&at| {
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
-                &item.payload[..at],
-            )
-            .is_ok()
-        });
-        let Some(newline) = newline else {
+        let is_header = |line: &[u8]| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
+        };
+        let newline = memchr::memchr(b'\n', &item.payload);
+        let header_end = newline.unwrap_or(item.payload.len());
+        if !is_header(&item.payload[..header_end]) {
             tracing::debug!("replay recording without its header line: refused");
             return Err(DropReason::Invalid);
+        }
+        let body = item
+            .payload
+            .slice((header_end + 1).min(item.payload.len())..);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            self.observe_scrub(started);
+            return Ok(item.payload.clone());
+        }
+        let encoding = if decompress::is_gzip(&body) {
+            Encoding::Gzip
+        } else if decompress::looks_like_zlib(&body) {
+            Encoding::Deflate
+        } else {
+            Encoding::Identity
         };
-        let body = item.payload.slice(newline + 1..);
-        let zlibbed = decompress::looks_like_zlib(&body);
-        let events = if zlibbed {
+        let events = if encoding == Encoding::Identity {
+            body
+        } else {
             let limit = self
                 .config
                 .load()
                 .limits
                 .max_attachment_size
                 .min(*gzip_budget);
-            match decompress::decode(Encoding::Deflate, body, limit) {
-                Ok(events) => events,
+            match decompress::decode(encoding, body, limit) {
+                Ok(events) => {
+                    *gzip_budget -= events.len();
+                    events
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "replay recording refused");
                     return Err(match e {
@@ -928,30 +969,23 @@ impl Pipeline {
                     });
                 }
             }
-        } else if matches!(
-            body.iter().find(|b| !b.is_ascii_whitespace()),
-            Some(b'[') | Some(b'{')
-        ) {
-            body
-        } else {
-            // Neither zlib nor JSON (gzip, say): what it holds cannot be read.
-            tracing::debug!("replay recording neither zlib'd nor JSON: refused");
-            return Err(DropReason::Invalid);
         };
-        if zlibbed {
-            *gzip_budget -= events.len();
-        }
-        let out = match project.scrubber.scrub_bytes(&events) {
-            None => item.payload.clone(),
-            Some((scrubbed, redactions)) => {
+        let out = match project.scrubber.scrub_json_strings(&events) {
+            Err(crate::scrub::NotJson) => {
+                tracing::debug!("replay recording's events are not JSON: refused");
+                return Err(DropReason::Invalid);
+            }
+            Ok(None) => item.payload.clone(),
+            Ok(Some((scrubbed, redactions))) => {
                 drop(events);
                 self.count_redactions(&project.label, &redactions);
-                let mut out = Vec::with_capacity(newline + 1 + scrubbed.len());
-                out.extend_from_slice(&item.payload[..=newline]);
-                if zlibbed {
-                    out.extend_from_slice(&decompress::zlib(&scrubbed));
-                } else {
-                    out.extend_from_slice(&scrubbed);
+                let mut out = Vec::with_capacity(header_end + 1 + scrubbed.len());
+                out.extend_from_slice(&item.payload[..header_end]);
+                out.push(b'\n');
+                match encoding {
+                    Encoding::Gzip => out.extend_from_slice(&decompress::gzip(&scrubbed)),
+                    Encoding::Deflate => out.extend_from_slice(&decompress::zlib(&scrubbed)),
+                    _ => out.extend_from_slice(&scrubbed),
                 }
                 Bytes::from(out)
             }
@@ -992,7 +1026,8 @@ impl Pipeline {
     /// and refused as an event would be (`too_large`, `invalid`), so that
     /// 20 MiB of `[0,0,...]` is not ten million values. Attachments and
     /// unknown items that look like JSON are held to `max_attachment_size`;
-    /// past the event's size they are scrubbed as text (see [`Pipeline::scrub`]).
+    /// past the event's size they are scrubbed string by string, without a
+    /// tree (see [`Pipeline::scrub`]).
     fn check_item<'a>(
         &self,
         item: &'a Item,

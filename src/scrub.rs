@@ -26,10 +26,13 @@ use std::sync::Arc;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde_json::{Map, Value};
 
+pub use strings::NotJson;
+
 pub mod method;
 pub mod path;
 pub mod rules;
 mod sql;
+mod strings;
 pub mod template;
 mod text;
 

@@ -133,14 +133,14 @@ pub const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "urlauth",
-        pattern: r"(?x)
+        pattern: r#"(?x)
             (?i:[a-z][a-z0-9+.-]*) ://
             ( [^\s/?\#@:]* :             # user: (the user may be empty)
               (?: [^\s/?\#]*              # the password, up to the last `@`: it may hold one
-                | [^\s/?\#@:\[\]]* [^\s/?\#@:\[\]0-9] [^\s/?\#@:\[\]]* / [^\s?\#@]* )  # or a `/`
-            )                              # (base64) after what is no port (`host:8080/a@b`,
-                                           # `[::1]:5173/@vite` hold none)
-            @",
+                | [^\s/?\#@:\[\]"]* [^\s/?\#@:\[\]"0-9] [^\s/?\#@:\[\]"]* / [^\s?\#@"]* )
+            )                              # or a `/` (base64) after what is no port (`host:8080/a@b`,
+                                           # `[::1]:5173/@vite` hold none) nor a quote
+            @"#,
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -180,9 +180,9 @@ pub const BUILTINS: &[Builtin] = &[
         // `machine HOST login USER password PASS`, or `default ...`, on
         // one line or over several.
         name: "password",
-        pattern: r"(?x)
-            (?-u:\b) (?: machine \s+ \S+ | default )
-            (?: \s+ (?: login | account ) \s+ \S+ )* \s+ password \s+ ( \S+ )",
+        pattern: r#"(?x)
+            (?: (?-u:\b) machine \s+ [^\s"]+ | (?m: ^ ) [\ \t]* default )  # `default` starts a line
+            (?: \s+ (?: login | account ) \s+ [^\s"]+ )* \s+ password \s+ ( [^\s"]+ )"#,
         group: 1,
         validator: Validator::None,
         method: Method::Replace,
@@ -331,7 +331,7 @@ pub const BUILTINS: &[Builtin] = &[
                    | (?: signin | sign[-_]in ) [-_]links? | unsubscribe
                    | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys? | keys? | secrets?
                    | webhooks? | (?: build[-_]? )? hooks | incomingwebhook | active_storage )
-            / [^\s?\#"'<>()\[\]{},;\|`]+"#,
+            / [^\s?\#"'<>()\[\]{},;\\|`]+"#,
         group: 0,
         validator: Validator::UrlToken,
         method: Method::Replace,

@@ -883,7 +883,7 @@ async fn json_items_are_held_to_the_event_limits() {
         assert_eq!(r.status(), 200, "a 10 deep {ty} item is taken");
     }
     // A `.json` attachment past the event's size, with an email at its end,
-    // and one deeper than max_json_depth: both taken, the first scrubbed as text.
+    // and one deeper than max_json_depth: both taken, the first scrubbed string by string.
     let json_attachment = ",\"filename\":\"state.json\"";
     let mut large_json = zeros.clone();
     large_json.pop();
@@ -923,7 +923,7 @@ async fn json_items_are_held_to_the_event_limits() {
     );
     assert!(
         !sink.contains("alice@example.com"),
-        "the large .json attachment was scrubbed as text"
+        "the large .json attachment was scrubbed string by string"
     );
 }
 
@@ -1142,31 +1142,82 @@ async fn unsupported_sentry_endpoints_are_refused_and_counted() {
 
 /// A session replay's recording, as the JavaScript SDK sends it beside its
 /// replay event: a header line, then the rrweb events zlib'd. The page's
-/// URL (a password-reset link), a request's URL and `Authorization`
-/// header, and a console message with an email reach Kafka scrubbed, the
-/// recording still a header line and a zlib stream; one with nothing to
-/// redact leaves byte for byte; one whose stream does not inflate, or
-/// without its header line, is refused and counted.
+/// URL (a password-reset link), a request's `Authorization` header, an
+/// input's value beside its name, and console messages with an email and
+/// a quoted link reach Kafka scrubbed, however deep the DOM nests; the
+/// recording is still its header line and a zlib stream of the same JSON
+/// with only those strings changed. A gzip'd one leaves gzip'd; one with
+/// nothing to redact, or a header alone, leaves byte for byte; one whose
+/// stream does not inflate, without its header line, or whose events are
+/// not JSON, is refused and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_recordings_are_scrubbed_and_zlibbed_again() {
+async fn replay_recordings_are_scrubbed_and_compressed_again() {
     use std::io::Read;
     const TOKEN: &str = "c3k2lp-8f1e2d3c4b5a6978e0d1";
     let kafka = mock_kafka();
     let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
     let client = reqwest::Client::new();
     let replay_id = new_event_id();
-    let events = serde_json::json!([
+    let reset = format!("https://app.example.com/accounts/reset/MTIz/{TOKEN}/");
+    let quoted_link = format!("sent \"https://app.example.com/reset/MTIz/{TOKEN}\" to bob");
+    let mut events = serde_json::json!([
         {"type": 4, "timestamp": 1733580000000u64,
-         "data": {"href": format!("https://app.example.com/accounts/reset/MTIz/{TOKEN}/"),
-                  "width": 1280, "height": 800}},
+         "data": {"href": reset, "width": 1280, "height": 800}},
         {"type": 5, "timestamp": 1733580000100u64, "data": {"tag": "performanceSpan", "payload": {
             "op": "resource.fetch", "description": "https://api.example.com/v1/me",
-            "startTimestamp": 1733580000.1, "endTimestamp": 1733580000.2,
             "data": {"method": "GET", "statusCode": 200,
                      "request": {"headers": {"authorization": "Bearer 9Xk2LmQp4xZr7Tn3"}}}}}},
         {"type": 5, "timestamp": 1733580000300u64, "data": {"tag": "breadcrumb", "payload": {
             "category": "console", "message": "signed in as alice@example.com"}}},
+        {"type": 5, "timestamp": 1733580000400u64, "data": {"tag": "breadcrumb", "payload": {
+            "category": "console", "message": quoted_link}}},
+        {"type": 3, "timestamp": 1733580000500u64, "data": {"source": 0, "adds": [{"node": {
+            "type": 2, "tagName": "input",
+            "attributes": {"value": "Hunt3rTwo!", "type": "text", "name": "password"}}}]}},
+        {"origin": "https://app.example.com", "path": "/account/settings", "user": "bob"},
     ]);
+    // A DOM 300 elements deep: 600 levels of JSON, past any tree's limit.
+    let mut node = serde_json::json!({"type": 3, "textContent": "mail alice@example.com"});
+    for _ in 0..300 {
+        node = serde_json::json!({"type": 2, "tagName": "div", "childNodes": [node]});
+    }
+    events
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": 2, "data": {"node": node}}));
+    let text = events.to_string();
+    // What the relay must write: the same text, only these strings changed.
+    let mut want = text.clone();
+    for (from, to) in [
+        (
+            reset.clone(),
+            "https://app.example.com/accounts/reset/MTIz/[urltoken]/".to_owned(),
+        ),
+        (
+            "Bearer 9Xk2LmQp4xZr7Tn3".to_owned(),
+            "[Filtered]".to_owned(),
+        ),
+        (
+            "signed in as alice@example.com".to_owned(),
+            "signed in as [email]".to_owned(),
+        ),
+        (
+            quoted_link.clone(),
+            "sent \"https://app.example.com/reset/MTIz/[urltoken]\" to bob".to_owned(),
+        ),
+        ("Hunt3rTwo!".to_owned(), "[Filtered]".to_owned()),
+        (
+            "mail alice@example.com".to_owned(),
+            "mail [email]".to_owned(),
+        ),
+    ] {
+        let (from, to) = (
+            serde_json::to_string(&from).unwrap(),
+            serde_json::to_string(&to).unwrap(),
+        );
+        assert!(want.contains(&from), "{from}");
+        want = want.replace(&from, &to);
+    }
     let envelope = |recording: &[u8]| {
         let replay_event = serde_json::json!({
             "type": "replay_event", "replay_id": replay_id, "segment_id": 0,
@@ -1184,13 +1235,15 @@ async fn replay_recordings_are_scrubbed_and_zlibbed_again() {
         body
     };
     let header = b"{\"segment_id\":0}\n";
-    let zlibbed = [&header[..], &deflate(events.to_string().as_bytes())].concat();
+    let zlibbed = [&header[..], &deflate(text.as_bytes())].concat();
+    let gzipped = [&header[..], &gzip(text.as_bytes())].concat();
     let clean = [
         &header[..],
         br#"[{"type":3,"timestamp":1,"data":{"source":1}}]"#,
     ]
     .concat();
-    for recording in [&zlibbed, &clean] {
+    let header_alone = b"{\"segment_id\":1}".to_vec();
+    for recording in [&zlibbed, &gzipped, &clean, &header_alone] {
         let r = post(
             &client,
             &relay.envelope_url(),
@@ -1201,11 +1254,11 @@ async fn replay_recordings_are_scrubbed_and_zlibbed_again() {
         .await;
         assert_eq!(r.status(), 200);
     }
-    // Refused: a stream that does not inflate, no header line, gzip.
+    // Refused: a stream that does not inflate, no header line, not JSON.
     let broken = [&header[..], &[0x78, 0x9c, 1, 2, 3, 4, 5, 6]].concat();
-    let headless = deflate(events.to_string().as_bytes());
-    let gzipped = [&header[..], &gzip(events.to_string().as_bytes())].concat();
-    for recording in [&broken, &headless, &gzipped] {
+    let headless = deflate(text.as_bytes());
+    let not_json = [&header[..], &deflate(b"mail alice@example.com")].concat();
+    for recording in [&broken, &headless, &not_json] {
         let before = relay.dropped("replay", "invalid");
         let r = post(
             &client,
@@ -1219,41 +1272,44 @@ async fn replay_recordings_are_scrubbed_and_zlibbed_again() {
         assert_eq!(relay.dropped("replay", "invalid") - before, 1.0);
     }
 
-    let got = consume_async(kafka.bootstrap_servers(), &["ingest-replays"], 4).await;
-    assert_eq!(got.len(), 4, "two replay events and two recordings");
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-replays"], 8).await;
+    assert_eq!(got.len(), 8, "four replay events and four recordings");
     let recordings: Vec<&Consumed> = got
         .iter()
         .filter(|m| m.headers["item_type"] == "replay_recording")
         .collect();
-    assert_eq!(recordings.len(), 2);
+    assert_eq!(recordings.len(), 4);
     assert!(
         recordings.iter().any(|m| m.payload == clean),
         "the recording with nothing to redact, byte for byte"
     );
-    let scrubbed = recordings
-        .iter()
-        .find(|m| m.payload != clean)
-        .expect("the scrubbed recording");
-    let body = scrubbed
-        .payload
-        .strip_prefix(&header[..])
-        .expect("the header line kept");
-    let mut inflated = String::new();
-    flate2::read::ZlibDecoder::new(body)
-        .read_to_string(&mut inflated)
-        .expect("still a zlib stream");
-    for secret in [TOKEN, "9Xk2LmQp4xZr7Tn3", "alice@example.com"] {
+    assert!(recordings.iter().any(|m| m.payload == header_alone));
+    let mut compressed = Vec::new();
+    for m in recordings {
+        let Some(body) = m.payload.strip_prefix(&header[..]) else {
+            continue;
+        };
+        let mut inflated = String::new();
+        if body.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(body)
+                .read_to_string(&mut inflated)
+                .expect("gzip");
+            compressed.push("gzip");
+        } else if body.starts_with(&[0x78]) {
+            flate2::read::ZlibDecoder::new(body)
+                .read_to_string(&mut inflated)
+                .expect("zlib");
+            compressed.push("zlib");
+        } else {
+            continue;
+        }
         assert!(
-            !inflated.contains(secret),
-            "{secret} reached Kafka: {inflated}"
+            inflated == want,
+            "not the text with only the secrets changed: {inflated}"
         );
     }
-    let out: serde_json::Value = serde_json::from_str(&inflated).expect("still JSON");
-    assert_eq!(
-        out[0]["data"]["href"],
-        "https://app.example.com/accounts/reset/MTIz/[urltoken]/"
-    );
-    assert_eq!(out[2]["data"]["payload"]["message"], "signed in as [email]");
+    compressed.sort();
+    assert_eq!(compressed, ["gzip", "zlib"], "each compressed as it came");
     for m in got
         .iter()
         .filter(|m| m.headers["item_type"] == "replay_event")

@@ -528,3 +528,56 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
         ) >= 3.0
     );
 }
+
+/// A JSON attachment that a tree cannot hold (nested deeper than the
+/// event's limit, as an app's state dump may be) is scrubbed string by
+/// string: it reaches Kafka as the same JSON with only its secrets
+/// changed, none of them run across a quote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_deep_json_attachments_stay_json() {
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+    let mut state = serde_json::json!({"user": "mail alice@example.com"});
+    for _ in 0..200 {
+        state = serde_json::json!({"child": state});
+    }
+    let state = serde_json::json!([
+        state,
+        {"origin": "https://app.example.com", "path": "/account/settings", "user": "bob"},
+        {"note": "sent \"https://app.example.com/reset/MTIz/c3k2lp-8f1e2d3c4b5a6978e0d1\" to bob"},
+        {"name": "password", "value": "Hunt3rTwo!"},
+        {"card": 4111111111111111u64},
+    ])
+    .to_string();
+    let want = state
+        .replace("mail alice@example.com", "mail [email]")
+        .replace("c3k2lp-8f1e2d3c4b5a6978e0d1", "[urltoken]")
+        .replace("\"Hunt3rTwo!\"", "\"[Filtered]\"")
+        .replace("4111111111111111", "\"****************\"");
+    let sent = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        let attachment = sentry::protocol::Attachment {
+            buffer: sent.into_bytes(),
+            filename: "state.json".into(),
+            content_type: Some("application/json".into()),
+            ty: None,
+        };
+        hub.with_scope(
+            |scope| scope.add_attachment(attachment),
+            || hub.capture_message("state dump", Level::Error),
+        );
+        assert!(client.flush(Some(Duration::from_secs(30))));
+    })
+    .await
+    .unwrap();
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-attachments"], 1).await;
+    assert_eq!(got.len(), 1);
+    let out = String::from_utf8(got[0].payload.clone()).unwrap();
+    assert!(
+        out == want,
+        "not the same JSON with only its secrets changed: {out}"
+    );
+}

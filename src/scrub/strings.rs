@@ -1,0 +1,342 @@
+//! Scrubbing JSON of any shape and depth string by string, without a tree
+//! and without recursion: a replay recording's rrweb events, whose DOM
+//! snapshots nest as deep as the page did (past the event's depth limit,
+//! and past what a recursive walk may take of a thread's stack).
+//!
+//! Each string value is decoded, scrubbed as text, and written back as a
+//! JSON string; a value under a sensitive key is redacted whole, as in an
+//! event. Keys, numbers and the structure are copied as they came, so the
+//! output is JSON exactly when the input was. Scrubbing the whole text as
+//! one string would not be: a rule's match may run across a quote or take
+//! the `\` of an escape.
+
+use super::text::Scrubbed;
+use super::{redact_secret, Method, Redaction, Scrubber, NAMED_VALUES, NAMERS};
+
+/// The text is not JSON by its bytes: something outside its strings is
+/// neither structure, number nor literal. What it holds there could not
+/// be scrubbed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJson;
+
+impl Scrubber {
+    /// Scrubs the strings of JSON text; `Ok(None)` when nothing was
+    /// redacted. Redactions are recorded under the key of their value
+    /// (empty in a list). A value beside a sensitive name (`{"name":
+    /// "password", "value": ...}`, an input's attributes in a DOM snapshot)
+    /// is redacted whole, in either order. A string that does not decode (a
+    /// lone surrogate escape, which `JSON.stringify` writes) is redacted
+    /// whole: it cannot be read, so it is not kept.
+    pub fn scrub_json_strings(&self, json: &[u8]) -> Result<Option<Scrubbed>, NotJson> {
+        // What replaces which span of `json`, quotes included.
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut redactions: Vec<Redaction> = Vec::new();
+        // The last key read, while its value is next.
+        let mut key: Option<String> = None;
+        // In the innermost object open since the last `{` or `}`: whether a
+        // sensitive name was given, and where a named value's string lies.
+        let mut named = false;
+        let mut named_value: Option<(usize, usize)> = None;
+        let mut at = 0;
+        while at < json.len() {
+            match json[at] {
+                b'"' => {}
+                b'{' | b'}' => {
+                    (key, named, named_value) = (None, false, None);
+                    at += 1;
+                    continue;
+                }
+                b'[' | b',' | b']' => {
+                    key = None;
+                    at += 1;
+                    continue;
+                }
+                b':' | b' ' | b'\t' | b'\n' | b'\r' => {
+                    at += 1;
+                    continue;
+                }
+                b'0'..=b'9' | b'-' => {
+                    // A number: a card's digits are one, as in an event.
+                    let end = json[at..]
+                        .iter()
+                        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                        .map_or(json.len(), |n| at + n);
+                    let under = key.take().unwrap_or_default();
+                    if let Some((new, mut redaction)) = self.card_number(&json[at..end]) {
+                        redaction.path = under;
+                        redactions.push(redaction);
+                        edits.push((at, end - 1, new));
+                    }
+                    at = end;
+                    continue;
+                }
+                // The literals' letters (`true`, `false`, `null`).
+                b't' | b'r' | b'u' | b'e' | b'f' | b'a' | b'l' | b's' | b'n' => {
+                    key = None;
+                    at += 1;
+                    continue;
+                }
+                _ => return Err(NotJson),
+            }
+            // A string: json[at..=end], its contents between.
+            let start = at;
+            let mut end = start + 1;
+            loop {
+                if end > json.len() {
+                    return Err(NotJson);
+                }
+                match memchr::memchr2(b'"', b'\\', &json[end..]) {
+                    None => return Err(NotJson),
+                    Some(i) if json[end + i] == b'"' => {
+                        end += i;
+                        break;
+                    }
+                    Some(i) => end += i + 2,
+                }
+            }
+            at = end + 1;
+            let raw = &json[start + 1..end];
+            let decoded: Option<String> = match memchr::memchr(b'\\', raw) {
+                None => std::str::from_utf8(raw).ok().map(str::to_owned),
+                Some(_) => serde_json::from_slice(&json[start..=end]).ok(),
+            };
+            let colon = json[at..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|&b| b == b':');
+            if colon {
+                key = decoded;
+                continue;
+            }
+            let under = key.take().unwrap_or_default();
+            let Some(text) = decoded else {
+                redactions.push(self.secret_redaction(&under, Method::Replace));
+                edits.push((start, end, quoted(super::FILTERED)));
+                continue;
+            };
+            let is_named_value = NAMED_VALUES.contains(&under.as_str());
+            if NAMERS.contains(&under.as_str()) && self.keys.is_sensitive(&text) {
+                named = true;
+                // The value came first: redacted now.
+                if let Some((from, to)) = named_value.take() {
+                    // In place of what its scrubbing wrote, if anything.
+                    edits.retain(|(start, _, _)| *start != from);
+                    self.redact_whole(
+                        &json[from..=to],
+                        from,
+                        to,
+                        "value",
+                        &mut edits,
+                        &mut redactions,
+                    );
+                }
+            }
+            if self.keys.is_sensitive(&under) || (is_named_value && named) {
+                self.redact_whole(
+                    &json[start..=end],
+                    start,
+                    end,
+                    &under,
+                    &mut edits,
+                    &mut redactions,
+                );
+                continue;
+            }
+            if is_named_value {
+                named_value = Some((start, end));
+            }
+            let mut found = Vec::new();
+            if let Some(new) = self.scrub_str(&text, &[], &mut found) {
+                redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
+                    rule,
+                    path: under.clone(),
+                    method,
+                }));
+                edits.push((start, end, quoted(&new)));
+            }
+        }
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        // In the order of the text: a value redacted for a name after it
+        // comes last.
+        edits.sort_unstable_by_key(|(start, _, _)| *start);
+        let mut out = Vec::with_capacity(json.len());
+        let mut copied = 0;
+        for (start, end, new) in edits {
+            out.extend_from_slice(&json[copied..start]);
+            out.extend_from_slice(&new);
+            copied = end + 1;
+        }
+        out.extend_from_slice(&json[copied..]);
+        Ok(Some((out, redactions)))
+    }
+
+    /// Redacts the JSON string `quoted_text` (at `start..=end`) whole, as
+    /// a value under a sensitive key is.
+    fn redact_whole(
+        &self,
+        quoted_text: &[u8],
+        start: usize,
+        end: usize,
+        key: &str,
+        edits: &mut Vec<(usize, usize, Vec<u8>)>,
+        redactions: &mut Vec<Redaction>,
+    ) {
+        let text: String = serde_json::from_slice(quoted_text).unwrap_or_default();
+        let new = match redact_secret(&text, self.password_method, self.hash_key.as_deref()) {
+            None => return,
+            Some(_) if self.password_method == Method::Remove => b"null".to_vec(),
+            Some(new) => quoted(&new),
+        };
+        redactions.push(self.secret_redaction(key, self.password_method));
+        edits.push((start, end, new));
+    }
+
+    /// A whole number of a card's length that passes Luhn, as the
+    /// `creditcard` rule writes it (a string), and its redaction.
+    fn card_number(&self, number: &[u8]) -> Option<(Vec<u8>, Redaction)> {
+        if !(13..=19).contains(&number.len()) || !number.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let digits = std::str::from_utf8(number).ok()?;
+        let rule = self
+            .patterns
+            .iter()
+            .find(|r| r.validator == super::Validator::Luhn)?;
+        if !super::rules::luhn(digits) {
+            return None;
+        }
+        let hash_key = self.hash_key.as_deref();
+        let new = super::method::redact_text(rule.method, digits, &rule.replacement, hash_key);
+        let redaction = Redaction {
+            rule: rule.name.clone(),
+            path: String::new(),
+            method: rule.method,
+        };
+        Some((quoted(&new), redaction))
+    }
+
+    fn secret_redaction(&self, key: &str, method: Method) -> Redaction {
+        Redaction {
+            rule: self.password_rule.clone(),
+            path: key.to_owned(),
+            method,
+        }
+    }
+}
+
+impl Scrubber {
+    /// Scrubs what may be JSON (an attachment by its name or first byte):
+    /// string by string when it is ([`Scrubber::scrub_json_strings`]: a
+    /// rule's match cannot run across a quote, so JSON stays JSON), else as
+    /// text ([`Scrubber::scrub_bytes`]).
+    pub fn scrub_json_or_bytes(&self, bytes: &[u8]) -> Option<Scrubbed> {
+        match self.scrub_json_strings(bytes) {
+            Ok(scrubbed) => scrubbed,
+            Err(NotJson) => self.scrub_bytes(bytes),
+        }
+    }
+}
+
+/// `text` as a JSON string, quotes included.
+fn quoted(text: &str) -> Vec<u8> {
+    serde_json::to_vec(text).expect("a string always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::scrub::Settings;
+
+    fn scrubber() -> Scrubber {
+        Scrubber::new(&Settings {
+            defaults: true,
+            scrub_ip_addresses: true,
+            sensitive_fields: vec![],
+            safe_fields: vec![],
+            hash_key: None,
+            methods: vec![],
+            rules: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn strings_are_scrubbed_and_the_json_kept() {
+        let s = scrubber();
+        let events = json!([
+            {"type": 4, "data": {"href": "https://app.example.com/reset/4f9c2a7be1d84c3f9a0b"}},
+            {"type": 5, "data": {"payload": {"message": "Sent link \"https://app.example.com/reset/4f9c2a7be1d84c3f9a0b\" to bob@example.com"}}},
+            {"type": 3, "data": {"attributes": {"password": "hunter2", "token": 7, "note": "ok"}}},
+            {"origin": "https://app.example.com", "path": "/account/settings", "user": "bob"},
+            {"text": "Use the default password below"}, {"type": 3, "text": "Welcome \u{e9} \\ \u{1}"},
+        ]);
+        let text = serde_json::to_vec(&events).unwrap();
+        let (out, redactions) = s.scrub_json_strings(&text).unwrap().unwrap();
+        let out: Value = serde_json::from_slice(&out).expect("still JSON");
+        assert_eq!(
+            out[0]["data"]["href"],
+            "https://app.example.com/reset/[urltoken]"
+        );
+        assert_eq!(
+            out[1]["data"]["payload"]["message"],
+            "Sent link \"https://app.example.com/reset/[urltoken]\" to [email]"
+        );
+        assert_eq!(out[2]["data"]["attributes"]["password"], "[Filtered]");
+        assert_eq!(
+            out[2]["data"]["attributes"]["token"], 7,
+            "numbers are copied"
+        );
+        assert_eq!(out[3], events[3], "no rule runs across strings");
+        assert_eq!(out[4], events[4]);
+        assert_eq!(out[5], events[5]);
+        assert!(redactions.iter().any(|r| r.path == "password"));
+        // A card's number as a JSON number, as the tree pass reads it.
+        let (out, _) = s
+            .scrub_json_strings(br#"{"n": 4111111111111111, "id": 4111111111111112, "x": -1.5e3}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"n": "****************", "id": 4111111111111112, "x": -1.5e3}"#
+        );
+        // A value named by its sibling, before or after it.
+        let text = br#"[{"name":"password","value":"a b"},{"value":"c@d.io","type":"password","name":"pwd"},{"name":"q","value":"x"}]"#;
+        let (out, _) = s.scrub_json_strings(text).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[{"name":"password","value":"[Filtered]"},{"value":"[Filtered]","type":"password","name":"pwd"},{"name":"q","value":"x"}]"#
+        );
+        // Nothing to redact: no copy. Deeper than any tree may be: no recursion.
+        let deep = format!("{}\"bob\"{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(s.scrub_json_strings(deep.as_bytes()), Ok(None));
+        let deep = format!(
+            "{}\"bob@example.com\"{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let (out, _) = s.scrub_json_strings(deep.as_bytes()).unwrap().unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("\"[email]\""));
+    }
+
+    #[test]
+    fn what_is_not_json_is_refused_and_what_does_not_decode_redacted() {
+        let s = scrubber();
+        for text in [
+            &b"alice@example.com"[..],
+            b"[\"a\"] x",
+            b"[\"unterminated",
+            b"[\"a\\",
+        ] {
+            assert_eq!(s.scrub_json_strings(text), Err(NotJson), "{text:?}");
+        }
+        let (out, _) = s
+            .scrub_json_strings(br#"["\ud800 bob@example.com", "ok"]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"["[Filtered]", "ok"]"#);
+    }
+}
