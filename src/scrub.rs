@@ -955,7 +955,7 @@ impl Scrubber {
                     if self.keys.is_sensitive(key)
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))
-                        || rules::is_link_code(s, m.start(), key)
+                        || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
                     {
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).

@@ -331,7 +331,7 @@ pub const BUILTINS: &[Builtin] = &[
                    | (?: signin | sign[-_]in ) [-_]links? | unsubscribe
                    | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys? | keys? | secrets?
                    | webhooks? | (?: build[-_]? )? hooks | incomingwebhook | active_storage )
-            / [^\s?\#"'<>()\[\]{},;\\|`]+"#,
+            / [^/\s?\#"'<>()\[\]{},;\\|`]+ (?: / [^/\s?\#"'<>()\[\]{},;\\|`]* ){0,2}  # three segments"#,
         group: 0,
         validator: Validator::UrlToken,
         method: Method::Replace,
@@ -627,9 +627,14 @@ pub fn is_link_code(s: &str, at: usize, key: &str) -> bool {
         let Some(query) = s[..at].rfind('?') else {
             return false;
         };
-        let start = s[..query]
+        let mut start = s[..query]
             .rfind(|c: char| c.is_ascii_whitespace() || matches!(c, '"' | '\'' | '(' | '<'))
             .map_or(0, |at| at + 1);
+        // Not the host's name (`login.example.com/app.js?hash=...`).
+        if let Some(host) = s[start..query].find("://") {
+            let host = start + host + 3;
+            start = s[host..query].find('/').map_or(query, |at| host + at);
+        }
         let path = s[start..query].to_ascii_lowercase();
         LINK_WORDS.iter().any(|w| path.contains(w))
     };
@@ -1186,6 +1191,12 @@ impl KeyMatcher {
             own: (!extra.is_empty()).then(|| automaton(&extra, false)),
             ..shared.clone()
         }
+    }
+
+    /// Whether the built-in words are on (and with them the judgements of
+    /// [`is_env_key`] and [`is_link_code`]).
+    pub fn builtin(&self) -> bool {
+        self.mention_only != usize::MAX
     }
 
     /// Whether a sensitive word occurs anywhere in `text`: the cheap test

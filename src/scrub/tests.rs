@@ -2541,10 +2541,19 @@ fn url_review_cases() {
             "https://www.dropbox.com/scl/fi/abc/report.pdf?rlkey=k8Jd92LmQp4x&dl=0",
             "https://www.dropbox.com/scl/fi/abc/report.pdf?rlkey=[Filtered]&dl=0",
         ),
-        // Not a link's: an HTTP status, an error's code.
+        // Not a link's: an HTTP status, an error's code, a host's name.
         (
             "GET https://api.example.com/orders?code=404 failed",
             "GET https://api.example.com/orders?code=404 failed",
+        ),
+        (
+            "https://login.example.com/static/app.js?hash=8f2c1a",
+            "https://login.example.com/static/app.js?hash=8f2c1a",
+        ),
+        // A later word's token, after a first word's plain segments.
+        (
+            "/api/keys/list/all/x/reset/Qk3vZ8pLmN2xR7tY9wE4uI",
+            "/api/keys/list/all/x/reset/[urltoken]",
         ),
     ] {
         assert_eq!(text(input), want, "{input}");
