@@ -22,31 +22,60 @@ pub struct NotJson;
 impl Scrubber {
     /// Scrubs the strings of JSON text; `Ok(None)` when nothing was
     /// redacted. Redactions are recorded under the key of their value
-    /// (empty in a list). A value beside a sensitive name (`{"name":
-    /// "password", "value": ...}`, an input's attributes in a DOM snapshot)
-    /// is redacted whole, in either order. A string that does not decode (a
+    /// (empty in a list). As in an event: a value under a sensitive key is
+    /// redacted whole (an object's or a list's strings and numbers all; with
+    /// `remove`, the whole value becomes `null`), and so is a `value` beside
+    /// a sensitive `name` (`{"name": "password", "value": ...}`, an input's
+    /// attributes in a DOM snapshot), in either order; a card's number
+    /// written as a JSON number is masked. A string that does not decode (a
     /// lone surrogate escape, which `JSON.stringify` writes) is redacted
     /// whole: it cannot be read, so it is not kept.
     pub fn scrub_json_strings(&self, json: &[u8]) -> Result<Option<Scrubbed>, NotJson> {
-        // What replaces which span of `json`, quotes included.
+        // What replaces which span of `json` (a string's quotes included).
         let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
         let mut redactions: Vec<Redaction> = Vec::new();
+        // How many objects and lists enclose the cursor.
+        let mut depth = 0usize;
         // The last key read, while its value is next.
         let mut key: Option<String> = None;
-        // In the innermost object open since the last `{` or `}`: whether a
-        // sensitive name was given, and where a named value's string lies.
-        let mut named = false;
-        let mut named_value: Option<(usize, usize)> = None;
+        // Inside a value under a sensitive key: its key, the depth it
+        // opened at, and where it opened.
+        let mut secret: Option<(String, usize, usize)> = None;
+        // The depth of an object where a sensitive name was given, and
+        // where a named value's string lies in the object at that depth.
+        let mut named: Option<usize> = None;
+        let mut named_value: Option<(usize, usize, usize)> = None;
         let mut at = 0;
         while at < json.len() {
             match json[at] {
                 b'"' => {}
-                b'{' | b'}' => {
-                    (key, named, named_value) = (None, false, None);
+                open @ (b'{' | b'[') => {
+                    let opens_secret =
+                        secret.is_none() && key.as_deref().is_some_and(|k| self.holds_secrets(k));
+                    if opens_secret {
+                        secret = Some((key.take().unwrap_or_default(), depth, at));
+                    }
+                    key = None;
+                    depth += 1;
+                    if open == b'{' {
+                        // A new object: its own names.
+                        named_value = named_value.filter(|v| v.2 < depth);
+                    }
                     at += 1;
                     continue;
                 }
-                b'[' | b',' | b']' => {
+                b'}' | b']' => {
+                    key = None;
+                    depth = depth.saturating_sub(1);
+                    named = named.filter(|&d| d <= depth);
+                    named_value = named_value.filter(|v| v.2 <= depth);
+                    if let Some((under, _, from)) = secret.take_if(|s| s.1 == depth) {
+                        self.close_secret(json, &under, from, at, &mut edits, &mut redactions);
+                    }
+                    at += 1;
+                    continue;
+                }
+                b',' => {
                     key = None;
                     at += 1;
                     continue;
@@ -56,13 +85,28 @@ impl Scrubber {
                     continue;
                 }
                 b'0'..=b'9' | b'-' => {
-                    // A number: a card's digits are one, as in an event.
                     let end = json[at..]
                         .iter()
                         .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
                         .map_or(json.len(), |n| at + n);
                     let under = key.take().unwrap_or_default();
-                    if let Some((new, mut redaction)) = self.card_number(&json[at..end]) {
+                    let sensitive = secret.is_some() || self.keys.is_sensitive(&under);
+                    let number = &json[at..end];
+                    if sensitive {
+                        // As the tree writes a number under a sensitive key: a string.
+                        let text = String::from_utf8_lossy(number);
+                        let new = super::method::redact_text(
+                            self.password_method,
+                            &text,
+                            super::FILTERED,
+                            self.hash_key.as_deref(),
+                        );
+                        if secret.is_none() {
+                            redactions.push(self.secret_redaction(&under, self.password_method));
+                        }
+                        edits.push((at, end - 1, quoted(&new)));
+                    } else if let Some((new, mut redaction)) = self.card_number(number) {
+                        // A card's digits as a number, as in an event.
                         redaction.path = under;
                         redactions.push(redaction);
                         edits.push((at, end - 1, new));
@@ -70,7 +114,7 @@ impl Scrubber {
                     at = end;
                     continue;
                 }
-                // The literals' letters (`true`, `false`, `null`).
+                // The literals' letters (`true`, `false`, `null`): they hide nothing.
                 b't' | b'r' | b'u' | b'e' | b'f' | b'a' | b'l' | b's' | b'n' => {
                     key = None;
                     at += 1;
@@ -109,6 +153,18 @@ impl Scrubber {
                 continue;
             }
             let under = key.take().unwrap_or_default();
+            if secret.is_some() {
+                // Inside a sensitive key's object or list: every string.
+                self.redact_whole(
+                    &json[start..=end],
+                    start,
+                    end,
+                    None,
+                    &mut edits,
+                    &mut redactions,
+                );
+                continue;
+            }
             let Some(text) = decoded else {
                 redactions.push(self.secret_redaction(&under, Method::Replace));
                 edits.push((start, end, quoted(super::FILTERED)));
@@ -116,34 +172,34 @@ impl Scrubber {
             };
             let is_named_value = NAMED_VALUES.contains(&under.as_str());
             if NAMERS.contains(&under.as_str()) && self.keys.is_sensitive(&text) {
-                named = true;
+                named = Some(depth);
                 // The value came first: redacted now.
-                if let Some((from, to)) = named_value.take() {
+                if let Some((from, to, _)) = named_value.take() {
                     // In place of what its scrubbing wrote, if anything.
                     edits.retain(|(start, _, _)| *start != from);
                     self.redact_whole(
                         &json[from..=to],
                         from,
                         to,
-                        "value",
+                        Some("value"),
                         &mut edits,
                         &mut redactions,
                     );
                 }
             }
-            if self.keys.is_sensitive(&under) || (is_named_value && named) {
+            if self.holds_secrets(&under) || (is_named_value && named == Some(depth)) {
                 self.redact_whole(
                     &json[start..=end],
                     start,
                     end,
-                    &under,
+                    Some(&under),
                     &mut edits,
                     &mut redactions,
                 );
                 continue;
             }
             if is_named_value {
-                named_value = Some((start, end));
+                named_value = Some((start, end, depth));
             }
             let mut found = Vec::new();
             if let Some(new) = self.scrub_str(&text, &[], &mut found) {
@@ -172,14 +228,44 @@ impl Scrubber {
         Ok(Some((out, redactions)))
     }
 
+    /// The end (at `close`) of a value under a sensitive key that opened at
+    /// `from`: recorded once; with `remove`, the whole value is `null`, in
+    /// place of what was written inside it.
+    fn close_secret(
+        &self,
+        json: &[u8],
+        key: &str,
+        from: usize,
+        close: usize,
+        edits: &mut Vec<(usize, usize, Vec<u8>)>,
+        redactions: &mut Vec<Redaction>,
+    ) {
+        let method = self.password_method;
+        if method == Method::Remove {
+            edits.retain(|(start, _, _)| *start < from);
+            edits.push((from, close, b"null".to_vec()));
+        }
+        let changed = method == Method::Remove || edits.last().is_some_and(|e| e.0 > from);
+        // An empty object or list hides nothing.
+        if changed
+            && close > from + 1
+            && json[from + 1..close]
+                .iter()
+                .any(|b| !b.is_ascii_whitespace())
+        {
+            redactions.push(self.secret_redaction(key, method));
+        }
+    }
+
     /// Redacts the JSON string `quoted_text` (at `start..=end`) whole, as
-    /// a value under a sensitive key is.
+    /// a value under a sensitive key is; records it under `key`, if given
+    /// (inside a sensitive key's object, the object is recorded once).
     fn redact_whole(
         &self,
         quoted_text: &[u8],
         start: usize,
         end: usize,
-        key: &str,
+        key: Option<&str>,
         edits: &mut Vec<(usize, usize, Vec<u8>)>,
         redactions: &mut Vec<Redaction>,
     ) {
@@ -189,7 +275,9 @@ impl Scrubber {
             Some(_) if self.password_method == Method::Remove => b"null".to_vec(),
             Some(new) => quoted(&new),
         };
-        redactions.push(self.secret_redaction(key, self.password_method));
+        if let Some(key) = key {
+            redactions.push(self.secret_redaction(key, self.password_method));
+        }
         edits.push((start, end, new));
     }
 
@@ -215,6 +303,13 @@ impl Scrubber {
             method: rule.method,
         };
         Some((quoted(&new), redaction))
+    }
+
+    /// Whether strings, objects and lists under `key` are secrets: under a
+    /// sensitive key, and under a plural `tokens` (whose numbers are counts,
+    /// `max_tokens: 120`; see [`super::rules::KeyMatcher::classify`]).
+    fn holds_secrets(&self, key: &str) -> bool {
+        !key.is_empty() && self.keys.classify(key) != super::rules::Sensitivity::None
     }
 
     fn secret_redaction(&self, key: &str, method: Method) -> Redaction {
@@ -251,8 +346,8 @@ mod tests {
     use super::*;
     use crate::scrub::Settings;
 
-    fn scrubber() -> Scrubber {
-        Scrubber::new(&Settings {
+    fn settings() -> Settings {
+        Settings {
             defaults: true,
             scrub_ip_addresses: true,
             sensitive_fields: vec![],
@@ -260,8 +355,11 @@ mod tests {
             hash_key: None,
             methods: vec![],
             rules: vec![],
-        })
-        .unwrap()
+        }
+    }
+
+    fn scrubber() -> Scrubber {
+        Scrubber::new(&settings()).unwrap()
     }
 
     #[test]
@@ -287,9 +385,10 @@ mod tests {
         );
         assert_eq!(out[2]["data"]["attributes"]["password"], "[Filtered]");
         assert_eq!(
-            out[2]["data"]["attributes"]["token"], 7,
-            "numbers are copied"
+            out[2]["data"]["attributes"]["token"], "[Filtered]",
+            "as the tree does"
         );
+        assert_eq!(out[0]["type"], 4, "numbers are copied");
         assert_eq!(out[3], events[3], "no rule runs across strings");
         assert_eq!(out[4], events[4]);
         assert_eq!(out[5], events[5]);
@@ -320,6 +419,29 @@ mod tests {
         );
         let (out, _) = s.scrub_json_strings(deep.as_bytes()).unwrap().unwrap();
         assert!(String::from_utf8(out).unwrap().contains("\"[email]\""));
+    }
+
+    /// What a sensitive key holds, whole, as the tree pass redacts it;
+    /// with `remove`, `null` in its place.
+    #[test]
+    fn sensitive_keys_objects_and_lists_are_redacted_whole() {
+        let text = br#"{"password": {"a": "x", "n": 5, "ok": true, "e": {}}, "token": ["y", 7], "auth": [], "max_tokens": 120, "input_tokens": "n/a", "next": {"name": "q", "x": {}, "value": "kept"}, "m": {"value": "s", "x": [1], "name": "pwd"}}"#;
+        let (out, redactions) = scrubber().scrub_json_strings(text).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"password": {"a": "[Filtered]", "n": "[Filtered]", "ok": true, "e": {}}, "token": ["[Filtered]", "[Filtered]"], "auth": [], "max_tokens": 120, "input_tokens": "[Filtered]", "next": {"name": "q", "x": {}, "value": "kept"}, "m": {"value": "[Filtered]", "x": [1], "name": "pwd"}}"#
+        );
+        let mut paths: Vec<&str> = redactions.iter().map(|r| r.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(paths, ["input_tokens", "password", "token", "value"]);
+        let mut settings = settings();
+        settings.methods = vec![("password".into(), Method::Remove)];
+        let remove = Scrubber::new(&settings).unwrap();
+        let (out, _) = remove.scrub_json_strings(text).unwrap().unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["password"], Value::Null);
+        assert_eq!(out["token"], Value::Null);
+        assert_eq!(out["m"]["value"], Value::Null);
     }
 
     #[test]
