@@ -909,7 +909,7 @@ impl Pipeline {
     /// ([`crate::scrub::Scrubber::scrub_json_strings`]: DOM snapshots nest
     /// deeper than a tree may), and the events are compressed again as they
     /// came when anything was redacted; else the recording leaves as it
-    /// came. A header alone, or with an empty body, holds nothing to scrub.
+    /// came. The header line is scrubbed the same way (a client writes it).
     ///
     /// The stream is inflated within `limits.max_attachment_size` and what
     /// the envelope's compressed items may still inflate to (`gzip_budget`).
@@ -929,66 +929,88 @@ impl Pipeline {
         };
         let newline = memchr::memchr(b'\n', &item.payload);
         let header_end = newline.unwrap_or(item.payload.len());
-        if !is_header(&item.payload[..header_end]) {
+        let header = &item.payload[..header_end];
+        if !is_header(header) {
             tracing::debug!("replay recording without its header line: refused");
             return Err(DropReason::Invalid);
         }
+        let scrubber = &project.scrubber;
+        // The header is scrubbed too: it is small, and a client writes it.
+        let mut redactions = Vec::new();
+        let new_header = match scrubber.scrub_json_strings(header) {
+            Ok(Some((new, found))) => {
+                redactions.extend(found);
+                Some(new)
+            }
+            _ => None,
+        };
         let body = item
             .payload
             .slice((header_end + 1).min(item.payload.len())..);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            self.observe_scrub(started);
-            return Ok(item.payload.clone());
-        }
-        let encoding = if decompress::is_gzip(&body) {
-            Encoding::Gzip
-        } else if decompress::looks_like_zlib(&body) {
-            Encoding::Deflate
+        let new_body = if body.iter().all(u8::is_ascii_whitespace) {
+            None
         } else {
-            Encoding::Identity
-        };
-        let events = if encoding == Encoding::Identity {
-            body
-        } else {
-            let limit = self
-                .config
-                .load()
-                .limits
-                .max_attachment_size
-                .min(*gzip_budget);
-            match decompress::decode(encoding, body, limit) {
-                Ok(events) => {
-                    *gzip_budget -= events.len();
-                    events
+            let encoding = if decompress::is_gzip(&body) {
+                Encoding::Gzip
+            } else if decompress::looks_like_zlib(&body) {
+                Encoding::Deflate
+            } else {
+                Encoding::Identity
+            };
+            let events = if encoding == Encoding::Identity {
+                body
+            } else {
+                let limit = self
+                    .config
+                    .load()
+                    .limits
+                    .max_attachment_size
+                    .min(*gzip_budget);
+                match decompress::decode(encoding, body, limit) {
+                    Ok(events) => {
+                        *gzip_budget -= events.len();
+                        events
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "replay recording refused");
+                        return Err(match e {
+                            DecodeError::TooLarge { .. } => DropReason::TooLarge,
+                            _ => DropReason::Invalid,
+                        });
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "replay recording refused");
-                    return Err(match e {
-                        DecodeError::TooLarge { .. } => DropReason::TooLarge,
-                        _ => DropReason::Invalid,
-                    });
+            };
+            match scrubber.scrub_json_strings(&events) {
+                Err(crate::scrub::NotJson) => {
+                    tracing::debug!("replay recording's events are not JSON: refused");
+                    return Err(DropReason::Invalid);
+                }
+                Ok(None) => None,
+                Ok(Some((scrubbed, found))) => {
+                    drop(events);
+                    redactions.extend(found);
+                    Some(match encoding {
+                        Encoding::Gzip => decompress::gzip(&scrubbed),
+                        Encoding::Deflate => decompress::zlib(&scrubbed),
+                        _ => scrubbed,
+                    })
                 }
             }
         };
-        let out = match project.scrubber.scrub_json_strings(&events) {
-            Err(crate::scrub::NotJson) => {
-                tracing::debug!("replay recording's events are not JSON: refused");
-                return Err(DropReason::Invalid);
-            }
-            Ok(None) => item.payload.clone(),
-            Ok(Some((scrubbed, redactions))) => {
-                drop(events);
-                self.count_redactions(&project.label, &redactions);
-                let mut out = Vec::with_capacity(header_end + 1 + scrubbed.len());
-                out.extend_from_slice(&item.payload[..header_end]);
+        let out = if new_header.is_none() && new_body.is_none() {
+            item.payload.clone()
+        } else {
+            self.count_redactions(&project.label, &redactions);
+            let header = new_header.as_deref().unwrap_or(header);
+            let body = &item.payload[(header_end + 1).min(item.payload.len())..];
+            let body = new_body.as_deref().unwrap_or(body);
+            let mut out = Vec::with_capacity(header.len() + 1 + body.len());
+            out.extend_from_slice(header);
+            if newline.is_some() {
                 out.push(b'\n');
-                match encoding {
-                    Encoding::Gzip => out.extend_from_slice(&decompress::gzip(&scrubbed)),
-                    Encoding::Deflate => out.extend_from_slice(&decompress::zlib(&scrubbed)),
-                    _ => out.extend_from_slice(&scrubbed),
-                }
-                Bytes::from(out)
             }
+            out.extend_from_slice(body);
+            Bytes::from(out)
         };
         self.observe_scrub(started);
         Ok(out)

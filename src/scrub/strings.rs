@@ -32,55 +32,84 @@ impl Scrubber {
     /// whole: it cannot be read, so it is not kept.
     pub fn scrub_json_strings(&self, json: &[u8]) -> Result<Option<Scrubbed>, NotJson> {
         // What replaces which span of `json` (a string's quotes included).
+        // An edit inside an earlier one (a string inside a removed object)
+        // is skipped when they are applied.
         let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
         let mut redactions: Vec<Redaction> = Vec::new();
         // How many objects and lists enclose the cursor.
         let mut depth = 0usize;
+        // Whether a value (or a key) was just passed: a `,` or `:` must
+        // come next, or a close.
+        let mut after_value = false;
         // The last key read, while its value is next.
         let mut key: Option<String> = None;
         // Inside a value under a sensitive key: its key, the depth it
         // opened at, and where it opened.
         let mut secret: Option<(String, usize, usize)> = None;
-        // The depth of an object where a sensitive name was given, and
-        // where a named value's string lies in the object at that depth.
-        let mut named: Option<usize> = None;
-        let mut named_value: Option<(usize, usize, usize)> = None;
+        // The depths of the objects where a sensitive name was given, and
+        // of those with a named value's string (where it lies, and its
+        // edit if it has one): innermost last.
+        let mut named: Vec<usize> = Vec::new();
+        let mut named_values: Vec<(usize, usize, usize, Option<usize>)> = Vec::new();
         let mut at = 0;
         while at < json.len() {
-            match json[at] {
+            let byte = json[at];
+            let starts_value =
+                matches!(byte, b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b'a'..=b'z');
+            if starts_value && after_value {
+                return Err(NotJson);
+            }
+            match byte {
                 b'"' => {}
-                open @ (b'{' | b'[') => {
-                    let opens_secret =
-                        secret.is_none() && key.as_deref().is_some_and(|k| self.holds_secrets(k));
+                b'{' | b'[' => {
+                    let under_name = key.as_deref().is_some_and(|k| NAMED_VALUES.contains(&k))
+                        && named.last() == Some(&depth);
+                    let opens_secret = secret.is_none()
+                        && (under_name || key.as_deref().is_some_and(|k| self.holds_secrets(k)));
                     if opens_secret {
                         secret = Some((key.take().unwrap_or_default(), depth, at));
                     }
                     key = None;
                     depth += 1;
-                    if open == b'{' {
-                        // A new object: its own names.
-                        named_value = named_value.filter(|v| v.2 < depth);
-                    }
                     at += 1;
                     continue;
                 }
                 b'}' | b']' => {
                     key = None;
+                    after_value = true;
                     depth = depth.saturating_sub(1);
-                    named = named.filter(|&d| d <= depth);
-                    named_value = named_value.filter(|v| v.2 <= depth);
+                    while named.last().is_some_and(|&d| d > depth) {
+                        named.pop();
+                    }
+                    while named_values.last().is_some_and(|v| v.2 > depth) {
+                        named_values.pop();
+                    }
                     if let Some((under, _, from)) = secret.take_if(|s| s.1 == depth) {
-                        self.close_secret(json, &under, from, at, &mut edits, &mut redactions);
+                        let method = self.password_method;
+                        let inside = &json[from + 1..at];
+                        let hides = inside.iter().any(|b| !b.is_ascii_whitespace());
+                        if method == Method::Remove {
+                            edits.push((from, at, b"null".to_vec()));
+                        }
+                        if hides {
+                            redactions.push(self.secret_redaction(&under, method));
+                        }
                     }
                     at += 1;
                     continue;
                 }
-                b',' => {
-                    key = None;
+                b',' | b':' => {
+                    if !after_value {
+                        return Err(NotJson);
+                    }
+                    after_value = false;
+                    if byte == b',' {
+                        key = None;
+                    }
                     at += 1;
                     continue;
                 }
-                b':' | b' ' | b'\t' | b'\n' | b'\r' => {
+                b' ' | b'\t' | b'\n' | b'\r' => {
                     at += 1;
                     continue;
                 }
@@ -89,10 +118,15 @@ impl Scrubber {
                         .iter()
                         .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
                         .map_or(json.len(), |n| at + n);
-                    let under = key.take().unwrap_or_default();
-                    let sensitive = secret.is_some() || self.keys.is_sensitive(&under);
                     let number = &json[at..end];
-                    if sensitive {
+                    if !is_number(number) {
+                        return Err(NotJson);
+                    }
+                    after_value = true;
+                    let under = key.take().unwrap_or_default();
+                    let named_here =
+                        NAMED_VALUES.contains(&under.as_str()) && named.last() == Some(&depth);
+                    if secret.is_some() || named_here || self.keys.is_sensitive(&under) {
                         // As the tree writes a number under a sensitive key: a string.
                         let text = String::from_utf8_lossy(number);
                         let new = super::method::redact_text(
@@ -114,10 +148,18 @@ impl Scrubber {
                     at = end;
                     continue;
                 }
-                // The literals' letters (`true`, `false`, `null`): they hide nothing.
-                b't' | b'r' | b'u' | b'e' | b'f' | b'a' | b'l' | b's' | b'n' => {
+                b'a'..=b'z' => {
+                    // A literal, whole: it hides nothing.
+                    let end = json[at..]
+                        .iter()
+                        .position(|b| !b.is_ascii_lowercase())
+                        .map_or(json.len(), |n| at + n);
+                    if !matches!(&json[at..end], b"true" | b"false" | b"null") {
+                        return Err(NotJson);
+                    }
                     key = None;
-                    at += 1;
+                    after_value = true;
+                    at = end;
                     continue;
                 }
                 _ => return Err(NotJson),
@@ -139,6 +181,7 @@ impl Scrubber {
                 }
             }
             at = end + 1;
+            after_value = true;
             let raw = &json[start + 1..end];
             let decoded: Option<String> = match memchr::memchr(b'\\', raw) {
                 None => std::str::from_utf8(raw).ok().map(str::to_owned),
@@ -155,14 +198,9 @@ impl Scrubber {
             let under = key.take().unwrap_or_default();
             if secret.is_some() {
                 // Inside a sensitive key's object or list: every string.
-                self.redact_whole(
-                    &json[start..=end],
-                    start,
-                    end,
-                    None,
-                    &mut edits,
-                    &mut redactions,
-                );
+                if let Some(new) = self.redacted(&json[start..=end]) {
+                    edits.push((start, end, new));
+                }
                 continue;
             }
             let Some(text) = decoded else {
@@ -171,55 +209,57 @@ impl Scrubber {
                 continue;
             };
             let is_named_value = NAMED_VALUES.contains(&under.as_str());
-            if NAMERS.contains(&under.as_str()) && self.keys.is_sensitive(&text) {
-                named = Some(depth);
-                // The value came first: redacted now.
-                if let Some((from, to, _)) = named_value.take() {
-                    // In place of what its scrubbing wrote, if anything.
-                    edits.retain(|(start, _, _)| *start != from);
-                    self.redact_whole(
-                        &json[from..=to],
-                        from,
-                        to,
-                        Some("value"),
-                        &mut edits,
-                        &mut redactions,
-                    );
+            if NAMERS.contains(&under.as_str()) && self.holds_secrets(&text) {
+                if named.last() != Some(&depth) {
+                    named.push(depth);
+                }
+                // The value came first: redacted now, in place of what its
+                // scrubbing wrote, if anything.
+                if let Some((from, to, _, edit)) = named_values.pop_if(|v| v.2 == depth) {
+                    if let Some(new) = self.redacted(&json[from..=to]) {
+                        redactions.push(self.secret_redaction("value", self.password_method));
+                        match edit {
+                            Some(i) => edits[i] = (from, to, new),
+                            None => edits.push((from, to, new)),
+                        }
+                    }
                 }
             }
-            if self.holds_secrets(&under) || (is_named_value && named == Some(depth)) {
-                self.redact_whole(
-                    &json[start..=end],
-                    start,
-                    end,
-                    Some(&under),
-                    &mut edits,
-                    &mut redactions,
-                );
+            let named_here = is_named_value && named.last() == Some(&depth);
+            if named_here || self.holds_secrets(&under) {
+                if let Some(new) = self.redacted(&json[start..=end]) {
+                    redactions.push(self.secret_redaction(&under, self.password_method));
+                    edits.push((start, end, new));
+                }
                 continue;
             }
-            if is_named_value {
-                named_value = Some((start, end, depth));
-            }
             let mut found = Vec::new();
-            if let Some(new) = self.scrub_str(&text, &[], &mut found) {
+            let edit = self.scrub_str(&text, &[], &mut found).map(|new| {
                 redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
                     rule,
                     path: under.clone(),
                     method,
                 }));
                 edits.push((start, end, quoted(&new)));
+                edits.len() - 1
+            });
+            if is_named_value {
+                named_values.pop_if(|v| v.2 == depth);
+                named_values.push((start, end, depth, edit));
             }
         }
         if edits.is_empty() {
             return Ok(None);
         }
-        // In the order of the text: a value redacted for a name after it
-        // comes last.
-        edits.sort_unstable_by_key(|(start, _, _)| *start);
+        // In the order of the text (a value redacted for a name after it
+        // was pushed late); an edit inside one applied is skipped.
+        edits.sort_by_key(|(start, _, _)| *start);
         let mut out = Vec::with_capacity(json.len());
         let mut copied = 0;
         for (start, end, new) in edits {
+            if start < copied {
+                continue;
+            }
             out.extend_from_slice(&json[copied..start]);
             out.extend_from_slice(&new);
             copied = end + 1;
@@ -228,57 +268,16 @@ impl Scrubber {
         Ok(Some((out, redactions)))
     }
 
-    /// The end (at `close`) of a value under a sensitive key that opened at
-    /// `from`: recorded once; with `remove`, the whole value is `null`, in
-    /// place of what was written inside it.
-    fn close_secret(
-        &self,
-        json: &[u8],
-        key: &str,
-        from: usize,
-        close: usize,
-        edits: &mut Vec<(usize, usize, Vec<u8>)>,
-        redactions: &mut Vec<Redaction>,
-    ) {
-        let method = self.password_method;
-        if method == Method::Remove {
-            edits.retain(|(start, _, _)| *start < from);
-            edits.push((from, close, b"null".to_vec()));
-        }
-        let changed = method == Method::Remove || edits.last().is_some_and(|e| e.0 > from);
-        // An empty object or list hides nothing.
-        if changed
-            && close > from + 1
-            && json[from + 1..close]
-                .iter()
-                .any(|b| !b.is_ascii_whitespace())
-        {
-            redactions.push(self.secret_redaction(key, method));
-        }
-    }
-
-    /// Redacts the JSON string `quoted_text` (at `start..=end`) whole, as
-    /// a value under a sensitive key is; records it under `key`, if given
-    /// (inside a sensitive key's object, the object is recorded once).
-    fn redact_whole(
-        &self,
-        quoted_text: &[u8],
-        start: usize,
-        end: usize,
-        key: Option<&str>,
-        edits: &mut Vec<(usize, usize, Vec<u8>)>,
-        redactions: &mut Vec<Redaction>,
-    ) {
+    /// What the JSON string `quoted_text` becomes redacted whole, as a value
+    /// under a sensitive key is (`null` with `remove`); `None` when that
+    /// changes nothing (already `[Filtered]`).
+    fn redacted(&self, quoted_text: &[u8]) -> Option<Vec<u8>> {
         let text: String = serde_json::from_slice(quoted_text).unwrap_or_default();
-        let new = match redact_secret(&text, self.password_method, self.hash_key.as_deref()) {
-            None => return,
-            Some(_) if self.password_method == Method::Remove => b"null".to_vec(),
-            Some(new) => quoted(&new),
-        };
-        if let Some(key) = key {
-            redactions.push(self.secret_redaction(key, self.password_method));
-        }
-        edits.push((start, end, new));
+        let new = redact_secret(&text, self.password_method, self.hash_key.as_deref())?;
+        Some(match self.password_method {
+            Method::Remove => b"null".to_vec(),
+            _ => quoted(&new),
+        })
     }
 
     /// A whole number of a card's length that passes Luhn, as the
@@ -332,6 +331,35 @@ impl Scrubber {
             Err(NotJson) => self.scrub_bytes(bytes),
         }
     }
+}
+
+/// Whether bytes are a JSON number: `-`, an integer part without leading
+/// zeros, then a fraction and an exponent, each optional.
+fn is_number(b: &[u8]) -> bool {
+    let digits = |b: &[u8], at: usize| b[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut at = usize::from(b.first() == Some(&b'-'));
+    match digits(b, at) {
+        0 => return false,
+        n if n > 1 && b[at] == b'0' => return false,
+        n => at += n,
+    }
+    if b.get(at) == Some(&b'.') {
+        match digits(b, at + 1) {
+            0 => return false,
+            n => at += 1 + n,
+        }
+    }
+    if matches!(b.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(b.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        match digits(b, at) {
+            0 => return false,
+            n => at += n,
+        }
+    }
+    at == b.len()
 }
 
 /// `text` as a JSON string, quotes included.
@@ -444,6 +472,29 @@ mod tests {
         assert_eq!(out["m"]["value"], Value::Null);
     }
 
+    /// A name and its value in one object, past objects nested between
+    /// them or beside them, in either order, and a value that is no string.
+    #[test]
+    fn names_give_their_values_at_any_depth() {
+        let text = br#"[{"name":"password","x":{"name":"token"},"value":"s1"},{"value":"s2","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["s3",4]},{"name":"pin","value":1234},{"name":"q","value":"kept"}]"#;
+        let (out, _) = scrubber().scrub_json_strings(text).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
+        );
+        // Many values before their names: each found at once, not by a search.
+        let many = format!(
+            "[{}{{}}]",
+            r#"{"value":"x","name":"password"},"#.repeat(20_000)
+        );
+        let (out, redactions) = scrubber()
+            .scrub_json_strings(many.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(redactions.len(), 20_000);
+        assert!(!String::from_utf8(out).unwrap().contains(r#""x""#));
+    }
+
     #[test]
     fn what_is_not_json_is_refused_and_what_does_not_decode_redacted() {
         let s = scrubber();
@@ -452,6 +503,12 @@ mod tests {
             b"[\"a\"] x",
             b"[\"unterminated",
             b"[\"a\\",
+            br#"{"cc": 4111-1111-1111-1111}"#,
+            b"[4111 1111 1111 1111]",
+            br#"{"ip": 10.0.0.1}"#,
+            b"[01]",
+            b"[truth]",
+            br#"{"a" "b"}"#,
         ] {
             assert_eq!(s.scrub_json_strings(text), Err(NotJson), "{text:?}");
         }

@@ -1147,9 +1147,9 @@ async fn unsupported_sentry_endpoints_are_refused_and_counted() {
 /// a quoted link reach Kafka scrubbed, however deep the DOM nests; the
 /// recording is still its header line and a zlib stream of the same JSON
 /// with only those strings changed. A gzip'd one leaves gzip'd; one with
-/// nothing to redact, or a header alone, leaves byte for byte; one whose
-/// stream does not inflate, without its header line, or whose events are
-/// not JSON, is refused and counted.
+/// nothing to redact, or a header alone, leaves byte for byte (a header's
+/// own secrets scrubbed); one whose stream does not inflate, without its
+/// header line, or whose events are not JSON, is refused and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_recordings_are_scrubbed_and_compressed_again() {
     use std::io::Read;
@@ -1243,7 +1243,9 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
     ]
     .concat();
     let header_alone = b"{\"segment_id\":1}".to_vec();
-    for recording in [&zlibbed, &gzipped, &clean, &header_alone] {
+    // A header line is a client's JSON too.
+    let odd_header = format!("{{\"segment_id\":2,\"href\":\"{reset}\"}}").into_bytes();
+    for recording in [&zlibbed, &gzipped, &clean, &header_alone, &odd_header] {
         let r = post(
             &client,
             &relay.envelope_url(),
@@ -1272,13 +1274,15 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         assert_eq!(relay.dropped("replay", "invalid") - before, 1.0);
     }
 
-    let got = consume_async(kafka.bootstrap_servers(), &["ingest-replays"], 8).await;
-    assert_eq!(got.len(), 8, "four replay events and four recordings");
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-replays"], 10).await;
+    assert_eq!(got.len(), 10, "five replay events and five recordings");
     let recordings: Vec<&Consumed> = got
         .iter()
         .filter(|m| m.headers["item_type"] == "replay_recording")
         .collect();
-    assert_eq!(recordings.len(), 4);
+    assert_eq!(recordings.len(), 5);
+    assert!(recordings.iter().any(|m| m.payload
+        == b"{\"segment_id\":2,\"href\":\"https://app.example.com/accounts/reset/MTIz/[urltoken]/\"}"));
     assert!(
         recordings.iter().any(|m| m.payload == clean),
         "the recording with nothing to redact, byte for byte"
