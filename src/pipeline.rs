@@ -743,7 +743,7 @@ impl Pipeline {
             ScrubKind::Json { required: false }
                 if item.payload.len() > self.config.load().limits.max_event_size =>
             {
-                return self.scrub_json_or_text(item, project, started);
+                return self.scrub_as_text(item, project, started, true);
             }
             ScrubKind::Json { required } => {
                 let tree = match event {
@@ -768,7 +768,7 @@ impl Pipeline {
                 let mut tree: serde_json::Value = match parsed {
                     Ok(tree) => tree,
                     // Not JSON by its name, or deeper than a tree may be.
-                    Err(_) if !required => return self.scrub_json_or_text(item, project, started),
+                    Err(_) if !required => return self.scrub_as_text(item, project, started, true),
                     Err(e) => {
                         tracing::debug!(error = %e, item_type = %item.type_name, "item is not JSON");
                         return Err(DropReason::Invalid);
@@ -782,7 +782,7 @@ impl Pipeline {
                 let out = serde_json::to_vec(&tree).expect("a JSON tree always serializes");
                 (Bytes::from(out), redactions)
             }
-            ScrubKind::Text => return self.scrub_as_text(item, project, started),
+            ScrubKind::Text => return self.scrub_as_text(item, project, started, false),
             ScrubKind::Gzip => return self.scrub_gzip(item, project, started, gzip_budget),
             ScrubKind::Recording => {
                 return self.scrub_recording(item, project, started, gzip_budget)
@@ -793,33 +793,22 @@ impl Pipeline {
         Ok(redactions.0)
     }
 
-    /// An item that may be JSON (a `.json` attachment, an unknown item
-    /// that starts as JSON does), scrubbed string by string when it is,
-    /// else as text.
-    fn scrub_json_or_text(
-        &self,
-        item: &Item,
-        project: &Project,
-        started: std::time::Instant,
-    ) -> Result<Bytes, DropReason> {
-        let out = match project.scrubber.scrub_json_or_bytes(&item.payload) {
-            None => item.payload.clone(),
-            Some((scrubbed, redactions)) => {
-                self.count_redactions(&project.label, &redactions);
-                Bytes::from(scrubbed)
-            }
-        };
-        self.observe_scrub(started);
-        Ok(out)
-    }
-
+    /// Scrubs an item as text; one that may be JSON (`json`: a `.json`
+    /// attachment, an unknown item that starts as JSON does) string by
+    /// string when it is.
     fn scrub_as_text(
         &self,
         item: &Item,
         project: &Project,
         started: std::time::Instant,
+        json: bool,
     ) -> Result<Bytes, DropReason> {
-        let out = match project.scrubber.scrub_bytes(&item.payload) {
+        let scrubber = &project.scrubber;
+        let scrubbed = match json {
+            true => scrubber.scrub_json_or_bytes(&item.payload),
+            false => scrubber.scrub_bytes(&item.payload),
+        };
+        let out = match scrubbed {
             None => item.payload.clone(),
             Some((scrubbed, redactions)) => {
                 self.count_redactions(&project.label, &redactions);
@@ -853,23 +842,8 @@ impl Pipeline {
         started: std::time::Instant,
         gzip_budget: &mut usize,
     ) -> Result<Bytes, DropReason> {
-        let limit = self
-            .config
-            .load()
-            .limits
-            .max_attachment_size
-            .min(*gzip_budget);
-        let inflated = match decompress::decode(Encoding::Gzip, item.payload.clone(), limit) {
-            Ok(inflated) => inflated,
-            Err(e) => {
-                tracing::debug!(error = %e, item_type = %item.type_name, "gzip'd item refused");
-                return Err(match e {
-                    DecodeError::TooLarge { .. } => DropReason::TooLarge,
-                    _ => DropReason::Invalid,
-                });
-            }
-        };
-        *gzip_budget -= inflated.len();
+        let inflated =
+            self.inflate_item(item, Encoding::Gzip, item.payload.clone(), gzip_budget)?;
         let inner = Item {
             ty: item.ty,
             type_name: item.type_name.clone(),
@@ -960,25 +934,7 @@ impl Pipeline {
             let events = if encoding == Encoding::Identity {
                 body
             } else {
-                let limit = self
-                    .config
-                    .load()
-                    .limits
-                    .max_attachment_size
-                    .min(*gzip_budget);
-                match decompress::decode(encoding, body, limit) {
-                    Ok(events) => {
-                        *gzip_budget -= events.len();
-                        events
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "replay recording refused");
-                        return Err(match e {
-                            DecodeError::TooLarge { .. } => DropReason::TooLarge,
-                            _ => DropReason::Invalid,
-                        });
-                    }
-                }
+                self.inflate_item(item, encoding, body, gzip_budget)?
             };
             match scrubber.scrub_json_strings(&events) {
                 Err(crate::scrub::NotJson) => {
@@ -1014,6 +970,38 @@ impl Pipeline {
         };
         self.observe_scrub(started);
         Ok(out)
+    }
+
+    /// Inflates a compressed item's bytes within `limits.max_attachment_size`
+    /// and what the envelope's compressed items may still inflate to
+    /// (`gzip_budget`, which it takes from): what does not inflate is
+    /// `invalid`, what inflates past either limit `too_large`.
+    fn inflate_item(
+        &self,
+        item: &Item,
+        encoding: Encoding,
+        compressed: Bytes,
+        gzip_budget: &mut usize,
+    ) -> Result<Bytes, DropReason> {
+        let limit = self
+            .config
+            .load()
+            .limits
+            .max_attachment_size
+            .min(*gzip_budget);
+        match decompress::decode(encoding, compressed, limit) {
+            Ok(inflated) => {
+                *gzip_budget -= inflated.len();
+                Ok(inflated)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, item_type = %item.type_name, "compressed item refused");
+                Err(match e {
+                    DecodeError::TooLarge { .. } => DropReason::TooLarge,
+                    _ => DropReason::Invalid,
+                })
+            }
+        }
     }
 
     fn count_redactions(&self, project: &str, redactions: &[crate::scrub::Redaction]) {
