@@ -41,6 +41,8 @@ impl Scrubber {
         // Whether a value (or a key) was just passed: a `,` or `:` must
         // come next, or a close.
         let mut after_value = false;
+        // Whether the last mark was a `,` (a close may not follow it).
+        let mut after_comma = false;
         // The last key read, while its value is next.
         let mut key: Option<String> = None;
         // Inside a value under a sensitive key: its key, the depth it
@@ -59,11 +61,12 @@ impl Scrubber {
             if starts_value && after_value {
                 return Err(NotJson);
             }
+            after_comma &= !starts_value;
             match byte {
                 b'"' => {}
                 b'{' | b'[' => {
-                    let under_name = key.as_deref().is_some_and(|k| NAMED_VALUES.contains(&k))
-                        && named.last() == Some(&depth);
+                    let under_name =
+                        key.as_deref().is_some_and(is_named_value) && named.last() == Some(&depth);
                     let opens_secret = secret.is_none()
                         && (under_name || key.as_deref().is_some_and(|k| self.holds_secrets(k)));
                     if opens_secret {
@@ -75,6 +78,9 @@ impl Scrubber {
                     continue;
                 }
                 b'}' | b']' => {
+                    if after_comma || depth == 0 {
+                        return Err(NotJson);
+                    }
                     key = None;
                     after_value = true;
                     depth = depth.saturating_sub(1);
@@ -103,6 +109,7 @@ impl Scrubber {
                         return Err(NotJson);
                     }
                     after_value = false;
+                    after_comma = byte == b',';
                     if byte == b',' {
                         key = None;
                     }
@@ -124,8 +131,7 @@ impl Scrubber {
                     }
                     after_value = true;
                     let under = key.take().unwrap_or_default();
-                    let named_here =
-                        NAMED_VALUES.contains(&under.as_str()) && named.last() == Some(&depth);
+                    let named_here = is_named_value(&under) && named.last() == Some(&depth);
                     if secret.is_some() || named_here || self.keys.is_sensitive(&under) {
                         // As the tree writes a number under a sensitive key: a string.
                         let text = String::from_utf8_lossy(number);
@@ -208,7 +214,7 @@ impl Scrubber {
                 edits.push((start, end, quoted(super::FILTERED)));
                 continue;
             };
-            let is_named_value = NAMED_VALUES.contains(&under.as_str());
+            let is_named_value = is_named_value(&under);
             if NAMERS.contains(&under.as_str()) && self.holds_secrets(&text) {
                 if named.last() != Some(&depth) {
                     named.push(depth);
@@ -233,6 +239,13 @@ impl Scrubber {
                 }
                 continue;
             }
+            if is_css(&under, &text) {
+                // A stylesheet (a DOM snapshot's `_cssText`, a `<style>`'s
+                // text, a `style` attribute): `.cookie-banner:hover{...}`
+                // reads as `key: value` text, and redacting it would break
+                // the page's look in the replay. It holds no typed data.
+                continue;
+            }
             let mut found = Vec::new();
             let edit = self.scrub_str(&text, &[], &mut found).map(|new| {
                 redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
@@ -247,6 +260,10 @@ impl Scrubber {
                 named_values.pop_if(|v| v.2 == depth);
                 named_values.push((start, end, depth, edit));
             }
+        }
+        if depth != 0 || after_comma {
+            // Cut off: not JSON.
+            return Err(NotJson);
         }
         if edits.is_empty() {
             return Ok(None);
@@ -362,6 +379,25 @@ fn is_number(b: &[u8]) -> bool {
     at == b.len()
 }
 
+/// Whether a key holds the value its sibling `name` names: as in an event
+/// (`value`), and a `<meta>` element's `content` (`<meta name="csrf-token"
+/// content="...">` in a DOM snapshot's head).
+fn is_named_value(key: &str) -> bool {
+    NAMED_VALUES.contains(&key) || key == "content"
+}
+
+/// Whether a string is a stylesheet's text: under a key rrweb writes CSS
+/// under (`_cssText`, `style`, a stylesheet rule's `rule`, `cssText`), or
+/// a `<style>` element's text (`textContent` that opens a block and ends
+/// one).
+fn is_css(key: &str, text: &str) -> bool {
+    match key {
+        "_cssText" | "cssText" | "style" | "rule" => true,
+        "textContent" => text.contains('{') && text.trim_end().ends_with('}'),
+        _ => false,
+    }
+}
+
 /// `text` as a JSON string, quotes included.
 fn quoted(text: &str) -> Vec<u8> {
     serde_json::to_vec(text).expect("a string always serializes")
@@ -472,15 +508,36 @@ mod tests {
         assert_eq!(out["m"]["value"], Value::Null);
     }
 
+    /// Stylesheets stay as they are: their selectors and properties read
+    /// as `key: value` text.
+    #[test]
+    fn stylesheets_are_left_alone() {
+        let css = ".cookie-consent__btn:hover{background:#0055ff}.password-input:focus{outline:0}";
+        let text = serde_json::to_vec(&json!([
+            {"type": 2, "attributes": {"_cssText": css, "style": "--session-color:#333"}},
+            {"type": 3, "textContent": css, "isStyle": true},
+            {"source": 8, "adds": [{"rule": css, "index": 0}]},
+            {"type": 3, "textContent": "token: abc123 for bob@example.com"},
+        ]))
+        .unwrap();
+        let (out, _) = scrubber().scrub_json_strings(&text).unwrap().unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out[0]["attributes"]["_cssText"], css);
+        assert_eq!(out[0]["attributes"]["style"], "--session-color:#333");
+        assert_eq!(out[1]["textContent"], css);
+        assert_eq!(out[2]["adds"][0]["rule"], css);
+        assert_eq!(out[3]["textContent"], "token: [Filtered] for [email]");
+    }
+
     /// A name and its value in one object, past objects nested between
     /// them or beside them, in either order, and a value that is no string.
     #[test]
     fn names_give_their_values_at_any_depth() {
-        let text = br#"[{"name":"password","x":{"name":"token"},"value":"s1"},{"value":"s2","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["s3",4]},{"name":"pin","value":1234},{"name":"q","value":"kept"}]"#;
+        let text = br#"[{"name":"csrf-token","content":"c5rf"},{"name":"password","x":{"name":"token"},"value":"s1"},{"value":"s2","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["s3",4]},{"name":"pin","value":1234},{"name":"q","value":"kept"}]"#;
         let (out, _) = scrubber().scrub_json_strings(text).unwrap().unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"[{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
+            r#"[{"name":"csrf-token","content":"[Filtered]"},{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
         );
         // Many values before their names: each found at once, not by a search.
         let many = format!(
@@ -509,6 +566,9 @@ mod tests {
             b"[01]",
             b"[truth]",
             br#"{"a" "b"}"#,
+            br#"[{"type":3},{"type":3,"#,
+            b"[1,]",
+            b"[1]]",
         ] {
             assert_eq!(s.scrub_json_strings(text), Err(NotJson), "{text:?}");
         }

@@ -1143,8 +1143,9 @@ async fn unsupported_sentry_endpoints_are_refused_and_counted() {
 /// A session replay's recording, as the JavaScript SDK sends it beside its
 /// replay event: a header line, then the rrweb events zlib'd. The page's
 /// URL (a password-reset link), a request's `Authorization` header, an
-/// input's value beside its name, and console messages with an email and
-/// a quoted link reach Kafka scrubbed, however deep the DOM nests; the
+/// input's value beside its name, a `<meta>` CSRF token, and console
+/// messages with an email and a quoted link reach Kafka scrubbed, however
+/// deep the DOM nests, and its stylesheets as they came; the
 /// recording is still its header line and a zlib stream of the same JSON
 /// with only those strings changed. A gzip'd one leaves gzip'd; one with
 /// nothing to redact, or a header alone, leaves byte for byte (a header's
@@ -1175,6 +1176,11 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
             "type": 2, "tagName": "input",
             "attributes": {"value": "Hunt3rTwo!", "type": "text", "name": "password"}}}]}},
         {"origin": "https://app.example.com", "path": "/account/settings", "user": "bob"},
+        // The head: a stylesheet (left alone: it reads as `key: value`) and
+        // the CSRF token a `<meta>` carries.
+        {"type": 2, "tagName": "style",
+         "attributes": {"_cssText": ".cookie-consent__btn:hover{background:#0055ff}"}},
+        {"type": 2, "tagName": "meta", "attributes": {"name": "csrf-token", "content": "MetaCsrf9Xk2LmQp"}},
     ]);
     // A DOM 300 elements deep: 600 levels of JSON, past any tree's limit.
     let mut node = serde_json::json!({"type": 3, "textContent": "mail alice@example.com"});
@@ -1206,6 +1212,7 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
             "sent \"https://app.example.com/reset/MTIz/[urltoken]\" to bob".to_owned(),
         ),
         ("Hunt3rTwo!".to_owned(), "[Filtered]".to_owned()),
+        ("MetaCsrf9Xk2LmQp".to_owned(), "[Filtered]".to_owned()),
         (
             "mail alice@example.com".to_owned(),
             "mail [email]".to_owned(),
