@@ -215,7 +215,9 @@ impl Scrubber {
                 continue;
             };
             let is_named_value = is_named_value(&under);
-            if NAMERS.contains(&under.as_str()) && self.holds_secrets(&text) {
+            let names_secret = (NAMERS.contains(&under.as_str()) && self.holds_secrets(&text))
+                || is_secret_input(&under, &text);
+            if names_secret {
                 if named.last() != Some(&depth) {
                     named.push(depth);
                 }
@@ -386,6 +388,20 @@ fn is_named_value(key: &str) -> bool {
     NAMED_VALUES.contains(&key) || key == "content"
 }
 
+/// Whether an input's attribute says its value is a secret, whatever its
+/// name: `type="password"`, or an `autocomplete` for a password, a one-time
+/// code or a card (`current-password`, `one-time-code`, `cc-number`).
+fn is_secret_input(key: &str, text: &str) -> bool {
+    match key {
+        "type" => text.eq_ignore_ascii_case("password"),
+        "autocomplete" => {
+            let t = text.to_ascii_lowercase();
+            t.contains("password") || t.contains("one-time-code") || t.starts_with("cc-")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a string is a stylesheet's text: under a key rrweb writes CSS
 /// under (`_cssText`, `style`, a stylesheet rule's `rule`, `cssText`), or
 /// a `<style>` element's text (`textContent` that opens a block and ends
@@ -533,11 +549,11 @@ mod tests {
     /// them or beside them, in either order, and a value that is no string.
     #[test]
     fn names_give_their_values_at_any_depth() {
-        let text = br#"[{"name":"csrf-token","content":"c5rf"},{"name":"password","x":{"name":"token"},"value":"s1"},{"value":"s2","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["s3",4]},{"name":"pin","value":1234},{"name":"q","value":"kept"}]"#;
+        let text = br#"[{"type":"password","value":"t1"},{"value":"918273","autocomplete":"one-time-code"},{"name":"csrf-token","content":"c5rf"},{"name":"password","x":{"name":"token"},"value":"s1"},{"value":"s2","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["s3",4]},{"name":"pin","value":1234},{"name":"q","value":"kept"}]"#;
         let (out, _) = scrubber().scrub_json_strings(text).unwrap().unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"[{"name":"csrf-token","content":"[Filtered]"},{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
+            r#"[{"type":"password","value":"[Filtered]"},{"value":"[Filtered]","autocomplete":"one-time-code"},{"name":"csrf-token","content":"[Filtered]"},{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
         );
         // Many values before their names: each found at once, not by a search.
         let many = format!(

@@ -1181,6 +1181,8 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         {"type": 2, "tagName": "style",
          "attributes": {"_cssText": ".cookie-consent__btn:hover{background:#0055ff}"}},
         {"type": 2, "tagName": "meta", "attributes": {"name": "csrf-token", "content": "MetaCsrf9Xk2LmQp"}},
+        // A password field known by its type alone (React forms often have no name).
+        {"type": 2, "tagName": "input", "attributes": {"type": "password", "value": "TypedPw77"}},
     ]);
     // A DOM 300 elements deep: 600 levels of JSON, past any tree's limit.
     let mut node = serde_json::json!({"type": 3, "textContent": "mail alice@example.com"});
@@ -1213,6 +1215,7 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         ),
         ("Hunt3rTwo!".to_owned(), "[Filtered]".to_owned()),
         ("MetaCsrf9Xk2LmQp".to_owned(), "[Filtered]".to_owned()),
+        ("TypedPw77".to_owned(), "[Filtered]".to_owned()),
         (
             "mail alice@example.com".to_owned(),
             "mail [email]".to_owned(),
