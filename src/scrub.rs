@@ -944,8 +944,11 @@ impl Scrubber {
             };
             if keyed {
                 for m in self.key_values.find_iter(s) {
-                    // A URL's host and port (`//auth.acme.io:8443/...`) is no key.
-                    if s[..m.start()].ends_with("//") || s[..m.start()].ends_with('@') {
+                    // A URL's host and port (`//auth.acme.io:8443/...`) is no key,
+                    // nor is a GraphQL variable's declaration (`$password: String!`).
+                    let before = &s[..m.start()];
+                    let declared = before.ends_with('$') && m.as_str().ends_with(':');
+                    if before.ends_with("//") || before.ends_with('@') || declared {
                         continue;
                     }
                     let Some(key) = rules::key_in(m.as_str()) else {

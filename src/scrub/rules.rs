@@ -886,6 +886,12 @@ fn is_placeholder(value: &str) -> bool {
         || matches!(v, "%s" | "%d" | "?")
         || v.strip_prefix('$')
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+        // A variable, not its value: GraphQL's `password: $password`, a
+        // shell's `DB_PASSWORD=$DB_PASS` or `${DB_PASS}`.
+        || v.strip_prefix('$').is_some_and(word)
+        || v.strip_prefix("${")
+            .map(|n| n.strip_suffix('}').unwrap_or(n))
+            .is_some_and(word)
         || v.strip_prefix(':').is_some_and(word)
         || v.strip_prefix('@').is_some_and(word)
         || v.strip_prefix("%(")

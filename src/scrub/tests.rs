@@ -2630,3 +2630,33 @@ fn password_hashes_and_netrc_entries() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// A GraphQL operation's variables are named, not given, in its text: the
+/// declaration (`$password: String!`) and the reference (`password:
+/// $password`) stay; a value written in the query does not. A shell's
+/// reference to a variable stays too; PHP's assignment of a literal does not.
+#[test]
+fn graphql_variables_and_shell_references_are_no_secrets() {
+    for (input, want) in [
+        (
+            "mutation Login($password: String!, $token: [ID!]!) { login(password: $password, token: $token) { id } }",
+            "mutation Login($password: String!, $token: [ID!]!) { login(password: $password, token: $token) { id } }",
+        ),
+        (
+            "mutation { login(password: \"hunter2\") { id } }",
+            "mutation { login(password: \"[Filtered]\") { id } }",
+        ),
+        (
+            "export DB_PASSWORD=$DB_PASS API_TOKEN=${API_TOKEN}",
+            "export DB_PASSWORD=$DB_PASS API_TOKEN=${API_TOKEN}",
+        ),
+        ("$password = \"hunter2\";", "$password = \"[Filtered]\";"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+    let s = scrubber();
+    let event = json!({"breadcrumbs": {"values": [{"category": "graphql",
+        "message": "mutation Login($password: String!) { login(password: $password) { id } }"}]}});
+    let tree = both_ways(&s, &event.to_string()).expect("no fallback");
+    assert_eq!(tree, event);
+}
