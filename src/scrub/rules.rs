@@ -1305,7 +1305,7 @@ const NOT_SECRET_KEYS: [&str; 16] = [
 /// Words after a sensitive word that make the key about the secret, not
 /// the secret itself: `token_type`, `signature_algorithm`,
 /// `llm.token_count.prompt`, `auth.provider`, `session.sampled`.
-const DESCRIPTORS: [&str; 41] = [
+const DESCRIPTORS: [&str; 43] = [
     "type",
     "types",
     "size",
@@ -1348,9 +1348,12 @@ const DESCRIPTORS: [&str; 41] = [
     "backends",
     "hashers",
     "model",
-    // Usage figures (`completion_tokens_details`, `token_usage`).
+    // Usage figures (`completion_tokens_details`, `token_usage`), and
+    // sampling (`sessionSampleRate`, the Replay SDK's option).
     "details",
     "usage",
+    "sample",
+    "rate",
 ];
 
 /// Whether the sensitive word found at `start..end` of `key` is described

@@ -2660,3 +2660,18 @@ fn graphql_variables_and_shell_references_are_no_secrets() {
     let tree = both_ways(&s, &event.to_string()).expect("no fallback");
     assert_eq!(tree, event);
 }
+
+/// Sampling options name a secret's word but hold a rate: the Replay
+/// SDK's `sessionSampleRate` in a recording's options event, and in an event.
+#[test]
+fn sample_rates_are_no_secrets() {
+    let s = scrubber();
+    let event = json!({"extra": {"sessionSampleRate": 0.1, "session_sample_rate": 1,
+        "session_id": "s3ss10n-9f2"}});
+    let tree = both_ways(&s, &event.to_string()).expect("no fallback");
+    assert_eq!(tree["extra"]["sessionSampleRate"], 0.1);
+    assert_eq!(tree["extra"]["session_sample_rate"], 1);
+    assert_eq!(tree["extra"]["session_id"], "[Filtered]");
+    let options = br#"[{"type":5,"data":{"tag":"options","payload":{"sessionSampleRate":1,"errorSampleRate":1}}}]"#;
+    assert_eq!(s.scrub_json_strings(options), Ok(None));
+}
