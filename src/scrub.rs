@@ -1150,6 +1150,30 @@ fn is_versioned(path: &[Seg<'_>]) -> bool {
     })
 }
 
+impl Scrubber {
+    /// A card's number written as a JSON number at `path` (its digits), as
+    /// the `creditcard` rule redacts it, and that rule; `None` when it is
+    /// none: not 13 to 19 digits, under an id's key, or failing Luhn.
+    fn card_number(&self, digits: &str, path: &[Seg<'_>]) -> Option<(String, &PatternRule)> {
+        if !(13..=19).contains(&digits.len())
+            || !digits.bytes().all(|c| c.is_ascii_digit())
+            || is_id(path)
+        {
+            return None;
+        }
+        let rule = self
+            .patterns
+            .iter()
+            .find(|r| r.validator == Validator::Luhn)?;
+        if !rules::luhn(digits) {
+            return None;
+        }
+        let hash_key = self.hash_key.as_deref();
+        let new = method::redact_text(rule.method, digits, &rule.replacement, hash_key);
+        Some((new.into_owned(), rule))
+    }
+}
+
 /// Whether the value at `path` is an identifier by its key: `id`, or a
 /// key ending in `_id`, `.id`, `-id` or `Id` (`order_id`, `orderId`).
 fn is_id(path: &[Seg<'_>]) -> bool {
@@ -1321,22 +1345,12 @@ impl<'s> Walk<'s> {
     /// redacted: a card number written as a JSON number. `None` when it is
     /// not one (the common case: too short to be a card, no allocation).
     fn number(&mut self, n: u64, path: &[Seg<'_>]) -> Option<String> {
-        if n < 1_000_000_000_000 || is_id(path) {
+        if n < 1_000_000_000_000 {
             return None;
         }
-        let rule = self
-            .scrubber
-            .patterns
-            .iter()
-            .find(|r| r.validator == Validator::Luhn)?;
-        let digits = n.to_string();
-        if !rules::luhn(&digits) {
-            return None;
-        }
-        let hash_key = self.scrubber.hash_key.as_deref();
-        let new = method::redact_text(rule.method, &digits, &rule.replacement, hash_key);
+        let (new, rule) = self.scrubber.card_number(&n.to_string(), path)?;
         self.record(path, rule.name.clone(), rule.method);
-        Some(new.into_owned())
+        Some(new)
     }
 
     /// What this pass redacted, each (path, rule, method) once, sorted by

@@ -10,6 +10,7 @@
 //! one string would not be: a rule's match may run across a quote or take
 //! the `\` of an escape.
 
+use super::path::Seg;
 use super::text::Scrubbed;
 use super::{redact_secret, Method, Redaction, Scrubber, NAMED_VALUES, NAMERS};
 
@@ -83,7 +84,7 @@ impl Scrubber {
                     }
                     key = None;
                     after_value = true;
-                    depth = depth.saturating_sub(1);
+                    depth -= 1;
                     while named.last().is_some_and(|&d| d > depth) {
                         named.pop();
                     }
@@ -145,11 +146,17 @@ impl Scrubber {
                             redactions.push(self.secret_redaction(&under, self.password_method));
                         }
                         edits.push((at, end - 1, quoted(&new)));
-                    } else if let Some((new, mut redaction)) = self.card_number(number) {
+                    } else if let Some((new, rule)) = std::str::from_utf8(number)
+                        .ok()
+                        .and_then(|digits| self.card_number(digits, &[Seg::Key(&under)]))
+                    {
                         // A card's digits as a number, as in an event.
-                        redaction.path = under;
-                        redactions.push(redaction);
-                        edits.push((at, end - 1, new));
+                        redactions.push(Redaction {
+                            rule: rule.name.clone(),
+                            path: under,
+                            method: rule.method,
+                        });
+                        edits.push((at, end - 1, quoted(&new)));
                     }
                     at = end;
                     continue;
@@ -297,30 +304,6 @@ impl Scrubber {
             Method::Remove => b"null".to_vec(),
             _ => quoted(&new),
         })
-    }
-
-    /// A whole number of a card's length that passes Luhn, as the
-    /// `creditcard` rule writes it (a string), and its redaction.
-    fn card_number(&self, number: &[u8]) -> Option<(Vec<u8>, Redaction)> {
-        if !(13..=19).contains(&number.len()) || !number.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let digits = std::str::from_utf8(number).ok()?;
-        let rule = self
-            .patterns
-            .iter()
-            .find(|r| r.validator == super::Validator::Luhn)?;
-        if !super::rules::luhn(digits) {
-            return None;
-        }
-        let hash_key = self.hash_key.as_deref();
-        let new = super::method::redact_text(rule.method, digits, &rule.replacement, hash_key);
-        let redaction = Redaction {
-            rule: rule.name.clone(),
-            path: String::new(),
-            method: rule.method,
-        };
-        Some((quoted(&new), redaction))
     }
 
     /// Whether strings, objects and lists under `key` are secrets: under a
