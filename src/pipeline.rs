@@ -898,29 +898,25 @@ impl Pipeline {
         started: std::time::Instant,
         gzip_budget: &mut usize,
     ) -> Result<Bytes, DropReason> {
-        let is_header = |line: &[u8]| {
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
-        };
         let newline = memchr::memchr(b'\n', &item.payload);
         let header_end = newline.unwrap_or(item.payload.len());
+        let body_start = (header_end + 1).min(item.payload.len());
         let header = &item.payload[..header_end];
-        if !is_header(header) {
-            tracing::debug!("replay recording without its header line: refused");
-            return Err(DropReason::Invalid);
-        }
         let scrubber = &project.scrubber;
-        // The header is scrubbed too: it is small, and a client writes it.
+        // The header, a JSON object, is scrubbed too: a client writes it.
         let mut redactions = Vec::new();
+        let object = header.trim_ascii_start().first() == Some(&b'{');
         let new_header = match scrubber.scrub_json_strings(header) {
-            Ok(Some((new, found))) => {
+            Ok(scrubbed) if object => scrubbed.map(|(new, found)| {
                 redactions.extend(found);
-                Some(new)
+                new
+            }),
+            _ => {
+                tracing::debug!("replay recording without its header line: refused");
+                return Err(DropReason::Invalid);
             }
-            _ => None,
         };
-        let body = item
-            .payload
-            .slice((header_end + 1).min(item.payload.len())..);
+        let body = item.payload.slice(body_start..);
         let new_body = if body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
@@ -958,8 +954,7 @@ impl Pipeline {
         } else {
             self.count_redactions(&project.label, &redactions);
             let header = new_header.as_deref().unwrap_or(header);
-            let body = &item.payload[(header_end + 1).min(item.payload.len())..];
-            let body = new_body.as_deref().unwrap_or(body);
+            let body = new_body.as_deref().unwrap_or(&item.payload[body_start..]);
             let mut out = Vec::with_capacity(header.len() + 1 + body.len());
             out.extend_from_slice(header);
             if newline.is_some() {
@@ -1438,8 +1433,8 @@ enum ScrubKind {
     Gzip,
     /// Not at all (binary attachments, replay videos).
     Binary,
-    /// A replay recording: its header line kept, its events (zlib'd or
-    /// not) as text.
+    /// A replay recording: its header line and its events (compressed or
+    /// not) string by string.
     Recording,
 }
 
