@@ -1464,13 +1464,14 @@ pub fn validate(
 }
 
 /// Of the (up to) three path segments after a capability word (the match
-/// `haystack[start..end]`: `/reset/` and the rest of the path), the span
-/// from the first that looks generated to the end of the last that does.
+/// `haystack[start..end]`: `/reset/` and those segments, as the pattern
+/// bounds them), the span from the first that looks generated to the end
+/// of the last that does.
 fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     // After the word's closing `/`.
     let mut at = start + 1 + haystack[start + 1..end].find('/')? + 1;
     let mut found: Option<std::ops::Range<usize>> = None;
-    for segment in haystack[at..end].split('/').take(3) {
+    for segment in haystack[at..end].split('/') {
         if is_generated(segment) {
             found = Some(found.map_or(at, |f| f.start)..at + segment.len());
         }
