@@ -960,9 +960,20 @@ impl Scrubber {
                             .is_some_and(|key| self.keys.is_sensitive(key))
                         || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
                     {
+                        if let Some(block) = rules::yaml_block(s, m.start(), m.end()) {
+                            block.into_iter().for_each(|value| secret(Some(value)));
+                            continue;
+                        }
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
-                        let value = rules::value_for(s, m.start(), key, m.end());
+                        // A value on the next line belongs to a key that
+                        // starts its own (`secret:\n  hunter2`), not to one
+                        // that ends a sentence (`Unexpected token:\n    at ...`).
+                        // (PHP's `var_dump` puts every value after `=>` there.)
+                        let sentence =
+                            m.as_str().ends_with(':') && !rules::starts_line(s, m.start());
+                        let value = rules::value_for(s, m.start(), key, m.end())
+                            .filter(|v| !sentence || !s[m.end()..v.start].contains('\n'));
                         secret(value.filter(|v| {
                             !rules::is_code(&s[v.clone()])
                                 && !rules::is_prose(s, v.clone())
@@ -1081,6 +1092,26 @@ pub(crate) const NAMERS: [&str; 5] = ["name", "Name", "key", "Key", "ParameterKe
 
 /// The keys of the values that [`NAMERS`] name.
 pub(crate) const NAMED_VALUES: [&str; 3] = ["value", "Value", "ParameterValue"];
+
+/// Whether a key's value is named by a sibling: a [`NAMED_VALUES`] key by
+/// a [`NAMERS`] one, a [`JWK_PRIVATE`] member by its key's `kty`. (Either
+/// namer names both kinds: a `d` beside `"name": "password"` is redacted
+/// too, which costs nothing worth keeping and lets one check serve.)
+pub(crate) fn is_named_value(key: &str) -> bool {
+    NAMED_VALUES.contains(&key) || JWK_PRIVATE.contains(&key)
+}
+
+/// A JSON Web Key's members that hold its private part (RFC 7518 §6):
+/// an RSA key's `d`, its primes and their exponents, and other primes
+/// (`oth`); an EC or OKP key's `d`; a symmetric (`oct`) key's `k`. They
+/// are secrets only beside a `kty` that names a key type
+/// ([`is_jwk_type`]): `d` or `k` alone is any short key.
+pub(crate) const JWK_PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Whether a `kty` member's text names a JSON Web Key's type.
+pub(crate) fn is_jwk_type(kty: &str) -> bool {
+    matches!(kty, "RSA" | "EC" | "OKP" | "oct")
+}
 
 /// Where SQLAlchemy's message gives a statement's parameters (a tuple, or
 /// a list of them), as a searcher built once.
@@ -1371,6 +1402,13 @@ impl<'s> Walk<'s> {
                     .filter_map(|namer| map.get(*namer)?.as_str())
                     .find(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
                     .map(str::to_owned);
+                // A JSON Web Key: its private members are secrets (named
+                // by its `kty` as a `value` by its `name`, as the text pass
+                // reads them).
+                let jwk = map
+                    .get("kty")
+                    .and_then(Value::as_str)
+                    .is_some_and(is_jwk_type);
                 // A log message's template beside its parameters: each
                 // parameter is judged by its slot (see [`template`]).
                 let slots = map
@@ -1382,9 +1420,8 @@ impl<'s> Walk<'s> {
                 for (key, child) in map.iter_mut() {
                     path.push(Seg::Key(key));
                     match (&named, template::param_key(key)) {
-                        (Some(name), _) if NAMED_VALUES.contains(&key.as_str()) => {
-                            self.entry(name, child, path)
-                        }
+                        (Some(name), _) if is_named_value(key) => self.entry(name, child, path),
+                        _ if jwk && is_named_value(key) => self.secret(child, path),
                         (_, Some(ParamKey::All)) if !slots.is_empty() => {
                             self.params(child, &slots, path)
                         }

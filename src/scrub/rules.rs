@@ -23,6 +23,8 @@ pub enum Validator {
     Ipv6,
     /// A US SSN with a possible area, group and serial.
     Ssn,
+    /// A JSON Web Key's member, in a text that names a key type (`kty`).
+    Jwk,
     /// An email address, not a file (`logo@2x.png`); a `_` after it is
     /// not part of it.
     Email,
@@ -106,6 +108,19 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Mask,
     },
     Builtin {
+        // Written with spaces or none, an SSN is nine digits like any
+        // other: only after the words that say what it is
+        // (`customer ssn 123 45 6789 on file`).
+        name: "usssn",
+        pattern: r"(?x)
+            (?i: (?-u:\b) ssn | social [\ _-] security (?: [\ _-] (?: number | no ) )? ) (?-u:\b)
+            [^0-9A-Za-z\n]{0,3} (?: (?i: is | was ) \ )?
+            ( [0-9]{3} \ [0-9]{2} \ [0-9]{4} | [0-9]{9} ) (?-u:\b)",
+        group: 1,
+        validator: Validator::Ssn,
+        method: Method::Mask,
+    },
+    Builtin {
         name: "bearer",
         pattern: r"(?x)
             (?i:bearer) \s+ ( [A-Za-z0-9\-._~+/]+ =* )  # the token after the scheme",
@@ -129,6 +144,18 @@ pub const BUILTINS: &[Builtin] = &[
             (?: -----END[A-Z\ ]*PRIVATE\ KEY(?:\ BLOCK)?----- | \z )  # a cut-off key is still a key",
         group: 0,
         validator: Validator::None,
+        method: Method::Replace,
+    },
+    Builtin {
+        // A JSON Web Key's private member held in text (a logged key, a
+        // config dump): `"d": "<base64url>"` where the text has a `kty`
+        // (`Jwk`). In a JSON event, the walk redacts them by key.
+        name: "pemkey",
+        pattern: r#"(?x)
+            \\? ["'] (?: d | p | q | dp | dq | qi | k ) \\? ["'] \s* : \s* \\? ["']
+            ( [A-Za-z0-9_-]{16,} )  # the member's value"#,
+        group: 1,
+        validator: Validator::Jwk,
         method: Method::Replace,
     },
     Builtin {
@@ -317,7 +344,8 @@ pub const BUILTINS: &[Builtin] = &[
         // the path, a Rails app's signed link to a stored file
         // (`/rails/active_storage/blobs/redirect/<signed id>/invoice.pdf`). (`share` is no such word: `~/.local/share/` is a folder.) SDKs send them by default: `request.url` and
         // HTTP breadcrumbs. The word must be a whole segment; the validator
-        // redacts, among the three segments after it, from the first that
+        // redacts, among the four segments after it (the pattern takes the
+        // first, so that a word among them starts a match of its own), from the first that
         // looks generated to the last that does (`UrlToken`). A route
         // template (`/reset/{uidb64}/{token}/`, `/invite/:token`) is no match.
         name: "urltoken",
@@ -331,7 +359,7 @@ pub const BUILTINS: &[Builtin] = &[
                    | (?: signin | sign[-_]in ) [-_]links? | unsubscribe
                    | (?: access[-_]? )? tokens? | api[-_]?keys? | apikeys? | keys? | secrets?
                    | webhooks? | (?: build[-_]? )? hooks | incomingwebhook | active_storage )
-            / [^/\s?\#"'<>()\[\]{},;\\|`]+ (?: / [^/\s?\#"'<>()\[\]{},;\\|`]* ){0,2}  # three segments"#,
+            / [^/\s?\#"'<>()\[\]{},;\\|`]+  # the first segment; the validator reads on"#,
         group: 0,
         validator: Validator::UrlToken,
         method: Method::Replace,
@@ -663,6 +691,93 @@ const LINK_WORDS: [&str; 10] = [
 /// Query keys that [`is_link_code`] judges: text that holds one is searched
 /// for pairs ([`KeyMatcher::mentions`]).
 const LINK_KEYS: [&str; 5] = ["state=", "code=", "ticket=", "hash=", "confirmation="];
+
+/// Whether the key at `key_start` starts its line (after spaces), or a
+/// YAML list item on it (`- secrets:`).
+pub fn starts_line(s: &str, key_start: usize) -> bool {
+    let line_start = memchr::memrchr(b'\n', &s.as_bytes()[..key_start]).map_or(0, |i| i + 1);
+    let prefix = s[line_start..key_start].trim_start_matches([' ', '\t']);
+    prefix.is_empty() || prefix == "- "
+}
+
+/// The values of a YAML block under a key that starts its line and ends
+/// it with its `:` (the match ending at `from`), as a config dump or a
+/// Kubernetes manifest in a log line gives them:
+///
+/// ```yaml
+/// secrets:
+///   api: sk-...        # a mapping: each entry's value
+///   db:
+///     - hunter2        # a list: each item
+/// ```
+///
+/// The block is the lines indented deeper than the key (a list may stand
+/// at the key's own indent, as YAML allows). Its keys stay: they say what
+/// was there. `None` when no such block follows (a value on the key's own
+/// line, or a next line that is no mapping entry or list item: a stack
+/// trace after `Unexpected token:`), and the value is found as any other.
+pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let b = s.as_bytes();
+    let line_start = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
+    let bare = s[line_start..key_start].bytes().all(|c| c == b' ');
+    if !starts_line(s, key_start) || !s[..from].ends_with(':') {
+        return None;
+    }
+    let line_end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
+    let rest = s[from..line_end].trim();
+    if !(rest.is_empty() || rest.starts_with('#')) || line_end == b.len() {
+        return None;
+    }
+    let column = key_start - line_start;
+    let mut values = Vec::new();
+    let mut at = line_end + 1;
+    while at < b.len() {
+        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        let line = s[at..end].trim_end_matches('\r');
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = &line[indent..];
+        let item = content.starts_with("- ") || content == "-";
+        let inside = indent > column || (indent == column && item && bare);
+        if content.is_empty() {
+            at = end + 1;
+            continue;
+        }
+        if !inside {
+            break;
+        }
+        let (mut from, mut text) = (at + indent, content);
+        if item {
+            let dash = 1 + text[1..].len() - text[1..].trim_start().len();
+            (from, text) = (from + dash, &text[dash..]);
+        }
+        let key_len = text
+            .bytes()
+            .take_while(|c| !matches!(c, b':' | b' ' | b'#'))
+            .count();
+        let keyed = key_len > 0
+            && text[key_len..].starts_with(':')
+            && text[key_len + 1..].bytes().next().is_none_or(|c| c == b' ');
+        if values.is_empty() && !keyed && !item {
+            // Not YAML's: no block.
+            return None;
+        }
+        if keyed {
+            let after = &text[key_len + 1..];
+            let lead = after.len() - after.trim_start().len();
+            (from, text) = (from + key_len + 1 + lead, after.trim_start());
+        }
+        if !text.is_empty() && !text.starts_with('#') {
+            values.push(from..from + text.len());
+        } else if values.is_empty() {
+            // An entry whose value is a block of its own: a marker that
+            // the block is YAML, redacting nothing.
+            values.push(from..from);
+        }
+        at = end + 1;
+    }
+    values.retain(|v| !v.is_empty());
+    (!values.is_empty()).then_some(values)
+}
 
 /// The key named in two words that ends at `at + key.len()` in `s`, when
 /// the pattern found `key` alone after a word and a space (`Invalid API
@@ -1450,9 +1565,11 @@ pub fn validate(
                 && s.parse::<std::net::Ipv6Addr>().is_ok()
         }
         Validator::Bearer => s.len() >= 16 || s.bytes().any(|c| c.is_ascii_digit()),
+        Validator::Jwk => memchr::memmem::find(haystack.as_bytes(), b"kty").is_some(),
         Validator::Ssn => {
-            let (area, rest) = s.split_at(3);
-            let (group, serial) = (&rest[1..3], &rest[4..]);
+            // `123-45-6789`, `123 45 6789` or `123456789`.
+            let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+            let (area, group, serial) = (&digits[..3], &digits[3..5], &digits[5..]);
             area != "000"
                 && area != "666"
                 && !area.starts_with('9')
@@ -1463,19 +1580,29 @@ pub fn validate(
     whole.then_some(start..end)
 }
 
-/// Of the (up to) three path segments after a capability word (the match
-/// `haystack[start..end]`: `/reset/` and those segments, as the pattern
-/// bounds them), the span from the first that looks generated to the end
-/// of the last that does.
+/// Of the (up to) four path segments after a capability word (the match
+/// `haystack[start..end]` is `/reset/` and the first), the span from the
+/// first that looks generated to the end of the last that does. A segment
+/// ends where the pattern's first does (a `?`, a quote, a bracket...).
 fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
+    let b = haystack.as_bytes();
+    let ends_segment = |c: u8| c.is_ascii_whitespace() || b"/?#\"'<>()[]{},;\\|`".contains(&c);
     // After the word's closing `/`.
     let mut at = start + 1 + haystack[start + 1..end].find('/')? + 1;
     let mut found: Option<std::ops::Range<usize>> = None;
-    for segment in haystack[at..end].split('/') {
-        if is_generated(segment) {
-            found = Some(found.map_or(at, |f| f.start)..at + segment.len());
+    for _ in 0..4 {
+        let len = b[at..]
+            .iter()
+            .position(|&c| ends_segment(c))
+            .unwrap_or(b.len() - at);
+        if is_generated(&haystack[at..at + len]) {
+            found = Some(found.map_or(at, |f| f.start)..at + len);
         }
-        at += segment.len() + 1;
+        at += len;
+        if b.get(at) != Some(&b'/') {
+            break;
+        }
+        at += 1;
     }
     found
 }

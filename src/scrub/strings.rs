@@ -12,7 +12,7 @@
 
 use super::path::Seg;
 use super::text::Scrubbed;
-use super::{redact_secret, Method, Redaction, Scrubber, NAMED_VALUES, NAMERS};
+use super::{is_jwk_type, redact_secret, Method, Redaction, Scrubber, NAMERS};
 
 /// The text is not JSON by its bytes: something outside its strings is
 /// neither structure, number nor literal. What it holds there could not
@@ -51,9 +51,9 @@ impl Scrubber {
         let mut secret: Option<(String, usize, usize)> = None;
         // The depths of the objects where a sensitive name was given, and
         // of those with a named value's string (where it lies, and its
-        // edit if it has one): innermost last.
+        // edit if it has one, and its key): innermost last.
         let mut named: Vec<usize> = Vec::new();
-        let mut named_values: Vec<(usize, usize, usize, Option<usize>)> = Vec::new();
+        let mut named_values: Vec<(usize, usize, usize, Option<usize>, String)> = Vec::new();
         let mut at = 0;
         while at < json.len() {
             let byte = json[at];
@@ -223,16 +223,18 @@ impl Scrubber {
             };
             let is_named_value = is_named_value(&under);
             let names_secret = (NAMERS.contains(&under.as_str()) && self.holds_secrets(&text))
-                || is_secret_input(&under, &text);
+                || is_secret_input(&under, &text)
+                || (under == "kty" && is_jwk_type(&text));
             if names_secret {
                 if named.last() != Some(&depth) {
                     named.push(depth);
                 }
-                // The value came first: redacted now, in place of what its
+                // The values came first (a JSON Web Key's members sorted
+                // before its `kty`): redacted now, in place of what their
                 // scrubbing wrote, if anything.
-                if let Some((from, to, _, edit)) = named_values.pop_if(|v| v.2 == depth) {
+                while let Some((from, to, _, edit, key)) = named_values.pop_if(|v| v.2 == depth) {
                     if let Some(new) = self.redacted(&json[from..=to]) {
-                        redactions.push(self.secret_redaction("value", self.password_method));
+                        redactions.push(self.secret_redaction(&key, self.password_method));
                         match edit {
                             Some(i) => edits[i] = (from, to, new),
                             None => edits.push((from, to, new)),
@@ -266,8 +268,7 @@ impl Scrubber {
                 edits.len() - 1
             });
             if is_named_value {
-                named_values.pop_if(|v| v.2 == depth);
-                named_values.push((start, end, depth, edit));
+                named_values.push((start, end, depth, edit, under));
             }
         }
         if depth != 0 || after_comma {
@@ -366,9 +367,10 @@ fn is_number(b: &[u8]) -> bool {
 
 /// Whether a key holds the value its sibling `name` names: as in an event
 /// (`value`), and a `<meta>` element's `content` (`<meta name="csrf-token"
-/// content="...">` in a DOM snapshot's head).
+/// content="...">` in a DOM snapshot's head). A JSON Web Key's private
+/// members count too, their `kty` being the name.
 fn is_named_value(key: &str) -> bool {
-    NAMED_VALUES.contains(&key) || key == "content"
+    super::is_named_value(key) || key == "content"
 }
 
 /// Whether an input's attribute says its value is a secret, whatever its

@@ -2364,6 +2364,11 @@ fn tokens_in_url_paths_are_redacted() {
             "POST https://chat.example.com/hooks/xk3p9q2m7r8s4t6u1v5w0y2z3a",
             "POST https://chat.example.com/hooks/[urltoken]",
         ),
+        // The fourth segment after the word.
+        (
+            "https://app.example.com/invite/org/acme/team/Xq7k9Pz2Lm4Nw8Rt?ref=mail",
+            "https://app.example.com/invite/org/acme/team/[urltoken]?ref=mail",
+        ),
         (
             "https://example.com/email/unsubscribe/ZmxvYmJlclBhcnNlckNvbXBvbmVudA",
             "https://example.com/email/unsubscribe/[urltoken]",
@@ -2674,4 +2679,149 @@ fn sample_rates_are_no_secrets() {
     assert_eq!(tree["extra"]["session_id"], "[Filtered]");
     let options = br#"[{"type":5,"data":{"tag":"options","payload":{"sessionSampleRate":1,"errorSampleRate":1}}}]"#;
     assert_eq!(s.scrub_json_strings(options), Ok(None));
+}
+
+/// A JSON Web Key's private members (`d`, the primes and their exponents,
+/// a symmetric key's `k`) are secrets beside a `kty` that names a key
+/// type, as an object in either pass, in the string-by-string scan (its
+/// members sorted before `kty` too), and as JSON held in text; its public
+/// members stay, and so do `d` and `k` of objects that are no key.
+#[test]
+fn json_web_keys_lose_their_private_members() {
+    let s = scrubber();
+    let d = "X4cTteJY_gn4FYPsXB8rdXix5vwsg1FLN5E3EaG6RJoVH-HLLKD9M7dx5oo7GURk";
+    let p = "83i-7IvMGXoMXCskv73TKr8637FiO7Z27zv8oj6pbWUQyLPQBQxtPVnwD20R";
+    let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86z";
+    let rsa = json!({"kty": "RSA", "n": n, "e": "AQAB", "d": d, "p": p, "q": p, "dp": p,
+        "dq": p, "qi": p, "oth": [{"r": p, "d": d, "t": p}]});
+    let event = json!({"extra": {"jwk": rsa, "oct": {"kty": "oct", "k": "GawgguFyGrWKav7AX4VKUg"},
+        "plain": {"d": "2024-01-01", "k": "cache_key_name_1234567"}}});
+    // As a key is written (`kty` first; `json!` sorts its keys).
+    let kty_first = format!(
+        r#"{{"extra": {{"jwk": {{"kty": "RSA", "n": "{n}", "e": "AQAB", "d": "{d}", "p": "{p}", "q": "{p}", "dp": "{p}", "dq": "{p}", "qi": "{p}", "oth": [{{"r": "{p}", "d": "{d}", "t": "{p}"}}]}}, "oct": {{"kty": "oct", "k": "GawgguFyGrWKav7AX4VKUg"}}, "plain": {{"d": "2024-01-01", "k": "cache_key_name_1234567"}}}}}}"#
+    );
+    assert_eq!(serde_json::from_str::<Value>(&kty_first).unwrap(), event);
+    let tree = both_ways(&s, &kty_first).expect("kty first: no fallback");
+    let jwk = &tree["extra"]["jwk"];
+    for member in ["d", "p", "q", "dp", "dq", "qi"] {
+        assert_eq!(jwk[member], "[Filtered]", "{member}");
+    }
+    assert_eq!(jwk["oth"][0]["r"], "[Filtered]");
+    assert_eq!(
+        (&jwk["n"], &jwk["e"], &jwk["kty"]),
+        (&json!(n), &json!("AQAB"), &json!("RSA"))
+    );
+    assert_eq!(tree["extra"]["oct"]["k"], "[Filtered]");
+    assert_eq!(tree["extra"]["plain"], event["extra"]["plain"]);
+    // Either namer names both kinds, alike in both passes.
+    let crossed = r#"{"extra": {"a": {"kty": "oct", "value": "v4lue-x"}, "b": {"name": "password", "d": "d-x"}}}"#;
+    let tree = both_ways(&s, crossed).expect("no fallback");
+    assert_eq!(
+        (&tree["extra"]["a"]["value"], &tree["extra"]["b"]["d"]),
+        (&json!("[Filtered]"), &json!("[Filtered]"))
+    );
+    // Members sorted before `kty` (a serializer's key order): the text
+    // pass hands the object to the tree, which reads it whole.
+    let sorted =
+        format!(r#"{{"extra": {{"jwk": {{"d": "{d}", "e": "AQAB", "kty": "RSA", "n": "{n}"}}}}}}"#);
+    assert_eq!(s.scrub_event_text(&sorted), Err(Fallback));
+    let mut tree: Value = serde_json::from_str(&sorted).unwrap();
+    s.scrub_event(&mut tree);
+    assert_eq!(tree["extra"]["jwk"]["d"], "[Filtered]");
+    assert_eq!(tree["extra"]["jwk"]["n"], n);
+    // The string-by-string scan, either order.
+    for json in [sorted.clone(), event.to_string(), kty_first] {
+        let (out, _) = s.scrub_json_strings(json.as_bytes()).unwrap().unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains(d) && !out.contains(p), "{out}");
+        assert!(out.contains(n), "{out}");
+        assert_eq!(
+            out.contains("2024-01-01"),
+            json.contains("2024-01-01"),
+            "{out}"
+        );
+    }
+    // In text: a logged key, JSON held in JSON, a Python repr.
+    for (input, want) in [
+        (
+            format!(r#"loaded {{"kty":"EC","crv":"P-256","x":"{n}","d":"{d}"}}"#),
+            format!(r#"loaded {{"kty":"EC","crv":"P-256","x":"{n}","d":"[pemkey]"}}"#),
+        ),
+        (
+            format!(r#"{{\"kty\":\"RSA\",\"d\":\"{d}\"}}"#),
+            r#"{\"kty\":\"RSA\",\"d\":\"[pemkey]\"}"#.to_owned(),
+        ),
+        (
+            "{'kty': 'oct', 'k': 'GawgguFyGrWKav7AX4VKUg'}".to_owned(),
+            "{'kty': 'oct', 'k': '[pemkey]'}".to_owned(),
+        ),
+        // No key type named: any `d`.
+        (format!(r#"{{"d":"{d}"}}"#), format!(r#"{{"d":"{d}"}}"#)),
+    ] {
+        assert_eq!(text(&input), want, "{input}");
+    }
+}
+
+/// A YAML block under a sensitive key (a config dump, a manifest in a log
+/// line) loses each value and keeps its keys; a value on the next line is
+/// taken only under a key that starts its own line.
+#[test]
+fn yaml_blocks_under_sensitive_keys() {
+    for (input, want) in [
+        (
+            "secrets:\n  api: sk9X8c7V6b5N4m3\n  db:\n    - hunter2\n    - other pass\nname: app\n",
+            "secrets:\n  api: [Filtered]\n  db:\n    - [Filtered]\n    - [Filtered]\nname: app\n",
+        ),
+        (
+            "spec:\n  - credentials:\n      user: bob\n      key: \"abc def\"\n  - name: web\n",
+            "spec:\n  - credentials:\n      user: [Filtered]\n      key: [Filtered]\n  - name: web\n",
+        ),
+        // A list at the key's own indent, as YAML allows; a comment after
+        // the key; Windows line ends.
+        (
+            "passwords: # rotated\r\n- t0k3nAAA111\r\n- t0k3nBBB222\r\nport: 80",
+            "passwords: # rotated\r\n- [Filtered]\r\n- [Filtered]\r\nport: 80",
+        ),
+        ("password:\n    hunter2secret\n", "password:\n    [Filtered]\n"),
+        // A sentence that ends in a key: the next line is not its value.
+        (
+            "SyntaxError: Unexpected token:\n    at JSON.parse (<anonymous>)",
+            "SyntaxError: Unexpected token:\n    at JSON.parse (<anonymous>)",
+        ),
+        // Not sensitive: untouched.
+        ("database:\n  host: db.internal\n  port: 5432\n", "database:\n  host: db.internal\n  port: 5432\n"),
+    ] {
+        assert_eq!(text(input), want, "{input:?}");
+    }
+}
+
+/// An SSN written with spaces or none is nine digits like any other: it is
+/// masked after the words that say what it is, and only there.
+#[test]
+fn ssns_named_in_text_are_masked_however_written() {
+    for (input, want) in [
+        (
+            "customer ssn 123 45 6789 on file",
+            "customer ssn *** ** **** on file",
+        ),
+        (
+            "Social Security Number: 123456789.",
+            "Social Security Number: *********.",
+        ),
+        (
+            "social security no. is 234 56 7890",
+            "social security no. is *** ** ****",
+        ),
+        // No such words, or no possible SSN (area 000, 666, 9xx).
+        (
+            "call 555 12 3456 or id 123456789",
+            "call 555 12 3456 or id 123456789",
+        ),
+        (
+            "ssn 000 12 3456; ssn 912 34 5678",
+            "ssn 000 12 3456; ssn 912 34 5678",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
 }

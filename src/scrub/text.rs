@@ -23,8 +23,8 @@ use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
 use super::template::{param_key, ParamKey, Slots, TEMPLATE_ATTRIBUTE};
 use super::{
-    record_all, redact_all, redact_secret, write_meta, Method, Redaction, Scrubber, Walk,
-    NAMED_VALUES, NAMERS,
+    is_jwk_type, is_named_value, record_all, redact_all, redact_secret, write_meta, Method,
+    Redaction, Scrubber, Walk, NAMERS,
 };
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
@@ -187,9 +187,11 @@ pub(super) struct KeyClass {
     sensitivity: Sensitivity,
     /// It names a log message's parameters (see [`param_key`]).
     param: bool,
-    /// Its text names a sibling's value (`name`: see [`NAMERS`]).
+    /// Its text names a sibling's value (`name`: see [`NAMERS`]; and a
+    /// JSON Web Key's `kty`).
     namer: bool,
-    /// Its value is named by a sibling (`value`: see [`NAMED_VALUES`]).
+    /// Its value is named by a sibling (`value`, a JSON Web Key's private
+    /// members: see [`is_named_value`]).
     named_value: bool,
 }
 
@@ -210,8 +212,8 @@ impl KeyClass {
             ip: KeyMatcher::is_ip_field(key),
             sensitivity: scrubber.keys.classify(key),
             param: param_key(key).is_some(),
-            namer: NAMERS.contains(&key),
-            named_value: NAMED_VALUES.contains(&key),
+            namer: NAMERS.contains(&key) || key == "kty",
+            named_value: is_named_value(key),
         }
     }
 }
@@ -492,7 +494,8 @@ impl<'j> Pass<'_, 'j> {
             self.pos += 1;
             return Ok(());
         }
-        // `{"name": "password", "value": "..."}`: the name is the value's key.
+        // `{"name": "password", "value": "..."}`: the name is the value's
+        // key (and a JSON Web Key's `kty` makes its private members secrets).
         let mut named: Option<KeyClass> = None;
         let mut value_seen = false;
         loop {
@@ -520,13 +523,19 @@ impl<'j> Pass<'_, 'j> {
             } else if class.namer && self.bytes[start] == b'"' {
                 let name = self.string_before(start)?;
                 let scrubber = self.walk.scrubber;
-                if scrubber.keys.classify(&name) != Sensitivity::None {
+                let names = match key {
+                    // A JSON Web Key's type: its private members are secrets.
+                    "kty" => is_jwk_type(&name).then_some(class.secret()),
+                    _ => (scrubber.keys.classify(&name) != Sensitivity::None)
+                        .then(|| KeyClass::of(scrubber, &name)),
+                };
+                if let Some(names) = names {
                     // A value before its name, or two names: the tree pass
                     // reads them all first.
                     if value_seen || named.is_some() {
                         return Err(Fallback);
                     }
-                    named = Some(KeyClass::of(scrubber, &name));
+                    named = Some(names);
                 }
             }
             if self.after_member(b'}')? {

@@ -36,6 +36,8 @@ const SECRETS: &[&str] = &[
     "apikey-val-321",                                        // api key header
     "c3k2lp-8f1e2d3c4b5a6978e0d1",                           // password-reset link's token
     "Qm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo=",          // a password hash in a failing row
+    "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI",           // a JSON Web Key's private `d`
+    "yamlApiKey7Hq2", // a value in a YAML dump's secrets block
 ];
 
 /// Look-alikes that must survive untouched.
@@ -105,6 +107,9 @@ fn common(event_id: &str, platform: &str) -> Value {
             "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
             "key_material": PEM,
             "card_spaced": "5500 0000 0000 0004",
+            "jwk": {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                "d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"},
+            "settings_dump": "debug: false\nsecrets:\n  stripe: yamlApiKey7Hq2\n",
         },
         "tags": {"session": "sess-cookie-value-123", "shop": "eu-1", "error_class": "CardDeclinedError"},
         "user": {"id": "1042", "email": "alice.smith@example.com", "ip_address": "203.0.113.77", "username": "alice"},

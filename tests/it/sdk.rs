@@ -529,6 +529,113 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
     );
 }
 
+/// A private JSON Web Key in `extra` and in a logged string, a YAML config
+/// dump under a `secrets:` key, an SSN written with spaces after the word,
+/// and an invitation token four segments after its word: none reaches
+/// Kafka, and what is public beside them does (the key's modulus, the
+/// dump's keys, the invitation's path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
+    const D: &str = "X4cTteJY_gn4FYPsXB8rdXix5vwsg1FLN5E3EaG6RJoVH-HLLKD9M7dx5oo7GURk";
+    const P: &str = "83i-7IvMGXoMXCskv73TKr8637FiO7Z27zv8oj6pbWUQyLPQBQxtPVnwD20R";
+    const N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86z";
+    const EC_D: &str = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI";
+    const API_KEY: &str = "pk9X8c7V6b5N4m3Lq2";
+    const DB_PASS: &str = "Correct-Horse-42";
+    const SSN: &str = "123 45 6789";
+    const INVITE: &str = "Xq7k9Pz2Lm4Nw8Rt";
+    let kafka = mock_kafka();
+    let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
+    let dsn = relay.dsn();
+    tokio::task::spawn_blocking(move || {
+        let client = sdk_client(&dsn);
+        let hub = sentry::Hub::new(Some(client.clone()), Arc::new(sentry::Scope::default()));
+        hub.add_breadcrumb(sentry::Breadcrumb {
+            category: Some("auth".into()),
+            message: Some(format!(
+                r#"loaded signing key {{"kty":"EC","crv":"P-256","x":"{N}","d":"{EC_D}"}}"#
+            )),
+            ..Default::default()
+        });
+        let jwk = serde_json::json!({"kty": "RSA", "n": N, "e": "AQAB", "d": D, "p": P,
+            "q": P, "dp": P, "dq": P, "qi": P});
+        let config = format!(
+            "service: billing\nsecrets:\n  api: {API_KEY}\n  db:\n    - {DB_PASS}\nreplicas: 3\n"
+        );
+        let event = Event {
+            extra: [
+                ("jwk".to_owned(), jwk),
+                ("config".to_owned(), config.into()),
+            ]
+            .into_iter()
+            .collect(),
+            message: Some(format!("customer ssn {SSN} on file; invite failed")),
+            request: Some(sentry::protocol::Request {
+                url: Some(
+                    format!("https://app.example.com/invite/org/acme/team/{INVITE}")
+                        .parse()
+                        .unwrap(),
+                ),
+                method: Some("GET".into()),
+                ..Default::default()
+            }),
+            level: Level::Error,
+            ..Default::default()
+        };
+        hub.capture_event(event);
+        assert!(client.flush(Some(Duration::from_secs(30))));
+    })
+    .await
+    .unwrap();
+
+    let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
+    assert_eq!(got.len(), 1);
+    let text = String::from_utf8_lossy(&got[0].payload);
+    for secret in [D, P, EC_D, API_KEY, DB_PASS, SSN, INVITE] {
+        assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
+    }
+    let body: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
+    let key = &body["extra"]["jwk"];
+    assert_eq!(
+        (key["n"].as_str(), key["e"].as_str()),
+        (Some(N), Some("AQAB"))
+    );
+    assert_eq!(
+        (key["d"].as_str(), key["qi"].as_str()),
+        (Some("[Filtered]"), Some("[Filtered]"))
+    );
+    assert_eq!(
+        body["extra"]["config"],
+        "service: billing\nsecrets:\n  api: [Filtered]\n  db:\n    - [Filtered]\nreplicas: 3\n"
+    );
+    assert_eq!(
+        body["logentry"]["formatted"]
+            .as_str()
+            .or(body["message"].as_str()),
+        Some("customer ssn *** ** **** on file; invite failed")
+    );
+    assert_eq!(
+        body["request"]["url"],
+        "https://app.example.com/invite/org/acme/team/[urltoken]"
+    );
+    let crumb = body["breadcrumbs"]["values"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        crumb.contains(N) && crumb.contains(r#""d":"[pemkey]""#),
+        "{crumb}"
+    );
+    for rule in ["pemkey", "usssn", "urltoken", "password"] {
+        assert!(
+            relay.metric(
+                "edge_relay_scrub_redactions_total",
+                &[("project", "42"), ("rule", rule)]
+            ) >= 1.0,
+            "{rule}"
+        );
+    }
+}
+
 /// A JSON attachment that a tree cannot hold (nested deeper than the
 /// event's limit, as an app's state dump may be) is scrubbed string by
 /// string: it reaches Kafka as the same JSON with only its secrets
