@@ -257,6 +257,15 @@ impl Scrubber {
                 // the page's look in the replay. It holds no typed data.
                 continue;
             }
+            if let Some((new, rule)) = self.typed_digits(&under, &text) {
+                redactions.push(Redaction {
+                    rule: rule.name.clone(),
+                    path: under,
+                    method: rule.method,
+                });
+                edits.push((start, end, quoted(&new)));
+                continue;
+            }
             let mut found = Vec::new();
             let edit = self.scrub_str(&text, &[], &mut found).map(|new| {
                 redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
@@ -293,6 +302,34 @@ impl Scrubber {
         }
         out.extend_from_slice(&json[copied..]);
         Ok(Some((out, redactions)))
+    }
+
+    /// An input's text as it is typed, one event per keystroke (rrweb's
+    /// input events' `text`): a card's number on its way
+    /// to 16 digits fails the Luhn check (`4111 1111 1111 111`, all but
+    /// one digit), so 12 digits or more alone, with spaces, dashes or dots
+    /// between, are redacted as the `creditcard` rule redacts a card,
+    /// whatever their checksum. `None` for anything else.
+    fn typed_digits(&self, key: &str, text: &str) -> Option<(String, &super::PatternRule)> {
+        if key != "text" || text.len() > 32 {
+            return None;
+        }
+        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        let typed = (12..=19).contains(&digits)
+            && text
+                .bytes()
+                .all(|c| c.is_ascii_digit() || b" -.".contains(&c))
+            && text.as_bytes()[0].is_ascii_digit();
+        if !typed {
+            return None;
+        }
+        let rule = self
+            .patterns
+            .iter()
+            .find(|r| r.validator == super::rules::Validator::Luhn)?;
+        let hash_key = self.hash_key.as_deref();
+        let new = super::method::redact_text(rule.method, text, &rule.replacement, hash_key);
+        Some((new.into_owned(), rule))
     }
 
     /// What the JSON string `quoted_text` becomes redacted whole, as a value
@@ -551,6 +588,34 @@ mod tests {
             .unwrap();
         assert_eq!(redactions.len(), 20_000);
         assert!(!String::from_utf8(out).unwrap().contains(r#""x""#));
+    }
+
+    /// A card's number typed into an input, keystroke by keystroke: each
+    /// event's text of 12 digits or more is masked, Luhn or not; shorter
+    /// ones (a phone number), text with letters, and other keys stay.
+    #[test]
+    fn numbers_typed_into_inputs_are_masked_before_they_are_whole() {
+        let event = |text: &str| {
+            format!(
+                r#"{{"type":3,"data":{{"source":5,"text":"{text}","isChecked":false,"id":57}}}}"#
+            )
+        };
+        for (typed, want) in [
+            ("4111 1111 1111 111", Some("**** **** **** ***")),
+            ("411111111111", Some("************")),
+            ("4111-1111-1111-1111", Some("****-****-****-****")),
+            ("+1 415 555 0134", None),
+            ("4111 1111 111", None),
+            ("order 4111 1111 1111 111", None),
+        ] {
+            let got = scrubber()
+                .scrub_json_strings(event(typed).as_bytes())
+                .unwrap();
+            let got = got.map(|(out, _)| String::from_utf8(out).unwrap());
+            assert_eq!(got, want.map(event), "{typed}");
+        }
+        let other_key = br#"{"value":"4111 1111 1111 111"}"#;
+        assert_eq!(scrubber().scrub_json_strings(other_key), Ok(None));
     }
 
     #[test]

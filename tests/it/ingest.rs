@@ -1183,6 +1183,10 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         {"type": 2, "tagName": "meta", "attributes": {"name": "csrf-token", "content": "MetaCsrf9Xk2LmQp"}},
         // A password field known by its type alone (React forms often have no name).
         {"type": 2, "tagName": "input", "attributes": {"type": "password", "value": "TypedPw77"}},
+        // A card's number as it is typed (an SDK set to record inputs):
+        // one digit short, it fails Luhn.
+        {"type": 3, "timestamp": 1733580000600u64,
+         "data": {"source": 5, "text": "4111 1111 1111 111", "isChecked": false, "id": 57}},
     ]);
     // A DOM 300 elements deep: 600 levels of JSON, past any tree's limit.
     let mut node = serde_json::json!({"type": 3, "textContent": "mail alice@example.com"});
@@ -1216,6 +1220,10 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         ("Hunt3rTwo!".to_owned(), "[Filtered]".to_owned()),
         ("MetaCsrf9Xk2LmQp".to_owned(), "[Filtered]".to_owned()),
         ("TypedPw77".to_owned(), "[Filtered]".to_owned()),
+        (
+            "4111 1111 1111 111".to_owned(),
+            "**** **** **** ***".to_owned(),
+        ),
         (
             "mail alice@example.com".to_owned(),
             "mail [email]".to_owned(),
