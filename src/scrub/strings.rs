@@ -54,6 +54,7 @@ impl Scrubber {
         // edit if it has one, and its key): innermost last.
         let mut named: Vec<usize> = Vec::new();
         let mut named_values: Vec<(usize, usize, usize, Option<usize>, String)> = Vec::new();
+        let mut nodes = Nodes::default();
         let mut at = 0;
         while at < json.len() {
             let byte = json[at];
@@ -73,7 +74,7 @@ impl Scrubber {
                     if opens_secret {
                         secret = Some((key.take().unwrap_or_default(), depth, at));
                     }
-                    key = None;
+                    nodes.open(key.take().as_deref() == Some("attributes"));
                     depth += 1;
                     at += 1;
                     continue;
@@ -84,6 +85,17 @@ impl Scrubber {
                     }
                     key = None;
                     after_value = true;
+                    // An input's text, redacted now that its node's id is known.
+                    let named_inside = named.last() == Some(&depth);
+                    if let Some((from, to, edit)) = nodes.close(named_inside) {
+                        if let Some(new) = self.redacted(&json[from..=to]) {
+                            redactions.push(self.secret_redaction("text", self.password_method));
+                            match edit {
+                                Some(i) => edits[i] = (from, to, new),
+                                None => edits.push((from, to, new)),
+                            }
+                        }
+                    }
                     depth -= 1;
                     while named.last().is_some_and(|&d| d > depth) {
                         named.pop();
@@ -132,7 +144,11 @@ impl Scrubber {
                     }
                     after_value = true;
                     let under = key.take().unwrap_or_default();
-                    let named_here = is_named_value(&under) && named.last() == Some(&depth);
+                    if under == "id" {
+                        nodes.id(number);
+                    }
+                    let named_here = (is_named_value(&under) && named.last() == Some(&depth))
+                        || nodes.holds_secret(&under);
                     if secret.is_some() || named_here || self.keys.is_sensitive(&under) {
                         // As the tree writes a number under a sensitive key: a string.
                         let text = String::from_utf8_lossy(number);
@@ -242,7 +258,8 @@ impl Scrubber {
                     }
                 }
             }
-            let named_here = is_named_value && named.last() == Some(&depth);
+            let named_here =
+                (is_named_value && named.last() == Some(&depth)) || nodes.holds_secret(&under);
             if named_here || self.holds_secrets(&under) {
                 if let Some(new) = self.redacted(&json[start..=end]) {
                     redactions.push(self.secret_redaction(&under, self.password_method));
@@ -257,25 +274,29 @@ impl Scrubber {
                 // the page's look in the replay. It holds no typed data.
                 continue;
             }
-            if let Some((new, rule)) = self.typed_digits(&under, &text) {
+            let edit = if let Some((new, rule)) = self.typed_digits(&under, &text) {
                 redactions.push(Redaction {
                     rule: rule.name.clone(),
-                    path: under,
+                    path: under.clone(),
                     method: rule.method,
                 });
                 edits.push((start, end, quoted(&new)));
-                continue;
+                Some(edits.len() - 1)
+            } else {
+                let mut found = Vec::new();
+                self.scrub_str(&text, &[], &mut found).map(|new| {
+                    redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
+                        rule,
+                        path: under.clone(),
+                        method,
+                    }));
+                    edits.push((start, end, quoted(&new)));
+                    edits.len() - 1
+                })
+            };
+            if under == "text" {
+                nodes.text(start, end, edit);
             }
-            let mut found = Vec::new();
-            let edit = self.scrub_str(&text, &[], &mut found).map(|new| {
-                redactions.extend(found.into_iter().map(|(rule, method)| Redaction {
-                    rule,
-                    path: under.clone(),
-                    method,
-                }));
-                edits.push((start, end, quoted(&new)));
-                edits.len() - 1
-            });
             if is_named_value {
                 named_values.push((start, end, depth, edit, under));
             }
@@ -400,6 +421,92 @@ fn is_number(b: &[u8]) -> bool {
         }
     }
     at == b.len()
+}
+
+/// rrweb's nodes by their ids, within one recording: an input whose
+/// attributes in a snapshot mark it secret (a sensitive `name`,
+/// `type="password"`, a password, one-time-code or card `autocomplete`) has
+/// its id; the input events that carry that id (`{"source": 5, "text":
+/// ..., "id": 57}`) and the attribute changes of its node (`{"id": 57,
+/// "attributes": {"value": ...}}`) then hold a secret. What it needs of
+/// each open object or list is kept here, innermost last.
+///
+/// The snapshot comes first in the segment that holds it; a later
+/// segment's events carry ids of a snapshot the relay has not seen in that
+/// request, and are scrubbed as any other text is.
+#[derive(Default)]
+struct Nodes {
+    /// The ids of the inputs that hold secrets.
+    secret: std::collections::HashSet<u64>,
+    /// The open objects and lists.
+    open: Vec<Container>,
+}
+
+#[derive(Default)]
+struct Container {
+    /// It is an `attributes` object.
+    attributes: bool,
+    /// Its `id`.
+    id: Option<u64>,
+    /// Its `attributes` mark it secret.
+    secret_attributes: bool,
+    /// Its `text` string's span, and its edit if it has one.
+    text: Option<(usize, usize, Option<usize>)>,
+}
+
+impl Nodes {
+    /// An object or list opens, under `attributes` or not.
+    fn open(&mut self, attributes: bool) {
+        self.open.push(Container {
+            attributes,
+            ..Container::default()
+        });
+    }
+
+    /// The innermost object's `id`.
+    fn id(&mut self, number: &[u8]) {
+        let id = std::str::from_utf8(number)
+            .ok()
+            .and_then(|n| n.parse().ok());
+        if let (Some(open), Some(id)) = (self.open.last_mut(), id) {
+            open.id = Some(id);
+        }
+    }
+
+    /// The innermost object's `text`: where it lies, and its edit.
+    fn text(&mut self, start: usize, end: usize, edit: Option<usize>) {
+        if let Some(open) = self.open.last_mut() {
+            open.text = Some((start, end, edit));
+        }
+    }
+
+    /// The innermost object or list closes; `named_inside` says a secret
+    /// was named in it. Its `text`, when its id is a secret input's.
+    fn close(&mut self, named_inside: bool) -> Option<(usize, usize, Option<usize>)> {
+        let closed = self.open.pop()?;
+        if closed.attributes && named_inside {
+            if let Some(node) = self.open.last_mut() {
+                node.secret_attributes = true;
+            }
+        }
+        let id = closed.id?;
+        if closed.secret_attributes {
+            self.secret.insert(id);
+        }
+        closed.text.filter(|_| self.secret.contains(&id))
+    }
+
+    /// Whether a member `key` of the innermost object holds a secret by its
+    /// node: a `value` among the attributes of a secret input's node.
+    fn holds_secret(&self, key: &str) -> bool {
+        let [.., node, attributes] = self.open.as_slice() else {
+            return false;
+        };
+        !self.secret.is_empty()
+            && key == "value"
+            && attributes.attributes
+            && node.id.is_some_and(|id| self.secret.contains(&id))
+    }
 }
 
 /// Whether a key holds the value its sibling `name` names: as in an event
@@ -616,6 +723,37 @@ mod tests {
         }
         let other_key = br#"{"value":"4111 1111 1111 111"}"#;
         assert_eq!(scrubber().scrub_json_strings(other_key), Ok(None));
+    }
+
+    /// An input that its snapshot marks secret (by name, type or
+    /// autocomplete, its `id` before or after its attributes) keeps its
+    /// secret in the input events and attribute changes that name it by
+    /// id alone; other inputs' text stays.
+    #[test]
+    fn input_events_of_secret_inputs_are_redacted_by_node_id() {
+        let text = br#"[{"type":2,"data":{"node":{"type":0,"childNodes":[
+            {"type":2,"tagName":"input","attributes":{"name":"cvc","type":"text"},"childNodes":[],"id":57},
+            {"type":2,"id":58,"tagName":"input","attributes":{"autocomplete":"cc-number"},"childNodes":[]},
+            {"type":2,"tagName":"input","attributes":{"name":"q","value":"shoes"},"childNodes":[],"id":59}],"id":1}}},
+        {"type":3,"data":{"source":5,"text":"737","isChecked":false,"id":57}},
+        {"type":3,"data":{"source":5,"text":"4111 1111","isChecked":false,"id":58}},
+        {"type":3,"data":{"source":5,"text":"red shoes","isChecked":false,"id":59}},
+        {"type":3,"data":{"source":0,"texts":[],"attributes":[{"id":57,"attributes":{"value":"7373"}},{"id":59,"attributes":{"value":"blue"}}],"removes":[],"adds":[
+            {"parentId":1,"nextId":null,"node":{"type":2,"tagName":"input","attributes":{"type":"password"},"childNodes":[],"id":60}}]}},
+        {"type":3,"data":{"source":5,"text":"Hunt3r!","isChecked":false,"id":60}}]"#;
+        let (out, redactions) = scrubber().scrub_json_strings(text).unwrap().unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for secret in ["737", "4111 1111", "7373", "Hunt3r!"] {
+            assert!(!out.contains(&format!("\"{secret}\"")), "{secret} in {out}");
+        }
+        for kept in ["shoes", "red shoes", "blue"] {
+            assert!(out.contains(&format!("\"{kept}\"")), "{kept} not in {out}");
+        }
+        assert_eq!(out.matches("[Filtered]").count(), 4, "{out}");
+        assert!(redactions.iter().any(|r| r.path == "text"));
+        // Without the snapshot (a later segment), the ids explain nothing.
+        let later = br#"[{"type":3,"data":{"source":5,"text":"737","isChecked":false,"id":57}}]"#;
+        assert_eq!(scrubber().scrub_json_strings(later), Ok(None));
     }
 
     #[test]

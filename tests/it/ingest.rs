@@ -1187,6 +1187,12 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
         // one digit short, it fails Luhn.
         {"type": 3, "timestamp": 1733580000600u64,
          "data": {"source": 5, "text": "4111 1111 1111 111", "isChecked": false, "id": 57}},
+        // A card's security code typed into a field its snapshot names:
+        // the input event names the field by its id alone.
+        {"type": 2, "tagName": "input", "attributes": {"name": "cvc", "type": "text"},
+         "childNodes": [], "id": 61},
+        {"type": 3, "timestamp": 1733580000700u64,
+         "data": {"source": 5, "text": "737", "isChecked": false, "id": 61}},
     ]);
     // A DOM 300 elements deep: 600 levels of JSON, past any tree's limit.
     let mut node = serde_json::json!({"type": 3, "textContent": "mail alice@example.com"});
@@ -1224,6 +1230,7 @@ async fn replay_recordings_are_scrubbed_and_compressed_again() {
             "4111 1111 1111 111".to_owned(),
             "**** **** **** ***".to_owned(),
         ),
+        ("737".to_owned(), "[Filtered]".to_owned()),
         (
             "mail alice@example.com".to_owned(),
             "mail [email]".to_owned(),
