@@ -238,7 +238,7 @@ impl Scrubber {
                 continue;
             };
             let is_named_value = is_named_value(&under);
-            let names_secret = (NAMERS.contains(&under.as_str()) && self.holds_secrets(&text))
+            let names_secret = (names_input(&under) && self.holds_secrets(&label_key(&text)))
                 || is_secret_input(&under, &text)
                 || (under == "kty" && is_jwk_type(&text));
             if names_secret {
@@ -517,6 +517,22 @@ fn is_named_value(key: &str) -> bool {
     super::is_named_value(key) || key == "content"
 }
 
+/// Whether a key's text names its object's value, as a `name` does: an
+/// event's namers, and the attributes that name an input without a `name`
+/// (a React form's `id`, `placeholder` or `aria-label`: `id="cvc"`).
+fn names_input(key: &str) -> bool {
+    NAMERS.contains(&key) || matches!(key, "id" | "placeholder" | "aria-label")
+}
+
+/// A label's words as a key (`Security code`: `Security_code`), as the
+/// key matcher reads keys.
+fn label_key(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.contains(' ') {
+        true => text.trim().replace(' ', "_").into(),
+        false => text.into(),
+    }
+}
+
 /// Whether an input's attribute says its value is a secret, whatever its
 /// name: `type="password"`, or an `autocomplete` for a password, a one-time
 /// code or a card (`current-password`, `one-time-code`, `cc-number`).
@@ -751,6 +767,12 @@ mod tests {
         }
         assert_eq!(out.matches("[Filtered]").count(), 4, "{out}");
         assert!(redactions.iter().any(|r| r.path == "text"));
+        // An input named by its `id`, `placeholder` or `aria-label` alone.
+        let unnamed = br#"[{"attributes":{"id":"cvc","value":"737"}},{"attributes":{"placeholder":"Password","value":"pw1"}},{"attributes":{"aria-label":"Security code","value":"738"}},{"attributes":{"placeholder":"Search","value":"shoes"}}]"#;
+        let (out, _) = scrubber().scrub_json_strings(unnamed).unwrap().unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("[Filtered]").count(), 3, "{out}");
+        assert!(out.contains(r#""shoes""#), "{out}");
         // Without the snapshot (a later segment), the ids explain nothing.
         let later = br#"[{"type":3,"data":{"source":5,"text":"737","isChecked":false,"id":57}}]"#;
         assert_eq!(scrubber().scrub_json_strings(later), Ok(None));
