@@ -74,7 +74,13 @@ impl Scrubber {
                     if opens_secret {
                         secret = Some((key.take().unwrap_or_default(), depth, at));
                     }
-                    nodes.open(key.take().as_deref() == Some("attributes"));
+                    // A value whose name may come after it: kept in mind.
+                    let key = key.take();
+                    let attributes = key.as_deref() == Some("attributes");
+                    let named_value = key
+                        .filter(|k| secret.is_none() && is_named_value(k))
+                        .map(|k| (at, k));
+                    nodes.open(attributes, named_value);
                     depth += 1;
                     at += 1;
                     continue;
@@ -87,7 +93,8 @@ impl Scrubber {
                     after_value = true;
                     // An input's text, redacted now that its node's id is known.
                     let named_inside = named.last() == Some(&depth);
-                    if let Some((from, to, edit)) = nodes.close(named_inside) {
+                    let (text, named_value) = nodes.close(named_inside);
+                    if let Some((from, to, edit)) = text {
                         if let Some(new) = self.redacted(&json[from..=to]) {
                             redactions.push(self.secret_redaction("text", self.password_method));
                             match edit {
@@ -102,6 +109,9 @@ impl Scrubber {
                     }
                     while named_values.last().is_some_and(|v| v.2 > depth) {
                         named_values.pop();
+                    }
+                    if let Some((from, key)) = named_value {
+                        named_values.push((from, at, depth, None, key));
                     }
                     if let Some((under, _, from)) = secret.take_if(|s| s.1 == depth) {
                         let method = self.password_method;
@@ -355,9 +365,14 @@ impl Scrubber {
 
     /// What the JSON string `quoted_text` becomes redacted whole, as a value
     /// under a sensitive key is (`null` with `remove`); `None` when that
-    /// changes nothing (already `[Filtered]`).
+    /// changes nothing (already `[Filtered]`). An object or list given here
+    /// (a value whose name came after it) becomes one string.
     fn redacted(&self, quoted_text: &[u8]) -> Option<Vec<u8>> {
-        let text: String = serde_json::from_slice(quoted_text).unwrap_or_default();
+        // An object or list (a value before its name): its text, whole.
+        let text: String = match quoted_text.first() {
+            Some(b'"') => serde_json::from_slice(quoted_text).unwrap_or_default(),
+            _ => String::from_utf8_lossy(quoted_text).into_owned(),
+        };
         let new = redact_secret(&text, self.password_method, self.hash_key.as_deref())?;
         Some(match self.password_method {
             Method::Remove => b"null".to_vec(),
@@ -442,6 +457,9 @@ struct Nodes {
     open: Vec<Container>,
 }
 
+/// A string's span (its quotes included), and its edit if it has one.
+type Edited = (usize, usize, Option<usize>);
+
 #[derive(Default)]
 struct Container {
     /// It is an `attributes` object.
@@ -451,14 +469,19 @@ struct Container {
     /// Its `attributes` mark it secret.
     secret_attributes: bool,
     /// Its `text` string's span, and its edit if it has one.
-    text: Option<(usize, usize, Option<usize>)>,
+    text: Option<Edited>,
+    /// It is a `value` (see [`is_named_value`]) whose name has not been
+    /// given: where it opened, and its key.
+    named_value: Option<(usize, String)>,
 }
 
 impl Nodes {
-    /// An object or list opens, under `attributes` or not.
-    fn open(&mut self, attributes: bool) {
+    /// An object or list opens, under `attributes` or not; as a value a
+    /// name may name (where, and its key).
+    fn open(&mut self, attributes: bool, named_value: Option<(usize, String)>) {
         self.open.push(Container {
             attributes,
+            named_value,
             ..Container::default()
         });
     }
@@ -481,19 +504,24 @@ impl Nodes {
     }
 
     /// The innermost object or list closes; `named_inside` says a secret
-    /// was named in it. Its `text`, when its id is a secret input's.
-    fn close(&mut self, named_inside: bool) -> Option<(usize, usize, Option<usize>)> {
-        let closed = self.open.pop()?;
+    /// was named in it. Its `text`, when its id is a secret input's; and
+    /// where it opened and its key, when it is a value a name may name.
+    fn close(&mut self, named_inside: bool) -> (Option<Edited>, Option<(usize, String)>) {
+        let Some(closed) = self.open.pop() else {
+            return (None, None);
+        };
         if closed.attributes && named_inside {
             if let Some(node) = self.open.last_mut() {
                 node.secret_attributes = true;
             }
         }
-        let id = closed.id?;
         if closed.secret_attributes {
-            self.secret.insert(id);
+            self.secret.extend(closed.id);
         }
-        closed.text.filter(|_| self.secret.contains(&id))
+        let text = closed
+            .text
+            .filter(|_| closed.id.is_some_and(|id| self.secret.contains(&id)));
+        (text, closed.named_value)
     }
 
     /// Whether a member `key` of the innermost object holds a secret by its
@@ -699,6 +727,13 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"[{"type":"password","value":"[Filtered]"},{"value":"[Filtered]","autocomplete":"one-time-code"},{"name":"csrf-token","content":"[Filtered]"},{"name":"password","x":{"name":"token"},"value":"[Filtered]"},{"value":"[Filtered]","a":{"value":"t"},"name":"pwd"},{"name":"secret","value":["[Filtered]","[Filtered]"]},{"name":"pin","value":"[Filtered]"},{"name":"q","value":"kept"}]"#
+        );
+        // An object or list before its name: one string now.
+        let before = br#"[{"value":["s4",{"a":"s5"}],"k":1,"name":"password"},{"value":{"a":"kept"},"name":"q"},{"oth":[{"r":"s6"}],"kty":"RSA"}]"#;
+        let (out, _) = scrubber().scrub_json_strings(before).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[{"value":"[Filtered]","k":1,"name":"password"},{"value":{"a":"kept"},"name":"q"},{"oth":"[Filtered]","kty":"RSA"}]"#
         );
         // Many values before their names: each found at once, not by a search.
         let many = format!(
