@@ -961,7 +961,10 @@ impl Scrubber {
                         || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
                     {
                         if let Some(block) = rules::yaml_block(s, m.start(), m.end()) {
-                            block.into_iter().for_each(|value| secret(Some(value)));
+                            block
+                                .into_iter()
+                                .filter(|v| !rules::is_status_word(&s[v.clone()]))
+                                .for_each(|value| secret(Some(value)));
                             continue;
                         }
                         // Code in a frame's context line is no secret
@@ -977,6 +980,7 @@ impl Scrubber {
                         secret(value.filter(|v| {
                             !rules::is_code(&s[v.clone()])
                                 && !rules::is_prose(s, v.clone())
+                                && !rules::is_status_word(&s[v.clone()])
                                 && !rules::is_named_slot(key, &s[v.clone()])
                         }));
                     } else if key.eq_ignore_ascii_case("name") {

@@ -1014,6 +1014,39 @@ fn is_placeholder(value: &str) -> bool {
             .is_some_and(word)
 }
 
+/// Whether a value in text says what state a secret is in rather than
+/// holding one: `Token: expired.`, `password: required`, `api_key: null`,
+/// `secret: none` (an error message or a config dump with the setting
+/// unset). One word, case aside, and a `.` or `!` after it.
+pub fn is_status_word(value: &str) -> bool {
+    const WORDS: [&str; 22] = [
+        "expired",
+        "invalid",
+        "missing",
+        "required",
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "empty",
+        "blank",
+        "unset",
+        "true",
+        "false",
+        "revoked",
+        "valid",
+        "absent",
+        "present",
+        "redacted",
+        "hidden",
+        "disabled",
+        "enabled",
+        "unknown",
+    ];
+    let word = value.trim_end_matches(['.', '!']);
+    word.len() <= 9 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
+}
+
 /// Whether the value after a `key: ` in text is the first word of prose,
 /// not a secret: letters alone, and another word follows
 /// (`password: This field is required.`, `token: invalid signature`,

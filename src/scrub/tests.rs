@@ -2825,3 +2825,24 @@ fn ssns_named_in_text_are_masked_however_written() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// A value that says what state a secret is in (an error message's
+/// `Token: expired.`, a config dump's `password: null`) hides nothing and
+/// stays; anything else after the key is still redacted.
+#[test]
+fn status_words_after_a_key_stay() {
+    for (input, want) in [
+        ("Token: expired.", "Token: expired."),
+        ("password: required", "password: required"),
+        ("{'password': None, 'token': 'abc123'}", "{'password': None, 'token': '[Filtered]'}"),
+        ("secret=undefined&api_key=xyz", "secret=undefined&api_key=[Filtered]"),
+        (
+            "secrets:\n  api: null\n  db: hunter2\n",
+            "secrets:\n  api: null\n  db: [Filtered]\n",
+        ),
+        ("password: expired1", "password: [Filtered]"),
+        ("token: nullify", "token: [Filtered]"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
