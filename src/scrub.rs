@@ -969,14 +969,14 @@ impl Scrubber {
                         }
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
-                        // A value on the next line belongs to a key that
-                        // starts its own (`secret:\n  hunter2`), not to one
-                        // that ends a sentence (`Unexpected token:\n    at ...`).
-                        // (PHP's `var_dump` puts every value after `=>` there.)
-                        let sentence =
-                            m.as_str().ends_with(':') && !rules::starts_line(s, m.start());
-                        let value = rules::value_for(s, m.start(), key, m.end())
-                            .filter(|v| !sentence || !s[m.end()..v.start].contains('\n'));
+                        // A line of prose after the key's line is no value
+                        // (`Unexpected token:\n    at JSON.parse (...)`, a
+                        // stack trace); one word or token is
+                        // (`Generated password:\n  Xy7kq2Lm9pQr`).
+                        let value = rules::value_for(s, m.start(), key, m.end()).filter(|v| {
+                            !s[m.end()..v.start].contains('\n')
+                                || !rules::starts_prose(s, v.clone())
+                        });
                         secret(value.filter(|v| {
                             !rules::is_code(&s[v.clone()])
                                 && !rules::is_prose(s, v.clone())
@@ -1098,11 +1098,15 @@ pub(crate) const NAMERS: [&str; 5] = ["name", "Name", "key", "Key", "ParameterKe
 pub(crate) const NAMED_VALUES: [&str; 3] = ["value", "Value", "ParameterValue"];
 
 /// Whether a key's value is named by a sibling: a [`NAMED_VALUES`] key by
-/// a [`NAMERS`] one, a [`JWK_PRIVATE`] member by its key's `kty`. (Either
-/// namer names both kinds: a `d` beside `"name": "password"` is redacted
-/// too, which costs nothing worth keeping and lets one check serve.)
+/// a [`NAMERS`] one, a [`JWK_PRIVATE`] member by its key's `kty` (each
+/// kind by its own namer: see [`is_jwk_member`]).
 pub(crate) fn is_named_value(key: &str) -> bool {
-    NAMED_VALUES.contains(&key) || JWK_PRIVATE.contains(&key)
+    NAMED_VALUES.contains(&key) || is_jwk_member(key)
+}
+
+/// Whether a key is a JSON Web Key's private member (named by a `kty`).
+pub(crate) fn is_jwk_member(key: &str) -> bool {
+    JWK_PRIVATE.contains(&key)
 }
 
 /// A JSON Web Key's members that hold its private part (RFC 7518 §6):
@@ -1406,9 +1410,7 @@ impl<'s> Walk<'s> {
                     .filter_map(|namer| map.get(*namer)?.as_str())
                     .find(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
                     .map(str::to_owned);
-                // A JSON Web Key: its private members are secrets (named
-                // by its `kty` as a `value` by its `name`, as the text pass
-                // reads them).
+                // A JSON Web Key: its private members are secrets.
                 let jwk = map
                     .get("kty")
                     .and_then(Value::as_str)
@@ -1424,8 +1426,10 @@ impl<'s> Walk<'s> {
                 for (key, child) in map.iter_mut() {
                     path.push(Seg::Key(key));
                     match (&named, template::param_key(key)) {
-                        (Some(name), _) if is_named_value(key) => self.entry(name, child, path),
-                        _ if jwk && is_named_value(key) => self.secret(child, path),
+                        (Some(name), _) if NAMED_VALUES.contains(&key.as_str()) => {
+                            self.entry(name, child, path)
+                        }
+                        _ if jwk && is_jwk_member(key) => self.secret(child, path),
                         (_, Some(ParamKey::All)) if !slots.is_empty() => {
                             self.params(child, &slots, path)
                         }

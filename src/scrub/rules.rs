@@ -344,7 +344,7 @@ pub const BUILTINS: &[Builtin] = &[
         // the path, a Rails app's signed link to a stored file
         // (`/rails/active_storage/blobs/redirect/<signed id>/invoice.pdf`). (`share` is no such word: `~/.local/share/` is a folder.) SDKs send them by default: `request.url` and
         // HTTP breadcrumbs. The word must be a whole segment; the validator
-        // redacts, among the four segments after it (the pattern takes the
+        // redacts, among the three segments after it (the pattern takes the
         // first, so that a word among them starts a match of its own), from the first that
         // looks generated to the last that does (`UrlToken`). A route
         // template (`/reset/{uidb64}/{token}/`, `/invite/:token`) is no match.
@@ -1055,8 +1055,14 @@ pub fn is_status_word(value: &str) -> bool {
 pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
     let b = s.as_bytes();
     let spaced = value.start >= 2 && b[value.start - 1] == b' ' && b[value.start - 2] == b':';
-    spaced
-        && b[value.clone()].iter().all(u8::is_ascii_alphabetic)
+    spaced && starts_prose(s, value)
+}
+
+/// Whether `value` is a word of letters alone with another word after it:
+/// the start of a sentence, or of a stack frame (`at JSON.parse (...)`).
+pub fn starts_prose(s: &str, value: std::ops::Range<usize>) -> bool {
+    let b = s.as_bytes();
+    b[value.clone()].iter().all(u8::is_ascii_alphabetic)
         && b.get(value.end) == Some(&b' ')
         && b.get(value.end + 1).is_some_and(u8::is_ascii_alphabetic)
 }
@@ -1613,7 +1619,7 @@ pub fn validate(
     whole.then_some(start..end)
 }
 
-/// Of the (up to) four path segments after a capability word (the match
+/// Of the (up to) three path segments after a capability word (the match
 /// `haystack[start..end]` is `/reset/` and the first), the span from the
 /// first that looks generated to the end of the last that does. A segment
 /// ends where the pattern's first does (a `?`, a quote, a bracket...).
@@ -1623,7 +1629,7 @@ fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range
     // After the word's closing `/`.
     let mut at = start + 1 + haystack[start + 1..end].find('/')? + 1;
     let mut found: Option<std::ops::Range<usize>> = None;
-    for _ in 0..4 {
+    for _ in 0..3 {
         let len = b[at..]
             .iter()
             .position(|&c| ends_segment(c))

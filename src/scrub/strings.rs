@@ -52,7 +52,7 @@ impl Scrubber {
         // The depths of the objects where a sensitive name was given, and
         // of those with a named value's string (where it lies, and its
         // edit if it has one, and its key): innermost last.
-        let mut named: Vec<usize> = Vec::new();
+        let mut named: Vec<(usize, bool)> = Vec::new();
         let mut named_values: Vec<(usize, usize, usize, Option<usize>, String)> = Vec::new();
         let mut nodes = Nodes::default();
         let mut at = 0;
@@ -67,8 +67,7 @@ impl Scrubber {
             match byte {
                 b'"' => {}
                 b'{' | b'[' => {
-                    let under_name =
-                        key.as_deref().is_some_and(is_named_value) && named.last() == Some(&depth);
+                    let under_name = key.as_deref().is_some_and(|k| names(&named, depth, k));
                     let opens_secret = secret.is_none()
                         && (under_name || key.as_deref().is_some_and(|k| self.holds_secrets(k)));
                     if opens_secret {
@@ -92,7 +91,7 @@ impl Scrubber {
                     key = None;
                     after_value = true;
                     // An input's text, redacted now that its node's id is known.
-                    let named_inside = named.last() == Some(&depth);
+                    let named_inside = named.last().is_some_and(|n| n.0 == depth);
                     let (text, named_value) = nodes.close(named_inside);
                     if let Some((from, to, edit)) = text {
                         if let Some(new) = self.redacted(&json[from..=to]) {
@@ -104,7 +103,7 @@ impl Scrubber {
                         }
                     }
                     depth -= 1;
-                    while named.last().is_some_and(|&d| d > depth) {
+                    while named.last().is_some_and(|n| n.0 > depth) {
                         named.pop();
                     }
                     while named_values.last().is_some_and(|v| v.2 > depth) {
@@ -157,8 +156,7 @@ impl Scrubber {
                     if under == "id" {
                         nodes.id(number);
                     }
-                    let named_here = (is_named_value(&under) && named.last() == Some(&depth))
-                        || nodes.holds_secret(&under);
+                    let named_here = names(&named, depth, &under) || nodes.holds_secret(&under);
                     if secret.is_some() || named_here || self.keys.is_sensitive(&under) {
                         // As the tree writes a number under a sensitive key: a string.
                         let text = String::from_utf8_lossy(number);
@@ -252,13 +250,24 @@ impl Scrubber {
                 || is_secret_input(&under, &text)
                 || (under == "kty" && is_jwk_type(&text));
             if names_secret {
-                if named.last() != Some(&depth) {
-                    named.push(depth);
+                // What it names: a JSON Web Key's members, or a value.
+                let by_kty = under == "kty";
+                if !named.contains(&(depth, by_kty)) {
+                    named.push((depth, by_kty));
                 }
                 // The values came first (a JSON Web Key's members sorted
                 // before its `kty`): redacted now, in place of what their
                 // scrubbing wrote, if anything.
-                while let Some((from, to, _, edit, key)) = named_values.pop_if(|v| v.2 == depth) {
+                let here = named_values
+                    .iter()
+                    .rev()
+                    .take_while(|v| v.2 == depth)
+                    .count();
+                let (others, now): (Vec<_>, Vec<_>) = named_values
+                    .drain(named_values.len() - here..)
+                    .partition(|v| super::is_jwk_member(&v.4) != by_kty);
+                named_values.extend(others);
+                for (from, to, _, edit, key) in now {
                     if let Some(new) = self.redacted(&json[from..=to]) {
                         redactions.push(self.secret_redaction(&key, self.password_method));
                         match edit {
@@ -268,8 +277,7 @@ impl Scrubber {
                     }
                 }
             }
-            let named_here =
-                (is_named_value && named.last() == Some(&depth)) || nodes.holds_secret(&under);
+            let named_here = names(&named, depth, &under) || nodes.holds_secret(&under);
             if named_here || self.holds_secrets(&under) {
                 if let Some(new) = self.redacted(&json[start..=end]) {
                     redactions.push(self.secret_redaction(&under, self.password_method));
@@ -535,6 +543,19 @@ impl Nodes {
             && attributes.attributes
             && node.id.is_some_and(|id| self.secret.contains(&id))
     }
+}
+
+/// Whether `key`, in the object at `depth`, holds a value its siblings
+/// named a secret: a [`is_named_value`] by a name, a JSON Web Key's member
+/// by its `kty` (each kind by its own: a `d` beside a sensitive `name` is
+/// a metric's or a flag's, not a key's).
+fn names(named: &[(usize, bool)], depth: usize, key: &str) -> bool {
+    is_named_value(key)
+        && named
+            .iter()
+            .rev()
+            .take_while(|n| n.0 == depth)
+            .any(|n| n.1 == super::is_jwk_member(key))
 }
 
 /// Whether a key holds the value its sibling `name` names: as in an event

@@ -2364,10 +2364,15 @@ fn tokens_in_url_paths_are_redacted() {
             "POST https://chat.example.com/hooks/xk3p9q2m7r8s4t6u1v5w0y2z3a",
             "POST https://chat.example.com/hooks/[urltoken]",
         ),
-        // The fourth segment after the word.
+        // Three segments after the word, not four: a fourth is more often
+        // a resource's id than a token.
         (
-            "https://app.example.com/invite/org/acme/team/Xq7k9Pz2Lm4Nw8Rt?ref=mail",
-            "https://app.example.com/invite/org/acme/team/[urltoken]?ref=mail",
+            "https://app.example.com/invite/acme/team/Xq7k9Pz2Lm4Nw8Rt?ref=mail",
+            "https://app.example.com/invite/acme/team/[urltoken]?ref=mail",
+        ),
+        (
+            "/api/keys/signing/versions/7/3f2a9c1e-1b2c-4d5e-8f90-abcdef123456",
+            "/api/keys/signing/versions/7/3f2a9c1e-1b2c-4d5e-8f90-abcdef123456",
         ),
         (
             "https://example.com/email/unsubscribe/ZmxvYmJlclBhcnNlckNvbXBvbmVudA",
@@ -2713,13 +2718,22 @@ fn json_web_keys_lose_their_private_members() {
     );
     assert_eq!(tree["extra"]["oct"]["k"], "[Filtered]");
     assert_eq!(tree["extra"]["plain"], event["extra"]["plain"]);
-    // Either namer names both kinds, alike in both passes.
-    let crossed = r#"{"extra": {"a": {"kty": "oct", "value": "v4lue-x"}, "b": {"name": "password", "d": "d-x"}}}"#;
+    // Each namer names its own kind, alike in both passes: a `d` beside a
+    // sensitive name is a metric's, a `value` beside a `kty` no key's.
+    let crossed = r#"{"extra": {"a": {"kty": "oct", "value": "v4lue-x"}, "b": {"name": "password_reset", "d": "2024-06-01", "k": "weekly", "value": "s3cr3t"}}}"#;
     let tree = both_ways(&s, crossed).expect("no fallback");
+    assert_eq!(tree["extra"]["a"]["value"], "v4lue-x");
     assert_eq!(
-        (&tree["extra"]["a"]["value"], &tree["extra"]["b"]["d"]),
-        (&json!("[Filtered]"), &json!("[Filtered]"))
+        (
+            &tree["extra"]["b"]["d"],
+            &tree["extra"]["b"]["k"],
+            &tree["extra"]["b"]["value"]
+        ),
+        (&json!("2024-06-01"), &json!("weekly"), &json!("[Filtered]"))
     );
+    let (out, _) = s.scrub_json_strings(crossed.as_bytes()).unwrap().unwrap();
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["extra"], tree["extra"]);
     // Members sorted before `kty` (a serializer's key order): the text
     // pass hands the object to the tree, which reads it whole.
     let sorted =
@@ -2783,10 +2797,18 @@ fn yaml_blocks_under_sensitive_keys() {
             "passwords: # rotated\r\n- [Filtered]\r\n- [Filtered]\r\nport: 80",
         ),
         ("password:\n    hunter2secret\n", "password:\n    [Filtered]\n"),
-        // A sentence that ends in a key: the next line is not its value.
+        // A line of prose after a key is not its value; a token is.
         (
             "SyntaxError: Unexpected token:\n    at JSON.parse (<anonymous>)",
             "SyntaxError: Unexpected token:\n    at JSON.parse (<anonymous>)",
+        ),
+        (
+            "Token:\n    at verify (/app/verify.js:75:21)",
+            "Token:\n    at verify (/app/verify.js:75:21)",
+        ),
+        (
+            "Generated password:\n  Xy7kq2Lm9pQr\nINFO bootstrap: initial root token:\n    s.AbCdEf123456xyz",
+            "Generated password:\n  [Filtered]\nINFO bootstrap: initial root token:\n    [Filtered]",
         ),
         // Not sensitive: untouched.
         ("database:\n  host: db.internal\n  port: 5432\n", "database:\n  host: db.internal\n  port: 5432\n"),
@@ -2834,8 +2856,14 @@ fn status_words_after_a_key_stay() {
     for (input, want) in [
         ("Token: expired.", "Token: expired."),
         ("password: required", "password: required"),
-        ("{'password': None, 'token': 'abc123'}", "{'password': None, 'token': '[Filtered]'}"),
-        ("secret=undefined&api_key=xyz", "secret=undefined&api_key=[Filtered]"),
+        (
+            "{'password': None, 'token': 'abc123'}",
+            "{'password': None, 'token': '[Filtered]'}",
+        ),
+        (
+            "secret=undefined&api_key=xyz",
+            "secret=undefined&api_key=[Filtered]",
+        ),
         (
             "secrets:\n  api: null\n  db: hunter2\n",
             "secrets:\n  api: null\n  db: [Filtered]\n",

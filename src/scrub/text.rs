@@ -23,8 +23,8 @@ use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
 use super::template::{param_key, ParamKey, Slots, TEMPLATE_ATTRIBUTE};
 use super::{
-    is_jwk_type, is_named_value, record_all, redact_all, redact_secret, write_meta, Method,
-    Redaction, Scrubber, Walk, NAMERS,
+    is_jwk_member, is_jwk_type, is_named_value, record_all, redact_all, redact_secret, write_meta,
+    Method, Redaction, Scrubber, Walk, NAMERS,
 };
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
@@ -193,6 +193,8 @@ pub(super) struct KeyClass {
     /// Its value is named by a sibling (`value`, a JSON Web Key's private
     /// members: see [`is_named_value`]).
     named_value: bool,
+    /// It is a JSON Web Key's private member, which only a `kty` names.
+    jwk_member: bool,
 }
 
 impl KeyClass {
@@ -214,6 +216,7 @@ impl KeyClass {
             param: param_key(key).is_some(),
             namer: NAMERS.contains(&key) || key == "kty",
             named_value: is_named_value(key),
+            jwk_member: is_jwk_member(key),
         }
     }
 }
@@ -496,7 +499,8 @@ impl<'j> Pass<'_, 'j> {
         }
         // `{"name": "password", "value": "..."}`: the name is the value's
         // key (and a JSON Web Key's `kty` makes its private members secrets).
-        let mut named: Option<KeyClass> = None;
+        // (With whether a `kty` named it: it names only a key's members.)
+        let mut named: Option<(KeyClass, bool)> = None;
         let mut value_seen = false;
         loop {
             let key = self.member_key()?;
@@ -507,13 +511,14 @@ impl<'j> Pass<'_, 'j> {
             let class = self.class_of(key);
             let start = self.pos;
             match named {
-                Some(name) if class.named_value => self.entry(
-                    KeyClass {
-                        safe_key: class.safe_key,
-                        ..name
-                    },
-                    path,
-                )?,
+                Some((name, by_kty)) if class.named_value && class.jwk_member == by_kty => self
+                    .entry(
+                        KeyClass {
+                            safe_key: class.safe_key,
+                            ..name
+                        },
+                        path,
+                    )?,
                 _ if class.param => self.parameter(key, class, open, path)?,
                 _ => self.entry(class, path)?,
             }
@@ -525,9 +530,9 @@ impl<'j> Pass<'_, 'j> {
                 let scrubber = self.walk.scrubber;
                 let names = match key {
                     // A JSON Web Key's type: its private members are secrets.
-                    "kty" => is_jwk_type(&name).then_some(class.secret()),
+                    "kty" => is_jwk_type(&name).then_some((class.secret(), true)),
                     _ => (scrubber.keys.classify(&name) != Sensitivity::None)
-                        .then(|| KeyClass::of(scrubber, &name)),
+                        .then(|| (KeyClass::of(scrubber, &name), false)),
                 };
                 if let Some(names) = names {
                     // A value before its name, or two names: the tree pass

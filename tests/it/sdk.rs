@@ -531,7 +531,7 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
 
 /// A private JSON Web Key in `extra` and in a logged string, a YAML config
 /// dump under a `secrets:` key, an SSN written with spaces after the word,
-/// and an invitation token four segments after its word: none reaches
+/// and an invitation token three segments after its word: none reaches
 /// Kafka, and what is public beside them does (the key's modulus, the
 /// dump's keys, the invitation's path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,7 +572,7 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
             message: Some(format!("customer ssn {SSN} on file; invite failed")),
             request: Some(sentry::protocol::Request {
                 url: Some(
-                    format!("https://app.example.com/invite/org/acme/team/{INVITE}")
+                    format!("https://app.example.com/invite/acme/team/{INVITE}")
                         .parse()
                         .unwrap(),
                 ),
@@ -616,7 +616,7 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
     );
     assert_eq!(
         body["request"]["url"],
-        "https://app.example.com/invite/org/acme/team/[urltoken]"
+        "https://app.example.com/invite/acme/team/[urltoken]"
     );
     let crumb = body["breadcrumbs"]["values"][0]["message"]
         .as_str()
