@@ -147,13 +147,18 @@ pub const BUILTINS: &[Builtin] = &[
         method: Method::Replace,
     },
     Builtin {
-        // A JSON Web Key's private member held in text (a logged key, a
-        // config dump): `"d": "<base64url>"` where the text has a `kty`
-        // (`Jwk`). In a JSON event, the walk redacts them by key.
+        // A JSON Web Key's private member held in text, however the
+        // language printed it: JSON (`"d": "..."`, escaped too), a
+        // JavaScript object (`{ kty: 'EC', d: '...' }`), YAML, Ruby's
+        // `"d"=>`, Go's `map[d:...]`, Java's `d=...`, PHP's `[d] =>`; when
+        // a `kty` stands in the same braces (`Jwk`). In a JSON event, the
+        // walk redacts them by key.
         name: "pemkey",
         pattern: r#"(?x)
-            \\? ["'] (?: d | p | q | dp | dq | qi | k ) \\? ["'] \s* : \s* \\? ["']
-            ( [A-Za-z0-9_-]{16,} )  # the member's value"#,
+            (?: ^ | [^A-Za-z0-9_] )  # not the end of a longer name
+            [\\"'\[]{0,3} (?: d | p | q | dp | dq | qi | k ) [\\"'\]]{0,3}
+            \s* (?: => | [:=] ) \s* [\\"']{0,3}
+            ( [A-Za-z0-9_+/-]{8,} =* )  # the member's value, base64url or base64"#,
         group: 1,
         validator: Validator::Jwk,
         method: Method::Replace,
@@ -1604,7 +1609,7 @@ pub fn validate(
                 && s.parse::<std::net::Ipv6Addr>().is_ok()
         }
         Validator::Bearer => s.len() >= 16 || s.bytes().any(|c| c.is_ascii_digit()),
-        Validator::Jwk => memchr::memmem::find(haystack.as_bytes(), b"kty").is_some(),
+        Validator::Jwk => jwk_beside(haystack, start, end),
         Validator::Ssn => {
             // `123-45-6789`, `123 45 6789` or `123456789`.
             let digits: String = s.chars().filter(char::is_ascii_digit).collect();
@@ -1617,6 +1622,23 @@ pub fn validate(
         }
     };
     whole.then_some(start..end)
+}
+
+/// Whether a `kty` stands in the same braces as the member whose value is
+/// `haystack[start..end]`: between the nearest `{`, `[` or `(` before it
+/// and the nearest `}`, `]` or `)` after it (a JSON object, Go's `map[...]`,
+/// Java's `JWK{...}`; the whole text when there are none: YAML).
+fn jwk_beside(haystack: &str, start: usize, end: usize) -> bool {
+    let b = haystack.as_bytes();
+    let from = b[..start]
+        .iter()
+        .rposition(|c| b"{[(".contains(c))
+        .unwrap_or(0);
+    let to = b[end..]
+        .iter()
+        .position(|c| b"}])".contains(c))
+        .map_or(b.len(), |at| end + at);
+    memchr::memmem::find(&b[from..to], b"kty").is_some()
 }
 
 /// Of the (up to) three path segments after a capability word (the match

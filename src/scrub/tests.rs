@@ -2771,6 +2771,32 @@ fn json_web_keys_lose_their_private_members() {
         ),
         // No key type named: any `d`.
         (format!(r#"{{"d":"{d}"}}"#), format!(r#"{{"d":"{d}"}}"#)),
+        // Other languages' prints.
+        (
+            format!("{{ kty: 'EC', crv: 'P-256', x: '{n}', d: '{d}' }}"),
+            format!("{{ kty: 'EC', crv: 'P-256', x: '{n}', d: '[pemkey]' }}"),
+        ),
+        (
+            format!("jwk:\n  kty: EC\n  d: {d}\n"),
+            "jwk:\n  kty: EC\n  d: [pemkey]\n".to_owned(),
+        ),
+        (
+            format!(r#"{{"kty"=>"EC", "d"=>"{d}"}}"#),
+            r#"{"kty"=>"EC", "d"=>"[pemkey]"}"#.to_owned(),
+        ),
+        (
+            format!("map[crv:P-256 d:{d} kty:EC]"),
+            "map[crv:P-256 d:[pemkey] kty:EC]".to_owned(),
+        ),
+        (
+            "JWK{kty=oct, k=c2VjcmV0Zm9v+/==}".to_owned(),
+            "JWK{kty=oct, k=[pemkey]}".to_owned(),
+        ),
+        // A `kty` in other braces names no member here.
+        (
+            r#"jwks refreshed (kty=RSA); stats {"d": "2024-06-01T12-30-00Z", "k": "cache_hit_ratio_daily"}"#.to_owned(),
+            r#"jwks refreshed (kty=RSA); stats {"d": "2024-06-01T12-30-00Z", "k": "cache_hit_ratio_daily"}"#.to_owned(),
+        ),
     ] {
         assert_eq!(text(&input), want, "{input}");
     }
