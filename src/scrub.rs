@@ -981,6 +981,7 @@ impl Scrubber {
                             !rules::is_code(&s[v.clone()])
                                 && !rules::is_prose(s, v.clone())
                                 && !rules::is_status_word(&s[v.clone()])
+                                && !s[v.clone()].starts_with("${{")
                                 && !rules::is_named_slot(key, &s[v.clone()])
                         }));
                     } else if key.eq_ignore_ascii_case("name") {

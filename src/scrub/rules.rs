@@ -720,7 +720,9 @@ pub fn starts_line(s: &str, key_start: usize) -> bool {
 /// at the key's own indent, as YAML allows). Its keys stay: they say what
 /// was there. `None` when no such block follows (a value on the key's own
 /// line, or a next line that is no mapping entry or list item: a stack
-/// trace after `Unexpected token:`), and the value is found as any other.
+/// trace after `Unexpected token:`), and the value is found as any other;
+/// an empty list when the block holds only what names no secret (a file's
+/// path, a variable, a sentence).
 pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops::Range<usize>>> {
     let b = s.as_bytes();
     let line_start = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
@@ -729,12 +731,21 @@ pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops
         return None;
     }
     let line_end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
-    let rest = s[from..line_end].trim();
-    if !(rest.is_empty() || rest.starts_with('#')) || line_end == b.len() {
+    let mut rest = s[from..line_end].trim();
+    // An anchor names the block (`secrets: &secrets`).
+    if rest.starts_with('&') {
+        rest = rest.split_once(' ').map_or("", |(_, r)| r).trim_start();
+    }
+    // A block scalar (`password: |`, `client_secret: >-`): every line of
+    // the block is its text.
+    let indicator = rest.trim_end_matches(|c: char| c.is_ascii_digit());
+    let scalar = matches!(indicator, "|" | ">" | "|-" | ">-" | "|+" | ">+");
+    if !(rest.is_empty() || rest.starts_with('#') || scalar) || line_end == b.len() {
         return None;
     }
     let column = key_start - line_start;
     let mut values = Vec::new();
+    let mut yaml = scalar;
     let mut at = line_end + 1;
     while at < b.len() {
         let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
@@ -742,46 +753,66 @@ pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops
         let indent = line.len() - line.trim_start_matches(' ').len();
         let content = &line[indent..];
         let item = content.starts_with("- ") || content == "-";
-        let inside = indent > column || (indent == column && item && bare);
-        if content.is_empty() {
-            at = end + 1;
+        let inside = indent > column || (indent == column && item && bare && !scalar);
+        let (line_at, next) = (at, end + 1);
+        at = next;
+        if content.is_empty() || (content.starts_with('#') && !scalar) {
             continue;
         }
         if !inside {
             break;
         }
-        let (mut from, mut text) = (at + indent, content);
+        let (mut from, mut text) = (line_at + indent, content);
+        if scalar {
+            values.push(from..from + text.len());
+            continue;
+        }
         if item {
             let dash = 1 + text[1..].len() - text[1..].trim_start().len();
             (from, text) = (from + dash, &text[dash..]);
         }
+        // `key: value`, or an environment's `KEY=value`.
         let key_len = text
             .bytes()
-            .take_while(|c| !matches!(c, b':' | b' ' | b'#'))
+            .take_while(|c| !matches!(c, b':' | b'=' | b' ' | b'#'))
             .count();
+        let after_key = &text[key_len..];
         let keyed = key_len > 0
-            && text[key_len..].starts_with(':')
-            && text[key_len + 1..].bytes().next().is_none_or(|c| c == b' ');
-        if values.is_empty() && !keyed && !item {
+            && (after_key.starts_with('=')
+                || after_key.starts_with(':')
+                    && after_key[1..].bytes().next().is_none_or(|c| c == b' '));
+        if !yaml && !keyed && !item {
             // Not YAML's: no block.
             return None;
         }
+        yaml = true;
         if keyed {
             let after = &text[key_len + 1..];
             let lead = after.len() - after.trim_start().len();
             (from, text) = (from + key_len + 1 + lead, after.trim_start());
         }
-        if !text.is_empty() && !text.starts_with('#') {
+        // A sentence (a validation message: `- This password is too
+        // common.`): four words or more, ended as sentences are.
+        let word = from..from + text.find(' ').unwrap_or(text.len());
+        let sentence = starts_prose(s, word)
+            && text.split(' ').count() >= 4
+            && text.ends_with(['.', '!', '?', ')']);
+        let said = text.is_empty() || text.starts_with('#') || is_reference(text) || sentence;
+        if !said {
             values.push(from..from + text.len());
-        } else if values.is_empty() {
-            // An entry whose value is a block of its own: a marker that
-            // the block is YAML, redacting nothing.
-            values.push(from..from);
         }
-        at = end + 1;
     }
-    values.retain(|v| !v.is_empty());
-    (!values.is_empty()).then_some(values)
+    // A block with nothing to redact is still the key's value.
+    yaml.then_some(values)
+}
+
+/// Whether a value in a config names where a secret is kept rather than
+/// holding it: a file's path (`file: ./db_password.txt`), a variable
+/// (`$DB_PASS`, `${DB_PASS}`) or a CI expression (`${{ secrets.NPM_TOKEN }}`).
+fn is_reference(value: &str) -> bool {
+    let path = (value.starts_with("./") || value.starts_with('/') || value.starts_with("~/"))
+        && !value.contains(' ');
+    path || value.starts_with("${{") || is_placeholder(value)
 }
 
 /// The key named in two words that ends at `at + key.len()` in `s`, when
@@ -1022,9 +1053,11 @@ fn is_placeholder(value: &str) -> bool {
 /// Whether a value in text says what state a secret is in rather than
 /// holding one: `Token: expired.`, `password: required`, `api_key: null`,
 /// `secret: none` (an error message or a config dump with the setting
-/// unset). One word, case aside, and a `.` or `!` after it.
+/// unset; GitHub Actions' `secrets: inherit`). One word, case aside, and
+/// a `.` or `!` after it.
 pub fn is_status_word(value: &str) -> bool {
-    const WORDS: [&str; 22] = [
+    const WORDS: [&str; 23] = [
+        "inherit",
         "expired",
         "invalid",
         "missing",

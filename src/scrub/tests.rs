@@ -2836,6 +2836,28 @@ fn yaml_blocks_under_sensitive_keys() {
             "Generated password:\n  Xy7kq2Lm9pQr\nINFO bootstrap: initial root token:\n    s.AbCdEf123456xyz",
             "Generated password:\n  [Filtered]\nINFO bootstrap: initial root token:\n    [Filtered]",
         ),
+        // Block scalars, an anchor, a comment first, environment lines.
+        (
+            "password: |\n  correct-horse-battery\n  staple\nclient_secret: >-\n  a8f5f167f44f4964\nport: 1",
+            "password: |\n  [Filtered]\n  [Filtered]\nclient_secret: >-\n  [Filtered]\nport: 1",
+        ),
+        (
+            "secrets: &secrets\n  # production values\n  db: hunter2\n  env:\n    DB=hunter3\n    MAILGUN=key-3ax6\n",
+            "secrets: &secrets\n  # production values\n  db: [Filtered]\n  env:\n    DB=[Filtered]\n    MAILGUN=[Filtered]\n",
+        ),
+        // What names where a secret is kept, or says it in words, stays.
+        (
+            "secrets:\n  db_password:\n    file: ./db_password.txt\n  npm: ${{ secrets.NPM_TOKEN }}\n  api_key:\n    external: true\n",
+            "secrets:\n  db_password:\n    file: ./db_password.txt\n  npm: ${{ secrets.NPM_TOKEN }}\n  api_key:\n    external: true\n",
+        ),
+        (
+            "password:\n  - This password is too common.\n  - correct horse battery staple\n",
+            "password:\n  - This password is too common.\n  - [Filtered]\n",
+        ),
+        (
+            "API_KEY: ${{ secrets.API_KEY }}\nsecrets: inherit",
+            "API_KEY: ${{ secrets.API_KEY }}\nsecrets: inherit",
+        ),
         // Not sensitive: untouched.
         ("database:\n  host: db.internal\n  port: 5432\n", "database:\n  host: db.internal\n  port: 5432\n"),
     ] {
