@@ -112,12 +112,27 @@ pub const BUILTINS: &[Builtin] = &[
         // other: only after the words that say what it is
         // (`customer ssn 123 45 6789 on file`).
         name: "usssn",
+        // A few words may come between (`SSN number:`, `SSN (verified):`,
+        // `Social Security #:`, `ssn ->`, a line break).
         pattern: r"(?x)
-            (?i: (?-u:\b) ssn | social [\ _-] security (?: [\ _-] (?: number | no ) )? ) (?-u:\b)
-            [^0-9A-Za-z\n]{0,3} (?: (?i: is | was ) \ )?
-            ( [0-9]{3} \ [0-9]{2} \ [0-9]{4} | [0-9]{9} ) (?-u:\b)",
+            (?i: (?-u:\b) ssns? | social [\ _-]? security ) (?-u:\b)
+            [^0-9]{0,20}
+            ( [0-9]{3} [\ .-]{0,3} [0-9]{2} [\ .-]{0,3} [0-9]{4} ) (?-u:\b)",
         group: 1,
         validator: Validator::Ssn,
+        method: Method::Mask,
+    },
+    Builtin {
+        // A taxpayer's number after the words that say so: an ITIN (which
+        // starts with 9, as no SSN does), a TIN, a tax id (`Tax ID:
+        // 12-3456789` an EIN's form too).
+        name: "usssn",
+        pattern: r"(?x)
+            (?i: (?-u:\b) (?: i?tin | tax [\ _-]? id | taxpayer [\ _-]? id (?: entification )? ) ) (?-u:\b)
+            [^0-9]{0,12}
+            ( [0-9]{3} [\ .-]{0,3} [0-9]{2} [\ .-]{0,3} [0-9]{4} | [0-9]{2} - [0-9]{7} ) (?-u:\b)",
+        group: 1,
+        validator: Validator::None,
         method: Method::Mask,
     },
     Builtin {
@@ -1106,7 +1121,14 @@ pub fn starts_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 122] = [
+const SENSITIVE_SUBSTRINGS: [&str; 128] = [
+    // Social security and taxpayer numbers by their names in full.
+    "socialsecurity",
+    "social_security",
+    "social-security",
+    "taxpayer",
+    "taxid",
+    "tax_id",
     "password",
     "passwd",
     "secret",
@@ -1262,9 +1284,9 @@ const SENSITIVE_SUBSTRINGS: [&str; 122] = [
 /// longer words: Polish and Czech (`haslo`, not `hasLocation`; `heslo`),
 /// Italian, Romanian and Turkish (`parola`), Spanish (`clave`), French
 /// (`mdp`, not `mdpi`), Norwegian (`passord`, not `passorder`).
-const SENSITIVE_WORDS: [&str; 25] = [
-    "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin", "haslo", "heslo",
-    "parola", "clave", "mdp", "passord",
+const SENSITIVE_WORDS: [&str; 27] = [
+    "tin", "itin", "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin",
+    "haslo", "heslo", "parola", "clave", "mdp", "passord",
     // Password field names of web forms (`psw`), and more.
     "psw", "pswd", "pword", "creds", "totp", "2fa",
     // Dropbox's shared links' key, django-sesame's login token.

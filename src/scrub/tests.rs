@@ -2866,9 +2866,29 @@ fn yaml_blocks_under_sensitive_keys() {
 }
 
 /// An SSN written with spaces or none is nine digits like any other: it is
-/// masked after the words that say what it is, and only there.
+/// masked after the words that say what it is, and only there. Keys that
+/// spell it out are sensitive keys.
 #[test]
 fn ssns_named_in_text_are_masked_however_written() {
+    let s = scrubber();
+    let event = json!({"request": {"data": {"socialSecurityNumber": "123456789",
+        "social_security_number": "123 45 6789", "taxId": "123456789", "tin": "123456789",
+        "destination": "Lisbon"}}});
+    let tree = both_ways(&s, &event.to_string()).expect("no fallback");
+    let data = &tree["request"]["data"];
+    for key in [
+        "socialSecurityNumber",
+        "social_security_number",
+        "taxId",
+        "tin",
+    ] {
+        assert_eq!(data[key], "[Filtered]", "{key}");
+    }
+    assert_eq!(data["destination"], "Lisbon");
+    assert_eq!(
+        text("<SocialSecurityNumber>123456789</SocialSecurityNumber>"),
+        "<SocialSecurityNumber>[Filtered]</SocialSecurityNumber>"
+    );
     for (input, want) in [
         (
             "customer ssn 123 45 6789 on file",
@@ -2881,6 +2901,18 @@ fn ssns_named_in_text_are_masked_however_written() {
         (
             "social security no. is 234 56 7890",
             "social security no. is *** ** ****",
+        ),
+        ("SSN number: 123456789", "SSN number: *********"),
+        ("SSN (verified): 123-45-6789", "SSN (verified): ***-**-****"),
+        (
+            "Social Security #: 123 - 45 - 6789",
+            "Social Security #: *** - ** - ****",
+        ),
+        ("SSN:\n  123 45 6789", "SSN:\n  *** ** ****"),
+        ("SSN 123.45.6789", "SSN ***.**.****"),
+        (
+            "ITIN 912701234; Tax ID: 12-3456789",
+            "ITIN *********; Tax ID: **-*******",
         ),
         // No such words, or no possible SSN (area 000, 666, 9xx).
         (
