@@ -959,6 +959,7 @@ impl Scrubber {
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))
                         || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
+                        || (self.keys.builtin() && rules::is_secret_data(s, key))
                     {
                         if let Some(block) = rules::yaml_block(s, m.start(), m.end()) {
                             block
@@ -1099,16 +1100,32 @@ pub(crate) const NAMERS: [&str; 5] = ["name", "Name", "key", "Key", "ParameterKe
 pub(crate) const NAMED_VALUES: [&str; 3] = ["value", "Value", "ParameterValue"];
 
 /// Whether a key's value is named by a sibling: a [`NAMED_VALUES`] key by
-/// a [`NAMERS`] one, a [`JWK_PRIVATE`] member by its key's `kty` (each
-/// kind by its own namer: see [`is_jwk_member`]).
+/// a [`NAMERS`] one, a typed secret's member by its type (each kind by its
+/// own namer: see [`is_typed_member`]).
 pub(crate) fn is_named_value(key: &str) -> bool {
-    NAMED_VALUES.contains(&key) || is_jwk_member(key)
+    NAMED_VALUES.contains(&key) || is_typed_member(key)
 }
 
-/// Whether a key is a JSON Web Key's private member (named by a `kty`).
-pub(crate) fn is_jwk_member(key: &str) -> bool {
-    JWK_PRIVATE.contains(&key)
+/// Whether a key holds a secret when a sibling names the object's type
+/// ([`names_typed_secret`]): a JSON Web Key's private member, a Kubernetes
+/// Secret's `data` or `stringData`.
+pub(crate) fn is_typed_member(key: &str) -> bool {
+    JWK_PRIVATE.contains(&key) || matches!(key, "data" | "stringData")
 }
+
+/// Whether a member (`key` with the string `text`) says its object is a
+/// secret's type: a JSON Web Key's `kty` ([`is_jwk_type`]), a Kubernetes
+/// manifest's `kind: Secret`.
+pub(crate) fn names_typed_secret(key: &str, text: &str) -> bool {
+    match key {
+        "kty" => is_jwk_type(text),
+        "kind" => text == "Secret",
+        _ => false,
+    }
+}
+
+/// The keys that may name an object's type (see [`names_typed_secret`]).
+pub(crate) const TYPE_KEYS: [&str; 2] = ["kty", "kind"];
 
 /// A JSON Web Key's members that hold its private part (RFC 7518 §6):
 /// an RSA key's `d`, its primes and their exponents, and other primes
@@ -1411,11 +1428,13 @@ impl<'s> Walk<'s> {
                     .filter_map(|namer| map.get(*namer)?.as_str())
                     .find(|name| self.scrubber.keys.classify(name) != Sensitivity::None)
                     .map(str::to_owned);
-                // A JSON Web Key: its private members are secrets.
-                let jwk = map
-                    .get("kty")
-                    .and_then(Value::as_str)
-                    .is_some_and(is_jwk_type);
+                // A JSON Web Key, a Kubernetes Secret: what their type
+                // says holds the secret is one.
+                let typed = TYPE_KEYS.iter().any(|k| {
+                    map.get(*k)
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| names_typed_secret(k, t))
+                });
                 // A log message's template beside its parameters: each
                 // parameter is judged by its slot (see [`template`]).
                 let slots = map
@@ -1430,7 +1449,7 @@ impl<'s> Walk<'s> {
                         (Some(name), _) if NAMED_VALUES.contains(&key.as_str()) => {
                             self.entry(name, child, path)
                         }
-                        _ if jwk && is_jwk_member(key) => self.secret(child, path),
+                        _ if typed && is_typed_member(key) => self.secret(child, path),
                         (_, Some(ParamKey::All)) if !slots.is_empty() => {
                             self.params(child, &slots, path)
                         }

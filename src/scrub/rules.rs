@@ -830,6 +830,27 @@ fn is_reference(value: &str) -> bool {
     path || value.starts_with("${{") || is_placeholder(value)
 }
 
+/// Whether `key` is a Kubernetes Secret's `data` or `stringData` in a text
+/// that holds a Secret's manifest (`kind: Secret`, in YAML or JSON): their
+/// values are the secrets, base64'd or not, under keys of any name
+/// (`tls.key`, `.dockerconfigjson`, `DATABASE_URL`).
+pub fn is_secret_data(s: &str, key: &str) -> bool {
+    if !matches!(key, "data" | "stringData") {
+        return false;
+    }
+    let b = s.as_bytes();
+    memchr::memmem::find_iter(b, b"kind").any(|at| {
+        let rest = s[at + 4..]
+            .trim_start_matches(['"', '\'', '\\'])
+            .trim_start();
+        rest.strip_prefix(':').is_some_and(|v| {
+            let v = v.trim_start().trim_start_matches(['"', '\'', '\\']);
+            v.strip_prefix("Secret")
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric()))
+        })
+    })
+}
+
 /// The key named in two words that ends at `at + key.len()` in `s`, when
 /// the pattern found `key` alone after a word and a space (`Invalid API
 /// key: ...`, `'Secret Key': ...`): `API key`, for the key matcher to
@@ -982,6 +1003,23 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
         let end = start + s[start..end].trim_end().len();
         return (end > start).then_some(start..end);
     }
+    // YAML's list of pairs (a Kubernetes container's `env`): `- name:
+    // DB_PASSWORD` then `value: ...` on the next line, under the name.
+    if starts_line(s, key_start) {
+        let column = key_start - line;
+        let line_end = memchr::memchr(b'\n', &b[name_end..]).map_or(b.len(), |at| name_end + at);
+        let next = &s[(line_end + 1).min(s.len())..];
+        let next = &next[..next.find('\n').unwrap_or(next.len())];
+        let indent = next.len() - next.trim_start_matches(' ').len();
+        if let Some(rest) = next[indent..]
+            .strip_prefix("value:")
+            .filter(|_| indent == column)
+        {
+            let start = line_end + 1 + indent + 6 + (rest.len() - rest.trim_start().len());
+            let end = start + rest.trim().trim_end_matches('\r').len();
+            return (end > start).then_some(start..end);
+        }
+    }
     let open = memchr::memrchr(b'<', &b[..key_start])?;
     if memchr::memchr(b'>', &b[open..key_start]).is_some() {
         return None;
@@ -1121,7 +1159,10 @@ pub fn starts_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 128] = [
+const SENSITIVE_SUBSTRINGS: [&str; 130] = [
+    // A kubeconfig's client key (its certificate is public).
+    "client-key-data",
+    "client_key_data",
     // Social security and taxpayer numbers by their names in full.
     "socialsecurity",
     "social_security",

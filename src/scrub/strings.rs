@@ -12,7 +12,7 @@
 
 use super::path::Seg;
 use super::text::Scrubbed;
-use super::{is_jwk_type, redact_secret, Method, Redaction, Scrubber, NAMERS};
+use super::{names_typed_secret, redact_secret, Method, Redaction, Scrubber, NAMERS};
 
 /// The text is not JSON by its bytes: something outside its strings is
 /// neither structure, number nor literal. What it holds there could not
@@ -248,12 +248,12 @@ impl Scrubber {
             let is_named_value = is_named_value(&under);
             let names_secret = (names_input(&under) && self.holds_secrets(&label_key(&text)))
                 || is_secret_input(&under, &text)
-                || (under == "kty" && is_jwk_type(&text));
+                || names_typed_secret(&under, &text);
             if names_secret {
                 // What it names: a JSON Web Key's members, or a value.
-                let by_kty = under == "kty";
-                if !named.contains(&(depth, by_kty)) {
-                    named.push((depth, by_kty));
+                let by_type = names_typed_secret(&under, &text);
+                if !named.contains(&(depth, by_type)) {
+                    named.push((depth, by_type));
                 }
                 // The values came first (a JSON Web Key's members sorted
                 // before its `kty`): redacted now, in place of what their
@@ -265,7 +265,7 @@ impl Scrubber {
                     .count();
                 let (others, now): (Vec<_>, Vec<_>) = named_values
                     .drain(named_values.len() - here..)
-                    .partition(|v| super::is_jwk_member(&v.4) != by_kty);
+                    .partition(|v| super::is_typed_member(&v.4) != by_type);
                 named_values.extend(others);
                 for (from, to, _, edit, key) in now {
                     if let Some(new) = self.redacted(&json[from..=to]) {
@@ -555,7 +555,7 @@ fn names(named: &[(usize, bool)], depth: usize, key: &str) -> bool {
             .iter()
             .rev()
             .take_while(|n| n.0 == depth)
-            .any(|n| n.1 == super::is_jwk_member(key))
+            .any(|n| n.1 == super::is_typed_member(key))
 }
 
 /// Whether a key holds the value its sibling `name` names: as in an event

@@ -2954,3 +2954,62 @@ fn status_words_after_a_key_stay() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// A Kubernetes Secret's `data` and `stringData` hold its secrets under
+/// keys of any name: redacted beside `kind: Secret`, as an object in
+/// either pass and the string-by-string scan, and as a manifest in text;
+/// a ConfigMap's stay. A container's `env` names its secrets by `name`,
+/// with the `value` on the next line; a kubeconfig's client key is one.
+#[test]
+fn kubernetes_secrets_lose_their_data() {
+    let s = scrubber();
+    let event = json!({"extra": {"manifest": {"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "app-tls"}, "data": {"tls.key": "LS0tLS1CRUdJTiBQUklW"},
+        "stringData": {"DATABASE_URL": "cG9zdGdyZXM6"}},
+        "config": {"kind": "ConfigMap", "data": {"LOG_LEVEL": "debug"}}}});
+    // As a manifest is written (`kind` first; `json!` sorts its keys).
+    let written = r#"{"extra": {"manifest": {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-tls"}, "data": {"tls.key": "LS0tLS1CRUdJTiBQUklW"}, "stringData": {"DATABASE_URL": "cG9zdGdyZXM6"}}, "config": {"kind": "ConfigMap", "data": {"LOG_LEVEL": "debug"}}}}"#;
+    assert_eq!(serde_json::from_str::<Value>(written).unwrap(), event);
+    let tree = both_ways(&s, written).expect("kind before data: no fallback");
+    // Sorted, the text pass hands the manifest to the tree.
+    assert_eq!(s.scrub_event_text(&event.to_string()), Err(Fallback));
+    let mut sorted = event.clone();
+    s.scrub_event(&mut sorted);
+    assert_eq!(sorted["extra"], tree["extra"]);
+    let manifest = &tree["extra"]["manifest"];
+    assert_eq!(manifest["data"]["tls.key"], "[Filtered]");
+    assert_eq!(manifest["stringData"]["DATABASE_URL"], "[Filtered]");
+    assert_eq!(manifest["metadata"]["name"], "app-tls");
+    assert_eq!(tree["extra"]["config"], event["extra"]["config"]);
+    let (out, _) = s
+        .scrub_json_strings(event.to_string().as_bytes())
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        !out.contains("LS0tLS1CRUdJTiBQUklW") && !out.contains("cG9zdGdyZXM6"),
+        "{out}"
+    );
+    assert!(out.contains("debug") && out.contains("app-tls"), "{out}");
+    for (input, want) in [
+        (
+            "kind: Secret\nmetadata:\n  name: app-secrets\ndata:\n  tls.key: LS0tLS1CRUdJTi\nstringData:\n  STRIPE: whsk_live_x1\n",
+            "kind: Secret\nmetadata:\n  name: app-secrets\ndata:\n  tls.key: [Filtered]\nstringData:\n  STRIPE: [Filtered]\n",
+        ),
+        (
+            r#"{"kind":"Secret","data":{"tls.key":"LS0tLS1CRUdJTi"}}"#,
+            r#"{"kind":"Secret","data":[Filtered]}"#,
+        ),
+        ("kind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n", "kind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n"),
+        (
+            "env:\n  - name: DB_PASSWORD\n    value: hunter2hunter2\n  - name: LOG_LEVEL\n    value: debug\n",
+            "env:\n  - name: DB_PASSWORD\n    value: [Filtered]\n  - name: LOG_LEVEL\n    value: debug\n",
+        ),
+        (
+            "users:\n- name: admin\n  user:\n    client-key-data: LS0tLS1CRUdJTiBSU0Eg\n",
+            "users:\n- name: admin\n  user:\n    client-key-data: [Filtered]\n",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}

@@ -23,8 +23,8 @@ use super::path::Seg;
 use super::rules::{KeyMatcher, Sensitivity};
 use super::template::{param_key, ParamKey, Slots, TEMPLATE_ATTRIBUTE};
 use super::{
-    is_jwk_member, is_jwk_type, is_named_value, record_all, redact_all, redact_secret, write_meta,
-    Method, Redaction, Scrubber, Walk, NAMERS,
+    is_named_value, is_typed_member, names_typed_secret, record_all, redact_all, redact_secret,
+    write_meta, Method, Redaction, Scrubber, Walk, NAMERS, TYPE_KEYS,
 };
 
 /// Arrays of pairs nested deeper than this go to the tree pass.
@@ -193,8 +193,9 @@ pub(super) struct KeyClass {
     /// Its value is named by a sibling (`value`, a JSON Web Key's private
     /// members: see [`is_named_value`]).
     named_value: bool,
-    /// It is a JSON Web Key's private member, which only a `kty` names.
-    jwk_member: bool,
+    /// It is a typed secret's member (a JSON Web Key's private member, a
+    /// Kubernetes Secret's `data`), which only the type names.
+    typed_member: bool,
 }
 
 impl KeyClass {
@@ -214,9 +215,9 @@ impl KeyClass {
             ip: KeyMatcher::is_ip_field(key),
             sensitivity: scrubber.keys.classify(key),
             param: param_key(key).is_some(),
-            namer: NAMERS.contains(&key) || key == "kty",
+            namer: NAMERS.contains(&key) || TYPE_KEYS.contains(&key),
             named_value: is_named_value(key),
-            jwk_member: is_jwk_member(key),
+            typed_member: is_typed_member(key),
         }
     }
 }
@@ -499,7 +500,8 @@ impl<'j> Pass<'_, 'j> {
         }
         // `{"name": "password", "value": "..."}`: the name is the value's
         // key (and a JSON Web Key's `kty` makes its private members secrets).
-        // (With whether a `kty` named it: it names only a key's members.)
+        // (With whether a type named it, a `kty` or `kind`: a type names only
+        // its own members.)
         let mut named: Option<(KeyClass, bool)> = None;
         let mut value_seen = false;
         loop {
@@ -511,7 +513,7 @@ impl<'j> Pass<'_, 'j> {
             let class = self.class_of(key);
             let start = self.pos;
             match named {
-                Some((name, by_kty)) if class.named_value && class.jwk_member == by_kty => self
+                Some((name, by_type)) if class.named_value && class.typed_member == by_type => self
                     .entry(
                         KeyClass {
                             safe_key: class.safe_key,
@@ -530,7 +532,9 @@ impl<'j> Pass<'_, 'j> {
                 let scrubber = self.walk.scrubber;
                 let names = match key {
                     // A JSON Web Key's type: its private members are secrets.
-                    "kty" => is_jwk_type(&name).then_some((class.secret(), true)),
+                    "kty" | "kind" => {
+                        names_typed_secret(key, &name).then_some((class.secret(), true))
+                    }
                     _ => (scrubber.keys.classify(&name) != Sensitivity::None)
                         .then(|| (KeyClass::of(scrubber, &name), false)),
                 };

@@ -529,7 +529,8 @@ async fn rust_sdk_tokens_in_urls_are_scrubbed() {
     );
 }
 
-/// A private JSON Web Key in `extra` and in a logged string, a YAML config
+/// A private JSON Web Key in `extra` and in a logged string, a Kubernetes
+/// Secret's manifest, a YAML config
 /// dump under a `secrets:` key, an SSN written with spaces after the word,
 /// and an invitation token three segments after its word: none reaches
 /// Kafka, and what is public beside them does (the key's modulus, the
@@ -544,6 +545,7 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
     const DB_PASS: &str = "Correct-Horse-42";
     const SSN: &str = "123 45 6789";
     const INVITE: &str = "Xq7k9Pz2Lm4Nw8Rt";
+    const TLS_KEY: &str = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t";
     let kafka = mock_kafka();
     let relay = TestRelay::with_kafka(&kafka.bootstrap_servers()).await;
     let dsn = relay.dsn();
@@ -562,10 +564,13 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
         let config = format!(
             "service: billing\nsecrets:\n  api: {API_KEY}\n  db:\n    - {DB_PASS}\nreplicas: 3\n"
         );
+        let manifest = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "web-tls"}, "data": {"tls.key": TLS_KEY}});
         let event = Event {
             extra: [
                 ("jwk".to_owned(), jwk),
                 ("config".to_owned(), config.into()),
+                ("manifest".to_owned(), manifest),
             ]
             .into_iter()
             .collect(),
@@ -591,7 +596,7 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
     let got = consume_async(kafka.bootstrap_servers(), &["ingest-events"], 1).await;
     assert_eq!(got.len(), 1);
     let text = String::from_utf8_lossy(&got[0].payload);
-    for secret in [D, P, EC_D, API_KEY, DB_PASS, SSN, INVITE] {
+    for secret in [D, P, EC_D, API_KEY, DB_PASS, SSN, INVITE, TLS_KEY] {
         assert!(!text.contains(secret), "{secret} reached Kafka: {text}");
     }
     let body: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
@@ -618,6 +623,7 @@ async fn rust_sdk_private_keys_config_dumps_and_named_ssns_are_scrubbed() {
         body["request"]["url"],
         "https://app.example.com/invite/acme/team/[urltoken]"
     );
+    assert_eq!(body["extra"]["manifest"]["metadata"]["name"], "web-tls");
     let crumb = body["breadcrumbs"]["values"][0]["message"]
         .as_str()
         .unwrap();
