@@ -500,9 +500,8 @@ impl<'j> Pass<'_, 'j> {
         }
         // `{"name": "password", "value": "..."}`: the name is the value's
         // key (and a JSON Web Key's `kty` makes its private members secrets).
-        // (With whether a type named it, a `kty` or `kind`: a type names only
-        // its own members.)
-        let mut named: Option<(KeyClass, bool)> = None;
+        // (Its `typed_member` says which kind of namer named it.)
+        let mut named: Option<KeyClass> = None;
         let mut value_seen = false;
         loop {
             let key = self.member_key()?;
@@ -513,7 +512,7 @@ impl<'j> Pass<'_, 'j> {
             let class = self.class_of(key);
             let start = self.pos;
             match named {
-                Some((name, by_type)) if class.named_value && class.typed_member == by_type => self
+                Some(name) if class.named_value && class.typed_member == name.typed_member => self
                     .entry(
                         KeyClass {
                             safe_key: class.safe_key,
@@ -532,11 +531,14 @@ impl<'j> Pass<'_, 'j> {
                 let scrubber = self.walk.scrubber;
                 let names = match key {
                     // A JSON Web Key's type: its private members are secrets.
-                    "kty" | "kind" => {
-                        names_typed_secret(key, &name).then_some((class.secret(), true))
-                    }
-                    _ => (scrubber.keys.classify(&name) != Sensitivity::None)
-                        .then(|| (KeyClass::of(scrubber, &name), false)),
+                    "kty" | "kind" => names_typed_secret(key, &name).then_some(KeyClass {
+                        typed_member: true,
+                        ..class.secret()
+                    }),
+                    _ => (scrubber.keys.classify(&name) != Sensitivity::None).then(|| KeyClass {
+                        typed_member: false,
+                        ..KeyClass::of(scrubber, &name)
+                    }),
                 };
                 if let Some(names) = names {
                     // A value before its name, or two names: the tree pass
