@@ -842,8 +842,9 @@ impl Scrubber {
     /// browsers send `@` as `%40`) is searched as it came first, where a
     /// value's bounds are its own (a `%23` in a password is no `#` that ends
     /// it, a `%2F` in a URL's password no `/`), then decoded, for what only
-    /// shows so (`bob%40example.com`); when that finds a secret, it is
-    /// written decoded with every secret redacted.
+    /// shows so (`bob%40example.com`); a secret found so is redacted where
+    /// it lies in the text as it came (written decoded only when the
+    /// escapes are not UTF-8).
     #[inline(always)]
     fn scrub_str(
         &self,
@@ -866,9 +867,21 @@ impl Scrubber {
                 out = Some(scrubbed);
             }
         }
-        match percent_decoded(out.as_deref().unwrap_or(s)) {
-            Some(decoded) => self.scrub_plain(&decoded, path, found).or(out),
-            None => out,
+        // A secret found decoded is redacted where it lies in the text as
+        // it came: the rest keeps its escapes, and so its meaning (a
+        // decoded `%26` would split a query's value in two).
+        let source = out.as_deref().unwrap_or(s);
+        match percent_decoded_mapped(source) {
+            Some((decoded, from)) => {
+                let spans = self.spans(&decoded, path);
+                let place = |r: std::ops::Range<usize>| from[r.start].0..from[r.end - 1].1;
+                self.write(&decoded, spans, found, source, place).or(out)
+            }
+            // Escapes that do not decode to UTF-8: the text as decoded.
+            None => match percent_decoded(source) {
+                Some(decoded) => self.scrub_plain(&decoded, path, found).or(out),
+                None => out,
+            },
         }
     }
 
@@ -879,6 +892,12 @@ impl Scrubber {
         path: &[Seg<'_>],
         found: &mut Vec<(Arc<str>, Method)>,
     ) -> Option<String> {
+        let spans = self.spans(s, path);
+        self.write(s, spans, found, s, |at| at)
+    }
+
+    /// What in `s` is a secret, by which rule: [`Self::scrub_plain`]'s search.
+    fn spans(&self, s: &str, path: &[Seg<'_>]) -> Vec<Span> {
         let mut spans: Vec<Span> = Vec::new();
         let set = self.set();
         if set.is_match(s) {
@@ -1024,15 +1043,31 @@ impl Scrubber {
                 }
             }
         }
+        spans
+    }
+
+    /// `target` with each of the `spans` of `s` redacted, where `place`
+    /// puts it in `target` (`target` is `s` itself, or the text `s` was
+    /// decoded from: a span's value is read in `s`, its redaction written
+    /// in `target`); `None` when nothing changed.
+    fn write(
+        &self,
+        s: &str,
+        mut spans: Vec<Span>,
+        found: &mut Vec<(Arc<str>, Method)>,
+        target: &str,
+        place: impl Fn(std::ops::Range<usize>) -> std::ops::Range<usize>,
+    ) -> Option<String> {
         if spans.is_empty() {
             return None;
         }
         // Earliest first; of two at the same place, the longer. Overlaps are dropped.
         spans.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-        let mut out = String::with_capacity(s.len());
+        let mut out = String::with_capacity(target.len());
         let mut at = 0;
+        let mut last_end = 0;
         for span in spans {
-            if span.start < at {
+            if span.start < last_end {
                 continue;
             }
             let (name, method, replacement) = match self.patterns.get(span.rule) {
@@ -1045,17 +1080,19 @@ impl Scrubber {
             if redacted == value {
                 continue;
             }
-            out.push_str(&s[at..span.start]);
+            let placed = place(span.start..span.end);
+            out.push_str(&target[at..placed.start]);
             out.push_str(&redacted);
-            at = span.end;
+            at = placed.end;
+            last_end = span.end;
             if !found.iter().any(|(n, m)| n == name && *m == method) {
                 found.push((name.clone(), method));
             }
         }
-        if at == 0 {
+        if last_end == 0 {
             return None;
         }
-        out.push_str(&s[at..]);
+        out.push_str(&target[at..]);
         Some(out)
     }
 }
@@ -1704,6 +1741,54 @@ fn percent_decoded(s: &str) -> Option<String> {
         decoded = once(&decoded);
     }
     Some(decoded)
+}
+
+/// `s` percent-decoded as [`percent_decoded`] decodes it (as often as it
+/// was encoded), with the span of `s` each decoded byte came from; `None`
+/// when it has no escapes, or a round's bytes are not UTF-8.
+fn percent_decoded_mapped(s: &str) -> Option<(String, Vec<(usize, usize)>)> {
+    if !has_escapes(s) {
+        return None;
+    }
+    let from: Vec<(usize, usize)> = (0..s.len()).map(|i| (i, i + 1)).collect();
+    let (mut decoded, mut from) = decode_round(s, &from)?;
+    let mut again = s.contains("%25");
+    for _ in 0..2 {
+        if !again || !has_escapes(&decoded) {
+            break;
+        }
+        again = decoded.contains("%25");
+        (decoded, from) = decode_round(&decoded, &from)?;
+    }
+    Some((decoded, from))
+}
+
+/// One round of percent-decoding, each decoded byte with the span it came
+/// from (in the text `from` maps `s`'s bytes to).
+fn decode_round(s: &str, from: &[(usize, usize)]) -> Option<(String, Vec<(usize, usize)>)> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut map = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escape = (b[i] == b'%')
+            .then(|| Some(hex(*b.get(i + 1)?)? * 16 + hex(*b.get(i + 2)?)?))
+            .flatten();
+        match escape {
+            Some(byte) => {
+                out.push(byte as u8);
+                map.push((from[i].0, from[i + 2].1));
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                map.push(from[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(|text| (text, map))
 }
 
 /// Whether `s` has a percent-escape (`%` and two hex digits).

@@ -3013,3 +3013,23 @@ fn kubernetes_secrets_lose_their_data() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// A secret found in a URL's decoded form is redacted where it lies in
+/// the URL as it came: the rest keeps its escapes, and so its meaning (a
+/// decoded `%26` or `%3D` would add a parameter to the query).
+#[test]
+fn percent_decoded_secrets_are_redacted_in_place() {
+    for (input, want) in [
+        (
+            "https://app.example.com/cb?next=%2Fhome%3Fa%3D1%26b%3D2&email=bob%40example.com",
+            "https://app.example.com/cb?next=%2Fhome%3Fa%3D1%26b%3D2&email=[email]",
+        ),
+        // Encoded twice: the whole escape of the secret goes.
+        (
+            "/login?r=%2Fauth%3Fuser%3Dalice%2540example.com%26x%3D1",
+            "/login?r=%2Fauth%3Fuser%3D[email]%26x%3D1",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
