@@ -974,6 +974,12 @@ impl Scrubber {
                         continue;
                     };
                     let key = &m.as_str()[key];
+                    // A stack frame's file and line (`TokenService.java:88`).
+                    if rules::is_source_file(key)
+                        && s[m.end()..].starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        continue;
+                    }
                     if self.keys.is_sensitive(key)
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))

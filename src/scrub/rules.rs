@@ -124,11 +124,12 @@ pub const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         // A taxpayer's number after the words that say so: an ITIN (which
-        // starts with 9, as no SSN does), a TIN, a tax id (`Tax ID:
-        // 12-3456789` an EIN's form too).
+        // starts with 9, as no SSN does), a tax id (`Tax ID: 12-3456789`,
+        // an EIN's form too). Not `tin` alone (Vietnamese `thông tin`,
+        // information) nor `taxid` (NCBI's taxonomy ids).
         name: "usssn",
         pattern: r"(?x)
-            (?i: (?-u:\b) (?: i?tin | tax [\ _-]? id | taxpayer [\ _-]? id (?: entification )? ) ) (?-u:\b)
+            (?i: (?-u:\b) (?: itin | tax [\ _-] id | taxpayer [\ _-]? id (?: entification )? ) ) (?-u:\b)
             [^0-9]{0,12}
             ( [0-9]{3} [\ .-]{0,3} [0-9]{2} [\ .-]{0,3} [0-9]{4} | [0-9]{2} - [0-9]{7} ) (?-u:\b)",
         group: 1,
@@ -1138,6 +1139,18 @@ pub fn is_status_word(value: &str) -> bool {
     word.len() <= 9 && WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
+/// Whether a key in text is a source file's name before its line number
+/// (`TokenService.java:88`, `auth.js:10:5`, `sessions_controller.rb:14`):
+/// a stack frame, not a key.
+pub fn is_source_file(key: &str) -> bool {
+    const SOURCE: [&str; 22] = [
+        "java", "kt", "scala", "js", "mjs", "cjs", "ts", "tsx", "jsx", "go", "rb", "py", "php",
+        "cs", "swift", "m", "c", "cc", "cpp", "h", "rs", "ex",
+    ];
+    key.rsplit_once('.')
+        .is_some_and(|(stem, ext)| !stem.is_empty() && SOURCE.contains(&ext))
+}
+
 /// Whether the value after a `key: ` in text is the first word of prose,
 /// not a secret: letters alone, and another word follows
 /// (`password: This field is required.`, `token: invalid signature`,
@@ -1159,7 +1172,7 @@ pub fn starts_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 }
 
 /// Sensitive key words matched anywhere in a key, case-insensitively.
-const SENSITIVE_SUBSTRINGS: [&str; 130] = [
+const SENSITIVE_SUBSTRINGS: [&str; 128] = [
     // A kubeconfig's client key (its certificate is public).
     "client-key-data",
     "client_key_data",
@@ -1168,8 +1181,6 @@ const SENSITIVE_SUBSTRINGS: [&str; 130] = [
     "social_security",
     "social-security",
     "taxpayer",
-    "taxid",
-    "tax_id",
     "password",
     "passwd",
     "secret",
@@ -1325,9 +1336,9 @@ const SENSITIVE_SUBSTRINGS: [&str; 130] = [
 /// longer words: Polish and Czech (`haslo`, not `hasLocation`; `heslo`),
 /// Italian, Romanian and Turkish (`parola`), Spanish (`clave`), French
 /// (`mdp`, not `mdpi`), Norwegian (`passord`, not `passorder`).
-const SENSITIVE_WORDS: [&str; 27] = [
-    "tin", "itin", "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin",
-    "haslo", "heslo", "parola", "clave", "mdp", "passord",
+const SENSITIVE_WORDS: [&str; 25] = [
+    "auth", "pwd", "ssn", "pass", "pw", "sid", "cvc", "cvv", "otp", "sig", "pin", "haslo", "heslo",
+    "parola", "clave", "mdp", "passord",
     // Password field names of web forms (`psw`), and more.
     "psw", "pswd", "pword", "creds", "totp", "2fa",
     // Dropbox's shared links' key, django-sesame's login token.

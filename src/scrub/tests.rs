@@ -2872,19 +2872,21 @@ fn yaml_blocks_under_sensitive_keys() {
 fn ssns_named_in_text_are_masked_however_written() {
     let s = scrubber();
     let event = json!({"request": {"data": {"socialSecurityNumber": "123456789",
-        "social_security_number": "123 45 6789", "taxId": "123456789", "tin": "123456789",
-        "destination": "Lisbon"}}});
+        "social_security_number": "123 45 6789", "taxpayerId": "123456789",
+        "destination": "Lisbon", "thong_tin": "don hang", "syntaxId": "x1", "taxid": 9606}}});
     let tree = both_ways(&s, &event.to_string()).expect("no fallback");
     let data = &tree["request"]["data"];
     for key in [
         "socialSecurityNumber",
         "social_security_number",
-        "taxId",
-        "tin",
+        "taxpayerId",
     ] {
         assert_eq!(data[key], "[Filtered]", "{key}");
     }
-    assert_eq!(data["destination"], "Lisbon");
+    // `tin` is Vietnamese for information; `taxid` NCBI's taxonomy.
+    for key in ["destination", "thong_tin", "syntaxId", "taxid"] {
+        assert_eq!(data[key], event["request"]["data"][key], "{key}");
+    }
     assert_eq!(
         text("<SocialSecurityNumber>123456789</SocialSecurityNumber>"),
         "<SocialSecurityNumber>[Filtered]</SocialSecurityNumber>"
@@ -2913,6 +2915,10 @@ fn ssns_named_in_text_are_masked_however_written() {
         (
             "ITIN 912701234; Tax ID: 12-3456789",
             "ITIN *********; Tax ID: **-*******",
+        ),
+        (
+            "Tin nhắn 123456789 đã được gửi",
+            "Tin nhắn 123456789 đã được gửi",
         ),
         // No such words, or no possible SSN (area 000, 666, 9xx).
         (
@@ -3032,4 +3038,19 @@ fn percent_decoded_secrets_are_redacted_in_place() {
     ] {
         assert_eq!(text(input), want, "{input}");
     }
+}
+
+/// A stack frame's file and line is no `key: value`, whatever the file's
+/// name says (`TokenService.java:88`).
+#[test]
+fn stack_frames_keep_their_line_numbers() {
+    for input in [
+        "at com.acme.auth.TokenService.refresh(TokenService.java:88)",
+        "at verify (/app/src/auth.js:10:5)",
+        "/go/src/app/auth.go:52 +0x1d",
+        "app/controllers/sessions_controller.rb:14:in `create'",
+    ] {
+        assert_eq!(text(input), input);
+    }
+    assert_eq!(text("token.txt: abc123XYZ"), "token.txt: [Filtered]");
 }
