@@ -984,7 +984,7 @@ impl Scrubber {
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))
                         || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
-                        || (self.keys.builtin() && rules::is_secret_data(s, key))
+                        || (self.keys.builtin() && rules::is_secret_data(s, key, m.start()))
                     {
                         if let Some(block) = rules::yaml_block(s, m.start(), m.end()) {
                             block

@@ -835,21 +835,38 @@ fn is_reference(value: &str) -> bool {
 /// that holds a Secret's manifest (`kind: Secret`, in YAML or JSON): their
 /// values are the secrets, base64'd or not, under keys of any name
 /// (`tls.key`, `.dockerconfigjson`, `DATABASE_URL`).
-pub fn is_secret_data(s: &str, key: &str) -> bool {
+pub fn is_secret_data(s: &str, key: &str, at: usize) -> bool {
     if !matches!(key, "data" | "stringData") {
         return false;
     }
-    let b = s.as_bytes();
-    memchr::memmem::find_iter(b, b"kind").any(|at| {
-        let rest = s[at + 4..]
-            .trim_start_matches(['"', '\'', '\\'])
-            .trim_start();
-        rest.strip_prefix(':').is_some_and(|v| {
-            let v = v.trim_start().trim_start_matches(['"', '\'', '\\']);
-            v.strip_prefix("Secret")
-                .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric()))
-        })
-    })
+    let secret = |kind: &str| {
+        kind.strip_prefix("Secret")
+            .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric()))
+    };
+    match enclosing(s, at, at) {
+        // JSON (or a flow mapping): a `kind` naming a Secret in the same
+        // braces (not a ConfigMap's beside it in a `List`).
+        Some(span) => {
+            let object = &s[span];
+            memchr::memmem::find_iter(object.as_bytes(), b"kind").any(|k| {
+                let rest = object[k + 4..]
+                    .trim_start_matches(['"', '\'', '\\'])
+                    .trim_start();
+                rest.strip_prefix(':')
+                    .is_some_and(|v| secret(v.trim_start().trim_start_matches(['"', '\'', '\\'])))
+            })
+        }
+        // YAML: a `kind: Secret` line in the same document (between `---`
+        // lines: a dry run's ConfigMap beside a Secret keeps its data).
+        None => {
+            let doc_start = s[..at].rfind("\n---").map_or(0, |i| i + 4);
+            let doc_end = s[at..].find("\n---").map_or(s.len(), |i| at + i);
+            s[doc_start..doc_end].lines().any(|line| {
+                line.strip_prefix("kind:")
+                    .is_some_and(|v| secret(v.trim_start().trim_start_matches(['"', '\''])))
+            })
+        }
+    }
 }
 
 /// The key named in two words that ends at `at + key.len()` in `s`, when
@@ -1736,16 +1753,46 @@ pub fn validate(
 /// and the nearest `}`, `]` or `)` after it (a JSON object, Go's `map[...]`,
 /// Java's `JWK{...}`; the whole text when there are none: YAML).
 fn jwk_beside(haystack: &str, start: usize, end: usize) -> bool {
+    match enclosing(haystack, start, end) {
+        Some(span) => memchr::memmem::find(&haystack.as_bytes()[span], b"kty").is_some(),
+        // No braces: YAML, whose `kty:` starts a line.
+        None => haystack
+            .lines()
+            .any(|line| line.trim_start().starts_with("kty:")),
+    }
+}
+
+/// The span of the innermost `{...}`, `[...]` or `(...)` around
+/// `haystack[start..end]`, brackets included, counting the pairs between
+/// (a `key_ops` list between a key's `kty` and its `d`); `None` when no
+/// bracket encloses it. Quotes are not read: a bracket inside a string
+/// counts too.
+fn enclosing(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     let b = haystack.as_bytes();
-    let from = b[..start]
-        .iter()
-        .rposition(|c| b"{[(".contains(c))
-        .unwrap_or(0);
-    let to = b[end..]
-        .iter()
-        .position(|c| b"}])".contains(c))
-        .map_or(b.len(), |at| end + at);
-    memchr::memmem::find(&b[from..to], b"kty").is_some()
+    let mut depth = 0usize;
+    let mut open = None;
+    for at in (0..start).rev() {
+        match b[at] {
+            b'}' | b']' | b')' => depth += 1,
+            b'{' | b'[' | b'(' if depth == 0 => {
+                open = Some(at);
+                break;
+            }
+            b'{' | b'[' | b'(' => depth -= 1,
+            _ => {}
+        }
+    }
+    let open = open?;
+    let mut depth = 0usize;
+    for (at, &c) in b.iter().enumerate().skip(end) {
+        match c {
+            b'{' | b'[' | b'(' => depth += 1,
+            b'}' | b']' | b')' if depth == 0 => return Some(open..at + 1),
+            b'}' | b']' | b')' => depth -= 1,
+            _ => {}
+        }
+    }
+    Some(open..b.len())
 }
 
 /// Of the (up to) three path segments after a capability word (the match

@@ -2792,6 +2792,19 @@ fn json_web_keys_lose_their_private_members() {
             "JWK{kty=oct, k=c2VjcmV0Zm9v+/==}".to_owned(),
             "JWK{kty=oct, k=[pemkey]}".to_owned(),
         ),
+        // Lists between `kty` and the member (WebCrypto's export, sorted).
+        (
+            r#"{"alg":"A256GCM","ext":true,"k":"Y0zt37HgOx-BY7SQjYVmrqhPkO44Ii2Jcb9yydUDPfE","key_ops":["encrypt","decrypt"],"kty":"oct"}"#.to_owned(),
+            r#"{"alg":"A256GCM","ext":true,"k":"[pemkey]","key_ops":["encrypt","decrypt"],"kty":"oct"}"#.to_owned(),
+        ),
+        (
+            format!("Array\n(\n    [kty] => EC\n    [d] => {d}\n)"),
+            "Array\n(\n    [kty] => EC\n    [d] => [pemkey]\n)".to_owned(),
+        ),
+        (
+            "jwks fetched (kty=RSA); cache k=user-profile-12345".to_owned(),
+            "jwks fetched (kty=RSA); cache k=user-profile-12345".to_owned(),
+        ),
         // A `kty` in other braces names no member here.
         (
             r#"jwks refreshed (kty=RSA); stats {"d": "2024-06-01T12-30-00Z", "k": "cache_hit_ratio_daily"}"#.to_owned(),
@@ -3007,6 +3020,19 @@ fn kubernetes_secrets_lose_their_data() {
             r#"{"kind":"Secret","data":[Filtered]}"#,
         ),
         ("kind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n", "kind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n"),
+        // A ConfigMap beside a Secret: in another document, another object.
+        (
+            "kind: Secret\ndata:\n  k: czNjcjN0\n---\nkind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n",
+            "kind: Secret\ndata:\n  k: [Filtered]\n---\nkind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n",
+        ),
+        (
+            r#"{"kind":"List","items":[{"kind":"Secret","data":{"k":"czNjcjN0"}},{"kind":"ConfigMap","data":{"LOG_LEVEL":"debug"}}]}"#,
+            r#"{"kind":"List","items":[{"kind":"Secret","data":[Filtered]},{"kind":"ConfigMap","data":{"LOG_LEVEL":"debug"}}]}"#,
+        ),
+        (
+            "not found for kind: Secret in chart\ndata:\n  LOG_LEVEL: info\n",
+            "not found for kind: Secret in chart\ndata:\n  LOG_LEVEL: info\n",
+        ),
         (
             "env:\n  - name: DB_PASSWORD\n    value: hunter2hunter2\n  - name: LOG_LEVEL\n    value: debug\n",
             "env:\n  - name: DB_PASSWORD\n    value: [Filtered]\n  - name: LOG_LEVEL\n    value: debug\n",
