@@ -967,7 +967,9 @@ impl Scrubber {
                     // nor is a GraphQL variable's declaration (`$password: String!`).
                     let before = &s[..m.start()];
                     let declared = before.ends_with('$') && m.as_str().ends_with(':');
-                    if before.ends_with("//") || before.ends_with('@') || declared {
+                    // Nor is a URL path's last segment (`/oauth/token: 401`).
+                    let path = before.ends_with('/') && !before.ends_with(" /");
+                    if before.ends_with("//") || before.ends_with('@') || declared || path {
                         continue;
                     }
                     let Some(key) = rules::key_in(m.as_str()) else {
@@ -986,7 +988,7 @@ impl Scrubber {
                         || (self.keys.builtin() && rules::is_link_code(s, m.start(), key))
                         || (self.keys.builtin() && rules::is_secret_data(s, key, m.start()))
                     {
-                        if let Some(block) = rules::yaml_block(s, m.start(), m.end()) {
+                        if let Some(block) = rules::yaml_block(s, key, m.start(), m.end()) {
                             block
                                 .into_iter()
                                 .filter(|v| !rules::is_status_word(&s[v.clone()]))
@@ -995,13 +997,15 @@ impl Scrubber {
                         }
                         // Code in a frame's context line is no secret
                         // (`token = getToken()`, `key = self.api_key`).
-                        // A line of prose after the key's line is no value
-                        // (`Unexpected token:\n    at JSON.parse (...)`, a
-                        // stack trace); one word or token is
-                        // (`Generated password:\n  Xy7kq2Lm9pQr`).
+                        // A value on a later line after a `:` must be the
+                        // key's (see `next_line_value`): not a stack frame
+                        // or the next line of a log. (PHP's `var_dump`
+                        // puts every value on the line after its `=>`.)
+                        let colon = m.as_str().ends_with(':');
                         let value = rules::value_for(s, m.start(), key, m.end()).filter(|v| {
-                            !s[m.end()..v.start].contains('\n')
-                                || !rules::starts_prose(s, v.clone())
+                            !colon
+                                || !s[m.end()..v.start].contains('\n')
+                                || rules::next_line_value(s, m.start(), v.clone())
                         });
                         secret(value.filter(|v| {
                             !rules::is_code(&s[v.clone()])

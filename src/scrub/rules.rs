@@ -739,11 +739,17 @@ pub fn starts_line(s: &str, key_start: usize) -> bool {
 /// trace after `Unexpected token:`), and the value is found as any other;
 /// an empty list when the block holds only what names no secret (a file's
 /// path, a variable, a sentence).
-pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops::Range<usize>>> {
+pub fn yaml_block(
+    s: &str,
+    key: &str,
+    key_start: usize,
+    from: usize,
+) -> Option<Vec<std::ops::Range<usize>>> {
     let b = s.as_bytes();
     let line_start = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
-    let bare = s[line_start..key_start].bytes().all(|c| c == b' ');
-    if !starts_line(s, key_start) || !s[..from].ends_with(':') {
+    let starts = starts_line(s, key_start);
+    let bare = starts && s[line_start..key_start].bytes().all(|c| c == b' ');
+    if !s[..from].ends_with(':') {
         return None;
     }
     let line_end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i);
@@ -759,7 +765,18 @@ pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops
     if !(rest.is_empty() || rest.starts_with('#') || scalar) || line_end == b.len() {
         return None;
     }
-    let column = key_start - line_start;
+    // The block is indented deeper than the key, or than its line when a
+    // log line's prefix comes first (`... DEBUG secrets:`).
+    let column = match starts {
+        true => key_start - line_start,
+        false => s[line_start..].len() - s[line_start..].trim_start_matches(' ').len(),
+    };
+    // A mapping under a key that names many secrets (`secrets:`,
+    // `credentials:`, a Secret's `data:`) holds them; under one that names
+    // one (`token:`, `password:`, `session:`, `secretKeyRef:`) it holds
+    // settings (`issuer:`, `min_length:`, `store:`, `name:`), and its own
+    // sensitive keys are found as any key is.
+    let holds_many = key.ends_with(['s', 'S']) || matches!(key, "data" | "stringData");
     let mut values = Vec::new();
     let mut yaml = scalar;
     let mut at = line_end + 1;
@@ -813,7 +830,9 @@ pub fn yaml_block(s: &str, key_start: usize, from: usize) -> Option<Vec<std::ops
         let sentence = starts_prose(s, word)
             && text.split(' ').count() >= 4
             && text.ends_with(['.', '!', '?', ')']);
-        let said = text.is_empty() || text.starts_with('#') || is_reference(text) || sentence;
+        let setting = keyed && !holds_many;
+        let said =
+            text.is_empty() || text.starts_with('#') || is_reference(text) || sentence || setting;
         if !said {
             values.push(from..from + text.len());
         }
@@ -1177,6 +1196,23 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
     let b = s.as_bytes();
     let spaced = value.start >= 2 && b[value.start - 1] == b' ' && b[value.start - 2] == b':';
     spaced && starts_prose(s, value)
+}
+
+/// Whether a value found on a line after its key's (`s[value]`, the key
+/// at `key_start`) is the key's: its line is indented deeper than the
+/// key's (`Generated password:\n  Xy7k...`), it is no word of letters
+/// with more after it (a stack frame: `at JSON.parse (...)`,
+/// `at <anonymous>:1:6`) and no markup (`<!DOCTYPE html>`). A line at the
+/// key's own indent is the next line of a log (`Traceback ...`).
+pub fn next_line_value(s: &str, key_start: usize, value: std::ops::Range<usize>) -> bool {
+    let indent = |at: usize| {
+        let line = memchr::memrchr(b'\n', &s.as_bytes()[..at]).map_or(0, |i| i + 1);
+        s[line..].len() - s[line..].trim_start_matches([' ', '\t']).len()
+    };
+    let b = s.as_bytes();
+    let word =
+        b[value.clone()].iter().all(u8::is_ascii_alphabetic) && b.get(value.end) == Some(&b' ');
+    indent(value.start) > indent(key_start) && !word && b[value.start] != b'<'
 }
 
 /// Whether `value` is a word of letters alone with another word after it:

@@ -3080,3 +3080,43 @@ fn stack_frames_keep_their_line_numbers() {
     }
     assert_eq!(text("token.txt: abc123XYZ"), "token.txt: [Filtered]");
 }
+
+/// The second red-team pass: a YAML block after a log line's prefix; a
+/// singular key's mapping holds settings, not secrets; what follows a key
+/// on a later line is its value only when indented under it and neither a
+/// stack frame nor markup; a URL path's last segment is no key.
+#[test]
+fn yaml_after_log_prefixes_settings_and_later_lines() {
+    for (input, want) in [
+        (
+            "2024-05-01T10:00:00Z DEBUG secrets:\n  db: Xk29sLqp\n  api: abc123XYZ\n",
+            "2024-05-01T10:00:00Z DEBUG secrets:\n  db: [Filtered]\n  api: [Filtered]\n",
+        ),
+        (
+            "token:\n  issuer: https://auth.example.com\n  ttl: 3600\npassword:\n  min_length: 12\n",
+            "token:\n  issuer: https://auth.example.com\n  ttl: 3600\npassword:\n  min_length: 12\n",
+        ),
+        (
+            "env:\n  - name: DB\n    valueFrom:\n      secretKeyRef:\n        name: db-credentials\n        optional: false\n",
+            "env:\n  - name: DB\n    valueFrom:\n      secretKeyRef:\n        name: db-credentials\n        optional: false\n",
+        ),
+        (
+            "Failed to refresh token:\nTraceback (most recent call last):\n  File \"app.py\", line 3",
+            "Failed to refresh token:\nTraceback (most recent call last):\n  File \"app.py\", line 3",
+        ),
+        (
+            "Unexpected token:\n    at <anonymous>:1:6\nUnexpected token:\n  <!DOCTYPE html>",
+            "Unexpected token:\n    at <anonymous>:1:6\nUnexpected token:\n  <!DOCTYPE html>",
+        ),
+        (
+            "POST https://auth.example.com/oauth/token: 401\n{\"error\": \"invalid_grant\"}",
+            "POST https://auth.example.com/oauth/token: 401\n{\"error\": \"invalid_grant\"}",
+        ),
+        (
+            "Your new API key:\n    a8f5f167f44f4964e6c998dee827110c",
+            "Your new API key:\n    [Filtered]",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input:?}");
+    }
+}
