@@ -982,6 +982,22 @@ impl Scrubber {
                     {
                         continue;
                     }
+                    // A field's name that names a secret (`"name": "DB_PASSWORD"`,
+                    // `key="DbPassword"`): the value beside it is the
+                    // secret, not the name.
+                    let namer = key.eq_ignore_ascii_case("name")
+                        || key.eq_ignore_ascii_case("key")
+                        || key.eq_ignore_ascii_case("parameterkey");
+                    if namer {
+                        let named = value_after(s, m.end()).filter(|name| {
+                            let name = s[name.clone()].trim_matches(['"', '\'', '\\']);
+                            self.keys.is_sensitive(name)
+                        });
+                        if let Some(name) = named {
+                            secret(rules::named_value(s, m.start(), name.end));
+                            continue;
+                        }
+                    }
                     if self.keys.is_sensitive(key)
                         || rules::two_word_key(s, m.start(), key)
                             .is_some_and(|key| self.keys.is_sensitive(key))
@@ -1014,13 +1030,6 @@ impl Scrubber {
                                 && !s[v.clone()].starts_with("${{")
                                 && !rules::is_named_slot(key, &s[v.clone()])
                         }));
-                    } else if key.eq_ignore_ascii_case("name") {
-                        // A form field or an HTML input named by a sensitive key.
-                        let named = value_after(s, m.end())
-                            .filter(|name| self.keys.is_sensitive(&s[name.clone()]));
-                        if let Some(name) = named {
-                            secret(rules::named_value(s, m.start(), name.end));
-                        }
                     }
                 }
             }

@@ -1041,20 +1041,53 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
         return (end > start).then_some(start..end);
     }
     // YAML's list of pairs (a Kubernetes container's `env`): `- name:
-    // DB_PASSWORD` then `value: ...` on the next line, under the name.
-    if starts_line(s, key_start) {
+    // DB_PASSWORD` then `value: ...` on the next line, under the name; a
+    // Terraform plan's `+ name = "DB_PASSWORD"` then `+ value = "..."`.
+    let prefix = s[line..key_start].trim_start_matches([' ', '-', '+', '~']);
+    if prefix.is_empty() {
         let column = key_start - line;
         let line_end = memchr::memchr(b'\n', &b[name_end..]).map_or(b.len(), |at| name_end + at);
-        let next = &s[(line_end + 1).min(s.len())..];
+        let next_start = (line_end + 1).min(s.len());
+        let next = &s[next_start..];
         let next = &next[..next.find('\n').unwrap_or(next.len())];
-        let indent = next.len() - next.trim_start_matches(' ').len();
-        if let Some(rest) = next[indent..]
-            .strip_prefix("value:")
-            .filter(|_| indent == column)
-        {
-            let start = line_end + 1 + indent + 6 + (rest.len() - rest.trim_start().len());
-            let end = start + rest.trim().trim_end_matches('\r').len();
+        let indent = next.len() - next.trim_start_matches([' ', '+', '~']).len();
+        let rest = next[indent..].strip_prefix("value").map(str::trim_start);
+        let rest = rest.and_then(|r| r.strip_prefix(':').or_else(|| r.strip_prefix('=')));
+        if let Some(rest) = rest.filter(|_| indent == column) {
+            let value = rest.trim().trim_end_matches('\r');
+            let mut start = next_start + next.len() - rest.trim_start().len();
+            let mut end = start + value.len();
+            // A quoted value keeps its quotes.
+            let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+            if quoted {
+                (start, end) = (start + 1, end - 1);
+            }
             return (end > start).then_some(start..end);
+        }
+    }
+    // In the same braces, before or after the name: `{"name":
+    // "DB_PASSWORD", "value": "..."}` (an ECS task definition, `kubectl -o
+    // json`), `{name: DB_PASSWORD, value: ...}` (YAML's flow style),
+    // CloudFormation's `ParameterValue`.
+    if let Some(span) = enclosing(s, key_start, name_end).filter(|span| b[span.start] == b'{') {
+        let object = &s[span.clone()];
+        let lower = object.to_ascii_lowercase();
+        for (at, _) in lower.match_indices("value") {
+            let key_from = lower[..at]
+                .rfind(|c: char| !c.is_ascii_alphabetic())
+                .map_or(0, |i| i + 1);
+            let whole = &lower[key_from..at + 5];
+            let after = object[at + 5..]
+                .trim_start_matches(['"', '\'', '\\'])
+                .trim_start();
+            let separated = after.starts_with([':', '=']);
+            if (whole == "value" || whole == "parametervalue") && separated {
+                let from = span.start + object.len() - after.len() + 1;
+                if let Some(value) = value_after(s, from) {
+                    return (value.start < span.end)
+                        .then_some(value.start..value.end.min(span.end - 1));
+                }
+            }
         }
     }
     let open = memchr::memrchr(b'<', &b[..key_start])?;

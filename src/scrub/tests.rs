@@ -3120,3 +3120,43 @@ fn yaml_after_log_prefixes_settings_and_later_lines() {
         assert_eq!(text(input), want, "{input:?}");
     }
 }
+
+/// A field's name that names a secret gives the value beside it, in every
+/// shape tools print pairs in: JSON in text (either order), YAML's flow
+/// and block styles, a Terraform plan, CloudFormation, .NET's config, an
+/// HTML input; the name itself stays.
+#[test]
+fn named_values_in_every_shape_of_text() {
+    for (input, want) in [
+        (
+            r#"[{"name":"api","environment":[{"name":"DB_PASSWORD","value":"hunter2Xk"},{"name":"LOG","value":"debug"}]}]"#,
+            r#"[{"name":"api","environment":[{"name":"DB_PASSWORD","value":"[Filtered]"},{"name":"LOG","value":"debug"}]}]"#,
+        ),
+        (
+            r#"{"value": "hunter2Xa", "name": "DB_PASSWORD"}"#,
+            r#"{"value": "[Filtered]", "name": "DB_PASSWORD"}"#,
+        ),
+        (
+            "env:\n  - {name: DB_PASSWORD, value: hunter2Xb}\n",
+            "env:\n  - {name: DB_PASSWORD, value: [Filtered]}\n",
+        ),
+        (
+            "+ name  = \"DB_PASSWORD\"\n+ value = \"hunter2Xc\"",
+            "+ name  = \"DB_PASSWORD\"\n+ value = \"[Filtered]\"",
+        ),
+        (
+            r#"{"ParameterKey":"DbPassword","ParameterValue":"hunter2Xd"}"#,
+            r#"{"ParameterKey":"DbPassword","ParameterValue":"[Filtered]"}"#,
+        ),
+        (
+            r#"<add key="DbPassword" value="hunter2Xe" />"#,
+            r#"<add key="DbPassword" value="[Filtered]" />"#,
+        ),
+        (
+            "- name: DB_PASSWORD\n  value: hunter2Xf\n- name: LOG_LEVEL\n  value: debug",
+            "- name: DB_PASSWORD\n  value: [Filtered]\n- name: LOG_LEVEL\n  value: debug",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
