@@ -845,8 +845,15 @@ pub fn yaml_block(
 /// holding it: a file's path (`file: ./db_password.txt`), a variable
 /// (`$DB_PASS`, `${DB_PASS}`) or a CI expression (`${{ secrets.NPM_TOKEN }}`).
 fn is_reference(value: &str) -> bool {
-    let path = (value.starts_with("./") || value.starts_with('/') || value.starts_with("~/"))
-        && !value.contains(' ');
+    // A path has a folder or a file's extension (`/run/secrets/db`,
+    // `./db_password.txt`); base64 may start with `/` too (`/9j/4AAQ...`,
+    // a JPEG's), and ends with `=` or has neither.
+    let rooted = value.starts_with("./") || value.starts_with('/') || value.starts_with("~/");
+    let folder = value[1..].contains('/') && !value.ends_with('=');
+    let file = value.rsplit_once('.').is_some_and(|(_, ext)| {
+        (1..=5).contains(&ext.len()) && ext.bytes().all(|c| c.is_ascii_alphabetic())
+    });
+    let path = rooted && !value.contains(' ') && (value.starts_with("./") || folder || file);
     path || value.starts_with("${{") || is_placeholder(value)
 }
 

@@ -3081,6 +3081,15 @@ fn stack_frames_keep_their_line_numbers() {
     assert_eq!(text("token.txt: abc123XYZ"), "token.txt: [Filtered]");
 }
 
+/// A Secret's base64 that starts with `/` is no file's path.
+#[test]
+fn base64_in_a_block_is_no_path() {
+    assert_eq!(
+        text("kind: Secret\ndata:\n  tls.key: /9j4AAQSkZJRgABAQEASABIAADxyz==\n  cfg: /run/secrets/app.conf\n"),
+        "kind: Secret\ndata:\n  tls.key: [Filtered]\n  cfg: /run/secrets/app.conf\n"
+    );
+}
+
 /// The second red-team pass: a YAML block after a log line's prefix; a
 /// singular key's mapping holds settings, not secrets; what follows a key
 /// on a later line is its value only when indented under it and neither a
