@@ -893,6 +893,9 @@ impl Scrubber {
         found: &mut Vec<(Arc<str>, Method)>,
     ) -> Option<String> {
         let spans = self.spans(s, path);
+        if spans.is_empty() {
+            return None;
+        }
         self.write(s, spans, found, s, |at| at)
     }
 
@@ -1069,6 +1072,7 @@ impl Scrubber {
     /// puts it in `target` (`target` is `s` itself, or the text `s` was
     /// decoded from: a span's value is read in `s`, its redaction written
     /// in `target`); `None` when nothing changed.
+    #[inline(never)]
     fn write(
         &self,
         s: &str,

@@ -849,7 +849,7 @@ fn is_reference(value: &str) -> bool {
     // `./db_password.txt`); base64 may start with `/` too (`/9j/4AAQ...`,
     // a JPEG's), and ends with `=` or has neither.
     let rooted = value.starts_with("./") || value.starts_with('/') || value.starts_with("~/");
-    let folder = value[1..].contains('/') && !value.ends_with('=');
+    let folder = rooted && value[1..].contains('/') && !value.ends_with('=');
     let file = value.rsplit_once('.').is_some_and(|(_, ext)| {
         (1..=5).contains(&ext.len()) && ext.bytes().all(|c| c.is_ascii_alphabetic())
     });
@@ -1080,8 +1080,9 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
         let object = &s[span.clone()];
         let lower = object.to_ascii_lowercase();
         for (at, _) in lower.match_indices("value") {
-            let key_from = lower[..at]
-                .rfind(|c: char| !c.is_ascii_alphabetic())
+            let key_from = lower.as_bytes()[..at]
+                .iter()
+                .rposition(|c| !c.is_ascii_alphabetic())
                 .map_or(0, |i| i + 1);
             let whole = &lower[key_from..at + 5];
             let after = object[at + 5..]
