@@ -1092,8 +1092,10 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
             if (whole == "value" || whole == "parametervalue") && separated {
                 let from = span.start + object.len() - after.len() + 1;
                 if let Some(value) = value_after(s, from) {
-                    return (value.start < span.end)
-                        .then_some(value.start..value.end.min(span.end - 1));
+                    // Up to the closing brace, when the braces close.
+                    let closed = matches!(b[span.end - 1], b'}' | b']' | b')');
+                    let limit = span.end - usize::from(closed);
+                    return (value.start < limit).then_some(value.start..value.end.min(limit));
                 }
             }
         }

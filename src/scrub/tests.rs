@@ -3157,6 +3157,11 @@ fn named_values_in_every_shape_of_text() {
             r#"{"ParameterKey":"DbPassword","ParameterValue":"hunter2Xd"}"#,
             r#"{"ParameterKey":"DbPassword","ParameterValue":"[Filtered]"}"#,
         ),
+        // Braces that do not close, a letter beyond ASCII last (a fuzzer's find).
+        (
+            r#"{"ParameterKey": "DbPassword", "ParameterValue": "hunter2ñ"#,
+            r#"{"ParameterKey": "DbPassword", "ParameterValue": "[Filtered]"#,
+        ),
         // A key before it with letters beyond ASCII (a fuzzer's find).
         (
             r#"{"ParameterKey": "DbPassword", "Parámetervalue": "cfn", "ParameterValue": "hunter2Xd"}"#,
