@@ -971,7 +971,9 @@ impl Scrubber {
                     let before = &s[..m.start()];
                     let declared = before.ends_with('$') && m.as_str().ends_with(':');
                     // Nor is a URL path's last segment (`/oauth/token: 401`).
-                    let path = before.ends_with('/') && !before.ends_with(" /");
+                    let path = before.ends_with('/')
+                        && !before.ends_with(" /")
+                        && m.as_str().ends_with(':');
                     if before.ends_with("//") || before.ends_with('@') || declared || path {
                         continue;
                     }
@@ -996,8 +998,12 @@ impl Scrubber {
                             let name = s[name.clone()].trim_matches(['"', '\'', '\\']);
                             self.keys.is_sensitive(name)
                         });
-                        if let Some(name) = named {
-                            secret(rules::named_value(s, m.start(), name.end));
+                        // (When no value stands beside it, the key is
+                        // judged as any key: `API key: my_secret_abc`.)
+                        if let Some(value) =
+                            named.and_then(|n| rules::named_value(s, m.start(), n.end))
+                        {
+                            secret(Some(value));
                             continue;
                         }
                     }
@@ -1090,7 +1096,8 @@ impl Scrubber {
         let mut at = 0;
         let mut last_end = 0;
         for span in spans {
-            if span.start < last_end {
+            // An empty match (an operator's rule such as `$`) hides nothing.
+            if span.start < last_end || span.start == span.end {
                 continue;
             }
             let (name, method, replacement) = match self.patterns.get(span.rule) {

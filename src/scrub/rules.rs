@@ -716,7 +716,7 @@ const LINK_KEYS: [&str; 5] = ["state=", "code=", "ticket=", "hash=", "confirmati
 /// Whether the key at `key_start` starts its line (after spaces), or a
 /// YAML list item on it (`- secrets:`).
 pub fn starts_line(s: &str, key_start: usize) -> bool {
-    let line_start = memchr::memrchr(b'\n', &s.as_bytes()[..key_start]).map_or(0, |i| i + 1);
+    let line_start = line_start(s, key_start);
     let prefix = s[line_start..key_start].trim_start_matches([' ', '\t']);
     prefix.is_empty() || prefix == "- "
 }
@@ -746,7 +746,7 @@ pub fn yaml_block(
     from: usize,
 ) -> Option<Vec<std::ops::Range<usize>>> {
     let b = s.as_bytes();
-    let line_start = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
+    let line_start = line_start(s, key_start);
     let starts = starts_line(s, key_start);
     let bare = starts && s[line_start..key_start].bytes().all(|c| c == b' ');
     if !s[..from].ends_with(':') {
@@ -873,7 +873,7 @@ pub fn is_secret_data(s: &str, key: &str, at: usize) -> bool {
         // JSON (or a flow mapping): a `kind` naming a Secret in the same
         // braces (not a ConfigMap's beside it in a `List`).
         Some(span) => {
-            let object = &s[span];
+            let object = &s[span.start..char_floor(s, span.end)];
             memchr::memmem::find_iter(object.as_bytes(), b"kind").any(|k| {
                 let rest = object[k + 4..]
                     .trim_start_matches(['"', '\'', '\\'])
@@ -885,11 +885,22 @@ pub fn is_secret_data(s: &str, key: &str, at: usize) -> bool {
         // YAML: a `kind: Secret` line in the same document (between `---`
         // lines: a dry run's ConfigMap beside a Secret keeps its data).
         None => {
-            let doc_start = s[..at].rfind("\n---").map_or(0, |i| i + 4);
-            let doc_end = s[at..].find("\n---").map_or(s.len(), |i| at + i);
-            s[doc_start..doc_end].lines().any(|line| {
-                line.strip_prefix("kind:")
-                    .is_some_and(|v| secret(v.trim_start().trim_start_matches(['"', '\''])))
+            let b = s.as_bytes();
+            let (from, to) = (at.saturating_sub(NEAR), (at + NEAR).min(b.len()));
+            let doc_start =
+                memchr::memmem::rfind(&b[from..at], b"\n---").map_or(from, |i| from + i + 4);
+            let doc_end = memchr::memmem::find(&b[at..to], b"\n---").map_or(to, |i| at + i);
+            memchr::memmem::find_iter(&b[doc_start..doc_end], b"\nkind:").any(|k| {
+                let v = &b[doc_start + k + 6..doc_end];
+                let v = v.trim_ascii_start();
+                let v = v
+                    .strip_prefix(b"\"")
+                    .or_else(|| v.strip_prefix(b"'"))
+                    .unwrap_or(v);
+                v.starts_with(b"Secret") && !v.get(6).is_some_and(u8::is_ascii_alphanumeric)
+            }) || (doc_start == 0 && b.starts_with(b"kind:") && {
+                let v = b[5..].trim_ascii_start();
+                v.starts_with(b"Secret") && !v.get(6).is_some_and(u8::is_ascii_alphanumeric)
             })
         }
     }
@@ -988,7 +999,7 @@ pub fn value_for(
     // the next `;` is followed by the next `Key=`.
     let listed = s[..key_start].trim_end().is_empty() || s[..key_start].trim_end().ends_with(';');
     // (Or the `;` ends the text: `...;Password=P@ss#word1;`.)
-    let next_pair = memchr::memchr(b';', &b[from..]).is_some_and(|i| {
+    let next_pair = memchr::memchr(b';', &b[from..char_floor(s, from + NEAR)]).is_some_and(|i| {
         let rest = s[from + i + 1..].trim_start();
         if rest.is_empty() {
             return true;
@@ -1032,10 +1043,15 @@ pub fn value_for(
 /// `value="..."` in the same tag (`<input name="password" value="...">`).
 pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::ops::Range<usize>> {
     let b = s.as_bytes();
-    let line = memchr::memrchr(b'\n', &b[..key_start]).map_or(0, |i| i + 1);
-    if s[line..key_start]
+    // Each name's look around it is bounded (see [`NEAR`]): a line longer
+    // than that is read from [`NEAR`] bytes before the name.
+    let near = key_start.saturating_sub(NEAR);
+    let line = memchr::memrchr(b'\n', &b[near..key_start]).map_or(near, |i| near + i + 1);
+    let ahead = char_floor(s, name_end + NEAR);
+    if b[line..key_start]
         .to_ascii_lowercase()
-        .contains("form-data")
+        .windows(9)
+        .any(|w| w == b"form-data")
     {
         let rest = &s[name_end..];
         let blank = [("\r\n\r\n", 4), ("\n\n", 2)]
@@ -1050,12 +1066,12 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
     // YAML's list of pairs (a Kubernetes container's `env`): `- name:
     // DB_PASSWORD` then `value: ...` on the next line, under the name; a
     // Terraform plan's `+ name = "DB_PASSWORD"` then `+ value = "..."`.
-    let prefix = s[line..key_start].trim_start_matches([' ', '-', '+', '~']);
-    if prefix.is_empty() {
+    let prefix_blank = b[line..key_start].iter().all(|c| b" -+~".contains(c));
+    let line_end = memchr::memchr(b'\n', &b[name_end..ahead]).map(|at| name_end + at);
+    if let Some(line_end) = line_end.filter(|_| prefix_blank) {
         let column = key_start - line;
-        let line_end = memchr::memchr(b'\n', &b[name_end..]).map_or(b.len(), |at| name_end + at);
-        let next_start = (line_end + 1).min(s.len());
-        let next = &s[next_start..];
+        let next_start = line_end + 1;
+        let next = &s[next_start..ahead.max(next_start)];
         let next = &next[..next.find('\n').unwrap_or(next.len())];
         let indent = next.len() - next.trim_start_matches([' ', '+', '~']).len();
         let rest = next[indent..].strip_prefix("value").map(str::trim_start);
@@ -1076,7 +1092,11 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
     // "DB_PASSWORD", "value": "..."}` (an ECS task definition, `kubectl -o
     // json`), `{name: DB_PASSWORD, value: ...}` (YAML's flow style),
     // CloudFormation's `ParameterValue`.
-    if let Some(span) = enclosing(s, key_start, name_end).filter(|span| b[span.start] == b'{') {
+    let object_of = enclosing(s, key_start, name_end).filter(|span| {
+        b[span.start] == b'{' && memchr::memmem::find(&b[span.clone()], b"alue").is_some()
+    });
+    if let Some(span) = object_of {
+        let span = span.start..char_floor(s, span.end);
         let object = &s[span.clone()];
         let lower = object.to_ascii_lowercase();
         for (at, _) in lower.match_indices("value") {
@@ -1089,7 +1109,13 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
                 .trim_start_matches(['"', '\'', '\\'])
                 .trim_start();
             let separated = after.starts_with([':', '=']);
-            if (whole == "value" || whole == "parametervalue") && separated {
+            // A member's key, not a word in a string: after `{` or `,`.
+            let opens = object.as_bytes()[..key_from]
+                .iter()
+                .rev()
+                .find(|c| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b'\\'))
+                .is_none_or(|c| matches!(c, b'{' | b','));
+            if (whole == "value" || whole == "parametervalue") && separated && opens {
                 let from = span.start + object.len() - after.len() + 1;
                 if let Some(value) = value_after(s, from) {
                     // Up to the closing brace, when the braces close.
@@ -1100,11 +1126,11 @@ pub fn named_value(s: &str, key_start: usize, name_end: usize) -> Option<std::op
             }
         }
     }
-    let open = memchr::memrchr(b'<', &b[..key_start])?;
+    let open = near + memchr::memrchr(b'<', &b[near..key_start])?;
     if memchr::memchr(b'>', &b[open..key_start]).is_some() {
         return None;
     }
-    let close = memchr::memchr(b'>', &b[name_end..]).map_or(b.len(), |at| name_end + at);
+    let close = memchr::memchr(b'>', &b[name_end..ahead]).map_or(ahead, |at| name_end + at);
     let tag = s[open..close].to_ascii_lowercase();
     let mut from = 0;
     while let Some(at) = tag[from..].find("value") {
@@ -1249,7 +1275,7 @@ pub fn is_prose(s: &str, value: std::ops::Range<usize>) -> bool {
 /// key's own indent is the next line of a log (`Traceback ...`).
 pub fn next_line_value(s: &str, key_start: usize, value: std::ops::Range<usize>) -> bool {
     let indent = |at: usize| {
-        let line = memchr::memrchr(b'\n', &s.as_bytes()[..at]).map_or(0, |i| i + 1);
+        let line = line_start(s, at);
         s[line..].len() - s[line..].trim_start_matches([' ', '\t']).len()
     };
     let b = s.as_bytes();
@@ -1832,25 +1858,58 @@ pub fn validate(
 /// and the nearest `}`, `]` or `)` after it (a JSON object, Go's `map[...]`,
 /// Java's `JWK{...}`; the whole text when there are none: YAML).
 fn jwk_beside(haystack: &str, start: usize, end: usize) -> bool {
+    let b = haystack.as_bytes();
     match enclosing(haystack, start, end) {
-        Some(span) => memchr::memmem::find(&haystack.as_bytes()[span], b"kty").is_some(),
-        // No braces: YAML, whose `kty:` starts a line.
-        None => haystack
-            .lines()
-            .any(|line| line.trim_start().starts_with("kty:")),
+        Some(span) => memchr::memmem::find(&b[span], b"kty").is_some(),
+        // No braces: YAML, whose `kty:` starts a line (near the member).
+        None => {
+            let window = &b[start.saturating_sub(NEAR)..(end + NEAR).min(b.len())];
+            memchr::memmem::find_iter(window, b"kty:").any(|at| {
+                window[..at]
+                    .iter()
+                    .rev()
+                    .take_while(|c| **c != b'\n')
+                    .all(|c| *c == b' ' || *c == b'\t')
+            })
+        }
     }
 }
+
+/// Where the line holding `at` starts, looked for up to [`NEAR`] bytes
+/// back (a longer line is read from there: it starts no YAML).
+fn line_start(s: &str, at: usize) -> usize {
+    let near = at.saturating_sub(NEAR);
+    match memchr::memrchr(b'\n', &s.as_bytes()[near..at]) {
+        Some(i) => near + i + 1,
+        None => char_floor(s, near),
+    }
+}
+
+/// The greatest char boundary of `s` at or before `at` (`s.len()` past it).
+fn char_floor(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// How far around a match the checks that read its context look, each way
+/// (its braces, its YAML document, a `kty:` line): every match of a rule
+/// may look, so the look is bounded, or a long text of matches would cost
+/// its length squared.
+const NEAR: usize = 2048;
 
 /// The span of the innermost `{...}`, `[...]` or `(...)` around
 /// `haystack[start..end]`, brackets included, counting the pairs between
 /// (a `key_ops` list between a key's `kty` and its `d`); `None` when no
-/// bracket encloses it. Quotes are not read: a bracket inside a string
-/// counts too.
+/// bracket encloses it within [`NEAR`] bytes. Quotes are not read: a
+/// bracket inside a string counts too.
 fn enclosing(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     let b = haystack.as_bytes();
     let mut depth = 0usize;
     let mut open = None;
-    for at in (0..start).rev() {
+    for at in (start.saturating_sub(NEAR)..start).rev() {
         match b[at] {
             b'}' | b']' | b')' => depth += 1,
             b'{' | b'[' | b'(' if depth == 0 => {
@@ -1863,7 +1922,8 @@ fn enclosing(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range
     }
     let open = open?;
     let mut depth = 0usize;
-    for (at, &c) in b.iter().enumerate().skip(end) {
+    let limit = (end + NEAR).min(b.len());
+    for (at, &c) in b.iter().enumerate().take(limit).skip(end) {
         match c {
             b'{' | b'[' | b'(' => depth += 1,
             b'}' | b']' | b')' if depth == 0 => return Some(open..at + 1),
@@ -1871,7 +1931,7 @@ fn enclosing(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range
             _ => {}
         }
     }
-    Some(open..b.len())
+    Some(open..limit)
 }
 
 /// Of the (up to) three path segments after a capability word (the match
@@ -1880,15 +1940,16 @@ fn enclosing(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range
 /// ends where the pattern's first does (a `?`, a quote, a bracket...).
 fn url_token(haystack: &str, start: usize, end: usize) -> Option<std::ops::Range<usize>> {
     let b = haystack.as_bytes();
-    let ends_segment = |c: u8| c.is_ascii_whitespace() || b"/?#\"'<>()[]{},;\\|`".contains(&c);
+    // Where the pattern's segments end (any space: `\s`).
+    let ends_segment = |c: char| c.is_whitespace() || "/?#\"'<>()[]{},;\\|`".contains(c);
     // After the word's closing `/`.
     let mut at = start + 1 + haystack[start + 1..end].find('/')? + 1;
     let mut found: Option<std::ops::Range<usize>> = None;
     for _ in 0..3 {
-        let len = b[at..]
-            .iter()
-            .position(|&c| ends_segment(c))
-            .unwrap_or(b.len() - at);
+        let len = haystack[at..]
+            .char_indices()
+            .find(|(_, c)| ends_segment(*c))
+            .map_or(b.len() - at, |(i, _)| i);
         if is_generated(&haystack[at..at + len]) {
             found = Some(found.map_or(at, |f| f.start)..at + len);
         }

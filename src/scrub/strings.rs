@@ -252,27 +252,28 @@ impl Scrubber {
             if names_secret {
                 // What it names: a JSON Web Key's members, or a value.
                 let by_type = names_typed_secret(&under, &text);
-                if !named.contains(&(depth, by_type)) {
-                    named.push((depth, by_type));
-                }
                 // The values came first (a JSON Web Key's members sorted
                 // before its `kty`): redacted now, in place of what their
-                // scrubbing wrote, if anything.
-                let here = named_values
-                    .iter()
-                    .rev()
-                    .take_while(|v| v.2 == depth)
-                    .count();
-                let (others, now): (Vec<_>, Vec<_>) = named_values
-                    .drain(named_values.len() - here..)
-                    .partition(|v| super::is_typed_member(&v.4) != by_type);
-                named_values.extend(others);
-                for (from, to, _, edit, key) in now {
-                    if let Some(new) = self.redacted(&json[from..=to]) {
-                        redactions.push(self.secret_redaction(&key, self.password_method));
-                        match edit {
-                            Some(i) => edits[i] = (from, to, new),
-                            None => edits.push((from, to, new)),
+                // scrubbing wrote, if anything. (Once per namer and object:
+                // a repeated name finds them gone.)
+                if !named.contains(&(depth, by_type)) {
+                    named.push((depth, by_type));
+                    let here = named_values
+                        .iter()
+                        .rev()
+                        .take_while(|v| v.2 == depth)
+                        .count();
+                    let (others, now): (Vec<_>, Vec<_>) = named_values
+                        .drain(named_values.len() - here..)
+                        .partition(|v| super::is_typed_member(&v.4) != by_type);
+                    named_values.extend(others);
+                    for (from, to, _, edit, key) in now {
+                        if let Some(new) = self.redacted(&json[from..=to]) {
+                            redactions.push(self.secret_redaction(&key, self.password_method));
+                            match edit {
+                                Some(i) => edits[i] = (from, to, new),
+                                None => edits.push((from, to, new)),
+                            }
                         }
                     }
                 }

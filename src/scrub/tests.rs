@@ -3179,3 +3179,38 @@ fn named_values_in_every_shape_of_text() {
         assert_eq!(text(input), want, "{input}");
     }
 }
+
+/// The code review's finds: a custom rule that matches nothing (`$`) with
+/// percent-escapes in the text; a key named `key` whose value names a
+/// secret but has no value beside it (`API key: my_secret_...` is still a
+/// secret); a `value` word inside a string before the member; a token
+/// before a no-break space; a decoded `path=value` pair in a query.
+#[test]
+fn review_finds_of_the_day() {
+    let mut settings = settings();
+    settings.rules.push(CustomRule {
+        name: "end".into(),
+        pattern: "$".into(),
+        method: Method::Replace,
+        paths: vec![],
+    });
+    let s = Scrubber::new(&settings).unwrap();
+    for input in ["go to a%20b", "%41", "x%2Fy end"] {
+        let _ = s.scrub_text(input);
+    }
+    for (input, want) in [
+        (
+            "Invalid API key: my_secret_abc123XYZ",
+            "Invalid API key: [Filtered]",
+        ),
+        ("Private key: hunter2password", "Private key: [Filtered]"),
+        (
+            r#"{"name":"password","description":"some value: kept","value":"hunter2"}"#,
+            r#"{"name":"password","description":"some value: kept","value":"[Filtered]"}"#,
+        ),
+        ("/reset/Ab12Cd34Ef\u{a0}now", "/reset/[urltoken]\u{a0}now"),
+        ("q=%2Fpassword%3Dhunter2", "q=%2Fpassword%3D[Filtered]"),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
+}
