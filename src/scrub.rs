@@ -990,9 +990,7 @@ impl Scrubber {
                     // A field's name that names a secret (`"name": "DB_PASSWORD"`,
                     // `key="DbPassword"`): the value beside it is the
                     // secret, not the name.
-                    let namer = key.eq_ignore_ascii_case("name")
-                        || key.eq_ignore_ascii_case("key")
-                        || key.eq_ignore_ascii_case("parameterkey");
+                    let namer = NAMERS.iter().any(|n| n.eq_ignore_ascii_case(key));
                     if namer {
                         let named = value_after(s, m.end()).filter(|name| {
                             let name = s[name.clone()].trim_matches(['"', '\'', '\\']);

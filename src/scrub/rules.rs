@@ -865,45 +865,42 @@ pub fn is_secret_data(s: &str, key: &str, at: usize) -> bool {
     if !matches!(key, "data" | "stringData") {
         return false;
     }
-    let secret = |kind: &str| {
-        kind.strip_prefix("Secret")
-            .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_alphanumeric()))
-    };
+    let b = s.as_bytes();
     match enclosing(s, at, at) {
         // JSON (or a flow mapping): a `kind` naming a Secret in the same
         // braces (not a ConfigMap's beside it in a `List`).
-        Some(span) => {
-            let object = &s[span.start..char_floor(s, span.end)];
-            memchr::memmem::find_iter(object.as_bytes(), b"kind").any(|k| {
-                let rest = object[k + 4..]
-                    .trim_start_matches(['"', '\'', '\\'])
-                    .trim_start();
-                rest.strip_prefix(':')
-                    .is_some_and(|v| secret(v.trim_start().trim_start_matches(['"', '\'', '\\'])))
-            })
-        }
+        Some(span) => memchr::memmem::find_iter(&b[span.clone()], b"kind")
+            .any(|k| kind_is_secret(&b[span.start + k + 4..span.end])),
         // YAML: a `kind: Secret` line in the same document (between `---`
         // lines: a dry run's ConfigMap beside a Secret keeps its data).
         None => {
-            let b = s.as_bytes();
             let (from, to) = (at.saturating_sub(NEAR), (at + NEAR).min(b.len()));
             let doc_start =
                 memchr::memmem::rfind(&b[from..at], b"\n---").map_or(from, |i| from + i + 4);
             let doc_end = memchr::memmem::find(&b[at..to], b"\n---").map_or(to, |i| at + i);
-            memchr::memmem::find_iter(&b[doc_start..doc_end], b"\nkind:").any(|k| {
-                let v = &b[doc_start + k + 6..doc_end];
-                let v = v.trim_ascii_start();
-                let v = v
-                    .strip_prefix(b"\"")
-                    .or_else(|| v.strip_prefix(b"'"))
-                    .unwrap_or(v);
-                v.starts_with(b"Secret") && !v.get(6).is_some_and(u8::is_ascii_alphanumeric)
-            }) || (doc_start == 0 && b.starts_with(b"kind:") && {
-                let v = b[5..].trim_ascii_start();
-                v.starts_with(b"Secret") && !v.get(6).is_some_and(u8::is_ascii_alphanumeric)
+            memchr::memmem::find_iter(&b[doc_start..doc_end], b"kind:").any(|k| {
+                let k = doc_start + k;
+                (k == 0 || b[k - 1] == b'\n') && kind_is_secret(&b[k + 4..doc_end])
             })
         }
     }
+}
+
+/// Whether what follows a `kind` key names a Secret: `: Secret`,
+/// `":"Secret"`, `\":\"Secret\"` (its quotes and separator, then the word).
+fn kind_is_secret(after: &[u8]) -> bool {
+    fn skip(v: &[u8]) -> &[u8] {
+        let n = v
+            .iter()
+            .take_while(|c| matches!(c, b'"' | b'\'' | b'\\') || c.is_ascii_whitespace())
+            .count();
+        &v[n..]
+    }
+    let Some(v) = skip(after).strip_prefix(b":") else {
+        return false;
+    };
+    let v = skip(v);
+    v.starts_with(b"Secret") && !v.get(6).is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// The key named in two words that ends at `at + key.len()` in `s`, when
